@@ -1,0 +1,161 @@
+"""One injectable clock for all waiting.
+
+On hardware the clock is the real one. On a simulated station it is *virtual*: an asyncio
+event loop whose ``time()`` is simulated and which, whenever every task is waiting for a
+timer (no I/O ready, no worker thread busy), jumps straight to the next timer. Everything
+that waits with ``asyncio.sleep``, ``asyncio.timeout`` or ``loop.time()`` - the executor,
+drivers' deadlines, and simulators served in the same process - shares that clock without
+knowing it, so months of protocol run in seconds and a simulator's physics and the
+driver's deadlines can never drift apart.
+
+Durations are always measured on the loop's monotonic time; the wall clock is only used
+to stamp records (``Clock.wall()``), so a wall-clock jump cannot stretch a step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+__all__ = [
+    "Clock",
+    "VirtualTimeLoop",
+    "new_virtual_loop",
+    "run_virtual",
+]
+
+T = TypeVar("T")
+
+
+class _JumpingSelector(selectors.BaseSelector):
+    """Wraps a real selector; when nothing is ready and a timer is due later, jumps time."""
+
+    def __init__(self, loop: VirtualTimeLoop, real: selectors.BaseSelector) -> None:
+        self._loop = loop
+        self._real = real
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.modify(fileobj, events, data)
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.get_key(fileobj)
+
+    def get_map(self) -> Any:
+        return self._real.get_map()
+
+    def close(self) -> None:
+        self._real.close()
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = self._real.select(0)
+        if ready or timeout == 0:
+            return ready
+        loop = self._loop
+        if loop.busy_threads > 0 or timeout is None:
+            # A worker thread will wake us through the self-pipe, or only I/O can: wait
+            # for real, briefly when a timer is pending so we can jump if nothing comes.
+            real_timeout = timeout if timeout is None else min(timeout, 0.002)
+            ready = self._real.select(real_timeout)
+            if ready or timeout is None or loop.busy_threads > 0:
+                return ready
+        elif loop.grace_s > 0:
+            # Data written on a pseudo-terminal or socket may take a moment to surface.
+            ready = self._real.select(loop.grace_s)
+            if ready:
+                return ready
+        assert timeout is not None
+        loop.advance(timeout)
+        return []
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on simulated time that jumps to the next timer when idle."""
+
+    def __init__(self, start: float = 0.0, grace_s: float = 0.0) -> None:
+        real = selectors.DefaultSelector()
+        self._now = start
+        self.busy_threads = 0
+        self.grace_s = grace_s
+        self.jumps = 0
+        super().__init__(selector=_JumpingSelector(self, real))
+        self._clock_resolution = 1e-6
+
+    def time(self) -> float:
+        return self._now
+
+    def advance(self, dt: float) -> None:
+        if dt <= 0:
+            return
+        target = self._now + dt
+        # Land exactly on the next timer: at large times float rounding could otherwise
+        # leave it a hair in the future for ever.
+        scheduled = getattr(self, "_scheduled", None)
+        if scheduled:
+            target = max(target, scheduled[0].when())
+        self._now = target
+        self.jumps += 1
+
+    def run_in_executor(self, executor: Any, func: Callable[..., T], *args: Any) -> Any:
+        fut = super().run_in_executor(executor, func, *args)
+        self.busy_threads += 1
+
+        def _done(_: Any) -> None:
+            self.busy_threads -= 1
+
+        fut.add_done_callback(_done)
+        return fut
+
+
+def new_virtual_loop(grace_s: float = 0.0) -> VirtualTimeLoop:
+    return VirtualTimeLoop(grace_s=grace_s)
+
+
+def run_virtual(coro: Coroutine[Any, Any, T], *, grace_s: float = 0.0) -> T:
+    """Run ``coro`` to completion on a fresh virtual-time loop."""
+    with asyncio.Runner(loop_factory=lambda: new_virtual_loop(grace_s)) as runner:
+        return runner.run(coro)
+
+
+class Clock:
+    """Time for one process: monotonic seconds from the running loop, and a wall clock.
+
+    ``now()`` is the loop's monotonic time (virtual on a virtual loop). ``wall()`` is
+    seconds since the Unix epoch: real on hardware; on a virtual loop, the real time at
+    which the clock was made plus the simulated time elapsed since.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop
+        loop_ = self._get_loop()
+        self.virtual = isinstance(loop_, VirtualTimeLoop)
+        self._t0 = loop_.time()
+        self._wall0 = time.time()
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop if self._loop is not None else asyncio.get_running_loop()
+
+    def now(self) -> float:
+        return self._get_loop().time()
+
+    def elapsed(self) -> float:
+        return self.now() - self._t0
+
+    def wall(self) -> float:
+        if self.virtual:
+            return self._wall0 + (self.now() - self._t0)
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+    async def sleep_until(self, t: float) -> None:
+        await asyncio.sleep(max(0.0, t - self.now()))
