@@ -1,0 +1,188 @@
+"""``labrig run``: run a protocol, on hardware or (``--sim``) on the simulated station."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from ..events import RunState
+
+__all__ = ["register"]
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _fmt_hours(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    h = seconds / 3600.0
+    if h >= 48:
+        return f"{h / 24:,.1f} d"
+    if h >= 1:
+        return f"{h:,.1f} h"
+    return f"{seconds / 60:,.1f} min"
+
+
+class _SimTimeColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        f = task.fields
+        return Text(
+            f"cycle {f.get('cycle', 1)} · {f.get('step', '')[:38]:<38} · "
+            f"t={_fmt_hours(f.get('sim_s'))} · ETA {f.get('eta', '–')}",
+            style="cyan",
+        )
+
+
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    out_: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"--set takes key=value, got {item!r}")
+        key = key.strip()
+        if not key.startswith("cell."):
+            key = "cell." + key
+        out_[key] = value.strip()
+    return out_
+
+
+def run(
+    protocol: Annotated[str, typer.Argument(help="A protocol file, or a name from `labrig library`.")],
+    sim: Annotated[bool, typer.Option("--sim", help="Run on simulated instruments.")] = False,
+    station: Annotated[
+        Path | None, typer.Option("--station", help="Station file (default: built-in simulated station).")
+    ] = None,
+    position: Annotated[str | None, typer.Option("--position", help="Station position (default: the first).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where run directories go.")] = Path("runs"),
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a cell field, e.g. --set cam_mass_mg=9.1")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated cell's noise.")] = 0,
+    mqtt: Annotated[str | None, typer.Option("--mqtt", help="Publish status to this broker URL.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Run PROTOCOL and write a run directory of data and per-cycle results."""
+    from protocols.errors import ProtocolError
+    from protocols.loader import dump_protocol_yaml, load_protocol
+
+    from ..runner import RunRequest, execute_run
+    from ..station import DEFAULT_STATION, StationError, load_station
+
+    try:
+        overrides = _parse_sets(set_ or [])
+        proto = load_protocol(protocol, overrides=overrides or None)
+        st = load_station(station) if station is not None else DEFAULT_STATION
+        st.position(position)
+        from ..compile import StepCompiler, is_cycler_step
+
+        compiler = StepCompiler(proto, proto.cell)
+        for s in proto.steps():
+            if is_cycler_step(s):
+                compiler.compile(s)
+    except ProtocolError as exc:
+        err.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    except (StationError, ValueError, typer.BadParameter) as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    if not sim and station is None:
+        err.print("error: no station file given; use --sim for a dry run on the built-in "
+                  "simulated station, or --station FILE for hardware")
+        raise typer.Exit(2)
+
+    req = RunRequest(
+        protocol=proto,
+        protocol_yaml=dump_protocol_yaml(proto),
+        out_dir=out_dir,
+        station=st,
+        position=position,
+        sim=sim,
+        seed=seed,
+    )
+    outcome, root = _run_with_display(req, mqtt=mqtt, quiet=quiet)
+    table = Table(title=f"{proto.name}: {outcome.state.value}", show_header=False)
+    table.add_row("run directory", str(root))
+    table.add_row("cycles", str(outcome.cycles))
+    table.add_row("rows", f"{outcome.rows:,}")
+    table.add_row("simulated time" if sim else "run time", _fmt_hours(outcome.run_time_s))
+    if outcome.reason:
+        table.add_row("reason", outcome.reason)
+    out.print(table)
+    if outcome.state != RunState.finished:
+        raise typer.Exit(1)
+
+
+def _run_with_display(req: Any, *, mqtt: str | None, quiet: bool) -> Any:
+    from ..clock import new_virtual_loop
+    from ..runner import execute_run
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        _SimTimeColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+        disable=quiet or not sys.stderr.isatty() and False,
+        refresh_per_second=8,
+    )
+    task_id = progress.add_task(req.protocol.name[:40], total=1000)
+    t_wall0 = time.perf_counter()
+    last = [0.0]
+
+    def on_progress(ex: Any) -> None:
+        now = time.perf_counter()
+        if now - last[0] < 0.1 and ex.progress() < 1:
+            return
+        last[0] = now
+        p = ex.progress()
+        wall = now - t_wall0
+        eta = None
+        if 0 < p < 1:
+            eta = f"{wall * (1 - p) / p:,.0f} s" if req.sim else _fmt_hours(ex.run_time() * (1 - p) / p)
+        progress.update(
+            task_id,
+            completed=1000 * p,
+            cycle=ex.cycles.cycle,
+            step=ex.current_step.label if ex.current_step else "",
+            sim_s=ex.run_time(),
+            eta=eta or "–",
+        )
+
+    async def main() -> Any:
+        sinks: list[Any] = []
+        if mqtt:
+            from ..mqtt import open_publisher_for_run  # type: ignore[attr-defined]
+
+            async with open_publisher_for_run(mqtt, req) as pub:
+                return await execute_run(req, sinks=[pub], on_progress=on_progress)
+        return await execute_run(req, sinks=sinks, on_progress=on_progress)
+
+    with progress:
+        if req.sim:
+            with asyncio.Runner(loop_factory=new_virtual_loop) as runner:
+                return runner.run(main())
+        return asyncio.run(main())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

@@ -1,0 +1,760 @@
+"""The executor: walks one protocol on one cell through capability interfaces.
+
+Consecutive cycler steps are handed to the cycler channel as one block; the instrument
+ends steps on their own conditions and enforces the limits (as cycler firmware does).
+The executor sequences blocks, runs checkpoints on other instruments (EIS on the
+impedance channel while the cycler channel is at open circuit), counts cycles, watches
+the run envelope on every record, journals its position, and emits events to sinks.
+Every run ends with every instrument it used in its safe state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from drivers.capabilities import (
+    BlockResult,
+    ChamberController,
+    ChannelLimits,
+    ChannelState,
+    CyclerChannel,
+    EisRequest,
+    ImpedanceChannel,
+    InstrumentError,
+    RecordBatch,
+    StepEnd,
+)
+from protocols.models import (
+    CellSpec,
+    ChamberStep,
+    EisStep,
+    FurnaceStep,
+    GasStep,
+    Group,
+    Loop,
+    LoopCondition,
+    Protocol,
+)
+
+from .clock import Clock
+from .compile import CompiledStep, StepCompiler, is_cycler_step
+from .cycles import CycleCounter, CycleFigures
+from .events import Event, EventKind, EventSink, RunState, RunStatus, Telemetry
+from .journal import Journal
+from .store import RunStore
+
+__all__ = ["Executor", "RunAborted", "RunBindings", "RunOptions", "RunOutcome", "count_steps"]
+
+log = logging.getLogger(__name__)
+
+SAFE_STATE_TIMEOUT_S = 10.0
+
+
+class RunAborted(Exception):
+    """The run was aborted (by an operator, a limit trip, or an end action)."""
+
+    def __init__(self, reason: str, state: RunState = RunState.aborted) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.state = state
+
+
+class _EndLoop(Exception):
+    pass
+
+
+@dataclass
+class RunBindings:
+    """The instruments serving one cell."""
+
+    cycler: CyclerChannel
+    impedance: ImpedanceChannel | None = None
+    chamber: ChamberController | None = None
+    extra_safe: list[Any] = field(default_factory=list)  # anything else with safe_state()
+
+
+@dataclass
+class RunOptions:
+    poll_s: float = 10.0  # how often a running block is polled for records and status
+    telemetry_every_s: float = 1.0
+    flush_every_s: float = 60.0  # wall seconds between forced data flushes on hardware
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    state: RunState
+    reason: str | None
+    cycles: int
+    rows: int
+    run_time_s: float
+
+
+def count_steps(nodes: Sequence[Any]) -> int:
+    """How many instrument-level steps a node list expands to (loops at their bound)."""
+    total = 0
+    for n in nodes:
+        if isinstance(n, Loop):
+            per = count_steps(n.steps)
+            bound = n.bound()
+            extra = 0
+            for cp in n.checkpoints:
+                fires = sum(1 for i in range(1, bound + 1) if cp.fires_at(i))
+                extra += fires * count_steps(cp.steps)
+            total += per * bound + extra
+        elif isinstance(n, Group):
+            total += count_steps(n.steps)
+        else:
+            reps = getattr(n, "repeat", None)
+            if n.step == "pulse":
+                total += (reps or 1) * (2 if n.rest_s > 0 else 1)
+            else:
+                total += 1
+    return total
+
+
+class _Fanout:
+    def __init__(self, sinks: Sequence[EventSink]) -> None:
+        self.sinks = list(sinks)
+
+    def event(self, e: Event) -> None:
+        for s in self.sinks:
+            try:
+                s.publish_event(e)
+            except Exception:  # a sink must never stop a run
+                log.exception("sink %r failed on an event", s)
+
+    def status(self, st: RunStatus) -> None:
+        for s in self.sinks:
+            try:
+                s.publish_status(st)
+            except Exception:
+                log.exception("sink %r failed on a status", s)
+
+    def telemetry(self, t: Telemetry) -> None:
+        for s in self.sinks:
+            try:
+                s.publish_telemetry(t)
+            except Exception:
+                log.exception("sink %r failed on telemetry", s)
+
+
+class Executor:
+    """Runs one protocol on one cell. Use ``await Executor(...).run()`` once."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        protocol: Protocol,
+        cell: CellSpec | None,
+        channel: str,
+        bindings: RunBindings,
+        store: RunStore,
+        journal: Journal | None = None,
+        sinks: Sequence[EventSink] = (),
+        options: RunOptions | None = None,
+        on_progress: Callable[[Executor], None] | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.protocol = protocol
+        self.cell = cell
+        self.channel = channel
+        self.bind = bindings
+        self.store = store
+        self.journal = journal
+        self.options = options or RunOptions()
+        self.out = _Fanout(sinks)
+        self.on_progress = on_progress
+        self.compiler = StepCompiler(protocol, cell)
+        self.cycles = CycleCounter()
+        self.state = RunState.pending
+        self.reason: str | None = None
+        self.steps_planned = max(1, count_steps(protocol.sequence))
+        self.steps_done = 0
+        self.block_id = 0
+        self.event_seq = 0
+        self.last_record_seq = -1
+        self.current_step: CompiledStep | None = None
+        self.current_counts = True
+        self.last_voltage: float | None = None
+        self.last_current: float | None = None
+        self.last_temperature: float | None = None
+        self._t0 = 0.0
+        self._clock: Clock | None = None
+        self._abort_requested: str | None = None
+        self._pause_requested = False
+        self._resume = asyncio.Event()
+        self._cam_mass_g: float | None = None
+        if cell is not None:
+            m = cell.cam_mass_mg_value()
+            self._cam_mass_g = m * 1e-3 if m is not None else None
+        self._block_map: dict[int, CompiledStep] = {}
+        self._step_charge_hw: dict[int, float] = {}
+        self._last_telemetry = -math.inf
+
+    # ------------------------------------------------------------------ control
+
+    def request_abort(self, reason: str = "operator abort") -> None:
+        self._abort_requested = reason
+        self._resume.set()
+
+    def request_pause(self) -> None:
+        self._pause_requested = True
+        self._resume.clear()
+
+    def request_resume(self) -> None:
+        self._pause_requested = False
+        self._resume.set()
+
+    @property
+    def clock(self) -> Clock:
+        assert self._clock is not None
+        return self._clock
+
+    def run_time(self) -> float:
+        return self.clock.now() - self._t0 if self._clock is not None else 0.0
+
+    def progress(self) -> float:
+        return min(1.0, self.steps_done / self.steps_planned)
+
+    # ------------------------------------------------------------------ events
+
+    def _emit(self, kind: EventKind, **data: Any) -> Event:
+        self.event_seq += 1
+        e = Event(
+            run_id=self.run_id,
+            channel=self.channel,
+            seq=self.event_seq,
+            kind=kind,
+            wall_time=self.clock.wall(),
+            run_time_s=self.run_time(),
+            data=data,
+        )
+        self.store.append_event(e)
+        if self.journal is not None:
+            self.journal.log_event(e)
+        self.out.event(e)
+        return e
+
+    def status(self) -> RunStatus:
+        eta = None
+        p = self.progress()
+        if 0 < p < 1:
+            eta = self.run_time() * (1 - p) / p
+        return RunStatus(
+            run_id=self.run_id,
+            channel=self.channel,
+            protocol=self.protocol.name,
+            state=self.state,
+            step=self.current_step.label if self.current_step else None,
+            step_index=self.current_step.channel_step.step_id if self.current_step else None,
+            cycle=self.cycles.cycle,
+            voltage_V=self.last_voltage,
+            current_A=self.last_current,
+            temperature_C=self.last_temperature,
+            run_time_s=self.run_time(),
+            eta_s=eta,
+            updated=self.clock.wall(),
+            cell_id=self.cell.cell_id if self.cell else None,
+        )
+
+    def _publish_status(self) -> None:
+        self.out.status(self.status())
+        if self.on_progress is not None:
+            self.on_progress(self)
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> RunOutcome:
+        self._clock = Clock()
+        self._t0 = self._clock.now()
+        self.state = RunState.running
+        self._emit(EventKind.run_started, protocol=self.protocol.name, cell=_cell_dict(self.cell))
+        self._publish_status()
+        try:
+            await self._prepare()
+            await self._run_nodes(self.protocol.sequence, path=())
+            self._finish_cycle()
+            self.state = RunState.finished
+        except RunAborted as exc:
+            self.state = exc.state
+            self.reason = exc.reason
+        except InstrumentError as exc:
+            self.state = RunState.failed
+            self.reason = f"instrument error: {exc}"
+            self._emit(EventKind.fault, message=str(exc))
+        except asyncio.CancelledError:
+            self.state = RunState.aborted
+            self.reason = "cancelled"
+            await self._safe_state_all()
+            self._close(final=True)
+            raise
+        except Exception as exc:
+            self.state = RunState.failed
+            self.reason = f"{type(exc).__name__}: {exc}"
+            log.exception("run %s failed", self.run_id)
+        await self._safe_state_all()
+        self._close(final=True)
+        return RunOutcome(
+            run_id=self.run_id,
+            state=self.state,
+            reason=self.reason,
+            cycles=len(self.store.cycles),
+            rows=self.store.rows_written,
+            run_time_s=self.run_time(),
+        )
+
+    def _close(self, *, final: bool) -> None:
+        if self.state in (RunState.running, RunState.paused):
+            self.state = RunState.failed
+        self._emit(EventKind.run_ended, state=self.state.value, reason=self.reason)
+        self._publish_status()
+        self.store.finish(self.state, self.reason)
+        if self.journal is not None:
+            self.journal.set_state(self.state.value, self.reason)
+
+    async def _safe_state_all(self) -> None:
+        """Every instrument the run used to its safe state, each under its own deadline."""
+        targets: list[Any] = [self.bind.cycler]
+        if self.bind.impedance is not None:
+            targets.append(self.bind.impedance)
+        targets.extend(self.bind.extra_safe)
+        for inst in targets:
+            try:
+                async with asyncio.timeout(SAFE_STATE_TIMEOUT_S):
+                    await asyncio.shield(inst.safe_state())
+            except Exception as exc:  # keep going: every instrument gets its chance
+                log.error("safe state of %r failed: %s", inst, exc)
+                self._emit(EventKind.fault, message=f"safe state failed: {exc}")
+
+    async def _prepare(self) -> None:
+        """Write the instrument's limits and read them back; refuse to start on mismatch."""
+        lim = self.protocol.limits
+        if lim.voltage_V is not None and lim.current_abs_A is not None:
+            t_max = lim.temperature_C[1] if lim.temperature_C is not None else None
+            wanted = ChannelLimits(lim.voltage_V[0], lim.voltage_V[1], lim.current_abs_A, t_max)
+            await self.bind.cycler.set_limits(wanted)
+            got = await self.bind.cycler.get_limits()
+            if not wanted.matches(got):
+                raise RunAborted(
+                    f"instrument limits read back {got} differ from the protocol's {wanted}",
+                    RunState.failed,
+                )
+        temp = self.protocol.defaults.temperature_C
+        if temp is not None and self.bind.chamber is not None:
+            await self._chamber(ChamberStep(setpoint_C=temp))
+
+    # ------------------------------------------------------------------ walking
+
+    async def _run_nodes(
+        self, nodes: Sequence[Any], path: tuple[int, ...], counts: bool = True
+    ) -> None:
+        i = 0
+        while i < len(nodes):
+            node = nodes[i]
+            if is_cycler_step(node):
+                j = i
+                while j < len(nodes) and is_cycler_step(nodes[j]):
+                    j += 1
+                await self._run_block(list(nodes[i:j]), path + (i,), counts)
+                await self._safe_point()
+                i = j
+                continue
+            if isinstance(node, Loop):
+                await self._run_loop(node, path + (i,), counts)
+            elif isinstance(node, Group):
+                await self._run_nodes(node.steps, path + (i,), counts)
+            elif isinstance(node, EisStep):
+                await self._eis(node)
+            elif isinstance(node, ChamberStep):
+                await self._chamber(node)
+            elif isinstance(node, FurnaceStep | GasStep):
+                raise RunAborted(
+                    "furnace and gas steps need a furnace station (the thermal instruments)",
+                    RunState.failed,
+                )
+            else:  # pragma: no cover - the models admit nothing else
+                raise RunAborted(f"unknown node {node!r}", RunState.failed)
+            await self._safe_point()
+            i += 1
+
+    async def _run_loop(self, loop: Loop, path: tuple[int, ...], counts: bool) -> None:
+        bound = loop.bound()
+        label = loop.label or "loop"
+        for it in range(1, bound + 1):
+            try:
+                for cp in loop.checkpoints:
+                    if cp.position == "before" and cp.fires_at(it):
+                        await self._checkpoint(cp, label, it, path, counts)
+                if self.journal is not None:
+                    self.journal.set_position(
+                        {"path": list(path), "iteration": it, "cycle": self.cycles.cycle}
+                    )
+                await self._run_nodes(loop.steps, path, counts)
+                for cp in loop.checkpoints:
+                    if cp.position == "after" and cp.fires_at(it):
+                        await self._checkpoint(cp, label, it, path, counts)
+            except _EndLoop:
+                return
+            if loop.until and self._loop_done(loop.until):
+                self._emit(EventKind.notify, message=f"{label}: end condition met", iteration=it)
+                return
+
+    async def _checkpoint(
+        self, cp: Any, label: str, it: int, path: tuple[int, ...], counts: bool
+    ) -> None:
+        name = cp.label or f"{label} checkpoint"
+        self._emit(EventKind.checkpoint_started, checkpoint=name, iteration=it)
+        await self._run_nodes(cp.steps, path + (-1,), counts and cp.counts_as_cycle)
+        self._emit(EventKind.checkpoint_done, checkpoint=name, iteration=it)
+
+    def _loop_done(self, conds: list[LoopCondition]) -> bool:
+        rows = {r["cycle"]: r for r in self.store.cycles}
+        cur = self.cycles.current.row(self._cam_mass_g)
+        latest = cur if cur["discharge_capacity_mAh"] > 0 else rows.get(self.cycles.cycle - 1)
+        if latest is None:
+            return False
+        rows[cur["cycle"]] = cur
+        for c in conds:
+            key = {
+                "discharge_capacity": "discharge_capacity_mAh",
+                "charge_capacity": "charge_capacity_mAh",
+                "coulombic_efficiency": "coulombic_efficiency_pct",
+                "mean_discharge_voltage": "mean_discharge_voltage_V",
+            }[c.quantity]
+            v = latest.get(key)
+            if v is None:
+                continue
+            if c.fraction is not None:
+                ref = rows.get(c.reference_cycle or 1, {}).get(key)
+                if ref is None:
+                    continue
+                threshold = c.fraction * ref
+            else:
+                assert c.value is not None
+                threshold = c.value
+                if key.endswith("_mAh"):
+                    threshold *= 1e3  # value is in Ah
+                elif key.endswith("_pct"):
+                    threshold *= 100.0 if threshold <= 1.0 else 1.0
+            if _compare(v, c.op, threshold):
+                return True
+        return False
+
+    def _check_control(self) -> None:
+        if self._abort_requested is not None:
+            raise RunAborted(self._abort_requested)
+
+    async def _safe_point(self) -> None:
+        """Between blocks: the cycler is at open circuit; honour pause and abort here."""
+        self._check_control()
+        if not self._pause_requested:
+            return
+        self.state = RunState.paused
+        self._emit(EventKind.paused)
+        self._publish_status()
+        await self._resume.wait()
+        self._check_control()
+        self.state = RunState.running
+        self._emit(EventKind.resumed)
+        self._publish_status()
+
+    # ------------------------------------------------------------------ blocks
+
+    async def _run_block(self, steps: list[Any], path: tuple[int, ...], counts: bool) -> None:
+        self._check_control()
+        compiled: list[CompiledStep] = []
+        for s in steps:
+            compiled.extend(self.compiler.compile(s))
+        self.block_id += 1
+        block_id = self.block_id
+        self._block_map = {c.channel_step.step_id: c for c in compiled}
+        self.current_counts = counts
+        if self.journal is not None:
+            self.journal.set_block(block_id, [c.channel_step.step_id for c in compiled])
+        await self.bind.cycler.start_block(block_id, [c.channel_step for c in compiled])
+        result = await self._supervise_block()
+        await self._collect()  # the tail of the block's records
+        self._after_block(result)
+
+    async def _supervise_block(self) -> BlockResult:
+        cycler = self.bind.cycler
+        wait = asyncio.ensure_future(cycler.wait_block(self.options.poll_s))
+        try:
+            while True:
+                done, _ = await asyncio.wait({wait}, timeout=self.options.poll_s)
+                if done:
+                    return wait.result()
+                await self._collect()
+                self._publish_status()
+                if self._abort_requested is not None:
+                    await cycler.safe_state()
+                    raise RunAborted(self._abort_requested)
+        finally:
+            if not wait.done():
+                wait.cancel()
+                try:
+                    await wait
+                except (asyncio.CancelledError, InstrumentError):
+                    pass
+
+    async def _collect(self) -> None:
+        batch = await self.bind.cycler.read_records(self.last_record_seq)
+        if len(batch) == 0:
+            return
+        self._ingest(batch)
+
+    def _ingest(self, batch: RecordBatch) -> None:
+        """Assign cycles and capacities to records, check the envelope, store them."""
+        # Drop anything already stored (a re-read after a reconnect) to keep rows unique.
+        keep = batch.seq > self.last_record_seq
+        if not keep.all():
+            batch = batch.select(keep)
+            if len(batch) == 0:
+                return
+        n = len(batch)
+        cycle_col = np.empty(n, dtype=np.int32)
+        charge_col = np.empty(n)
+        discharge_col = np.empty(n)
+        kind_col = np.empty(n, dtype=object)
+        sid = batch.step_id
+        # records arrive in step order: split where the step id changes
+        cuts = np.flatnonzero(np.diff(sid)) + 1
+        starts = np.concatenate(([0], cuts))
+        ends = np.concatenate((cuts, [n]))
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            step_id = int(sid[a])
+            cs = self._block_map.get(step_id)
+            kind = cs.channel_step.kind if cs is not None else "unknown"
+            if self.current_step is None or self.current_step.channel_step.step_id != step_id:
+                self._start_step(cs, kind)
+            ch, dis = self.cycles.cumulative(kind, self.current_counts, batch.step_charge_Ah[a:b])
+            cycle_col[a:b] = self.cycles.cycle
+            charge_col[a:b] = ch
+            discharge_col[a:b] = dis
+            kind_col[a:b] = kind
+        self._check_envelope(batch)
+        self.store.append_records(
+            {
+                "time_s": batch.time_s,
+                "cycle": cycle_col,
+                "step": batch.step_id.astype(np.int32),
+                "step_type": kind_col,
+                "current_A": batch.current_A,
+                "voltage_V": batch.voltage_V,
+                "charge_capacity_Ah": charge_col,
+                "discharge_capacity_Ah": discharge_col,
+                "temperature_C": batch.temperature_C,
+                "record_seq": batch.seq,
+            }
+        )
+        self.last_record_seq = int(batch.seq[-1])
+        self.last_voltage = float(batch.voltage_V[-1])
+        self.last_current = float(batch.current_A[-1])
+        self.last_temperature = float(batch.temperature_C[-1])
+        now = self.run_time()
+        if now - self._last_telemetry >= self.options.telemetry_every_s:
+            self._last_telemetry = now
+            self.out.telemetry(
+                Telemetry(
+                    run_id=self.run_id,
+                    channel=self.channel,
+                    wall_time=self.clock.wall(),
+                    run_time_s=now,
+                    voltage_V=self.last_voltage,
+                    current_A=self.last_current,
+                    temperature_C=self.last_temperature,
+                    cycle=self.cycles.cycle,
+                    step_index=self.current_step.channel_step.step_id
+                    if self.current_step
+                    else None,
+                )
+            )
+
+    def _start_step(self, cs: CompiledStep | None, kind: str) -> None:
+        ended = self.cycles.start_step(kind, self.current_counts, None)
+        if ended is not None:
+            self._store_cycle(ended)
+        self.current_step = cs
+        self._emit(
+            EventKind.step_started,
+            step_id=cs.channel_step.step_id if cs else None,
+            step=cs.label if cs else None,
+            kind=kind,
+            cycle=self.cycles.cycle,
+        )
+
+    def _check_envelope(self, batch: RecordBatch) -> None:
+        lim = self.protocol.limits
+        bad: list[tuple[str, float, Any]] = []
+        if lim.voltage_V is not None:
+            lo, hi = lim.voltage_V
+            v = batch.voltage_V
+            idx = np.flatnonzero((v < lo) | (v > hi))
+            if idx.size:
+                bad.append(("voltage", float(v[idx[0]]), list(lim.voltage_V)))
+        if lim.current_abs_A is not None:
+            i = np.abs(batch.current_A)
+            idx = np.flatnonzero(i > lim.current_abs_A * 1.001)
+            if idx.size:
+                bad.append(("current", float(batch.current_A[idx[0]]), lim.current_abs_A))
+        if lim.temperature_C is not None:
+            t = batch.temperature_C
+            lo, hi = lim.temperature_C
+            idx = np.flatnonzero((t < lo) | (t > hi))
+            if idx.size:
+                bad.append(("temperature", float(t[idx[0]]), list(lim.temperature_C)))
+        if bad:
+            quantity, value, limit = bad[0]
+            self._emit(EventKind.limit_trip, quantity=quantity, value=value, limit=limit)
+            # the safe state is applied by the caller's cleanup; do not resume by itself
+            self._abort_requested = f"safety limit: {quantity} {value:.6g} outside {limit}"
+
+    def _after_block(self, result: BlockResult) -> None:
+        end_loop = False
+        for end in result.steps:
+            cs = self._block_map.get(end.step_id)
+            self._finish_step(end, cs)
+            if end.action == "end_block" and cs is not None:
+                end_loop = self._ends_loop(cs, end)
+            elif end.action == "notify":
+                self._emit(EventKind.notify, step_id=end.step_id, reason=end.reason)
+        self._publish_status()
+        self.store.flush_events()
+        if self.journal is not None:
+            self.journal.block_done(self.block_id, self.last_record_seq, self.cycles.cycle)
+        if result.state == ChannelState.fault:
+            self._emit(EventKind.fault, message=result.fault or "instrument fault")
+            raise RunAborted(f"instrument fault: {result.fault}", RunState.failed)
+        if any(e.action == "abort" for e in result.steps):
+            raise RunAborted("end condition with action abort")
+        self._check_control()
+        if any(e.action == "pause" for e in result.steps):
+            self._pause_requested = True
+        if end_loop:
+            raise _EndLoop()
+
+    def _ends_loop(self, cs: CompiledStep, end: StepEnd) -> bool:
+        # end_block is used for 'end_loop' actions and for the end of a pulse train.
+        src = cs.source
+        if getattr(src, "step", None) == "pulse":
+            return False
+        return True
+
+    def _finish_step(self, end: StepEnd, cs: CompiledStep | None) -> None:
+        if cs is None or self.current_step is None or (
+            self.current_step.channel_step.step_id != end.step_id
+        ):
+            # a step that recorded nothing (ended at once): still counts
+            self._start_step(cs, cs.channel_step.kind if cs else "unknown")
+        kind = cs.channel_step.kind if cs else "unknown"
+        self.cycles.add_step_totals(
+            kind,
+            self.current_counts,
+            end.charge_Ah,
+            end.energy_Wh,
+            end.time_s,
+            cs.c_rate if cs else None,
+            self.run_time(),
+        )
+        self.steps_done += 1
+        self._emit(
+            EventKind.step_ended,
+            step_id=end.step_id,
+            reason=end.reason,
+            duration_s=end.time_s,
+            capacity_Ah=end.charge_Ah,
+            end_voltage_V=end.end_voltage_V,
+            cycle=self.cycles.cycle,
+        )
+
+    def _finish_cycle(self) -> None:
+        cur = self.cycles.current
+        if cur.charge_Ah > 0 or cur.discharge_Ah > 0:
+            self._store_cycle(cur)
+
+    def _store_cycle(self, figures: CycleFigures) -> None:
+        row = figures.row(self._cam_mass_g)
+        self.store.add_cycle(row)
+        self._emit(EventKind.cycle_ended, **row)
+
+    # ------------------------------------------------------------------ other instruments
+
+    async def _eis(self, step: EisStep) -> None:
+        imp = self.bind.impedance
+        if imp is None:
+            raise RunAborted("this protocol has an EIS step but the station has no "
+                             "impedance channel for this cell", RunState.failed)
+        self._emit(EventKind.step_started, step=step.text or "EIS", kind="eis",
+                   cycle=self.cycles.cycle)
+        if step.rest_before_s > 0:
+            await self.clock.sleep(step.rest_before_s)
+        req = EisRequest(
+            frequencies_Hz=tuple(step.frequencies_Hz()),
+            amplitude_V=step.amplitude_V,
+            amplitude_A=step.amplitude_A,
+            bias=step.bias,
+            bias_V=step.bias_V,
+            bias_A=step.bias_A,
+        )
+        res = await imp.measure_eis(req)
+        path = self.store.write_eis(
+            self.cycles.cycle,
+            res.frequency_Hz,
+            res.z_real_ohm,
+            res.z_imag_ohm,
+            meta={"dc_voltage_V": res.dc_voltage_V, "run_time_s": self.run_time()},
+        )
+        self.steps_done += 1
+        self._emit(EventKind.step_ended, step=step.text or "EIS", kind="eis",
+                   file=str(path.relative_to(self.store.root)), duration_s=res.duration_s,
+                   cycle=self.cycles.cycle)
+
+    async def _chamber(self, step: ChamberStep) -> None:
+        ch = self.bind.chamber
+        if ch is None:
+            raise RunAborted("this protocol sets a chamber temperature but the station has "
+                             "no chamber for this cell", RunState.failed)
+        await ch.set_temperature(step.setpoint_C)
+        rule = step.wait
+        if rule is None:
+            return
+        t_start = self.clock.now()
+        stable_since: float | None = None
+        while True:
+            t = await ch.read_temperature()
+            now = self.clock.now()
+            if abs(t - step.setpoint_C) <= rule.tolerance_K:
+                stable_since = now if stable_since is None else stable_since
+                if now - stable_since >= rule.hold_s:
+                    return
+            else:
+                stable_since = None
+            if rule.timeout_s is not None and now - t_start > rule.timeout_s:
+                if rule.on_timeout == "abort":
+                    raise RunAborted(
+                        f"chamber did not reach {step.setpoint_C} °C ± {rule.tolerance_K} K "
+                        f"within {rule.timeout_s:.0f} s (at {t:.2f} °C)", RunState.failed)
+                return
+            await self.clock.sleep(min(30.0, max(1.0, rule.hold_s / 10)))
+
+
+def _compare(v: float, op: str, threshold: float) -> bool:
+    return {
+        "<": v < threshold,
+        "<=": v <= threshold,
+        ">": v > threshold,
+        ">=": v >= threshold,
+    }[op]
+
+
+def _cell_dict(cell: CellSpec | None) -> dict[str, Any] | None:
+    return None if cell is None else cell.model_dump(exclude_none=True)

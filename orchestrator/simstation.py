@@ -1,0 +1,267 @@
+"""The simulated station, in process: capability adapters over the simulators.
+
+Used for ``--sim`` when a station's instruments are the in-process kinds (``sim``,
+``sim-eis``, ``sim-chamber``), and as the quickest dry run of all. A position's cycler
+channel, impedance channel and chamber act on one simulated cell, as in the lab: during
+an EIS checkpoint the cycler channel is at open circuit and the potentiostat measures the
+same cell. Wire-level simulators (MACCOR, PalmSens, ...) are opened through the drivers
+instead, so the same driver code runs as in the lab.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from drivers.capabilities import (
+    BlockResult,
+    ChannelLimits,
+    ChannelState,
+    ChannelStatus,
+    ChannelStep,
+    EisRequest,
+    EisResult,
+    EndCondition,
+    InstrumentError,
+    RecordBatch,
+    StepEnd,
+)
+from protocols.models import CellSpec
+from simulators.cell import SimCell, make_cell
+from simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
+
+from .executor import RunBindings
+from .station import Position, StationConfig
+
+__all__ = ["SimChamber", "SimCyclerChannel", "SimImpedanceChannel", "open_sim_bindings"]
+
+
+def _to_sim_end(e: EndCondition) -> SimEnd:
+    return SimEnd(quantity=e.quantity, op=e.op, value=e.value, action=e.action, goto=e.goto)
+
+
+def _to_sim_step(s: ChannelStep) -> SimStep:
+    return SimStep(
+        step_id=s.step_id,
+        mode=s.mode,
+        kind=s.kind,
+        current_A=s.current_A,
+        voltage_V=s.voltage_V,
+        ends=tuple(_to_sim_end(e) for e in s.ends),
+        cv_ends=tuple(_to_sim_end(e) for e in s.cv_ends),
+        record=SimRecord(every_s=s.record.every_s, dV_V=s.record.dV_V, dI_A=s.record.dI_A),
+        max_duration_s=s.max_duration_s,
+        temperature_C=s.temperature_C,
+    )
+
+
+_STATE = {
+    "idle": ChannelState.idle,
+    "running": ChannelState.running,
+    "paused": ChannelState.paused,
+    "done": ChannelState.done,
+    "fault": ChannelState.fault,
+}
+
+
+class SimCyclerChannel:
+    """A :class:`drivers.capabilities.CyclerChannel` over an in-process ChannelEngine."""
+
+    def __init__(self, name: str, engine: ChannelEngine) -> None:
+        self._name = name
+        self.engine = engine
+        self._loop = asyncio.get_running_loop()
+        self._block: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _now(self) -> float:
+        return self._loop.time()
+
+    async def set_limits(self, limits: ChannelLimits) -> None:
+        self.engine.set_limits(limits.v_min_V, limits.v_max_V, limits.i_max_A, limits.t_max_C)
+
+    async def get_limits(self) -> ChannelLimits:
+        v_min, v_max, i_max, t_max = self.engine.limits()
+        return ChannelLimits(v_min, v_max, i_max, t_max)
+
+    async def start_block(self, block_id: int, steps: Sequence[ChannelStep]) -> None:
+        self._block = block_id
+        self.engine.start_block(block_id, [_to_sim_step(s) for s in steps], self._now())
+
+    async def wait_block(self, poll_s: float = 60.0) -> BlockResult:
+        while True:
+            end = self.engine.end_time()
+            st = self.engine.status(self._now())
+            if st.state != "running" or end is None:
+                break
+            await asyncio.sleep(max(0.0, end - self._now()))
+        st = self.engine.status(self._now())
+        results = tuple(
+            StepEnd(
+                step_id=r.step_id,
+                reason=r.reason,
+                action=r.action,  # type: ignore[arg-type]
+                time_s=r.duration_s,
+                charge_Ah=r.charge_Ah,
+                energy_Wh=r.energy_Wh,
+                end_voltage_V=r.end_voltage_V,
+            )
+            for r in self.engine.step_results(self._now())
+        )
+        return BlockResult(
+            block_id=self._block or 0,
+            steps=results,
+            state=_STATE[st.state],
+            fault=st.fault,
+        )
+
+    async def status(self) -> ChannelStatus:
+        st = self.engine.status(self._now())
+        return ChannelStatus(
+            state=_STATE[st.state],
+            block_id=st.block_id,
+            step_id=st.step_id,
+            step_time_s=st.step_time_s,
+            voltage_V=st.voltage_V,
+            current_A=st.current_A,
+            last_seq=st.last_seq,
+            fault=st.fault,
+        )
+
+    async def read_records(self, after_seq: int) -> RecordBatch:
+        cols = self.engine.records_after(after_seq, self._now())
+        if len(cols["seq"]) == 0:
+            return RecordBatch.empty()
+        return RecordBatch(
+            seq=np.asarray(cols["seq"], dtype=np.int64),
+            time_s=np.asarray(cols["time_s"], dtype=np.float64),
+            step_id=np.asarray(cols["step_id"], dtype=np.int64),
+            current_A=np.asarray(cols["current_A"], dtype=np.float64),
+            voltage_V=np.asarray(cols["voltage_V"], dtype=np.float64),
+            step_charge_Ah=np.asarray(cols["step_charge_Ah"], dtype=np.float64),
+            temperature_C=np.asarray(cols["temperature_C"], dtype=np.float64),
+        )
+
+    async def pause(self) -> None:
+        self.engine.pause(self._now())
+
+    async def resume(self) -> None:
+        self.engine.resume(self._now())
+
+    async def safe_state(self) -> None:
+        self.engine.stop(self._now())
+
+
+class SimImpedanceChannel:
+    """An :class:`ImpedanceChannel` measuring the same simulated cell."""
+
+    def __init__(self, name: str, engine: ChannelEngine) -> None:
+        self._name = name
+        self.engine = engine
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def measure_eis(self, request: EisRequest) -> EisResult:
+        freqs = np.asarray(request.frequencies_Hz, dtype=np.float64)
+        if self.engine.status(asyncio.get_running_loop().time()).state == "running":
+            raise InstrumentError("cannot measure impedance while the cycler drives the cell")
+        z = self.engine.measure_impedance(freqs)
+        # A sweep takes about three periods per frequency (at least 0.1 s each).
+        duration = float(np.sum(np.maximum(3.0 / freqs, 0.1)))
+        await asyncio.sleep(duration)
+        return EisResult(
+            frequency_Hz=freqs,
+            z_real_ohm=np.real(z).astype(np.float64),
+            z_imag_ohm=np.imag(z).astype(np.float64),
+            dc_voltage_V=float(self.engine.ocv()),
+            duration_s=duration,
+        )
+
+    async def measure_ocv(self, duration_s: float) -> float:
+        await asyncio.sleep(duration_s)
+        return float(self.engine.ocv())
+
+    async def safe_state(self) -> None:
+        return None
+
+
+class SimChamber:
+    """A climate chamber that sets the simulated cell's temperature (first-order lag)."""
+
+    def __init__(self, name: str, engines: Sequence[ChannelEngine], tau_s: float = 600.0) -> None:
+        self._name = name
+        self.engines = list(engines)
+        self.tau_s = tau_s
+        self._loop = asyncio.get_running_loop()
+        self._setpoint = 25.0
+        self._temp = 25.0
+        self._t = self._loop.time()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _advance(self) -> float:
+        now = self._loop.time()
+        dt = now - self._t
+        self._t = now
+        self._temp = self._setpoint + (self._temp - self._setpoint) * float(np.exp(-dt / self.tau_s))
+        for e in self.engines:
+            e.set_temperature(self._temp)
+        return self._temp
+
+    async def set_temperature(self, celsius: float) -> None:
+        self._advance()
+        self._setpoint = celsius
+
+    async def read_temperature(self) -> float:
+        return self._advance()
+
+    async def safe_state(self) -> None:
+        return None
+
+
+def _cell_for(cell: CellSpec | None, seed: int) -> SimCell:
+    kwargs: dict[str, Any] = {}
+    if cell is not None:
+        m = cell.cam_mass_mg_value()
+        if m is not None:
+            kwargs["cam_mass_mg"] = m
+        if cell.counter_electrode:
+            kwargs["counter_electrode"] = cell.counter_electrode
+    preset = cell.preset if cell is not None and cell.preset else None
+    return make_cell(preset, seed=seed, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def open_sim_bindings(
+    station: StationConfig, position: Position, cell: CellSpec | None, *, seed: int
+) -> AsyncIterator[RunBindings]:
+    """In-process simulated instruments for one position, sharing one simulated cell."""
+    if position.cycler is None:
+        raise InstrumentError(f"position {position.name!r} has no cycler channel")
+    inst_name, _ = station.resolve(position.cycler)
+    driver = station.instruments[inst_name].driver
+    if driver != "sim":
+        from .wiresim import open_wire_sim_bindings
+
+        async with open_wire_sim_bindings(station, position, cell, seed=seed) as b:
+            yield b
+        return
+    sim_cell = _cell_for(cell, seed)
+    engine = ChannelEngine(sim_cell)
+    cycler = SimCyclerChannel(position.cycler, engine)
+    impedance = (
+        SimImpedanceChannel(position.impedance, engine) if position.impedance is not None else None
+    )
+    chamber = SimChamber(position.chamber, [engine]) if position.chamber is not None else None
+    yield RunBindings(cycler=cycler, impedance=impedance, chamber=chamber)

@@ -1,0 +1,339 @@
+"""The run directory: everything a run leaves behind, written as it goes.
+
+```
+runs/<run-id>/
+  run.json         what ran: protocol, cell, station, versions, state, times
+  protocol.yaml    the protocol exactly as run
+  journal.sqlite   durable position and event log (see orchestrator.journal)
+  data/            time series as Parquet chunks, readable while the run goes on
+  cycles.parquet   one row per cycle (also cycles.csv)
+  eis/             one table per impedance spectrum, named by cycle
+  events.jsonl     every event, one JSON object per line
+```
+
+Chunks are written to a temporary name and renamed, so a reader (or a crash) never sees a
+half-written file. Units are in the column names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .events import Event, RunState
+
+__all__ = [
+    "CYCLE_COLUMNS",
+    "DATA_COLUMNS",
+    "RunStore",
+    "new_run_id",
+]
+
+DATA_COLUMNS: tuple[str, ...] = (
+    "time_s",
+    "cycle",
+    "step",
+    "step_type",
+    "current_A",
+    "voltage_V",
+    "charge_capacity_Ah",
+    "discharge_capacity_Ah",
+    "temperature_C",
+    "record_seq",
+)
+
+CYCLE_COLUMNS: tuple[str, ...] = (
+    "cycle",
+    "charge_c_rate",
+    "discharge_c_rate",
+    "charge_capacity_mAh",
+    "discharge_capacity_mAh",
+    "charge_capacity_mAh_g",
+    "discharge_capacity_mAh_g",
+    "coulombic_efficiency_pct",
+    "mean_discharge_voltage_V",
+    "discharge_energy_mWh",
+    "charge_energy_mWh",
+    "charge_time_s",
+    "discharge_time_s",
+    "end_time_s",
+    "block",
+)
+
+_SCHEMA = pa.schema(
+    [
+        ("time_s", pa.float64()),
+        ("cycle", pa.int32()),
+        ("step", pa.int32()),
+        ("step_type", pa.dictionary(pa.int8(), pa.string())),
+        ("current_A", pa.float64()),
+        ("voltage_V", pa.float64()),
+        ("charge_capacity_Ah", pa.float64()),
+        ("discharge_capacity_Ah", pa.float64()),
+        ("temperature_C", pa.float64()),
+        ("record_seq", pa.int64()),
+    ]
+)
+
+_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def new_run_id(protocol_name: str, cell_id: str | None = None) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    parts = [stamp, _SAFE_ID.sub("-", protocol_name).strip("-")[:40] or "run"]
+    if cell_id:
+        parts.append(_SAFE_ID.sub("-", cell_id).strip("-")[:24])
+    parts.append(secrets.token_hex(2))
+    return "-".join(parts)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("labrig", "numpy", "pandas", "pyarrow", "pydantic"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+@dataclass
+class _Pending:
+    cols: dict[str, list[npt.NDArray[Any]]] = field(
+        default_factory=lambda: {c: [] for c in DATA_COLUMNS}
+    )
+    rows: int = 0
+
+
+def _atomic_write_bytes(path: Path, data: bytes, durable: bool) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunStore:
+    """Writes one run directory. Not thread-safe; owned by the run's task."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        chunk_rows: int = 250_000,
+        durable: bool = True,
+    ) -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.eis_dir = root / "eis"
+        self.chunk_rows = chunk_rows
+        self.durable = durable
+        self._pending = _Pending()
+        self._chunk_index = len(list(self.data_dir.glob("part-*.parquet"))) if root.exists() else 0
+        self._cycles: list[dict[str, Any]] = []
+        self._events_file: Any = None
+        self._meta: dict[str, Any] = {}
+        self.rows_written = 0
+        self.last_flushed_seq = -1
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def create(
+        cls,
+        out_dir: Path,
+        run_id: str,
+        *,
+        protocol_yaml: str,
+        meta: Mapping[str, Any],
+        chunk_rows: int = 250_000,
+        durable: bool = True,
+    ) -> RunStore:
+        root = out_dir / run_id
+        root.mkdir(parents=True, exist_ok=False)
+        store = cls(root, chunk_rows=chunk_rows, durable=durable)
+        store.data_dir.mkdir()
+        store.eis_dir.mkdir()
+        _atomic_write_bytes(root / "protocol.yaml", protocol_yaml.encode(), durable)
+        store._meta = {
+            "run_id": run_id,
+            **meta,
+            "versions": _versions(),
+            "state": RunState.running.value,
+            "created": datetime.now(UTC).isoformat(),
+        }
+        store._write_meta()
+        store._events_file = open(root / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        return store
+
+    @classmethod
+    def open_existing(cls, root: Path, *, durable: bool = True) -> RunStore:
+        store = cls(root, durable=durable)
+        store._meta = json.loads((root / "run.json").read_text())
+        if (root / "cycles.parquet").exists():
+            store._cycles = pq.read_table(root / "cycles.parquet").to_pylist()
+        store._events_file = open(root / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        return store
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self._meta
+
+    def update_meta(self, **fields: Any) -> None:
+        self._meta.update(fields)
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        text = json.dumps(self._meta, indent=2, default=str, allow_nan=False)
+        _atomic_write_bytes(self.root / "run.json", text.encode(), self.durable)
+
+    # ------------------------------------------------------------------ records
+
+    def append_records(self, cols: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Queue rows (all DATA_COLUMNS as equal-length arrays); writes full chunks."""
+        n = len(cols["time_s"])
+        if n == 0:
+            return
+        for c in DATA_COLUMNS:
+            self._pending.cols[c].append(np.asarray(cols[c]))
+        self._pending.rows += n
+        if self._pending.rows >= self.chunk_rows:
+            self.flush_records()
+
+    def flush_records(self) -> None:
+        """Write whatever is queued as one Parquet chunk (atomically)."""
+        if self._pending.rows == 0:
+            return
+        arrays = []
+        for name in DATA_COLUMNS:
+            data = np.concatenate(self._pending.cols[name])
+            if name == "step_type":
+                arrays.append(pa.array(data.astype(str)).dictionary_encode())
+            else:
+                arrays.append(pa.array(data, type=_SCHEMA.field(name).type))
+        table = pa.Table.from_arrays(arrays, schema=_SCHEMA)
+        path = self.data_dir / f"part-{self._chunk_index:05d}.parquet"
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        if self.durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+        self._chunk_index += 1
+        self.rows_written += table.num_rows
+        self.last_flushed_seq = int(table.column("record_seq")[-1].as_py())
+        self._pending = _Pending()
+
+    # ------------------------------------------------------------------ cycles, EIS, events
+
+    def add_cycle(self, row: Mapping[str, Any]) -> None:
+        self._cycles.append(dict(row))
+
+    @property
+    def cycles(self) -> list[dict[str, Any]]:
+        return self._cycles
+
+    def write_cycles(self) -> None:
+        cols = {c: [r.get(c) for r in self._cycles] for c in CYCLE_COLUMNS}
+        table = pa.table(cols) if self._cycles else pa.table({c: [] for c in CYCLE_COLUMNS})
+        tmp = self.root / "cycles.parquet.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.root / "cycles.parquet")
+        lines = [",".join(CYCLE_COLUMNS)]
+        for r in self._cycles:
+            lines.append(",".join(_csv_cell(r.get(c)) for c in CYCLE_COLUMNS))
+        _atomic_write_bytes(self.root / "cycles.csv", ("\n".join(lines) + "\n").encode(), False)
+
+    def write_eis(
+        self,
+        cycle: int,
+        frequency_Hz: npt.NDArray[np.float64],
+        z_real_ohm: npt.NDArray[np.float64],
+        z_imag_ohm: npt.NDArray[np.float64],
+        meta: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """One spectrum: ``eis/cycle_00001.parquet`` (``_2`` etc. if one exists already)."""
+        base = f"cycle_{cycle:05d}"
+        path = self.eis_dir / f"{base}.parquet"
+        n = 2
+        while path.exists():
+            path = self.eis_dir / f"{base}_{n}.parquet"
+            n += 1
+        table = pa.table(
+            {
+                "frequency_Hz": pa.array(frequency_Hz, pa.float64()),
+                "z_real_ohm": pa.array(z_real_ohm, pa.float64()),
+                "z_imag_ohm": pa.array(z_imag_ohm, pa.float64()),
+            }
+        )
+        if meta:
+            table = table.replace_schema_metadata(
+                {"labrig": json.dumps(dict(meta), default=str)}
+            )
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def append_event(self, event: Event) -> None:
+        if self._events_file is None:
+            return
+        self._events_file.write(event.to_json() + "\n")
+
+    def flush_events(self) -> None:
+        if self._events_file is not None:
+            self._events_file.flush()
+            if self.durable:
+                os.fsync(self._events_file.fileno())
+
+    def finish(self, state: RunState, reason: str | None = None) -> None:
+        self.flush_records()
+        self.write_cycles()
+        self.flush_events()
+        self.update_meta(
+            state=state.value,
+            reason=reason,
+            ended=datetime.now(UTC).isoformat(),
+            rows=self.rows_written,
+            cycles=len(self._cycles),
+        )
+
+    def close(self) -> None:
+        if self._events_file is not None:
+            self._events_file.close()
+            self._events_file = None
+
+
+def _csv_cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if not np.isfinite(v):
+            return ""
+        return repr(round(v, 10))
+    return str(v)
+
+
+def wall_iso(t: float | None = None) -> str:
+    return datetime.fromtimestamp(time.time() if t is None else t, UTC).isoformat()
