@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from orchestrator.events import Event, EventKind, RunState
+from orchestrator.journal import Journal, JournalCorrupt
+from orchestrator.store import CYCLE_COLUMNS, DATA_COLUMNS, RunStore
+
+
+def _rows(n: int, start: int) -> dict[str, np.ndarray]:
+    seq = np.arange(start, start + n)
+    return {
+        "time_s": seq * 10.0,
+        "cycle": np.ones(n, dtype=np.int32),
+        "step": np.ones(n, dtype=np.int32),
+        "step_type": np.array(["charge"] * n, dtype=object),
+        "current_A": np.full(n, 1e-3),
+        "voltage_V": np.linspace(3.0, 3.6, n),
+        "charge_capacity_Ah": seq * 1e-6,
+        "discharge_capacity_Ah": np.zeros(n),
+        "temperature_C": np.full(n, 25.0),
+        "record_seq": seq,
+    }
+
+
+def test_store_writes_chunks_atomically_and_cycles(tmp_path: Path) -> None:
+    store = RunStore.create(
+        tmp_path, "r1", protocol_yaml="name: x\n", meta={"protocol": {"name": "x"}},
+        chunk_rows=100, durable=False,
+    )
+    store.append_records(_rows(150, 0))
+    assert len(list((store.root / "data").glob("part-*.parquet"))) == 1
+    store.append_records(_rows(30, 150))
+    store.add_cycle({"cycle": 1, "charge_capacity_mAh": 2.0, "discharge_capacity_mAh": 1.8})
+    store.finish(RunState.finished)
+    store.close()
+    parts = sorted((store.root / "data").glob("part-*.parquet"))
+    assert len(parts) == 2
+    table = pq.read_table(store.root / "data")
+    assert table.column_names == list(DATA_COLUMNS)
+    assert table.num_rows == 180
+    assert np.array_equal(np.sort(table.column("record_seq").to_numpy()), np.arange(180))
+    assert not list(store.root.rglob("*.tmp"))
+    cycles = pq.read_table(store.root / "cycles.parquet")
+    assert cycles.column_names == list(CYCLE_COLUMNS)
+    csv_head = (store.root / "cycles.csv").read_text().splitlines()[0]
+    assert csv_head.split(",")[:10] == list(CYCLE_COLUMNS[:10])
+    meta = json.loads((store.root / "run.json").read_text())
+    assert meta["state"] == "finished" and meta["rows"] == 180
+
+
+def test_existing_run_directory_is_never_overwritten(tmp_path: Path) -> None:
+    RunStore.create(tmp_path, "r1", protocol_yaml="", meta={}, durable=False).close()
+    with pytest.raises(FileExistsError):
+        RunStore.create(tmp_path, "r1", protocol_yaml="", meta={}, durable=False)
+
+
+def test_eis_files_are_named_by_cycle(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "r1", protocol_yaml="", meta={}, durable=False)
+    f = np.geomspace(1e6, 0.1, 5)
+    p1 = store.write_eis(1, f, f * 0 + 30, -f * 0 - 1)
+    p2 = store.write_eis(1, f, f * 0 + 30, -f * 0 - 1)
+    store.close()
+    assert p1.name == "cycle_00001.parquet" and p2.name == "cycle_00001_2.parquet"
+    assert pq.read_table(p1).column_names == ["frequency_Hz", "z_real_ohm", "z_imag_ohm"]
+
+
+def test_journal_round_trip_and_corruption_detected(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    j = Journal(path)
+    j.log_event(Event("r", "ch0", 1, EventKind.run_started, 0.0, 0.0, {}))
+    j.set_position({"path": [1], "iteration": 7, "cycle": 9})
+    j.block_done(3, 1234, 9)
+    j.close()
+    j = Journal(path)
+    assert j.get("position") == {"path": [1], "iteration": 7, "cycle": 9}
+    assert j.get("records") == {"last_seq": 1234}
+    assert [e.kind for e in j.events()] == [EventKind.run_started]
+    j.close()
+    # tamper with a value behind the checksum's back
+    db = sqlite3.connect(path)
+    db.execute("UPDATE kv SET value = '{\"path\":[1],\"iteration\":8,\"cycle\":9}' WHERE key='position'")
+    db.commit()
+    db.close()
+    j = Journal(path)
+    with pytest.raises(JournalCorrupt):
+        j.get("position")
+    j.close()
+    # garbage bytes instead of a database
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"\x00garbage" * 512)
+    with pytest.raises(JournalCorrupt):
+        Journal(bad)
