@@ -1,0 +1,40 @@
+"""Simulated tube furnace: thermal physics, a Eurotherm controller's firmware and its
+Modbus RTU register map, an independent over-temperature limit, served on a
+pseudo-terminal or loopback TCP (RTU framing over TCP).
+
+Start one with :func:`start_eurotherm_sim`::
+
+    sim = await start_eurotherm_sim(limit_C=450.0)
+    sim.address            # "tcp://127.0.0.1:PORT" (or serial:///dev/pts/N?baudrate=9600)
+    sim.furnace.thermocouple_open = True      # fault switches on the model
+    sim.faults.silent = True                  # byte manipulators on the wire
+    await sim.aclose()
+"""
+
+from simulators.furnace.controller import ControllerModel, PidParams, Segment
+from simulators.furnace.eurotherm import EurothermBank, SeriesConfig, series_2400, series_3200
+from simulators.furnace.modbus_slave import RtuSlave
+from simulators.furnace.physics import FurnaceParams, FurnacePlant, OverTempLimit
+from simulators.furnace.serving import ReplyFaults, SimServer, serve
+from simulators.furnace.sim import FurnaceSim
+from simulators.furnace.simulator import EurothermSimulator, start_eurotherm_sim
+
+__all__ = [
+    "ControllerModel",
+    "EurothermBank",
+    "EurothermSimulator",
+    "FurnaceParams",
+    "FurnacePlant",
+    "FurnaceSim",
+    "OverTempLimit",
+    "PidParams",
+    "ReplyFaults",
+    "RtuSlave",
+    "Segment",
+    "SeriesConfig",
+    "SimServer",
+    "series_2400",
+    "series_3200",
+    "serve",
+    "start_eurotherm_sim",
+]

@@ -1,0 +1,85 @@
+"""The assembled Eurotherm simulator and its async factory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Literal
+
+from simulators.furnace.controller import PidParams
+from simulators.furnace.eurotherm import EurothermBank, SeriesConfig, series_2400, series_3200
+from simulators.furnace.modbus_slave import RtuSlave
+from simulators.furnace.physics import FurnaceParams
+from simulators.furnace.serving import ReplyFaults, SimServer, serve
+from simulators.furnace.sim import FurnaceSim
+
+__all__ = ["EurothermSimulator", "start_eurotherm_sim"]
+
+
+class EurothermSimulator:
+    """A served Eurotherm: ``address`` for the driver, the model objects for fault
+    switches and inspection (``furnace``, ``bank``, ``slave``, ``faults``)."""
+
+    def __init__(
+        self, server: SimServer, furnace: FurnaceSim, bank: EurothermBank, slave: RtuSlave
+    ) -> None:
+        self.server = server
+        self.furnace = furnace
+        self.bank = bank
+        self.slave = slave
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    @property
+    def faults(self) -> ReplyFaults:
+        return self.server.faults
+
+    async def aclose(self) -> None:
+        await self.server.aclose()
+
+    async def __aenter__(self) -> EurothermSimulator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+async def start_eurotherm_sim(
+    *,
+    series: Literal["2400", "3200"] | SeriesConfig = "2400",
+    address: int = 1,
+    transport: Literal["tcp", "pty"] = "tcp",
+    baudrate: int = 9600,
+    limit_C: float | None = None,
+    start_C: float | None = None,
+    params: FurnaceParams | None = None,
+    pid: PidParams | None = None,
+    faults: ReplyFaults | None = None,
+    now: Callable[[], float] | None = None,
+) -> EurothermSimulator:
+    """Serve a simulated furnace with a Eurotherm controller at Modbus ``address``.
+
+    ``limit_C`` adds the independent latching over-temperature limit. ``now`` defaults to
+    the running loop's clock (virtual in dry runs).
+    """
+    loop = asyncio.get_running_loop()
+    config = (
+        series
+        if isinstance(series, SeriesConfig)
+        else series_2400()
+        if series == "2400"
+        else series_3200()
+    )
+    furnace = FurnaceSim(
+        now if now is not None else loop.time,
+        params=params,
+        pid=pid,
+        limit_C=limit_C,
+        start_C=start_C,
+    )
+    bank = EurothermBank(furnace, config)
+    slave = RtuSlave(address, bank)
+    server = await serve(slave, transport=transport, baudrate=baudrate, faults=faults)
+    return EurothermSimulator(server, furnace, bank, slave)
