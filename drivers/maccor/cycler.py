@@ -1,0 +1,462 @@
+"""MACCOR Series 4000 over MacNet: :class:`MaccorCycler` and its :class:`MaccorChannel` s.
+
+A block of steps becomes a MACCOR test procedure (:mod:`.procedure`), sent with (1,6)
+and started with (6,2); the tester runs it in firmware, ending steps on their conditions
+and holding the (6,10) safety limits. The host polls (4,7) and reads records with (1,7)
+(see :mod:`.records` for why). (6,3)/(6,4) suspend and resume, (6,5) reset is the stop
+and the safe state.
+
+Record numbering: MACCOR numbers the records of each test from 1. A channel's ``seq`` is
+``block_id * 2**32 + record number``, so it is unique, grows as long as block ids grow
+(the executor numbers blocks in order), and can be recomputed after a restart without
+any memory of earlier blocks. ``time_s`` is the test time plus the end time of the
+previous block this driver saw, so it stays monotonic within one driver's life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from drivers.capabilities import (
+    BlockResult,
+    ChannelLimits,
+    ChannelState,
+    ChannelStatus,
+    ChannelStep,
+    EndCondition,
+    InstrumentError,
+    InstrumentTimeout,
+    RecordBatch,
+    StepEnd,
+)
+from drivers.transport import Transport, TransportClosed, transport_from_url
+
+from .client import MacNetClient
+from .codec import (
+    ES_REASON,
+    PROBLEM_CODES,
+    ChannelReading,
+    SafetyLimits,
+    Stat,
+    decode_reading,
+    decode_safety_limits,
+    expect_ok,
+)
+from .procedure import CompiledProcedure, compile_block
+from .records import DataChunk, decode_data
+
+__all__ = ["MaccorChannel", "MaccorCycler"]
+
+SEQ_BLOCK = 1 << 32
+_RUNNING = {Stat.ACTIVE, Stat.STARTING, Stat.WAITING, Stat.SELECTED}
+_IDLE = {Stat.AVAILABLE, Stat.RESET}
+_FAULT = {Stat.PROBLEM, Stat.PWR_FAIL}
+#: headroom on the power limits: V and I limits bound the power already
+_POWER_MARGIN = 1.05
+
+
+class MaccorCycler:
+    """A MACCOR tester reached over MacNet JSON-RPC; hands out :class:`MaccorChannel` s.
+
+    Use as an async context manager. ``channels`` are 0-based MacNet channel numbers.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        channels: Sequence[int] | int = 1,
+        name: str = "maccor",
+        timeout_s: float = 5.0,
+        retries: int = 2,
+        reconnect_s: float = 60.0,
+        records_per_read: int = 100_000,
+    ) -> None:
+        self.name = name
+        self.client = MacNetClient(
+            transport, timeout_s=timeout_s, retries=retries, reconnect_s=reconnect_s
+        )
+        numbers = list(range(channels)) if isinstance(channels, int) else list(channels)
+        self.records_per_read = records_per_read
+        self.channels = [MaccorChannel(self, c) for c in numbers]
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, channels: Sequence[int] | int = 1, **kwargs: Any
+    ) -> MaccorCycler:
+        """``MaccorCycler.from_url("tcp://10.0.0.5:57570", channels=8)``."""
+        tkw = {k: kwargs.pop(k) for k in ("manipulators", "backoff") if k in kwargs}
+        return cls(transport_from_url(url, **tkw), channels=channels, **kwargs)
+
+    @property
+    def round_trips(self) -> int:
+        return self.client.round_trips
+
+    def channel(self, number: int) -> MaccorChannel:
+        for ch in self.channels:
+            if ch.number == number:
+                return ch
+        raise KeyError(
+            f"{self.name}: no channel {number} (have {[c.number for c in self.channels]})"
+        )
+
+    async def open(self) -> None:
+        await self.client.open()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def __aenter__(self) -> MaccorCycler:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def echo(self) -> dict[str, Any]:
+        """(0,0): a round trip that proves the link."""
+        return await self.client.call(0, 0, 0)
+
+    async def version(self) -> dict[str, Any]:
+        """(1,1) MacNet version."""
+        return await self.client.call(1, 1, 0)
+
+    async def system_info(self) -> dict[str, Any]:
+        """(1,2) system information (``TestChannels``, ...)."""
+        return await self.client.call(1, 2, 0)
+
+    async def send_file(self, file_name: str, data: bytes) -> None:
+        """(1,6): put a file (a procedure) on the tester."""
+        cmd = f"(1,6) {file_name}".encode()
+        params = {"FileName": file_name, "Len": len(data), "Data": data.decode("utf-8")}
+        expect_ok(await self.client.call(1, 6, 0, params), cmd)
+
+    async def statuses(self, first: int, count: int) -> list[dict[str, Any]]:
+        """(4,1): short status of ``count`` channels from ``first``."""
+        result = await self.client.call(4, 1, first, {"Len": count})
+        rows = result.get("Status")
+        if not isinstance(rows, list):
+            raise InstrumentError(f"(4,1) reply has no Status list: {result!r}"[:300])
+        return [r for r in rows if isinstance(r, dict)]
+
+
+@dataclass
+class _Block:
+    block_id: int
+    proc: CompiledProcedure
+    test_name: str
+    time_base: float
+    chunks: list[DataChunk] = field(default_factory=list)
+    last_rec: int = 0
+    finished: bool = False
+
+
+class MaccorChannel:
+    """One MacNet channel as a :class:`~drivers.capabilities.CyclerChannel`."""
+
+    def __init__(self, cycler: MaccorCycler, number: int) -> None:
+        self.cycler = cycler
+        self.number = number
+        self._block: _Block | None = None
+        self._previous: _Block | None = None
+        self._limits: SafetyLimits | None = None
+        self._last: ChannelReading | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.cycler.name}/{self.number}"
+
+    async def _call(
+        self,
+        fclass: int,
+        fnum: int,
+        params: dict[str, Any] | None = None,
+        *,
+        idempotent: bool = True,
+    ) -> dict[str, Any]:
+        client = self.cycler.client
+        return await client.call(fclass, fnum, self.number, params, idempotent=idempotent)
+
+    # ------------------------------------------------------------------ limits
+    async def set_limits(self, limits: ChannelLimits) -> None:
+        """(6,10): write the safety limits; the reply's echo is kept as the read-back."""
+        if limits.t_max_C is not None:
+            # MacNet's channel limits hold no temperature: say so instead of dropping it
+            raise InstrumentError(f"{self.name}: the tester's safety limits hold no temperature")
+        p = limits.v_max_V * limits.i_max_A * _POWER_MARGIN
+        want = SafetyLimits(limits.v_max_V, limits.v_min_V, limits.i_max_A, limits.i_max_A, p, p)
+        result = await self._call(6, 10, dict(want.params()))
+        self._limits = decode_safety_limits(result, b"(6,10)")
+
+    async def get_limits(self) -> ChannelLimits:
+        """The limits as the tester echoed them at (6,10) (MacNet has no read-only call)."""
+        if self._limits is None:
+            raise InstrumentError(f"{self.name}: limits unknown until set_limits has run")
+        lim = self._limits
+        return ChannelLimits(lim.v_min_V, lim.v_max_V, min(lim.i_chg_A, lim.i_dis_A))
+
+    # ------------------------------------------------------------------ status
+    async def read(self) -> ChannelReading:
+        """(4,7): everything about this channel."""
+        self._last = decode_reading(await self._call(4, 7), b"(4,7)")
+        return self._last
+
+    async def status(self) -> ChannelStatus:
+        r = await self.read()
+        state, fault = _state(r)
+        blk = self._block
+        step_id = blk.proc.step_id(r.step) if blk is not None else None
+        current = -abs(r.current_A) if r.rf1 == 2 else r.current_A
+        last_seq = blk.block_id * SEQ_BLOCK + r.last_rec if blk is not None else 0
+        return ChannelStatus(
+            state=state,
+            block_id=blk.block_id if blk is not None else None,
+            step_id=step_id,
+            step_time_s=r.step_time_s,
+            voltage_V=r.voltage_V,
+            current_A=current,
+            last_seq=last_seq,
+            fault=fault,
+        )
+
+    # ------------------------------------------------------------------ blocks
+    async def start_block(self, block_id: int, steps: Sequence[ChannelStep]) -> None:
+        if self._block is not None and self._block.block_id == block_id:
+            return  # idempotent: the same block is already on the tester
+        proc = compile_block(steps, description=f"labrig {self.name} block {block_id}")
+        test_name = f"LR{self.number:03d}B{block_id}"
+        await self.cycler.send_file(f"{test_name}.000", proc.xml)
+        base = 0.0
+        if self._block is not None:
+            base = self._block.time_base + _end_time(self._block)
+            self._previous = self._block
+        self._block = _Block(block_id, proc, test_name, base)
+        params = {
+            "TestName": test_name,
+            "ProcName": test_name,
+            "Comment": f"labrig block {block_id}",
+            "Crate": 1,
+            "ChamberNum": 0,
+            "StartCycle": 0,
+            "TotCycles": 0,
+            "Mass": 1,
+        }
+        try:
+            result = await self._call(6, 2, params, idempotent=False)
+        except (TransportClosed, InstrumentTimeout):
+            # the start may or may not have happened: the tester's state decides
+            r = await self.read()
+            if r.stat in _RUNNING or (r.stat == Stat.COMPLETED and r.last_rec > 0 and r.step > 0):
+                return
+            result = await self._call(6, 2, params, idempotent=False)
+        if result.get("Result") != "OK":
+            why = await self._start_error()
+            self._block = self._previous
+            raise InstrumentError(f"{self.name}: start refused: {result.get('Result')!r} {why}")
+
+    async def _start_error(self) -> str:
+        with contextlib.suppress(InstrumentError):
+            res = await self._call(6, 12)
+            return str(res.get("Result", res))
+        return ""
+
+    async def wait_block(self, poll_s: float = 60.0) -> BlockResult:
+        blk = self._block
+        if blk is None:
+            raise InstrumentError(f"{self.name}: no block started")
+        try:
+            while True:
+                r = await self.read()
+                if r.stat not in _RUNNING:
+                    break
+                await asyncio.sleep(poll_s)
+            await self._fetch(blk, r.last_rec)
+        except (InstrumentTimeout, TransportClosed) as exc:
+            # the run cannot go on without the tester: leave it in its safe state
+            with contextlib.suppress(InstrumentError):
+                async with asyncio.timeout(self.cycler.client.timeout_s * 2):
+                    await self._call(6, 5)
+            raise InstrumentTimeout(f"{self.name}: lost the tester while waiting: {exc}") from exc
+        blk.finished = r.stat not in _RUNNING and r.stat != Stat.SUSPENDED
+        return self._result(blk, r)
+
+    def _result(self, blk: _Block, r: ChannelReading) -> BlockResult:
+        ends = _step_ends(blk)
+        state, fault = _state(r)
+        if state == ChannelState.fault:
+            return BlockResult(blk.block_id, ends, ChannelState.fault, fault)
+        if r.stat == Stat.SUSPENDED:
+            return BlockResult(blk.block_id, ends, ChannelState.paused)
+        if ends and ends[-1].action == "pause":
+            return BlockResult(blk.block_id, ends, ChannelState.paused)
+        ended_early = not ends or (
+            ends[-1].action not in ("end_block", "abort")
+            and _next_step(blk, ends[-1]) != blk.proc.end_step
+        )
+        if r.stat in _IDLE and ended_early:
+            # reset from outside before the block reached its End step
+            return BlockResult(blk.block_id, ends, ChannelState.fault, "channel was reset")
+        return BlockResult(blk.block_id, ends, ChannelState.done)
+
+    # ------------------------------------------------------------------ records
+    async def read_records(self, after_seq: int) -> RecordBatch:
+        blk = self._block
+        if blk is None:
+            return RecordBatch.empty()
+        need_fetch = not blk.finished or (
+            self._last is not None and self._last.last_rec > blk.last_rec
+        )
+        if need_fetch and after_seq < (blk.block_id + 1) * SEQ_BLOCK:
+            await self._fetch(blk, None)
+        parts = [self._batch(b) for b in (self._previous, blk) if b is not None]
+        batch = RecordBatch.concat(parts)
+        return batch.select(batch.seq > after_seq)
+
+    async def _fetch(self, blk: _Block, upto: int | None) -> None:
+        """Read the block's data file from ``blk.last_rec`` on (to ``upto`` if known)."""
+        chunk_len = self.cycler.records_per_read
+        while upto is None or blk.last_rec < upto:
+            ask = {"FileName": blk.test_name, "Offset": blk.last_rec, "Len": chunk_len}
+            res = await self._call(1, 7, ask)
+            data = res.get("Data")
+            if not isinstance(data, str):
+                raise InstrumentError(f"{self.name}: (1,7) reply has no Data text")
+            chunk = decode_data(data, command=b"(1,7)")
+            if len(chunk):
+                if chunk.rec[0] != blk.last_rec + 1:
+                    raise InstrumentError(
+                        f"{self.name}: data resumes at record {chunk.rec[0]}, "
+                        f"expected {blk.last_rec + 1}"
+                    )
+                blk.chunks.append(chunk)
+                blk.last_rec = int(chunk.rec[-1])
+            if len(chunk) < chunk_len:
+                break
+
+    def _batch(self, blk: _Block) -> RecordBatch:
+        if not blk.chunks:
+            return RecordBatch.empty()
+        if len(blk.chunks) > 1:
+            blk.chunks = [_concat_chunks(blk.chunks)]
+        c = blk.chunks[0]
+        step_ids = np.array([s.step_id for s in blk.proc.steps] + [-1], dtype=np.int64)
+        idx = np.clip(c.step - 1, 0, len(step_ids) - 1)
+        return RecordBatch(
+            seq=blk.block_id * SEQ_BLOCK + c.rec,
+            time_s=c.test_time_s + blk.time_base,
+            step_id=step_ids[idx],
+            current_A=c.current_A,
+            voltage_V=c.voltage_V,
+            step_charge_Ah=c.step_charge_Ah,
+            temperature_C=c.temperature_C,
+        )
+
+    # ------------------------------------------------------------------ control
+    async def pause(self) -> None:
+        """(6,3) suspend."""
+        expect_ok(await self._call(6, 3), b"(6,3)")
+
+    async def resume(self) -> None:
+        """(6,4) resume."""
+        expect_ok(await self._call(6, 4), b"(6,4)")
+
+    async def safe_state(self) -> None:
+        """(6,5) reset: output off, the test ends. Idempotent."""
+        expect_ok(await self._call(6, 5), b"(6,5)")
+
+
+# ---------------------------------------------------------------------- helpers
+def _state(r: ChannelReading) -> tuple[ChannelState, str | None]:
+    if r.stat in _FAULT or r.rf2 in PROBLEM_CODES:
+        return ChannelState.fault, f"Stat {r.stat}, RF1 {r.rf1}, RF2 {r.rf2}"
+    if r.stat in _RUNNING:
+        return ChannelState.running, None
+    if r.stat == Stat.SUSPENDED:
+        return ChannelState.paused, None
+    if r.stat == Stat.COMPLETED:
+        return ChannelState.done, None
+    return ChannelState.idle, None
+
+
+def _concat_chunks(chunks: list[DataChunk]) -> DataChunk:
+    names = DataChunk.__slots__
+    return DataChunk(*(np.concatenate([getattr(c, n) for c in chunks]) for n in names))
+
+
+def _end_time(blk: _Block) -> float:
+    if not blk.chunks:
+        return 0.0
+    return float(blk.chunks[-1].test_time_s[-1])
+
+
+def _match_end(step: ChannelStep, reason: str, value: float) -> EndCondition | None:
+    quantity = {"time": "time", "voltage": "voltage", "current": "current"}.get(reason, reason)
+    candidates = [e for e in (*step.ends, *step.cv_ends) if e.quantity == quantity]
+    for e in candidates:
+        if (e.op == ">=" and value >= e.value - 1e-9) or (e.op == "<=" and value <= e.value + 1e-9):
+            return e
+    return candidates[0] if candidates else None
+
+
+def _step_ends(blk: _Block) -> tuple[StepEnd, ...]:
+    if not blk.chunks:
+        return ()
+    if len(blk.chunks) > 1:
+        blk.chunks = [_concat_chunks(blk.chunks)]
+    c = blk.chunks[0]
+    out: list[StepEnd] = []
+    for i in np.flatnonzero(c.es):
+        number = int(c.step[i])
+        if not 1 <= number <= len(blk.proc.steps):
+            continue
+        step = blk.proc.steps[number - 1]
+        code = int(c.es[i])
+        reason = "safety" if code in PROBLEM_CODES else ES_REASON.get(code, f"es{code}")
+        action = "next"
+        if reason in ("voltage", "current", "time", "capacity", "dvdt"):
+            value = {
+                "voltage": float(c.voltage_V[i]),
+                "current": abs(float(c.current_A[i])),
+                "time": float(c.step_time_s[i]),
+                "capacity": abs(float(c.step_charge_Ah[i])),
+            }.get(reason, 0.0)
+            end = _match_end(step, reason, value)
+            if end is None and reason == "time" and step.max_duration_s is not None:
+                reason = "max_duration"
+            elif end is not None:
+                action = end.action
+        elif reason == "pause":
+            action = "pause"
+        elif reason == "safety":
+            action = "abort"
+        out.append(
+            StepEnd(
+                step_id=step.step_id,
+                reason=reason,
+                action=action,  # type: ignore[arg-type]
+                time_s=float(c.step_time_s[i]),
+                charge_Ah=float(c.step_charge_Ah[i]),
+                energy_Wh=float(c.step_energy_Wh[i]),
+                end_voltage_V=float(c.voltage_V[i]),
+            )
+        )
+    return tuple(out)
+
+
+def _next_step(blk: _Block, end: StepEnd) -> int:
+    for n, s in enumerate(blk.proc.steps, start=1):
+        if s.step_id == end.step_id:
+            return n + 1
+    return blk.proc.end_step

@@ -1,0 +1,147 @@
+"""The data-file chunk format used to collect records over MacNet.
+
+MacNet's JSON functions include no "read records" call; the documented way to get data
+off the tester is the file transfer pair (1,6)/(1,7). We therefore read the running
+test's data file with (1,7), addressed by record number so that a reader can always
+resume exactly after ``LastRecNum``-style positions (no record lost or read twice):
+
+request  ``params``: ``FileName`` (the TestName), ``Offset`` (last record already held),
+         ``Len`` (how many records at most)
+reply    ``result``: ``FileName``, ``Offset``, ``Len`` (records returned), ``Data``
+
+``Data`` is tab-separated text in the MACCOR ASCII export layout, one header line then
+one line per record, lines ending ``\\r\\n``::
+
+    Rec#  Cyc#  Step  TestTime  StepTime  Amp-hr  Watt-hr  Amps  Volts  State  ES  Temp1
+
+``Step`` is the 1-based procedure step, ``Amp-hr``/``Watt-hr`` count from the start of
+the step, ``Amps`` is a magnitude with ``State`` saying C(harge), D(ischarge), R(est) or
+O(ther), ``ES`` is the end status (0, or the RF2-style code on the record that ended a
+step). This chunk layout is our reading of the export format; check it on the unit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from drivers.capabilities import InstrumentProtocolError
+
+__all__ = ["DATA_COLUMNS", "DataChunk", "decode_data"]
+
+DATA_COLUMNS = (
+    "Rec#",
+    "Cyc#",
+    "Step",
+    "TestTime",
+    "StepTime",
+    "Amp-hr",
+    "Watt-hr",
+    "Amps",
+    "Volts",
+    "State",
+    "ES",
+    "Temp1",
+)
+HEADER = "\t".join(DATA_COLUMNS)
+_STATE_SIGN = {"C": 1.0, "D": -1.0, "R": 0.0, "O": 0.0}
+
+
+@dataclass(slots=True)
+class DataChunk:
+    """Decoded records; ``current_A`` and ``step_charge_Ah`` are signed (+ charges)."""
+
+    rec: npt.NDArray[np.int64]
+    cycle: npt.NDArray[np.int64]
+    step: npt.NDArray[np.int64]
+    test_time_s: npt.NDArray[np.float64]
+    step_time_s: npt.NDArray[np.float64]
+    step_charge_Ah: npt.NDArray[np.float64]
+    step_energy_Wh: npt.NDArray[np.float64]
+    current_A: npt.NDArray[np.float64]
+    voltage_V: npt.NDArray[np.float64]
+    es: npt.NDArray[np.int64]
+    temperature_C: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return int(self.rec.shape[0])
+
+
+def decode_data(text: str, *, command: bytes = b"") -> DataChunk:
+    """Parse a ``Data`` text; anything malformed raises :class:`InstrumentProtocolError`."""
+
+    def bad(why: str) -> InstrumentProtocolError:
+        return InstrumentProtocolError(f"MacNet data {why}", command=command, reply=text[:300])
+
+    lines = text.split("\r\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines or lines[0] != HEADER:
+        raise bad("does not start with the expected header")
+    rows = lines[1:]
+    n = len(rows)
+    width = len(DATA_COLUMNS)
+    cells = "\t".join(rows).split("\t") if n else []
+    if len(cells) != n * width:
+        raise bad(f"has rows that are not {width} tab-separated fields")
+    table = np.array(cells, dtype=np.str_).reshape(n, width) if n else np.empty((0, width), "U1")
+    try:
+        ints = table[:, [0, 1, 2, 10]].astype(np.int64)
+        floats = table[:, [3, 4, 5, 6, 7, 8]].astype(np.float64)
+        temp = table[:, 11].astype(np.float64)
+    except (ValueError, OverflowError) as exc:
+        raise bad(f"has a field that is not a number ({exc})") from None
+    if not np.all(np.isfinite(floats)):
+        raise bad("has a non-finite number")
+    if np.any(np.isinf(temp)):
+        raise bad("has an infinite temperature")
+    states = table[:, 9]
+    sign = np.full(n, np.nan)
+    for letter, value in _STATE_SIGN.items():
+        sign[states == letter] = value
+    if np.any(np.isnan(sign)):
+        raise bad(f"has an unknown State {str(states[np.isnan(sign)][0])!r}")
+    rec = ints[:, 0]
+    if n and (np.any(np.diff(rec) <= 0) or rec[0] < 1):
+        raise bad("record numbers are not increasing from 1")
+    amps = floats[:, 4]
+    if np.any(amps < 0):
+        raise bad("has a negative Amps (it is a magnitude)")
+    # rest records may carry a tiny leakage current: keep its size, sign by State only
+    cur_sign = np.where(sign == 0.0, 1.0, sign)
+    return DataChunk(
+        rec=rec.copy(),
+        cycle=ints[:, 1].copy(),
+        step=ints[:, 2].copy(),
+        test_time_s=floats[:, 0].copy(),
+        step_time_s=floats[:, 1].copy(),
+        step_charge_Ah=floats[:, 2] * cur_sign,
+        step_energy_Wh=floats[:, 3] * cur_sign,
+        current_A=amps * sign,
+        voltage_V=floats[:, 5].copy(),
+        es=ints[:, 3].copy(),
+        temperature_C=temp,
+    )
+
+
+def encode_data_row(
+    rec: int,
+    cycle: int,
+    step: int,
+    test_time_s: float,
+    step_time_s: float,
+    amp_hr: float,
+    watt_hr: float,
+    amps: float,
+    volts: float,
+    state: str,
+    es: int,
+    temp: float,
+) -> str:
+    """One data line (for tests and table fixtures)."""
+    return (
+        f"{rec}\t{cycle}\t{step}\t{test_time_s!r}\t{step_time_s!r}\t{amp_hr!r}\t{watt_hr!r}"
+        f"\t{amps!r}\t{volts!r}\t{state}\t{es}\t{temp!r}"
+    )
