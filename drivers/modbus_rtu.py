@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from drivers.capabilities import InstrumentProtocolError, InstrumentTimeout
+from drivers.capabilities import InstrumentError, InstrumentProtocolError, InstrumentTimeout
 
 __all__ = [
     "EXCEPTION_NAMES",
@@ -221,7 +221,9 @@ def registers_to_float(hi: int, lo: int) -> float:
 class ByteStream(Protocol):
     """What the client needs from a transport: bytes out, an exact number of bytes in.
 
-    Deadlines are applied by the client around these calls (``asyncio.timeout``).
+    :class:`drivers.transport.Transport` fits. Deadlines are applied by the client around
+    these calls (``asyncio.timeout``); a stream's own deadline raising
+    ``InstrumentTimeout`` is treated the same way.
     """
 
     async def write(self, data: bytes) -> None: ...
@@ -269,7 +271,7 @@ class ModbusRtuClient:
             try:
                 async with asyncio.timeout(self.flush_s):
                     await self._stream.read_exactly(1)
-            except TimeoutError:
+            except (TimeoutError, InstrumentError):
                 return
 
     async def _transact(self, request: bytes) -> bytes:
@@ -290,7 +292,7 @@ class ModbusRtuClient:
                     last = ModbusProtocolError(
                         "bad CRC or malformed Modbus reply", command=request, reply=ex.reply
                     )
-                except TimeoutError:
+                except (TimeoutError, InstrumentTimeout):
                     last = InstrumentTimeout(
                         f"no complete Modbus reply within {self.timeout_s} s"
                         f" (sent {request.hex(' ')}; got {ex.reply.hex(' ') or 'nothing'})"

@@ -1,0 +1,74 @@
+"""The served Alicat bus and its async factory."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+from simulators.furnace.serving import ReplyFaults, SimServer, serve
+from simulators.gas.bus import AlicatBusDevice
+from simulators.gas.mfc import GAS_TABLE, MfcModel, MfcParams
+
+__all__ = ["AlicatSimulator", "start_alicat_sim"]
+
+_GAS_BY_NAME = {v.lower(): k for k, v in GAS_TABLE.items()}
+
+
+class AlicatSimulator:
+    """A served bus: ``address``, ``units`` (the models, for fault switches), ``faults``."""
+
+    def __init__(self, server: SimServer, device: AlicatBusDevice) -> None:
+        self.server = server
+        self.device = device
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    @property
+    def units(self) -> dict[str, MfcModel]:
+        return self.device.units
+
+    @property
+    def faults(self) -> ReplyFaults:
+        return self.server.faults
+
+    async def aclose(self) -> None:
+        await self.server.aclose()
+
+    async def __aenter__(self) -> AlicatSimulator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+async def start_alicat_sim(
+    *,
+    units: Mapping[str, str] | None = None,
+    transport: Literal["tcp", "pty"] = "tcp",
+    baudrate: int = 19200,
+    params: MfcParams | None = None,
+    faults: ReplyFaults | None = None,
+    now: Callable[[], float] | None = None,
+) -> AlicatSimulator:
+    """Serve controllers ``units`` (unit id -> initial gas name; default A: N2, B: O2)."""
+    clock = now if now is not None else asyncio.get_running_loop().time
+    base = params if params is not None else MfcParams()
+    models: dict[str, MfcModel] = {}
+    for i, (unit, gas) in enumerate((units or {"A": "N2", "B": "O2"}).items()):
+        if len(unit) != 1 or not unit.isupper():
+            raise ValueError(f"unit id must be one letter A-Z, got {unit!r}")
+        try:
+            number = _GAS_BY_NAME[gas.lower()]
+        except KeyError:
+            raise ValueError(
+                f"unknown gas {gas!r}; known: {', '.join(GAS_TABLE.values())}"
+            ) from None
+        p = dataclasses.replace(base, seed=base.seed + i)
+        models[unit] = MfcModel(clock, p, gas_number=number)
+    device = AlicatBusDevice(models)
+    server = await serve(device, transport=transport, baudrate=baudrate, faults=faults)
+    return AlicatSimulator(server, device)
