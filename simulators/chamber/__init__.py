@@ -1,0 +1,14 @@
+"""Simulated ESPEC-style temperature chamber, served on loopback TCP or a pty.
+
+::
+
+    sim = await start_espec_sim()
+    sim.address; sim.model.refrigeration_failed = True; sim.faults.silent = True
+    await sim.aclose()
+"""
+
+from simulators.chamber.model import ChamberModel, ChamberParams
+from simulators.chamber.protocol import EspecDevice
+from simulators.chamber.simulator import EspecSimulator, start_espec_sim
+
+__all__ = ["ChamberModel", "ChamberParams", "EspecDevice", "EspecSimulator", "start_espec_sim"]

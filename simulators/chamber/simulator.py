@@ -1,0 +1,58 @@
+"""The served chamber and its async factory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Literal
+
+from simulators.chamber.model import ChamberModel, ChamberParams
+from simulators.chamber.protocol import EspecDevice
+from simulators.furnace.serving import ReplyFaults, SimServer, serve
+
+__all__ = ["EspecSimulator", "start_espec_sim"]
+
+
+class EspecSimulator:
+    """A served chamber: ``address``, ``model`` (fault switches), ``faults``."""
+
+    def __init__(self, server: SimServer, device: EspecDevice) -> None:
+        self.server = server
+        self.device = device
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    @property
+    def model(self) -> ChamberModel:
+        return self.device.model
+
+    @property
+    def faults(self) -> ReplyFaults:
+        return self.server.faults
+
+    async def aclose(self) -> None:
+        await self.server.aclose()
+
+    async def __aenter__(self) -> EspecSimulator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+async def start_espec_sim(
+    *,
+    transport: Literal["tcp", "pty"] = "tcp",
+    baudrate: int = 9600,
+    params: ChamberParams | None = None,
+    faults: ReplyFaults | None = None,
+    now: Callable[[], float] | None = None,
+) -> EspecSimulator:
+    """Serve a chamber at room temperature in STANDBY."""
+    clock = now if now is not None else asyncio.get_running_loop().time
+    model = ChamberModel(clock, params if params is not None else ChamberParams())
+    device = EspecDevice(model)
+    server = await serve(device, transport=transport, baudrate=baudrate, faults=faults)
+    return EspecSimulator(server, device)
