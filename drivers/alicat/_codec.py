@@ -132,7 +132,7 @@ def _text(reply: bytes, command: bytes) -> str:
         raise InstrumentProtocolError(
             "non-ASCII bytes in Alicat reply", command=command, reply=reply
         ) from None
-    text = text.removesuffix("\r").strip(" \n")
+    text = text.removesuffix("\r").strip()
     if not text:
         raise InstrumentProtocolError("empty Alicat reply", command=command, reply=reply)
     return text

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-__all__ = ["Device", "ReplyFaults", "SimServer", "serve"]
+__all__ = ["Device", "Manipulator", "ReplyFaults", "SimServer", "serve"]
 
 
 class Device(Protocol):
@@ -84,13 +85,29 @@ class ReplyFaults:
 class _Sink(Protocol):
     def send(self, data: bytes) -> None: ...
 
+    def drop(self) -> None: ...
+
+
+class Manipulator(Protocol):
+    """The shared fault-injector shape (``simulators.faults``): pieces ``(delay_s, chunk)``
+    to deliver instead of ``data``; a ``None`` chunk drops the link."""
+
+    def transform(
+        self, direction: Literal["tx", "rx"], data: bytes
+    ) -> Sequence[tuple[float, bytes | None]]: ...
+
 
 class SimServer:
-    """A running server. ``address`` is a URL for the driver side; ``aclose()`` stops it."""
+    """A running server. ``address`` is a URL for the driver side; ``aclose()`` stops it.
+
+    ``faults`` are the simple switches; ``manipulators`` (``simulators.faults`` objects)
+    are applied after them to every reply as direction ``"tx"``.
+    """
 
     def __init__(self, device: Device, faults: ReplyFaults) -> None:
         self.device = device
         self.faults = faults
+        self.manipulators: list[Manipulator] = []
         self.address = ""
         self._loop = asyncio.get_running_loop()
         self._timers: set[asyncio.TimerHandle] = set()
@@ -107,20 +124,43 @@ class SimServer:
             out = self.faults.apply(reply)
             if not out:
                 continue
-            if self.faults.delay_s > 0:
-                self._send_later(out, sink)
-            else:
-                sink.send(out)
+            pieces: list[tuple[float, bytes | None]] = [(self.faults.delay_s, out)]
+            for m in self.manipulators:
+                nxt: list[tuple[float, bytes | None]] = []
+                for delay, chunk in pieces:
+                    if chunk is None:
+                        nxt.append((delay, None))
+                        continue
+                    more = list(m.transform("tx", chunk))
+                    if more:
+                        more[0] = (more[0][0] + delay, more[0][1])
+                    nxt.extend(more)
+                pieces = nxt
+            due = 0.0
+            for delay, chunk in pieces:
+                due += delay
+                if math.isinf(due):
+                    break  # a stall: never delivered
+                if due > 0:
+                    self._send_later(due, chunk, sink)
+                else:
+                    self._deliver(chunk, sink)
 
-    def _send_later(self, data: bytes, sink: _Sink) -> None:
+    def _deliver(self, chunk: bytes | None, sink: _Sink) -> None:
+        if chunk is None:
+            sink.drop()
+        elif chunk:
+            sink.send(chunk)
+
+    def _send_later(self, delay: float, chunk: bytes | None, sink: _Sink) -> None:
         def later() -> None:
             self._timers.discard(handle)
-            sink.send(data)
+            self._deliver(chunk, sink)
 
-        handle = self._loop.call_later(self.faults.delay_s, later)
+        handle = self._loop.call_later(delay, later)
         self._timers.add(handle)
 
-    async def _start_tcp(self) -> None:
+    async def _start_tcp(self, host: str, port: int) -> None:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             assert task is not None
@@ -131,6 +171,9 @@ class SimServer:
                     if not writer.is_closing():
                         writer.write(data)
 
+                def drop(self) -> None:
+                    writer.close()
+
             try:
                 while data := await reader.read(4096):
                     self._on_data(data, Sink())
@@ -140,9 +183,9 @@ class SimServer:
                 writer.close()
                 self._tasks.discard(task)
 
-        self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(handle, host, port)
         port = self._server.sockets[0].getsockname()[1]
-        self.address = f"tcp://127.0.0.1:{port}"
+        self.address = f"tcp://{host}:{port}"
 
     def _start_pty(self, baudrate: int) -> None:
         master, slave = os.openpty()
@@ -154,6 +197,9 @@ class SimServer:
             def send(self, data: bytes) -> None:
                 with contextlib.suppress(BlockingIOError, OSError):
                     os.write(master, data)
+
+            def drop(self) -> None:
+                pass  # a serial line cannot be hung up; the manipulator's drop is a no-op
 
         sink = Sink()
 
@@ -208,11 +254,16 @@ async def serve(
     transport: Literal["tcp", "pty"] = "tcp",
     baudrate: int = 9600,
     faults: ReplyFaults | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> SimServer:
-    """Start serving ``device``; returns the server with its ``address``."""
+    """Start serving ``device``; returns the server with its ``address``.
+
+    TCP listens on ``host:port`` (0: a free port).
+    """
     server = SimServer(device, faults if faults is not None else ReplyFaults())
     if transport == "tcp":
-        await server._start_tcp()
+        await server._start_tcp(host, port)
     elif transport == "pty":
         server._start_pty(baudrate)
     else:
