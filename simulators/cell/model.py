@@ -1,0 +1,364 @@
+"""The cell's state and its exact evolution under constant current.
+
+State: bulk SOC, the surface-minus-bulk SOC offset ``delta`` (solid diffusion), the two
+RC voltages ``v1``/``v2``, how much formation charge is still to be consumed, and the
+counters that drive ageing (charge throughput, calendar age).
+
+Under a constant terminal current ``I`` of which ``I_li`` lithiates (the rest feeds side
+reactions), every state variable has a closed form in time: SOC is linear, ``delta`` and
+the RC voltages are exponentials. :class:`CCPiece` evaluates those forms on whole time
+grids at once (numpy) and at single instants (for exact event refinement). Constant
+voltage holds go through :func:`cv_substep`, which finds the constant current over a short
+interval that puts the terminal voltage exactly on the set point at its end, using the
+same exact exponential updates.
+
+Coefficients that depend on ageing, formation and temperature (:class:`Coeffs`) are taken
+at the start of each step and held for the step: the change within one step is far below
+anything a measurement resolves, and it keeps the step's solution closed form.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import brentq
+
+from .ocv import OcvCurve
+from .params import CellParams
+
+__all__ = ["CCPiece", "CellModel", "CellState", "Coeffs", "cv_substep"]
+
+FloatArray = npt.NDArray[np.float64]
+K_B_EV = 8.617333262e-5  # Boltzmann constant, eV/K
+
+
+@dataclass(frozen=True, slots=True)
+class CellState:
+    """Everything that evolves. Charges in Ah, times in s, voltages in V."""
+
+    soc: float
+    """Bulk state of charge (0 = fully lithiated cathode, 1 = the curve's top)."""
+    delta: float = 0.0
+    """Surface SOC minus bulk SOC (solid-diffusion lag)."""
+    v1: float = 0.0
+    v2: float = 0.0
+    formation_left_Ah: float = 0.0
+    throughput_Ah: float = 0.0
+    """|charge| passed through the cell in total (drives cycle ageing)."""
+    side_Ah: float = 0.0
+    """Charge that went into side reactions in total (did not lithiate)."""
+    age_s: float = 0.0
+
+    @property
+    def surface_soc(self) -> float:
+        return self.soc + self.delta
+
+
+@dataclass(frozen=True, slots=True)
+class Coeffs:
+    """Coefficients for one step: capacity, effective resistances, time constants."""
+
+    q_C: float  # capacity in coulombs
+    rs: float  # instantaneous series resistance (bulk + gb + ct)
+    r1: float
+    tau1: float
+    r2: float
+    tau2: float
+    taud: float
+    gain: float
+    f_form: float
+    f_side: float
+    r_bulk: float
+    r_gb: float
+    r_ct: float
+
+
+class CellModel:
+    """Parameters plus the OCV curve; pure functions of a :class:`CellState`."""
+
+    def __init__(self, params: CellParams) -> None:
+        self.params = params
+        self.ocv_curve = OcvCurve(params.anode_potential_V, params.ocv_offset_V)
+
+    def fresh_state(self) -> CellState:
+        """The cell as built: pristine, relaxed, formation still to come."""
+        p = self.params
+        return CellState(
+            soc=p.initial_soc,
+            formation_left_Ah=p.formation_capacity_mAh_g * p.cam_mass_g * 1e-3,
+        )
+
+    # --- derived quantities ----------------------------------------------------------------
+    def equivalent_cycles(self, state: CellState) -> float:
+        """Equivalent full cycles: throughput / (2 x fresh capacity)."""
+        return state.throughput_Ah / (2.0 * self.params.capacity_Ah)
+
+    def capacity_Ah(self, state: CellState) -> float:
+        """Present full-width capacity after cycle and calendar fade."""
+        p = self.params
+        n = self.equivalent_cycles(state)
+        days = state.age_s / 86400.0
+        frac = (
+            1.0
+            - p.fade_sqrt * math.sqrt(n)
+            - p.fade_linear * n
+            - p.fade_calendar_sqrt_day * math.sqrt(days)
+        )
+        return p.capacity_Ah * max(frac, 0.05)
+
+    def formation_progress(self, state: CellState) -> float:
+        total = self.params.formation_capacity_mAh_g * self.params.cam_mass_g * 1e-3
+        if total <= 0:
+            return 1.0
+        return min(1.0, max(0.0, 1.0 - state.formation_left_Ah / total))
+
+    def arrhenius(self, ea_eV: float, temperature_C: float) -> float:
+        """Factor on a resistance at ``temperature_C`` relative to ``t_ref_C``."""
+        t = temperature_C + 273.15
+        t_ref = self.params.t_ref_C + 273.15
+        if t <= 0:
+            raise ValueError(f"temperature must be above absolute zero, got {temperature_C} °C")
+        return math.exp(ea_eV / K_B_EV * (1.0 / t - 1.0 / t_ref))
+
+    def coeffs(self, state: CellState, temperature_C: float) -> Coeffs:
+        """Coefficients for a step starting in ``state`` at ``temperature_C``."""
+        p = self.params
+        a_el = self.arrhenius(p.ea_electrolyte_eV, temperature_C)
+        a_if = self.arrhenius(p.ea_interface_eV, temperature_C)
+        a_d = self.arrhenius(p.ea_diffusion_eV, temperature_C)
+        growth = 1.0 + p.r_growth_sqrt * math.sqrt(self.equivalent_cycles(state))
+        form = 1.0 + p.r_ct_formation_gain * self.formation_progress(state)
+        r_bulk = p.r_bulk_ohm * a_el
+        r_gb = p.r_gb_ohm * a_el
+        r_ct = p.r_ct_ohm * a_if * growth * form
+        # RC pairs keep their capacitance: tau scales with R.
+        k = a_if * growth
+        return Coeffs(
+            q_C=self.capacity_Ah(state) * 3600.0,
+            rs=r_bulk + r_gb + r_ct,
+            r1=p.r1_ohm * k,
+            tau1=p.tau1_s * k,
+            r2=p.r2_ohm * k,
+            tau2=p.tau2_s * k,
+            taud=p.tau_diff_s * a_d,
+            gain=p.diff_gain,
+            f_form=p.formation_fraction,
+            f_side=p.side_fraction,
+            r_bulk=r_bulk,
+            r_gb=r_gb,
+            r_ct=r_ct,
+        )
+
+    def rest_voltage(self, state: CellState) -> float:
+        """Terminal voltage at zero current (what a voltmeter reads on open circuit)."""
+        return self.ocv_curve.scalar(state.surface_soc) + state.v1 + state.v2
+
+    def equilibrium_voltage(self, state: CellState) -> float:
+        """The fully relaxed OCV of the bulk SOC."""
+        return self.ocv_curve.scalar(state.soc)
+
+    def rest(self, state: CellState, duration_s: float, temperature_C: float) -> CellState:
+        """State after resting (zero current) for ``duration_s``."""
+        if duration_s <= 0:
+            return state
+        co = self.coeffs(state, temperature_C)
+        return CCPiece(self, co, state, 0.0, 0.0, formation=False).state_at(duration_s)
+
+    def pieces_current(self, co: Coeffs, state: CellState, current_A: float) -> tuple[float, bool]:
+        """Lithiating current for ``current_A`` in ``state`` and whether formation runs."""
+        if current_A > 0:
+            if state.formation_left_Ah > 0 and co.f_form > 0:
+                return current_A * (1.0 - co.f_form), True
+            return current_A * (1.0 - co.f_side), False
+        return current_A, False
+
+
+class CCPiece:
+    """Closed-form evolution from ``state`` under constant current.
+
+    ``i_li`` is the part of ``current`` that lithiates; ``formation`` says the side part
+    consumes the formation budget (so the piece is valid only until that is used up, see
+    :attr:`t_valid`).
+    """
+
+    __slots__ = (
+        "a1", "a2", "ad", "co", "current", "dss", "formation", "i_li", "model", "ocv",
+        "rate", "s0", "state", "t_valid", "v_inf",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        model: CellModel,
+        co: Coeffs,
+        state: CellState,
+        current: float,
+        i_li: float,
+        formation: bool,
+    ) -> None:
+        self.model = model
+        self.ocv = model.ocv_curve
+        self.co = co
+        self.state = state
+        self.current = current
+        self.i_li = i_li
+        self.formation = formation
+        self.rate = i_li / co.q_C  # dSOC/dt
+        self.dss = co.gain * co.taud * self.rate
+        self.s0 = state.soc + self.dss
+        self.ad = state.delta - self.dss
+        self.a1 = state.v1 - current * co.r1
+        self.a2 = state.v2 - current * co.r2
+        self.v_inf = current * (co.rs + co.r1 + co.r2)
+        side = current - i_li
+        if formation and side > 0:
+            self.t_valid = state.formation_left_Ah * 3600.0 / side
+        else:
+            self.t_valid = math.inf
+
+    def voltage(self, t: FloatArray) -> FloatArray:
+        """Terminal voltage at times ``t`` (s since the piece began)."""
+        co = self.co
+        soc_s = self.s0 + self.rate * t + self.ad * np.exp(-t / co.taud)
+        v: FloatArray = (
+            self.ocv(soc_s)
+            + self.v_inf
+            + self.a1 * np.exp(-t / co.tau1)
+            + self.a2 * np.exp(-t / co.tau2)
+        )
+        return v
+
+    def voltage_at(self, t: float) -> float:
+        co = self.co
+        soc_s = self.s0 + self.rate * t + self.ad * math.exp(-t / co.taud)
+        return (
+            self.ocv.scalar(soc_s)
+            + self.v_inf
+            + self.a1 * math.exp(-t / co.tau1)
+            + self.a2 * math.exp(-t / co.tau2)
+        )
+
+    def dvdt(self, t: FloatArray) -> FloatArray:
+        """dV/dt at times ``t``."""
+        co = self.co
+        ed = np.exp(-t / co.taud)
+        soc_s = self.s0 + self.rate * t + self.ad * ed
+        d_soc = self.rate - self.ad / co.taud * ed
+        out: FloatArray = (
+            self.ocv.slope(soc_s) * d_soc
+            - self.a1 / co.tau1 * np.exp(-t / co.tau1)
+            - self.a2 / co.tau2 * np.exp(-t / co.tau2)
+        )
+        return out
+
+    def dvdt_at(self, t: float) -> float:
+        return float(self.dvdt(np.array([t]))[0])
+
+    def state_at(self, t: float) -> CellState:
+        """The full state ``t`` seconds into the piece."""
+        co = self.co
+        st = self.state
+        side_Ah = (self.current - self.i_li) * t / 3600.0
+        form_left = st.formation_left_Ah
+        if self.formation:
+            form_left = max(0.0, form_left - side_Ah)
+        return replace(
+            st,
+            soc=st.soc + self.rate * t,
+            delta=self.dss + self.ad * math.exp(-t / co.taud),
+            v1=self.current * co.r1 + self.a1 * math.exp(-t / co.tau1),
+            v2=self.current * co.r2 + self.a2 * math.exp(-t / co.tau2),
+            formation_left_Ah=form_left,
+            throughput_Ah=st.throughput_Ah + abs(self.current) * t / 3600.0,
+            side_Ah=st.side_Ah + side_Ah,
+            age_s=st.age_s + t,
+        )
+
+
+def _substep(
+    model: CellModel, co: Coeffs, st: CellState, dt: float, current: float
+) -> tuple[float, CellState]:
+    """Voltage and state after ``dt`` at constant ``current`` (formation clipped exactly)."""
+    side_C = 0.0
+    form_left = st.formation_left_Ah
+    if current > 0:
+        if form_left > 0 and co.f_form > 0:
+            side_C = min(co.f_form * current * dt, form_left * 3600.0)
+            form_left = max(0.0, form_left - side_C / 3600.0)
+        else:
+            side_C = co.f_side * current * dt
+    i_li = current - side_C / dt
+    rate = i_li / co.q_C
+    dss = co.gain * co.taud * rate
+    ed = math.exp(-dt / co.taud)
+    e1 = math.exp(-dt / co.tau1)
+    e2 = math.exp(-dt / co.tau2)
+    soc = st.soc + rate * dt
+    delta = dss + (st.delta - dss) * ed
+    v1 = current * co.r1 + (st.v1 - current * co.r1) * e1
+    v2 = current * co.r2 + (st.v2 - current * co.r2) * e2
+    v = model.ocv_curve.scalar(soc + delta) + current * co.rs + v1 + v2
+    new = CellState(
+        soc=soc,
+        delta=delta,
+        v1=v1,
+        v2=v2,
+        formation_left_Ah=form_left,
+        throughput_Ah=st.throughput_Ah + abs(current) * dt / 3600.0,
+        side_Ah=st.side_Ah + side_C / 3600.0,
+        age_s=st.age_s + dt,
+    )
+    return v, new
+
+
+def cv_substep(
+    model: CellModel,
+    co: Coeffs,
+    st: CellState,
+    dt: float,
+    v_set: float,
+    clamp_A: float,
+    guess_A: float,
+) -> tuple[float, float, CellState]:
+    """Hold ``v_set`` for ``dt``: returns (current, terminal voltage, state at the end).
+
+    The current is constant over ``dt`` and chosen so the terminal voltage at the end of
+    the interval equals ``v_set`` (an implicit, exactly charge-conserving step; the RC
+    and diffusion parts use their exact exponential updates). If that needs more than
+    ``clamp_A`` the channel runs at the clamp instead (the voltage is then short of the
+    set point), as a real channel in current limit does.
+    """
+
+    def f(i: float) -> float:
+        return _substep(model, co, st, dt, i)[0] - v_set
+
+    e1 = math.exp(-dt / co.tau1)
+    e2 = math.exp(-dt / co.tau2)
+    ed = math.exp(-dt / co.taud)
+    r_eff = co.rs + co.r1 * (1 - e1) + co.r2 * (1 - e2)
+    i = guess_A
+    ok = False
+    for _ in range(12):
+        err = f(i)
+        if abs(err) < 1e-12:
+            ok = True
+            break
+        # slope of V_end in I (OCV linearised at the predicted surface SOC)
+        soc_guess = st.soc + st.delta
+        dsoc = dt / co.q_C * (1.0 + co.gain * co.taud / dt * (1.0 - ed))
+        slope = model.ocv_curve.slope_scalar(soc_guess) * dsoc + r_eff
+        i -= err / slope
+    if not ok:
+        hi = clamp_A if clamp_A > 0 else 1.0
+        lo = -hi
+        while f(hi) < 0:
+            hi *= 4.0
+        while f(lo) > 0:
+            lo *= 4.0
+        i = float(brentq(f, lo, hi, xtol=1e-18, rtol=1e-15, maxiter=200))
+    if clamp_A > 0 and abs(i) > clamp_A:
+        i = math.copysign(clamp_A, i)
+    v, new = _substep(model, co, st, dt, i)
+    return i, v, new

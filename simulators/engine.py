@@ -1,0 +1,658 @@
+"""Firmware of one simulated cycler channel on a simulated cell.
+
+:class:`ChannelEngine` runs blocks of steps the way a cycler does in firmware: it ends
+each step on its own conditions, enforces the channel's safety limits, and records data
+by the step's record rule. It is pure in time: every method that depends on time takes
+``now`` (seconds on the caller's clock, never decreasing), so a wire-level server or an
+in-process adapter drives it from its own clock (real or virtual) and tests need none.
+
+How it works: ``start_block`` computes the whole block ahead of time from the cell state
+(closed-form physics makes that fast) and keeps the records with running sequence
+numbers; queries show only what has happened by ``now``. ``pause``/``stop`` (and a
+temperature change while running) cut that precomputed future exactly at ``now`` by
+re-running the interrupted step from its saved start state with a time cap, so the cell
+is then in precisely the state it would be in had it run only until ``now``.
+
+Record times (``time_s``) are the channel's test time: seconds since the engine was
+created (or last reset). Sign convention: positive current charges the cell.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from .cell.impedance import CircuitElements, circuit_elements, impedance
+from .cell.model import CellModel, CellState
+from .cell.params import CellParams
+from .cell.presets import preset
+from .cell.runner import Progress, StepRun, run_step
+from .cell.steps import Action, Limits, SimEnd, SimRecord, SimStep
+
+__all__ = [
+    "RECORD_COLUMNS",
+    "ChannelEngine",
+    "EngineBusy",
+    "EngineError",
+    "EngineFault",
+    "Limits",
+    "SimEnd",
+    "SimRecord",
+    "SimStatus",
+    "SimStep",
+    "SimStepResult",
+]
+
+State = Literal["idle", "running", "paused", "done", "fault"]
+RECORD_COLUMNS: tuple[str, ...] = (
+    "seq", "time_s", "step_id", "current_A", "voltage_V", "step_charge_Ah", "temperature_C",
+)  # fmt: skip
+FloatArray = npt.NDArray[np.float64]
+
+
+class EngineError(ValueError):
+    """A request the channel rejects (bad block, bad argument)."""
+
+
+class EngineBusy(EngineError):
+    """The request needs the channel idle, and it is running (or paused)."""
+
+
+class EngineFault(EngineError):
+    """The channel is in fault (latched); ``reset()`` first."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimStatus:
+    """What the channel reports at one instant."""
+
+    state: State
+    block_id: int | None
+    step_id: int | None
+    step_time_s: float
+    voltage_V: float
+    current_A: float
+    last_seq: int
+    """Sequence number of the newest record visible now (0 before the first)."""
+    reason: str | None = None
+    """Why the block stopped: fault text, ``aborted: ...``, ``stopped``, or None."""
+    temperature_C: float = 25.0
+    test_time_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SimStepResult:
+    """How one step of a block ended."""
+
+    step_id: int
+    index: int  # position in the block
+    reason: str  # voltage/current/time/capacity/dvdt/temperature/max_duration/stopped/safety
+    action: Action
+    duration_s: float  # step time (excludes time spent paused)
+    charge_Ah: float  # signed, + into the cell
+    energy_Wh: float
+    end_voltage_V: float
+    end_current_A: float
+    end_time_s: float  # channel test time at the end
+    fault: str | None = None
+
+
+@dataclass(slots=True)
+class _Segment:
+    """One uninterrupted run of one step."""
+
+    index: int
+    step: SimStep
+    start_abs: float
+    start_state: CellState
+    progress: Progress
+    temperature_C: float
+    run: StepRun
+
+    @property
+    def end_abs(self) -> float:
+        return self.start_abs + self.run.end_t_s - self.progress.t_s
+
+
+@dataclass(slots=True)
+class _Block:
+    block_id: int
+    steps: tuple[SimStep, ...]
+    segments: list[_Segment] = field(default_factory=list)
+    results: list[tuple[float, SimStepResult]] = field(default_factory=list)
+    final: State = "done"
+    reason: str | None = None
+    end_abs: float = 0.0
+    end_state: CellState | None = None
+    resume_at: tuple[int, Progress] | None = None  # where a paused block continues
+
+
+@dataclass(slots=True)
+class _Chunk:
+    seq: npt.NDArray[np.int64]
+    t_abs: FloatArray
+    cols: dict[str, npt.NDArray[np.float64] | npt.NDArray[np.int64]]
+
+
+class ChannelEngine:
+    """One cycler channel on one simulated cell.
+
+    ``cell``: a :class:`CellParams`, a preset name (see :mod:`simulators.cell.presets`),
+    or None for the default preset. ``noise`` scales the measurement noise (0 = exact);
+    ``seed`` makes it reproducible. ``now`` is the caller's clock at creation (test time
+    0). ``temperature_C`` is the cell's ambient temperature.
+    """
+
+    def __init__(
+        self,
+        cell: CellParams | str | None = None,
+        *,
+        seed: int = 0,
+        noise: float = 1.0,
+        now: float = 0.0,
+        temperature_C: float = 25.0,
+        voltage_noise_V: float = 0.2e-3,
+        current_noise_rel: float = 3e-4,
+        current_range_A: float = 0.01,
+        step_horizon_s: float = 3.0e7,
+    ) -> None:
+        params = preset(cell) if isinstance(cell, str) or cell is None else cell
+        if not isinstance(params, CellParams):
+            raise EngineError(f"cell must be CellParams or a preset name, got {cell!r}")
+        for n, v in (("noise", noise), ("now", now), ("temperature_C", temperature_C),
+                     ("voltage_noise_V", voltage_noise_V), ("step_horizon_s", step_horizon_s),
+                     ("current_noise_rel", current_noise_rel),
+                     ("current_range_A", current_range_A)):  # fmt: skip
+            if not math.isfinite(v):
+                raise EngineError(f"{n} must be finite, got {v!r}")
+        if noise < 0:
+            raise EngineError(f"noise must be >= 0, got {noise}")
+        self.params = params
+        self.model = CellModel(params)
+        self._rng = np.random.default_rng(seed)
+        self._noise_v = noise * voltage_noise_V
+        self._noise_i = noise * current_noise_rel * current_range_A
+        self._z_noise = noise * 1e-3
+        self._temperature = float(temperature_C)
+        self._horizon = step_horizon_s
+        self._limits = Limits()
+        self._origin = float(now)
+        self._last_now = float(now)
+        self._base_state = self.model.fresh_state()
+        self._base_abs = float(now)
+        self._block: _Block | None = None
+        self._fault: str | None = None  # latched fault with its instant known
+        self._chunks: list[_Chunk] = []
+        self._chunk_last_seq: list[int] = []
+        self._next_seq = 1
+
+    # ------------------------------------------------------------------ configuration
+    def set_limits(
+        self, v_min: float, v_max: float, i_max: float, t_max: float | None = None
+    ) -> None:
+        """Write the safety envelope (V, V, A, °C). Rejected while a block runs."""
+        if self._block is not None and self._block_active(self._last_now):
+            raise EngineBusy("limits cannot change while a block runs or is paused")
+        try:
+            self._limits = Limits(float(v_min), float(v_max), float(i_max),
+                                  None if t_max is None else float(t_max))  # fmt: skip
+        except ValueError as exc:
+            raise EngineError(f"bad limits: {exc}") from None
+
+    def limits(self) -> Limits:
+        """The safety envelope as held by the channel."""
+        return self._limits
+
+    @property
+    def temperature_C(self) -> float:
+        return self._temperature
+
+    # ------------------------------------------------------------------ blocks
+    def start_block(self, block_id: int, steps: Sequence[SimStep], now: float) -> None:
+        """Start running ``steps`` at ``now``. Same ``block_id`` as the current: no-op.
+
+        Raises :class:`EngineBusy` if another block is running or paused (stop it
+        first), :class:`EngineFault` while a fault is latched, :class:`EngineError` for
+        a block the firmware cannot run (explains which step and why).
+        """
+        self._tick(now)
+        b = self._block
+        if b is not None and b.block_id == block_id:
+            return
+        if self._fault_at(now) is not None:
+            raise EngineFault(f"channel in fault ({self._fault_at(now)}); reset() first")
+        if b is not None and self._block_active(now):
+            raise EngineBusy(f"block {b.block_id} is still {self._state_of(now)}; stop it first")
+        steps_t = self._validate(steps)
+        self._base_state = self.state_at(now)
+        self._base_abs = now
+        nb = _Block(block_id=block_id, steps=steps_t)
+        self._block = nb
+        self._compute(nb, 0, Progress(), self._base_state, now)
+
+    def end_time(self) -> float | None:
+        """When (caller's clock) the current block ends as computed, or None if there is
+        no block or it waits paused for ``resume``."""
+        b = self._block
+        if b is None:
+            return None
+        if b.final == "paused":
+            return b.end_abs if b.end_abs > self._last_now else None
+        return b.end_abs
+
+    def status(self, now: float) -> SimStatus:
+        """State, position and live readings at ``now``."""
+        self._tick(now)
+        b = self._block
+        state = self._state_of(now)
+        last_seq = self._last_seq(now)
+        tt = now - self._origin
+        if b is None:
+            st = self.state_at(now)
+            return SimStatus(state, None, None, 0.0, self._read_v(st), 0.0, last_seq, None,
+                             self._temperature, tt)  # fmt: skip
+        if state == "running":
+            seg = self._segment_at(now)
+            run = self._rerun(seg, now)
+            return SimStatus(
+                "running", b.block_id, seg.step.step_id, run.end_t_s, run.end_voltage_V,
+                run.end_current_A, last_seq, None, seg.temperature_C, tt,
+            )  # fmt: skip
+        last = b.segments[-1] if b.segments else None
+        st = self.state_at(now)
+        return SimStatus(
+            state, b.block_id, last.step.step_id if last else None,
+            last.run.end_t_s if last else 0.0, self.model.rest_voltage(st), 0.0, last_seq,
+            b.reason, self._temperature, tt,
+        )  # fmt: skip
+
+    def records_after(self, seq: int, now: float) -> dict[str, npt.NDArray[np.generic]]:
+        """Records with sequence number > ``seq`` and time <= ``now``, as numpy columns
+        (see :data:`RECORD_COLUMNS`)."""
+        self._tick(now)
+        i0 = bisect.bisect_right(self._chunk_last_seq, seq)
+        parts: list[dict[str, npt.NDArray[np.generic]]] = []
+        for ch in self._chunks[i0:]:
+            if ch.t_abs.size == 0 or ch.t_abs[0] > now:
+                break
+            m = (ch.seq > seq) & (ch.t_abs <= now)
+            if m.any():
+                part: dict[str, npt.NDArray[np.generic]] = {"seq": ch.seq[m]}
+                for k, v in ch.cols.items():
+                    part[k] = v[m]
+                parts.append(part)
+        if not parts:
+            return {
+                c: np.empty(0, dtype=np.int64 if c in ("seq", "step_id") else np.float64)
+                for c in RECORD_COLUMNS
+            }
+        return {c: np.concatenate([p[c] for p in parts]) for c in RECORD_COLUMNS}
+
+    def step_results(self, now: float) -> list[SimStepResult]:
+        """Results of the current block's steps that have ended by ``now``."""
+        self._tick(now)
+        b = self._block
+        if b is None:
+            return []
+        return [r for t, r in b.results if t <= now]
+
+    def pause(self, now: float) -> None:
+        """Pause the running block at ``now`` (output off). No-op unless running."""
+        self._tick(now)
+        if self._state_of(now) != "running":
+            return
+        b = self._block
+        assert b is not None
+        seg = self._truncate(now)
+        b.final = "paused"
+        b.reason = "paused by host"
+        b.resume_at = (seg.index, seg.run.progress)
+
+    def resume(self, now: float) -> None:
+        """Continue a paused block at ``now`` (a host pause or a ``pause`` end action)."""
+        self._tick(now)
+        b = self._block
+        if b is None or self._state_of(now) != "paused" or b.resume_at is None:
+            return
+        idx, pr = b.resume_at
+        start = self.state_at(now)
+        b.resume_at = None
+        b.reason = None
+        if idx >= len(b.steps):
+            b.final, b.end_abs, b.end_state = "done", now, start
+            return
+        self._compute(b, idx, pr, start, now)
+
+    def stop(self, now: float) -> None:
+        """Output off at ``now``; ends a running or paused block (state done, reason
+        ``stopped``). The interrupted step gets a result with reason ``stopped``."""
+        self._tick(now)
+        state = self._state_of(now)
+        b = self._block
+        if b is None:
+            return
+        if state == "running":
+            seg = self._truncate(now)
+            self._add_result(b, seg)
+            b.final, b.reason = "done", "stopped"
+        elif state == "paused":
+            b.final, b.reason, b.resume_at = "done", "stopped", None
+
+    def reset(self, now: float) -> None:
+        """Clear a latched fault, stop any block, and restart test time at 0."""
+        self.stop(now)
+        if self._block is not None:
+            self._base_state = self.state_at(now)
+            self._base_abs = now
+            self._block = None
+        self._origin = now
+
+    def set_temperature(self, temperature_C: float, now: float | None = None) -> None:
+        """Set the cell's ambient temperature (°C). While a block runs, pass ``now``: the
+        block is re-planned from that instant at the new temperature."""
+        if not math.isfinite(temperature_C) or temperature_C <= -273.15:
+            raise EngineError(f"temperature must be a finite °C above -273.15, got {temperature_C}")
+        if now is None:
+            if self._block is not None and self._state_of(self._last_now) == "running":
+                raise EngineBusy("pass now= to change the temperature while a block runs")
+            self._temperature = float(temperature_C)
+            return
+        self._tick(now)
+        if self._state_of(now) == "running":
+            # rest parts before now happened at the old temperature
+            b = self._block
+            assert b is not None
+            seg = self._truncate(now)
+            self._temperature = float(temperature_C)
+            self._compute(b, seg.index, seg.run.progress, seg.run.state, now)
+            return
+        self._rebase(now)
+        self._temperature = float(temperature_C)
+
+    # ------------------------------------------------------------------ cell access
+    def measure_impedance(
+        self, frequencies_Hz: npt.ArrayLike, now: float | None = None
+    ) -> npt.NDArray[np.complex128]:
+        """Impedance spectrum of the resting cell (Ω). Rejected while a block runs."""
+        st = self._resting_state(now, "an impedance measurement")
+        z = impedance(self.model, st, self._temperature, frequencies_Hz)
+        if self._z_noise > 0:
+            n = z.size
+            z = z + np.abs(z) * self._z_noise * (
+                self._rng.standard_normal(n) + 1j * self._rng.standard_normal(n)
+            )
+        return z
+
+    def ocv(self, now: float | None = None) -> float:
+        """Open-circuit voltage the channel reads now (the resting cell's terminal V)."""
+        st = self._resting_state(now, "an OCV reading")
+        return self._read_v(st)
+
+    def circuit(self, now: float | None = None) -> CircuitElements:
+        """The true circuit elements now (to check an impedance fit against)."""
+        st = self.state_at(self._last_now if now is None else now)
+        return circuit_elements(self.model, st, self._temperature)
+
+    def state_at(self, now: float) -> CellState:
+        """The exact cell state at ``now`` (diagnostics and tests)."""
+        self._tick(now)
+        b = self._block
+        if b is None:
+            return self.model.rest(self._base_state, now - self._base_abs, self._temperature)
+        if self._state_of(now) == "running":
+            return self._rerun(self._segment_at(now), now).state
+        assert b.end_state is not None
+        return self.model.rest(b.end_state, now - b.end_abs, self._temperature)
+
+    def age(self, equivalent_cycles: float = 0.0, days: float = 0.0,
+            now: float | None = None) -> None:  # fmt: skip
+        """Fast-forward ageing (equivalent full cycles, calendar days) without simulating
+        them; the cell is otherwise unchanged. Only while no block runs."""
+        if equivalent_cycles < 0 or days < 0:
+            raise EngineError("ageing must be forward (>= 0)")
+        st = self._resting_state(now, "ageing")
+        self._base_state = replace(
+            st,
+            throughput_Ah=st.throughput_Ah + 2.0 * self.params.capacity_Ah * equivalent_cycles,
+            age_s=st.age_s + days * 86400.0,
+        )
+        self._base_abs = self._last_now if now is None else now
+        if self._block is not None:
+            self._block = None
+
+    # ------------------------------------------------------------------ internals
+    def _tick(self, now: float) -> None:
+        if not math.isfinite(now):
+            raise EngineError(f"now must be finite, got {now!r}")
+        if now < self._last_now - 1e-9:
+            raise EngineError(
+                f"time went backwards: now={now!r} after {self._last_now!r} (monotonic clock)"
+            )
+        self._last_now = max(self._last_now, now)
+
+    def _read_v(self, st: CellState) -> float:
+        v = self.model.rest_voltage(st)
+        if self._noise_v > 0:
+            v += float(self._rng.normal(0.0, self._noise_v))
+        return v
+
+    def _resting_state(self, now: float | None, what: str) -> CellState:
+        t = self._last_now if now is None else now
+        self._tick(t)
+        if self._block is not None and self._state_of(t) == "running":
+            raise EngineBusy(f"{what} needs the cell at rest; block {self._block.block_id} runs")
+        return self.state_at(t)
+
+    def _rebase(self, now: float) -> None:
+        """Fold the finished block's rest into the base state (before an ambient change)."""
+        st = self.state_at(now)
+        if self._block is None:
+            self._base_state, self._base_abs = st, now
+        else:
+            b = self._block
+            b.end_state = st
+            b.end_abs = max(b.end_abs, now) if b.final != "paused" else b.end_abs
+            if b.final == "paused":
+                b.end_state = st
+                b.end_abs = now
+
+    def _fault_at(self, now: float) -> str | None:
+        b = self._block
+        if b is not None and b.final == "fault" and b.end_abs <= now:
+            return b.reason
+        return None
+
+    def _state_of(self, now: float) -> State:
+        b = self._block
+        if b is None:
+            return "idle"
+        if now < b.end_abs:
+            return "running"
+        return b.final
+
+    def _block_active(self, now: float) -> bool:
+        return self._state_of(now) in ("running", "paused")
+
+    def _segment_at(self, now: float) -> _Segment:
+        b = self._block
+        assert b is not None
+        for seg in reversed(b.segments):
+            if seg.start_abs <= now:
+                return seg
+        return b.segments[0]
+
+    def _rerun(self, seg: _Segment, now: float) -> StepRun:
+        cap = seg.progress.t_s + (now - seg.start_abs)
+        if cap >= seg.run.end_t_s:
+            return seg.run
+        return run_step(self.model, seg.start_state, seg.step, seg.temperature_C, self._limits,
+                        seg.progress, cap_s=cap, horizon_s=self._horizon)  # fmt: skip
+
+    def _validate(self, steps: Sequence[SimStep]) -> tuple[SimStep, ...]:
+        steps_t = tuple(steps)
+        if not steps_t:
+            raise EngineError("a block needs at least one step")
+        lim = self._limits
+        for n, s in enumerate(steps_t):
+            if not isinstance(s, SimStep):
+                raise EngineError(f"step {n}: expected SimStep, got {type(s).__name__}")
+            for e in (*s.ends, *s.cv_ends):
+                if e.action == "goto" and (e.goto is None or not 0 <= e.goto < len(steps_t)):
+                    raise EngineError(
+                        f"step {s.step_id}: goto index {e.goto} outside the block "
+                        f"(0..{len(steps_t) - 1})"
+                    )
+            if (
+                s.voltage_V is not None
+                and s.mode in ("cv", "cccv")
+                and not (lim.v_min <= s.voltage_V <= lim.v_max)
+            ):
+                raise EngineError(
+                    f"step {s.step_id}: set point {s.voltage_V} V outside the limits "
+                    f"[{lim.v_min}, {lim.v_max}] V"
+                )
+            if s.mode in ("rest",) or (s.mode == "cc" and s.current_A == 0):
+                ok = s.max_duration_s is not None or any(
+                    e.quantity in ("time", "dvdt", "temperature", "current", "voltage")
+                    for e in s.ends
+                )
+                if not ok:
+                    raise EngineError(
+                        f"step {s.step_id}: a rest needs an end that can come "
+                        "(time, dvdt, voltage) or max_duration_s"
+                    )
+        return steps_t
+
+    def _compute(self, b: _Block, idx: int, pr: Progress, state: CellState, t: float) -> None:
+        """Run the block from step ``idx`` at abs time ``t`` until it ends, eagerly."""
+        b.reason = None
+        while True:
+            step = b.steps[idx]
+            temp = step.temperature_C if step.temperature_C is not None else self._temperature
+            run = run_step(self.model, state, step, temp, self._limits, pr,
+                           horizon_s=self._horizon)  # fmt: skip
+            seg = _Segment(idx, step, t, state, pr, temp, run)
+            b.segments.append(seg)
+            self._store(seg)
+            self._add_result(b, seg)
+            t = seg.end_abs
+            b.end_abs, b.end_state = t, run.state
+            if run.fault is not None:
+                b.final, b.reason = "fault", run.fault
+                return
+            act = run.action
+            nxt = idx + 1
+            if act == "goto":
+                assert run.goto is not None
+                nxt = run.goto
+            elif act == "end_block":
+                nxt = len(b.steps)
+            elif act == "abort":
+                b.final = "done"
+                b.reason = f"aborted: step {step.step_id} ended on {run.reason}"
+                return
+            elif act == "pause":
+                b.final, b.reason = "paused", f"paused by step {step.step_id} end"
+                b.resume_at = (nxt, Progress())
+                return
+            if nxt >= len(b.steps):
+                b.final = "done"
+                return
+            idx, pr, state = nxt, Progress(), run.state
+
+    def _add_result(self, b: _Block, seg: _Segment) -> None:
+        r = seg.run
+        b.results.append(
+            (
+                seg.end_abs,
+                SimStepResult(
+                    step_id=seg.step.step_id, index=seg.index, reason=r.reason, action=r.action,
+                    duration_s=r.end_t_s, charge_Ah=r.charge_Ah_total, energy_Wh=r.energy_Wh,
+                    end_voltage_V=r.end_voltage_V, end_current_A=r.end_current_A,
+                    end_time_s=seg.end_abs - self._origin, fault=r.fault,
+                ),
+            )
+        )  # fmt: skip
+
+    def _store(self, seg: _Segment) -> None:
+        r = seg.run
+        n = r.t_s.size
+        if n == 0:
+            return
+        t_abs = seg.start_abs + (r.t_s - seg.progress.t_s)
+        v = r.voltage_V.copy()
+        i = r.current_A.copy()
+        if self._noise_v > 0:
+            v += self._rng.normal(0.0, self._noise_v, n)
+        if self._noise_i > 0:
+            i += self._rng.normal(0.0, self._noise_i, n)
+        seq = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
+        self._next_seq += n
+        cols: dict[str, npt.NDArray[np.float64] | npt.NDArray[np.int64]] = {
+            "time_s": t_abs - self._origin,
+            "step_id": np.full(n, seg.step.step_id, dtype=np.int64),
+            "current_A": i,
+            "voltage_V": v,
+            "step_charge_Ah": r.charge_Ah.copy(),
+            "temperature_C": np.full(n, seg.temperature_C),
+        }
+        self._chunks.append(_Chunk(seq, t_abs, cols))
+        self._chunk_last_seq.append(int(seq[-1]))
+
+    def _last_seq(self, now: float) -> int:
+        for ch in reversed(self._chunks):
+            if ch.t_abs.size and ch.t_abs[0] <= now:
+                k = int(np.searchsorted(ch.t_abs, now, side="right"))
+                return int(ch.seq[k - 1])
+        return 0
+
+    def _truncate(self, now: float) -> _Segment:
+        """Cut the running block at ``now``; returns the interrupted (re-run) segment."""
+        b = self._block
+        assert b is not None
+        seg = self._segment_at(now)
+        k = b.segments.index(seg)
+        # drop future segments, their results and their records
+        b.segments = b.segments[:k]
+        b.results = [(t, r) for t, r in b.results if t <= now and t <= seg.start_abs]
+        self._drop_records_after(now)
+        run = self._rerun(seg, now)
+        new = replace(seg, run=run)
+        b.segments.append(new)
+        # the exact final point at now, unless a record already sits on it
+        has_now = (
+            bool(self._chunks)
+            and self._chunks[-1].t_abs.size > 0
+            and (self._chunks[-1].t_abs[-1] >= now - 1e-12)
+        )
+        if not has_now and run.t_s.size:
+            last = replace(
+                run,
+                t_s=run.t_s[-1:], current_A=run.current_A[-1:], voltage_V=run.voltage_V[-1:],
+                charge_Ah=run.charge_Ah[-1:],
+            )  # fmt: skip
+            self._store(replace(new, run=last))
+        b.end_abs, b.end_state = now, run.state
+        return new
+
+    def _drop_records_after(self, now: float) -> None:
+        while self._chunks:
+            ch = self._chunks[-1]
+            if ch.t_abs.size and ch.t_abs[0] > now:
+                self._chunks.pop()
+                self._chunk_last_seq.pop()
+                continue
+            m = ch.t_abs <= now
+            if not m.all():
+                ch.seq, ch.t_abs = ch.seq[m], ch.t_abs[m]
+                ch.cols = {k: v[m] for k, v in ch.cols.items()}
+                self._chunk_last_seq[-1] = int(ch.seq[-1])
+            break
+        # sequence numbers continue after the last visible record
+        self._next_seq = (self._chunk_last_seq[-1] + 1) if self._chunk_last_seq else 1
