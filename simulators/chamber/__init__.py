@@ -3,7 +3,7 @@
 ::
 
     sim = await start_espec_sim()
-    sim.address; sim.model.refrigeration_failed = True; sim.faults.silent = True
+    sim.address; sim.model.fail_refrigeration(); sim.faults.silent = True
     await sim.aclose()
 """
 

@@ -66,6 +66,11 @@ class ChamberModel:
             goal, tau = p.room_C, p.idle_tau_s
         self.temperature_C = goal + (self.temperature_C - goal) * math.exp(-dt / tau)
 
+    def fail_refrigeration(self, failed: bool = True) -> None:
+        """Fault switch, from now on."""
+        self.advance()
+        self.refrigeration_failed = failed
+
     def measured(self) -> float:
         """What the chamber's sensor shows now (within the band: a bounded wander)."""
         self.advance()

@@ -6,7 +6,7 @@ Start one with :func:`start_eurotherm_sim`::
 
     sim = await start_eurotherm_sim(limit_C=450.0)
     sim.address            # "tcp://127.0.0.1:PORT" (or serial:///dev/pts/N?baudrate=9600)
-    sim.furnace.thermocouple_open = True      # fault switches on the model
+    sim.furnace.inject(thermocouple_open=True)  # fault switches on the model
     sim.faults.silent = True                  # byte manipulators on the wire
     await sim.aclose()
 """

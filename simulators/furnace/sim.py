@@ -20,9 +20,10 @@ __all__ = ["FurnaceSim"]
 class FurnaceSim:
     """Furnace + controller (+ optional independent limit).
 
-    Fault switches: ``thermocouple_open`` (the control thermocouple: PV shows sensor
-    break and the controller drives its sensor-break output), ``plant.heater_stuck_on``,
-    ``plant.heater_failed``.
+    Fault switches, set through :meth:`inject` so the physics is first brought up to the
+    moment of the fault: ``thermocouple_open`` (the control thermocouple: PV shows sensor
+    break and the controller drives its sensor-break output), ``heater_stuck_on`` (welded
+    contactor), ``heater_failed`` (open element).
     """
 
     def __init__(
@@ -44,6 +45,22 @@ class FurnaceSim:
         self.thermocouple_open = False
         self._t = now()
         self.steps = 0
+
+    def inject(
+        self,
+        *,
+        thermocouple_open: bool | None = None,
+        heater_stuck_on: bool | None = None,
+        heater_failed: bool | None = None,
+    ) -> None:
+        """Switch faults on or off now (None leaves a switch as it is)."""
+        self.advance_to()
+        if thermocouple_open is not None:
+            self.thermocouple_open = thermocouple_open
+        if heater_stuck_on is not None:
+            self.plant.heater_stuck_on = heater_stuck_on
+        if heater_failed is not None:
+            self.plant.heater_failed = heater_failed
 
     @property
     def params(self) -> FurnaceParams:

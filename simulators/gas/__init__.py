@@ -4,7 +4,7 @@
 
     sim = await start_alicat_sim(units={"A": "N2", "B": "O2"})
     sim.address                       # tcp://127.0.0.1:PORT or serial:///dev/pts/N?baudrate=19200
-    sim.units["A"].supply_lost = True # fault switch: gas stops flowing
+    sim.units["A"].lose_supply()      # fault switch: gas stops flowing
     sim.faults.garbage = True         # byte manipulator on the replies
     await sim.aclose()
 """

@@ -76,6 +76,11 @@ class MfcModel:
         goal = 0.0 if self.supply_lost else self.setpoint
         self.flow = goal + (self.flow - goal) * math.exp(-dt / self.params.tau_s)
 
+    def lose_supply(self, lost: bool = True) -> None:
+        """Fault switch: the upstream gas is gone (True) or back (False), from now on."""
+        self.advance()
+        self.supply_lost = lost
+
     def set_setpoint(self, value: float) -> None:
         self.advance()
         self.setpoint = min(max(0.0, value), self.params.full_scale_sccm)

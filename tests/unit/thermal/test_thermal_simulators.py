@@ -68,7 +68,7 @@ def test_one_big_time_jump_equals_many_small_ones() -> None:
 def test_limit_trips_latches_and_refuses_reset_while_hot() -> None:
     clock = Clock()
     sim = FurnaceSim(clock, limit_C=150.0)
-    sim.plant.heater_stuck_on = True
+    sim.inject(heater_stuck_on=True)
     clock.t = 3600.0
     sim.advance_to()  # nobody polled: the limit still tripped on its own thermocouple
     assert sim.limit is not None and sim.limit.tripped and sim.limit.trip_count == 1

@@ -1,0 +1,138 @@
+"""Eurotherm driver against the furnace simulator over a real pty / loopback TCP,
+on the virtual clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from drivers.capabilities import (
+    Furnace,
+    FurnaceSegment,
+    InstrumentProtocolError,
+    InstrumentTimeout,
+)
+from drivers.eurotherm import EurothermFurnace, settings_2400, settings_3200
+from drivers.modbus_rtu import ModbusProtocolError, ModbusRtuClient, with_crc
+from drivers.transport import transport_from_url
+from simulators.furnace import start_eurotherm_sim
+from tests.helpers import run_virtual_strict
+
+PTY_GRACE = 0.0005
+RATE = 2 / 60  # 2 K/min
+
+
+def test_anneal_programme_follows_the_ramp_over_a_pty() -> None:
+    async def main() -> list[tuple[float, float, float, str]]:
+        loop = asyncio.get_running_loop()
+        async with await start_eurotherm_sim(transport="pty") as sim:
+            assert sim.address.startswith("serial:///dev/pts/")
+            async with transport_from_url(sim.address) as link:
+                furnace = EurothermFurnace(ModbusRtuClient(link), 1, settings_2400())
+                assert isinstance(furnace, Furnace)
+                await furnace.load_program(
+                    [
+                        FurnaceSegment("ramp", 400.0, rate_K_per_s=RATE),
+                        FurnaceSegment("dwell", duration_s=3600.0),
+                        FurnaceSegment("step", 25.0),  # heater off: natural cooling
+                    ]
+                )
+                await furnace.run_program()
+                t0 = loop.time()
+                trace = []
+                while True:
+                    status = await furnace.program_status()
+                    pv = await furnace.read_temperature()
+                    trace.append((loop.time() - t0, pv, await furnace.read_setpoint(), status))
+                    if status == "complete" and pv < 300.0:
+                        break
+                    await asyncio.sleep(60.0)
+                await furnace.safe_state()
+                assert await furnace.read_output() == 0.0
+                assert await furnace.program_status() == "reset"
+                return trace
+
+    trace = run_virtual_strict(main(), grace_s=PTY_GRACE)
+    ramp_end = (400.0 - 25.0) / RATE
+    ramp = [(t, pv) for t, pv, _, _ in trace if 600.0 <= t <= ramp_end]
+    assert len(ramp) > 150
+    for t, pv in ramp:
+        assert abs(pv - (25.0 + RATE * t)) < 5.0, (t, pv)
+    dwell = [pv for t, pv, _, _ in trace if ramp_end + 600.0 <= t <= ramp_end + 3600.0]
+    assert dwell and all(abs(pv - 400.0) < 3.0 for pv in dwell)
+    assert max(pv for _, pv, _, _ in trace) < 406.0  # small overshoot only
+    statuses = [s for *_, s in trace]
+    assert statuses[0] == "running" and statuses[-1] == "complete"
+    assert trace[-1][0] > ramp_end + 3600.0  # the dwell lasted its hour
+    cooling = [pv for t, pv, _, s in trace if s == "complete"]
+    assert cooling == sorted(cooling, reverse=True)
+
+
+def test_3200_setpoint_rate_limit_over_tcp_with_float_registers() -> None:
+    async def main() -> tuple[float, float, float]:
+        async with (
+            await start_eurotherm_sim(series="3200", address=7) as sim,
+            transport_from_url(sim.address) as link,
+        ):
+            furnace = EurothermFurnace(
+                ModbusRtuClient(link), 7, settings_3200(use_float_registers=True)
+            )
+            await furnace.set_setpoint(200.0, rate_K_per_s=RATE)
+            assert sim.bank.ramp_units == 0  # per minute, read from register 531
+            await asyncio.sleep(1800.0)
+            wsp = await furnace.read_setpoint()
+            target = await furnace.read_target_setpoint()
+            pv = await furnace.read_temperature()
+            with pytest.raises(Exception, match="programmer layout"):
+                await furnace.load_program([FurnaceSegment("step", 50.0)])
+            return wsp, target, pv
+
+    wsp, target, pv = run_virtual_strict(main())
+    assert target == 200.0
+    assert wsp == pytest.approx(25.0 + 60.0, abs=0.5)  # 30 min at 2 K/min
+    assert abs(pv - wsp) < 3.0
+
+
+def test_wire_faults_become_typed_errors_and_the_link_recovers() -> None:
+    async def main() -> None:
+        async with (
+            await start_eurotherm_sim() as sim,
+            transport_from_url(sim.address) as link,
+        ):
+            client = ModbusRtuClient(link, timeout_s=0.5, retries=1)
+            furnace = EurothermFurnace(client, 1)
+            assert await furnace.read_temperature() == 25.0
+
+            sim.faults.garbage = True
+            with pytest.raises(InstrumentProtocolError):
+                await furnace.read_temperature()
+            sim.faults.clear()
+
+            sim.faults.silent = True
+            with pytest.raises(InstrumentTimeout):
+                await furnace.read_temperature()
+            sim.faults.clear()
+
+            sim.faults.truncate_to = 4
+            with pytest.raises(InstrumentTimeout):
+                await furnace.read_temperature()
+            sim.faults.clear()
+
+            sim.faults.drop_next = 1  # one lost reply: the retry covers it
+            assert await furnace.read_temperature() == 25.0
+
+            def other_slave(reply: bytes) -> bytes:
+                return with_crc(bytes([9]) + reply[1:-2])
+
+            sim.faults.extra.append(other_slave)
+            with pytest.raises(ModbusProtocolError, match="slave 9") as info:
+                await furnace.read_temperature()
+            assert info.value.command and info.value.reply
+            sim.faults.clear()
+
+            with pytest.raises(ModbusProtocolError, match="illegal data value"):
+                await client.write_register(1, 3, 500)  # output in automatic: refused
+            assert await furnace.read_temperature() == 25.0
+
+    run_virtual_strict(main())
