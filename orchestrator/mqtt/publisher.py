@@ -32,6 +32,7 @@ from types import TracebackType
 from ..events import Event, RunStatus, Telemetry
 from ._engine import Engine, EventStore, MemoryStore, OutboxStore, Shared
 from .outbox import Outbox
+from .pacing import Pacer
 from .payloads import (
     CommandRecord,
     StationDescription,
@@ -103,8 +104,7 @@ class MqttPublisher:
         self._audit = command_audit
         self._clock = clock
         self._shared = Shared(settings)
-        self._interval = 1.0 / settings.telemetry_hz
-        self._next_telemetry: dict[str, float] = {}
+        self._pacer = Pacer(1.0 / settings.telemetry_hz)
         self._channel_names: dict[str, str] = {}
         self._state = "new"  # new -> running -> closed
         self._engine: Engine | None = None
@@ -165,18 +165,9 @@ class MqttPublisher:
                 if not sh.connected or self._state != "running":
                     c.telemetry_dropped += 1
                     return
-                due = self._next_telemetry.get(telemetry.channel)
-                if due is not None and now < due:
+                if not self._pacer.admit(telemetry.channel, now):
                     c.telemetry_rate_limited += 1
                     return
-                # Pace on a grid so a producer at exactly the limit is not halved by
-                # jitter, yet the long-run rate never exceeds it.
-                nxt = (
-                    now + self._interval
-                    if due is None or now - due >= self._interval
-                    else (due + self._interval)
-                )
-                self._next_telemetry[telemetry.channel] = nxt
                 if len(sh.telemetry) >= self.settings.max_pending_telemetry:
                     sh.telemetry.popleft()  # the oldest reading is the least useful
                     c.telemetry_dropped += 1
