@@ -1,0 +1,362 @@
+"""A MACCOR tester behind MacNet JSON-RPC on loopback TCP.
+
+Follows the MacNet manual as summarised in docs/INSTRUMENTS: requests are bare JSON-RPC
+2.0 objects (no terminator), replies end ``\\r\\n`` and echo FClass, FNum, Chan and id,
+channels are 0-based, errors are JSON-RPC error objects with the manual's strings. The
+error *codes* are not in our sources: we use JSON-RPC's -32700 (Parse error) and -32602
+(Invalid params) and -32001… for the MacNet-specific ones (check on the unit).
+
+The native binary port (57560) is out of scope: :class:`MacNetServer` can listen on it
+and closes every connection at once, so a client probing it sees a refusal, not a hang.
+
+Faults come from manipulators (:mod:`simulators.faults`) applied to each connection's
+bytes: ``tx`` on replies, ``rx`` on requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+from simulators.maccor.channel import SimChannel
+from simulators.maccor.framing import Garbage, JsonFramer
+
+__all__ = ["ERROR_CODES", "MacNetServer", "MacNetTester"]
+
+ERROR_CODES = {
+    "Parse error": -32700,
+    "Invalid params": -32602,
+    "Invalid FClass": -32001,
+    "Invalid FNum": -32002,
+    "Illegal value": -32003,
+    "MacNet error": -32000,
+}
+
+
+_SAFETY_KEYS = ("VSafeMax", "VSafeMin", "ISafeChg", "ISafeDis", "PBatSafeChg", "PBatSafeDis")
+
+
+class _Refusal(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _reply(result: dict[str, Any], request_id: Any) -> bytes:
+    body = {"jsonrpc": "2.0", "result": result, "id": request_id}
+    return json.dumps(body, separators=(",", ":")).encode() + b"\r\n"
+
+
+def _error(message: str, request_id: Any) -> bytes:
+    body = {
+        "jsonrpc": "2.0",
+        "error": {"code": ERROR_CODES[message], "message": message},
+        "id": request_id,
+    }
+    return json.dumps(body, separators=(",", ":")).encode() + b"\r\n"
+
+
+def _num(params: dict[str, Any], key: str) -> float:
+    v = params.get(key)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise _Refusal("Invalid params")
+    return float(v)
+
+
+def _int(params: dict[str, Any], key: str, default: int | None = None) -> int:
+    v = params.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _Refusal("Invalid params")
+    return v
+
+
+def _str(params: dict[str, Any], key: str, default: str | None = None) -> str:
+    v = params.get(key, default)
+    if not isinstance(v, str):
+        raise _Refusal("Invalid params")
+    return v
+
+
+class MacNetTester:
+    """The tester: its channels and its procedure folder; answers one request at a time."""
+
+    def __init__(
+        self,
+        channels: Sequence[SimChannel],
+        *,
+        now: Callable[[], float] | None = None,
+        serial_number: str = "SIM-4000",
+    ) -> None:
+        self.channels = list(channels)
+        self._now = now
+        self.serial_number = serial_number
+        self.procedures: dict[str, str] = {}
+        self.requests = 0
+
+    def now(self) -> float:
+        return self._now() if self._now is not None else asyncio.get_running_loop().time()
+
+    def handle(self, frame: bytes | Garbage) -> bytes:
+        """The reply bytes (ending ``\\r\\n``) for one request frame."""
+        self.requests += 1
+        if isinstance(frame, Garbage):
+            return _error("Parse error", None)
+        try:
+            msg = json.loads(frame.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return _error("Parse error", None)
+        if not isinstance(msg, dict):
+            return _error("Parse error", None)
+        request_id = msg.get("id")
+        params = msg.get("params")
+        if (
+            msg.get("jsonrpc") != "2.0"
+            or msg.get("method") != "MacNet"
+            or not isinstance(params, dict)
+        ):
+            return _error("Invalid params", request_id)
+        try:
+            fclass = _int(params, "FClass")
+            fnum = _int(params, "FNum")
+            chan = _int(params, "Chan")
+            result = self._dispatch(fclass, fnum, chan, params)
+        except _Refusal as r:
+            return _error(r.message, request_id)
+        head = {"FClass": fclass, "FNum": fnum, "Chan": chan}
+        return _reply({**head, **result}, request_id)
+
+    def _channel(self, chan: int) -> SimChannel:
+        if not 0 <= chan < len(self.channels):
+            raise _Refusal("Illegal value")
+        return self.channels[chan]
+
+    def _dispatch(self, fclass: int, fnum: int, chan: int, p: dict[str, Any]) -> dict[str, Any]:
+        now = self.now()
+        if fclass == 0:
+            if fnum != 0:
+                raise _Refusal("Invalid FNum")
+            return {k: v for k, v in p.items() if k not in ("FClass", "FNum", "Chan")}
+        if fclass == 1:
+            if fnum == 1:
+                return {"MacNetVersion": "1.3 (labrig simulator)", "BuildVersion": "sim"}
+            if fnum == 2:
+                return {
+                    "TestChannels": len(self.channels),
+                    "SystemID": self.serial_number,
+                    "SystemType": 0,
+                    "AuxChannels": 0,
+                }
+            if fnum == 6:
+                name = _str(p, "FileName")
+                data = _str(p, "Data")
+                if not name or "/" in name or "\\" in name or ".." in name:
+                    raise _Refusal("Illegal value")
+                self.procedures[name.lower()] = data
+                return {"FileName": name, "Len": len(data), "Result": "OK"}
+            if fnum == 7:
+                name = _str(p, "FileName")
+                offset = _int(p, "Offset", 0)
+                count = _int(p, "Len", 1000)
+                if offset < 0 or count < 1:
+                    raise _Refusal("Illegal value")
+                ch = self._channel(chan)
+                found, n = ch.data_file(name, offset, count, now)
+                if found is None:
+                    proc = self.procedures.get(name.lower())
+                    if proc is None:
+                        raise _Refusal("Illegal value")
+                    return {"FileName": name, "Offset": 0, "Len": len(proc), "Data": proc}
+                return {"FileName": name, "Offset": offset, "Len": n, "Data": found}
+            raise _Refusal("Invalid FNum")
+        if fclass == 4:
+            if fnum == 1:
+                count = _int(p, "Len", 1)
+                if count < 1 or chan < 0 or chan + count > len(self.channels):
+                    raise _Refusal("Illegal value")
+                rows = [self.channels[c].short_status(now) for c in range(chan, chan + count)]
+                return {"Len": count, "Status": rows}
+            if fnum == 7:
+                return self._channel(chan).reading(now)
+            raise _Refusal("Invalid FNum")
+        if fclass == 6:
+            ch = self._channel(chan)
+            if fnum == 2:
+                proc_name = _str(p, "ProcName").strip()
+                test_name = _str(p, "TestName").strip()
+                for key in ("Comment",):
+                    _str(p, key, "")
+                text = self.procedures.get(f"{proc_name}.000".lower())
+                return {"Result": ch.start(test_name, proc_name, text, now)}
+            if fnum == 3:
+                return {"Result": ch.suspend(now)}
+            if fnum == 4:
+                return {"Result": ch.resume(now)}
+            if fnum == 5:
+                return {"Result": ch.reset(now)}
+            if fnum == 7:
+                return {"Result": ch.start_direct(p, now)}
+            if fnum == 8:
+                return {"Result": ch.set_direct(p, now)}
+            if fnum == 10:
+                keys = (
+                    "VSafeMax",
+                    "VSafeMin",
+                    "ISafeChg",
+                    "ISafeDis",
+                    "PBatSafeChg",
+                    "PBatSafeDis",
+                )
+                values = {k: _num(p, k) for k in keys}
+                if not ch.set_safety(values):
+                    raise _Refusal("Illegal value")
+                return dict(ch.safety)
+            if fnum == 11:
+                return {"Result": ch.check_start(now)}
+            if fnum == 12:
+                return {"Result": ch.start_error or "OK"}
+            raise _Refusal("Invalid FNum")
+        raise _Refusal("Invalid FClass")
+
+
+class MacNetServer:
+    """Serves a :class:`MacNetTester` on loopback TCP; an async context manager.
+
+    ``manipulators`` act on every connection (shared objects, so counters span
+    reconnects). ``binary_port`` (None: off) listens and closes at once.
+    """
+
+    def __init__(
+        self,
+        tester: MacNetTester,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        binary_port: int | None = None,
+        manipulators: Sequence[Any] = (),
+    ) -> None:
+        self.tester = tester
+        self.host = host
+        self.port = port
+        self.binary_port = binary_port
+        self.manipulators = list(manipulators)
+        self.connections = 0
+        self._servers: list[asyncio.Server] = []
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._closing = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+    async def __aenter__(self) -> MacNetServer:
+        srv = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = srv.sockets[0].getsockname()[1]
+        self._servers.append(srv)
+        if self.binary_port is not None:
+            bsrv = await asyncio.start_server(self._refuse, self.host, self.binary_port)
+            self.binary_port = bsrv.sockets[0].getsockname()[1]
+            self._servers.append(bsrv)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for srv in self._servers:
+            srv.close()
+        for w in list(self._writers):
+            w.close()
+        # connection handlers belong to the server: end them with it (a stalled one
+        # would otherwise wait for ever)
+        self._closing.set()
+        handlers = list(self._handlers)
+        if handlers:
+            _, late = await asyncio.wait(handlers, timeout=2.0)
+            for task in late:
+                task.cancel()
+            for task in late:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for srv in self._servers:
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await srv.wait_closed()
+        self._servers.clear()
+
+    def drop_connections(self) -> None:
+        """Close every client connection now (a link failure seen from the tester)."""
+        for w in list(self._writers):
+            w.close()
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+    def _transform(self, direction: str, data: bytes) -> list[tuple[float, bytes | None]]:
+        pieces: list[tuple[float, bytes | None]] = [(0.0, data)]
+        for m in self.manipulators:
+            nxt: list[tuple[float, bytes | None]] = []
+            for delay, chunk in pieces:
+                if chunk is None:
+                    nxt.append((delay, None))
+                    continue
+                out = list(m.transform(direction, chunk))
+                if out:
+                    out[0] = (out[0][0] + delay, out[0][1])
+                nxt.extend(out)
+            pieces = nxt
+        return pieces
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        self._writers.add(writer)
+        framer = JsonFramer()
+        try:
+            while True:
+                data = await reader.read(1 << 16)
+                if not data:
+                    return
+                for _, chunk in self._transform("rx", data):
+                    if chunk is None:
+                        return
+                    for frame in framer.feed(chunk):
+                        if not await self._send(writer, self.tester.handle(frame)):
+                            return
+        except (ConnectionError, OSError):
+            return
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
+            self._writers.discard(writer)
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+
+    async def _send(self, writer: asyncio.StreamWriter, reply: bytes) -> bool:
+        for delay, chunk in self._transform("tx", reply):
+            if delay == math.inf:
+                # a stalled tester: hold the connection silently until the server closes
+                await self._closing.wait()
+                return False
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if chunk is None:
+                return False
+            writer.write(chunk)
+            await writer.drain()
+        return True
