@@ -86,42 +86,43 @@ def decode_data(text: str, *, command: bytes = b"") -> DataChunk:
     cells = "\t".join(rows).split("\t") if n else []
     if len(cells) != n * width:
         raise bad(f"has rows that are not {width} tab-separated fields")
-    table = np.array(cells, dtype=np.str_).reshape(n, width) if n else np.empty((0, width), "U1")
     try:
-        ints = table[:, [0, 1, 2, 10]].astype(np.int64)
-        floats = table[:, [3, 4, 5, 6, 7, 8]].astype(np.float64)
-        temp = table[:, 11].astype(np.float64)
+        # one C-level conversion per column from its slice of the cell list: several
+        # times faster than converting a 2-D string array
+        ints = [np.array(cells[j::width], dtype=np.int64) for j in (0, 1, 2, 10)]
+        floats = [np.array(cells[j::width], dtype=np.float64) for j in (3, 4, 5, 6, 7, 8)]
+        temp = np.array(cells[11::width], dtype=np.float64)
     except (ValueError, OverflowError) as exc:
         raise bad(f"has a field that is not a number ({exc})") from None
-    if not np.all(np.isfinite(floats)):
+    if n and not all(np.all(np.isfinite(f)) for f in floats):
         raise bad("has a non-finite number")
     if np.any(np.isinf(temp)):
         raise bad("has an infinite temperature")
-    states = table[:, 9]
+    states = np.array(cells[9::width], dtype=np.str_) if n else np.empty(0, dtype="U1")
     sign = np.full(n, np.nan)
     for letter, value in _STATE_SIGN.items():
         sign[states == letter] = value
     if np.any(np.isnan(sign)):
         raise bad(f"has an unknown State {str(states[np.isnan(sign)][0])!r}")
-    rec = ints[:, 0]
+    rec, cycle, step, es = ints
+    test_time, step_time, amp_hr, watt_hr, amps, volts = floats
     if n and (np.any(np.diff(rec) <= 0) or rec[0] < 1):
         raise bad("record numbers are not increasing from 1")
-    amps = floats[:, 4]
     if np.any(amps < 0):
         raise bad("has a negative Amps (it is a magnitude)")
     # rest records may carry a tiny leakage current: keep its size, sign by State only
     cur_sign = np.where(sign == 0.0, 1.0, sign)
     return DataChunk(
-        rec=rec.copy(),
-        cycle=ints[:, 1].copy(),
-        step=ints[:, 2].copy(),
-        test_time_s=floats[:, 0].copy(),
-        step_time_s=floats[:, 1].copy(),
-        step_charge_Ah=floats[:, 2] * cur_sign,
-        step_energy_Wh=floats[:, 3] * cur_sign,
+        rec=rec,
+        cycle=cycle,
+        step=step,
+        test_time_s=test_time,
+        step_time_s=step_time,
+        step_charge_Ah=amp_hr * cur_sign,
+        step_energy_Wh=watt_hr * cur_sign,
         current_A=amps * sign,
-        voltage_V=floats[:, 5].copy(),
-        es=ints[:, 3].copy(),
+        voltage_V=volts,
+        es=es,
         temperature_C=temp,
     )
 
