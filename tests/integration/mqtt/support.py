@@ -68,8 +68,8 @@ class Recorder:
     def event_seqs(self) -> list[int]:
         return [int(d["seq"]) for d in self.json_on("/events")]
 
-    async def wait_for(self, predicate: Any, timeout: float = 15.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, predicate: Any, within_s: float = 15.0) -> None:
+        async with asyncio.timeout(within_s):
             while not predicate(self):
                 self.changed.clear()
                 await self.changed.wait()

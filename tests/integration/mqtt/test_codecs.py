@@ -9,7 +9,7 @@ import json
 import math
 from pathlib import Path
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from orchestrator.events import Event, EventKind, RunState
@@ -64,7 +64,9 @@ def test_settings_default_ports(url: str, port: int, tls: bool) -> None:
         ("mqtt://h", {"telemetry_hz": 0.0}, "telemetry_hz must be > 0"),
     ],
 )
-def test_settings_errors_name_the_problem(url: str, kwargs: dict[str, object], message: str) -> None:
+def test_settings_errors_name_the_problem(
+    url: str, kwargs: dict[str, object], message: str
+) -> None:
     with pytest.raises(MqttConfigError, match=message.replace("+", r"\+")):
         MqttSettings.from_url(url, **kwargs)  # type: ignore[arg-type]
 

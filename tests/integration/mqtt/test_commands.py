@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import aiomqtt
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from orchestrator.mqtt import CommandRecord, MqttPublisher
@@ -17,9 +17,7 @@ from .support import PREFIX, recording, settings_for, status
 
 
 def client(broker: LocalMosquitto, user: str) -> aiomqtt.Client:
-    return aiomqtt.Client(
-        "127.0.0.1", broker.port, username=user, password=broker.passwords[user]
-    )
+    return aiomqtt.Client("127.0.0.1", broker.port, username=user, password=broker.passwords[user])
 
 
 def body(request_id: str, sender: str = "ana") -> bytes:
@@ -96,7 +94,7 @@ async def test_operator_commands_reach_the_run_and_everyone_else_is_refused(
     assert ids.count("op-9") == 0  # the forged reply never got through
     refused = {rec.request_id: rec.reason for rec in audit if not rec.accepted}
     assert "is not run by station 'rig-a'" in refused["op-ch9"]
-    assert "malformed command: field 'sender' is missing" == refused["op-bad"]
+    assert refused["op-bad"] == "malformed command: field 'sender' is missing"
     assert refused[None].startswith("malformed command: payload is not UTF-8 JSON")
     assert refused["op-resume"] == "handler error: resume exploded"
     assert len(audit) == 6  # every command that reached the run, none of the refused ones
@@ -109,13 +107,11 @@ async def test_operator_commands_reach_the_run_and_everyone_else_is_refused(
 async def test_anonymous_and_wrong_password_clients_cannot_connect(
     broker: LocalMosquitto,
 ) -> None:
-    with pytest.raises(aiomqtt.MqttError, match="(?i)not authori[sz]ed|code:5"):
+    with pytest.raises(aiomqtt.MqttError, match=r"(?i)not authori[sz]ed|code:5"):
         async with aiomqtt.Client("127.0.0.1", broker.port):
             pass
     with pytest.raises(aiomqtt.MqttError):
-        async with aiomqtt.Client(
-            "127.0.0.1", broker.port, username="operator", password="wrong"
-        ):
+        async with aiomqtt.Client("127.0.0.1", broker.port, username="operator", password="wrong"):
             pass
 
 

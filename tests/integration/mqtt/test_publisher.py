@@ -7,11 +7,10 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 
 from orchestrator.events import EventKind, RunState
 from orchestrator.mqtt import InstrumentInfo, MqttPublisher, StationDescription
@@ -78,41 +77,42 @@ async def test_telemetry_is_rate_limited_per_channel_and_drops_counted(
     settings = settings_for(broker, telemetry_hz=2.0)
     pub = MqttPublisher(settings, clock=lambda: now[0])
     pub.publish_telemetry(telemetry("ch1"))  # not started: dropped, never raises
-    async with recording(broker, (f"{PREFIX}/+/telemetry",)) as rec:
-        async with pub:
-            assert await pub.wait_connected(10)
-            for _ in range(10):
-                pub.publish_telemetry(telemetry("ch1"))
-                pub.publish_telemetry(telemetry("ch2"))
-            now[0] += 0.5
-            pub.publish_telemetry(telemetry("ch1", v=4.1))
-            assert await pub.flush(10)
-            await rec.wait_for(lambda r: len(r.messages) == 3)
-            s = pub.stats
+    async with recording(broker, (f"{PREFIX}/+/telemetry",)) as rec, pub:
+        assert await pub.wait_connected(10)
+        for _ in range(10):
+            pub.publish_telemetry(telemetry("ch1"))
+            pub.publish_telemetry(telemetry("ch2"))
+        now[0] += 0.5
+        pub.publish_telemetry(telemetry("ch1", v=4.1))
+        assert await pub.flush(10)
+        await rec.wait_for(lambda r: len(r.messages) == 3)
+        s = pub.stats
     assert (s.telemetry_accepted, s.telemetry_rate_limited, s.telemetry_dropped) == (3, 18, 1)
     assert [d["voltage_V"] for d in rec.json_on("/ch1/telemetry")] == [3.7, 4.1]
 
 
 async def test_killed_process_leaves_offline_via_last_will(broker: LocalMosquitto) -> None:
     async with recording(broker, (f"{PREFIX}/orchestrator/state",)) as rec:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.mqtt.holder", broker.url("rig-a"), "rig-a"],
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.integration.mqtt.holder",
+            broker.url("rig-a"),
+            "rig-a",
             cwd=ROOT,
-            stdout=subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         try:
             assert proc.stdout is not None
-            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 20)
+            line = await asyncio.wait_for(proc.stdout.readline(), 20)
             assert line.strip() == b"ready"
             await rec.wait_for(lambda r: r.on("/state")[-1:] == [b"online"])
             proc.send_signal(signal.SIGKILL)
-            await asyncio.to_thread(proc.wait, 10)
+            await asyncio.wait_for(proc.wait(), 10)
             # keepalive is 2 s: the will is due within 1.5 x keepalive + 1 s at worst.
-            await rec.wait_for(lambda r: r.on("/state")[-1:] == [b"offline"], timeout=10)
+            await rec.wait_for(lambda r: r.on("/state")[-1:] == [b"offline"], within_s=10)
         finally:
-            if proc.poll() is None:
+            if proc.returncode is None:
                 proc.kill()
-                proc.wait(10)
-            if proc.stdout is not None:
-                proc.stdout.close()
+                await proc.wait()

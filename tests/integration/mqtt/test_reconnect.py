@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.events import RunState
@@ -22,9 +23,10 @@ def dedup(seqs: list[int]) -> tuple[list[int], int]:
     return kept, len(seqs) - len(kept)
 
 
-async def until(predicate: object, timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
+async def until(predicate: Callable[[], bool], within_s: float = 15.0) -> None:
+    """Poll the publisher's counters (they change in its I/O thread)."""
+    async with asyncio.timeout(within_s):
+        while not predicate():  # noqa: ASYNC110 - nothing to await but time
             await asyncio.sleep(0.02)
 
 
@@ -62,7 +64,7 @@ async def test_restarts_during_a_stream_lose_and_reorder_nothing(
                 tg.create_task(restart_broker())
             assert await pub.flush(30)
             stats = pub.stats
-        await rec.wait_for(lambda r: dedup(r.event_seqs())[0][-1:] == [n_events], timeout=20)
+        await rec.wait_for(lambda r: dedup(r.event_seqs())[0][-1:] == [n_events], within_s=20)
 
     kept, duplicates = dedup(rec.event_seqs())
     assert kept == list(range(1, n_events + 1)), "every event exactly once, in order"

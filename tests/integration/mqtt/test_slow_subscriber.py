@@ -62,7 +62,7 @@ async def test_stuck_subscriber_never_stalls_publishing(broker: LocalMosquitto) 
                     pub.publish_telemetry(telemetry(channel))
                 assert await pub.flush(30)
                 stats = pub.stats
-            await rec.wait_for(lambda r: len(r.on("/events")) == n_events, timeout=30)
+            await rec.wait_for(lambda r: len(r.on("/events")) == n_events, within_s=30)
     finally:
         stuck.close()
     assert sorted(rec.event_seqs()) == list(range(1, n_events + 1))
