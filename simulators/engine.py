@@ -23,7 +23,7 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -225,6 +225,8 @@ class ChannelEngine:
         b = self._block
         if b is not None and b.block_id == block_id:
             return
+        if not isinstance(block_id, int):
+            raise EngineError(f"block_id must be an int, got {block_id!r}")
         if self._fault_at(now) is not None:
             raise EngineFault(f"channel in fault ({self._fault_at(now)}); reset() first")
         if b is not None and self._block_active(now):
@@ -248,7 +250,7 @@ class ChannelEngine:
 
     def status(self, now: float) -> SimStatus:
         """State, position and live readings at ``now``."""
-        self._tick(now)
+        self._check_time(now)
         b = self._block
         state = self._state_of(now)
         last_seq = self._last_seq(now)
@@ -272,18 +274,18 @@ class ChannelEngine:
             b.reason, self._temperature, tt,
         )  # fmt: skip
 
-    def records_after(self, seq: int, now: float) -> dict[str, npt.NDArray[np.generic]]:
+    def records_after(self, seq: int, now: float) -> dict[str, npt.NDArray[Any]]:
         """Records with sequence number > ``seq`` and time <= ``now``, as numpy columns
         (see :data:`RECORD_COLUMNS`)."""
-        self._tick(now)
+        self._check_time(now)
         i0 = bisect.bisect_right(self._chunk_last_seq, seq)
-        parts: list[dict[str, npt.NDArray[np.generic]]] = []
+        parts: list[dict[str, npt.NDArray[Any]]] = []
         for ch in self._chunks[i0:]:
             if ch.t_abs.size == 0 or ch.t_abs[0] > now:
                 break
             m = (ch.seq > seq) & (ch.t_abs <= now)
             if m.any():
-                part: dict[str, npt.NDArray[np.generic]] = {"seq": ch.seq[m]}
+                part: dict[str, npt.NDArray[Any]] = {"seq": ch.seq[m]}
                 for k, v in ch.cols.items():
                     part[k] = v[m]
                 parts.append(part)
@@ -296,7 +298,7 @@ class ChannelEngine:
 
     def step_results(self, now: float) -> list[SimStepResult]:
         """Results of the current block's steps that have ended by ``now``."""
-        self._tick(now)
+        self._check_time(now)
         b = self._block
         if b is None:
             return []
@@ -401,14 +403,11 @@ class ChannelEngine:
 
     def state_at(self, now: float) -> CellState:
         """The exact cell state at ``now`` (diagnostics and tests)."""
-        self._tick(now)
-        b = self._block
-        if b is None:
-            return self.model.rest(self._base_state, now - self._base_abs, self._temperature)
-        if self._state_of(now) == "running":
+        self._check_time(now)
+        if self._block is not None and self._state_of(now) == "running":
             return self._rerun(self._segment_at(now), now).state
-        assert b.end_state is not None
-        return self.model.rest(b.end_state, now - b.end_abs, self._temperature)
+        st, t0 = self._rest_base()
+        return self.model.rest(st, now - t0, self._temperature)
 
     def age(self, equivalent_cycles: float = 0.0, days: float = 0.0,
             now: float | None = None) -> None:  # fmt: skip
@@ -416,6 +415,7 @@ class ChannelEngine:
         them; the cell is otherwise unchanged. Only while no block runs."""
         if equivalent_cycles < 0 or days < 0:
             raise EngineError("ageing must be forward (>= 0)")
+        self._tick(self._last_now if now is None else now)
         st = self._resting_state(now, "ageing")
         self._base_state = replace(
             st,
@@ -423,13 +423,16 @@ class ChannelEngine:
             age_s=st.age_s + days * 86400.0,
         )
         self._base_abs = self._last_now if now is None else now
-        if self._block is not None:
-            self._block = None
 
     # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _check_time(now: float) -> None:
+        if not isinstance(now, int | float) or not math.isfinite(now):
+            raise EngineError(f"now must be a finite number of seconds, got {now!r}")
+
     def _tick(self, now: float) -> None:
-        if not math.isfinite(now):
-            raise EngineError(f"now must be finite, got {now!r}")
+        """Check ``now`` for a request that changes the channel: never before the last."""
+        self._check_time(now)
         if now < self._last_now - 1e-9:
             raise EngineError(
                 f"time went backwards: now={now!r} after {self._last_now!r} (monotonic clock)"
@@ -444,23 +447,23 @@ class ChannelEngine:
 
     def _resting_state(self, now: float | None, what: str) -> CellState:
         t = self._last_now if now is None else now
-        self._tick(t)
+        self._check_time(t)
         if self._block is not None and self._state_of(t) == "running":
             raise EngineBusy(f"{what} needs the cell at rest; block {self._block.block_id} runs")
         return self.state_at(t)
 
     def _rebase(self, now: float) -> None:
-        """Fold the finished block's rest into the base state (before an ambient change)."""
-        st = self.state_at(now)
-        if self._block is None:
-            self._base_state, self._base_abs = st, now
-        else:
-            b = self._block
-            b.end_state = st
-            b.end_abs = max(b.end_abs, now) if b.final != "paused" else b.end_abs
-            if b.final == "paused":
-                b.end_state = st
-                b.end_abs = now
+        """Fold the rest since the last block into the base state (before the ambient
+        temperature changes, so the rest so far stays at the old temperature)."""
+        self._base_state = self.state_at(now)
+        self._base_abs = now
+
+    def _rest_base(self) -> tuple[CellState, float]:
+        """The state the cell rests from once no block drives it, and since when."""
+        b = self._block
+        if b is None or self._base_abs > b.end_abs or b.end_state is None:
+            return self._base_state, self._base_abs
+        return b.end_state, b.end_abs
 
     def _fault_at(self, now: float) -> str | None:
         b = self._block

@@ -29,7 +29,7 @@ from scipy.optimize import brentq
 from .ocv import OcvCurve
 from .params import CellParams
 
-__all__ = ["CCPiece", "CellModel", "CellState", "Coeffs", "cv_substep"]
+__all__ = ["CCPiece", "CellModel", "CellState", "Coeffs", "cv_substep", "deta_ct", "eta_ct"]
 
 FloatArray = npt.NDArray[np.float64]
 K_B_EV = 8.617333262e-5  # Boltzmann constant, eV/K
@@ -50,6 +50,8 @@ class CellState:
     """|charge| passed through the cell in total (drives cycle ageing)."""
     side_Ah: float = 0.0
     """Charge that went into side reactions in total (did not lithiate)."""
+    li_Ah: float = 0.0
+    """Net charge that moved lithium out of the cathode in total (+ on charge)."""
     age_s: float = 0.0
 
     @property
@@ -62,7 +64,8 @@ class Coeffs:
     """Coefficients for one step: capacity, effective resistances, time constants."""
 
     q_C: float  # capacity in coulombs
-    rs: float  # instantaneous series resistance (bulk + gb + ct)
+    rs: float  # instantaneous ohmic series resistance (bulk + grain boundary)
+    vt2: float  # 2 k T / e: Butler-Volmer scale of the charge-transfer overpotential
     r1: float
     tau1: float
     r2: float
@@ -74,6 +77,17 @@ class Coeffs:
     r_bulk: float
     r_gb: float
     r_ct: float
+
+
+def eta_ct(co: Coeffs, current: float) -> float:
+    """Charge-transfer overpotential (symmetric Butler-Volmer, small-signal slope r_ct)."""
+    return co.vt2 * math.asinh(current * co.r_ct / co.vt2)
+
+
+def deta_ct(co: Coeffs, current: float) -> float:
+    """d(eta_ct)/dI."""
+    x = current * co.r_ct / co.vt2
+    return co.r_ct / math.sqrt(1.0 + x * x)
 
 
 class CellModel:
@@ -138,7 +152,8 @@ class CellModel:
         k = a_if * growth
         return Coeffs(
             q_C=self.capacity_Ah(state) * 3600.0,
-            rs=r_bulk + r_gb + r_ct,
+            rs=r_bulk + r_gb,
+            vt2=2.0 * K_B_EV * (temperature_C + 273.15),
             r1=p.r1_ohm * k,
             tau1=p.tau1_s * k,
             r2=p.r2_ohm * k,
@@ -211,7 +226,7 @@ class CCPiece:
         self.ad = state.delta - self.dss
         self.a1 = state.v1 - current * co.r1
         self.a2 = state.v2 - current * co.r2
-        self.v_inf = current * (co.rs + co.r1 + co.r2)
+        self.v_inf = current * (co.rs + co.r1 + co.r2) + eta_ct(co, current)
         side = current - i_li
         if formation and side > 0:
             self.t_valid = state.formation_left_Ah * 3600.0 / side
@@ -273,6 +288,7 @@ class CCPiece:
             formation_left_Ah=form_left,
             throughput_Ah=st.throughput_Ah + abs(self.current) * t / 3600.0,
             side_Ah=st.side_Ah + side_Ah,
+            li_Ah=st.li_Ah + self.i_li * t / 3600.0,
             age_s=st.age_s + t,
         )
 
@@ -299,7 +315,7 @@ def _substep(
     delta = dss + (st.delta - dss) * ed
     v1 = current * co.r1 + (st.v1 - current * co.r1) * e1
     v2 = current * co.r2 + (st.v2 - current * co.r2) * e2
-    v = model.ocv_curve.scalar(soc + delta) + current * co.rs + v1 + v2
+    v = model.ocv_curve.scalar(soc + delta) + current * co.rs + eta_ct(co, current) + v1 + v2
     new = CellState(
         soc=soc,
         delta=delta,
@@ -308,6 +324,7 @@ def _substep(
         formation_left_Ah=form_left,
         throughput_Ah=st.throughput_Ah + abs(current) * dt / 3600.0,
         side_Ah=st.side_Ah + side_C / 3600.0,
+        li_Ah=st.li_Ah + i_li * dt / 3600.0,
         age_s=st.age_s + dt,
     )
     return v, new
@@ -337,7 +354,7 @@ def cv_substep(
     e1 = math.exp(-dt / co.tau1)
     e2 = math.exp(-dt / co.tau2)
     ed = math.exp(-dt / co.taud)
-    r_eff = co.rs + co.r1 * (1 - e1) + co.r2 * (1 - e2)
+    r_lin = co.rs + co.r1 * (1 - e1) + co.r2 * (1 - e2)
     i = guess_A
     ok = False
     for _ in range(12):
@@ -348,7 +365,7 @@ def cv_substep(
         # slope of V_end in I (OCV linearised at the predicted surface SOC)
         soc_guess = st.soc + st.delta
         dsoc = dt / co.q_C * (1.0 + co.gain * co.taud / dt * (1.0 - ed))
-        slope = model.ocv_curve.slope_scalar(soc_guess) * dsoc + r_eff
+        slope = model.ocv_curve.slope_scalar(soc_guess) * dsoc + r_lin + deta_ct(co, i)
         i -= err / slope
     if not ok:
         hi = clamp_A if clamp_A > 0 else 1.0

@@ -37,7 +37,7 @@ class CellParams:
     # --- capacity and electrodes -------------------------------------------------------
     cam_mass_g: float = 8.4e-3
     """Cathode active material mass (12 mg composite at 70 wt%)."""
-    specific_capacity_mAh_g: float = 212.0
+    specific_capacity_mAh_g: float = 205.0
     """Lithium that SOC 0 -> 1 moves, per gram of CAM (the OCV curve's full width)."""
     anode_potential_V: float = 0.62
     """Anode potential vs Li+/Li: In/InLi 0.62 V (flat), Li4Ti5O12 1.55 V."""
@@ -47,7 +47,7 @@ class CellParams:
     """Bulk SOC of the cathode as built (pristine NCM is fully lithiated: 0)."""
 
     # --- side reactions (charge conserved: this part of the current does not lithiate) ---
-    formation_capacity_mAh_g: float = 30.0
+    formation_capacity_mAh_g: float = 35.0
     """Charge the interphase formation consumes during the first charge(s)."""
     formation_fraction: float = 0.25
     """Fraction of a charging current that feeds formation while it is incomplete."""
@@ -55,25 +55,27 @@ class CellParams:
     """Fraction of charging current lost to side reactions afterwards (sets CE)."""
 
     # --- resistances at t_ref_C, fresh cell ----------------------------------------------
-    r_bulk_ohm: float = 25.0
+    r_bulk_ohm: float = 20.0
     """Solid electrolyte bulk: the high-frequency intercept."""
-    r_gb_ohm: float = 10.0
+    r_gb_ohm: float = 8.0
     """Grain boundaries of the electrolyte."""
     cpe_gb_Q: float = 2e-7
     cpe_gb_alpha: float = 0.85
-    r_ct_ohm: float = 30.0
-    """CAM|SE charge transfer of the fresh cell (before formation and ageing)."""
+    r_ct_ohm: float = 40.0
+    """CAM|SE charge transfer of the fresh cell (before formation and ageing): the
+    small-signal resistance of a symmetric Butler-Volmer overpotential
+    eta = 2kT/e asinh(I R_ct e / 2kT), so large currents meet proportionally less of it."""
     cpe_dl_Q: float = 2e-5
     cpe_dl_alpha: float = 0.8
     r_ct_formation_gain: float = 1.0
     """R_ct grows by this factor x formation progress (0..1) during the first charge."""
-    r1_ohm: float = 45.0
+    r1_ohm: float = 15.0
     tau1_s: float = 5.0
-    r2_ohm: float = 50.0
+    r2_ohm: float = 15.0
     tau2_s: float = 300.0
     tau_diff_s: float = 400.0
     """Time constant with which the surface SOC relaxes to the bulk SOC."""
-    diff_gain: float = 0.5
+    diff_gain: float = 0.2
     """Steady surface-bulk SOC offset = diff_gain x tau_diff_s x (SOC rate)."""
 
     # --- temperature ---------------------------------------------------------------------

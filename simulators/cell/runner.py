@@ -463,6 +463,18 @@ class _Runner:
             n = max(2, math.ceil(t_end / min(self.h, 1.0)) + 1)
             td = np.union1d(np.linspace(0.0, t_end, n), _EARLY[t_end > _EARLY]) + ta
             td = td[td < ta + t_end]
+            vd = piece.voltage(td - ta)
+            for _ in range(3):  # refine where V moves more than dV/2 between points
+                jump = np.abs(np.diff(vd))
+                big = np.nonzero(jump > rec.dv / 2.0)[0]
+                if big.size == 0:
+                    break
+                extra = [
+                    np.linspace(td[k], td[k + 1], min(1000, math.ceil(4 * jump[k] / rec.dv)) + 1)
+                    for k in big
+                ]
+                td = np.union1d(td, np.concatenate(extra))
+                vd = piece.voltage(td - ta)
             allt = np.union1d(td, tr)
             forced = np.isin(allt, tr)
             vv = piece.voltage(allt - ta)
