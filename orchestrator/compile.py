@@ -65,7 +65,7 @@ class StepCompiler:
 
     def _record(self, rule: ProtocolRecordRule | None) -> RecordRule:
         base = self.protocol.defaults.record
-        every = (rule.every_s if rule and rule.every_s is not None else base.every_s)
+        every = rule.every_s if rule and rule.every_s is not None else base.every_s
         dv = rule.dV_V if rule and rule.dV_V is not None else base.dV_V
         di = rule.dI_A if rule and rule.dI_A is not None else base.dI_A
         return RecordRule(every_s=every, dV_V=dv, dI_A=di)

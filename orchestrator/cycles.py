@@ -89,6 +89,19 @@ class CycleCounter:
             self.current.block = block
         return ended
 
+    def add_charge(self, counts: bool, charge_Ah: float) -> None:
+        """Add a step's charge (signed, + into the cell) to the cycle's capacities.
+
+        Called when the step ends, before the next step's records are counted, so the
+        within-cycle capacity columns are right for every record.
+        """
+        if not counts:
+            return
+        if charge_Ah > 0:
+            self.current.charge_Ah += charge_Ah
+        else:
+            self.current.discharge_Ah += -charge_Ah
+
     def add_step_totals(
         self,
         kind: str,
@@ -99,21 +112,19 @@ class CycleCounter:
         c_rate: float | None,
         end_time_s: float,
     ) -> None:
-        """Add a finished step's totals (charge signed, + into the cell)."""
+        """Add a finished step's energy, time and C-rate (its charge went in add_charge)."""
         if not counts:
             return
         cur = self.current
-        if kind in _CHARGE_KINDS or (kind == "hold" and charge_Ah > 0):
-            cur.charge_Ah += max(charge_Ah, 0.0)
+        if charge_Ah > 0 or kind in _CHARGE_KINDS:
             cur.charge_Wh += max(energy_Wh, 0.0)
             cur.charge_time_s += duration_s
-            if cur.charge_c_rate is None and c_rate is not None:
+            if cur.charge_c_rate is None and c_rate is not None and kind in _CHARGE_KINDS:
                 cur.charge_c_rate = c_rate
-        elif kind in _DISCHARGE_KINDS or (kind == "hold" and charge_Ah < 0):
-            cur.discharge_Ah += max(-charge_Ah, 0.0)
+        elif charge_Ah < 0 or kind in _DISCHARGE_KINDS:
             cur.discharge_Wh += max(-energy_Wh, 0.0)
             cur.discharge_time_s += duration_s
-            if cur.discharge_c_rate is None and c_rate is not None:
+            if cur.discharge_c_rate is None and c_rate is not None and kind in _DISCHARGE_KINDS:
                 cur.discharge_c_rate = c_rate
         cur.end_time_s = end_time_s
 

@@ -197,6 +197,9 @@ class Executor:
             m = cell.cam_mass_mg_value()
             self._cam_mass_g = m * 1e-3 if m is not None else None
         self._block_map: dict[int, CompiledStep] = {}
+        self._seen_steps: set[int] = set()
+        self._open_step: list[Any] | None = None  # [step_id, last step charge seen]
+        self._block_label: str | None = None
         self._step_charge_hw: dict[int, float] = {}
         self._last_telemetry = -math.inf
 
@@ -227,13 +230,13 @@ class Executor:
 
     # ------------------------------------------------------------------ events
 
-    def _emit(self, kind: EventKind, **data: Any) -> Event:
+    def _emit(self, event_kind: EventKind, /, **data: Any) -> Event:
         self.event_seq += 1
         e = Event(
             run_id=self.run_id,
             channel=self.channel,
             seq=self.event_seq,
-            kind=kind,
+            kind=event_kind,
             wall_time=self.clock.wall(),
             run_time_s=self.run_time(),
             data=data,
@@ -389,7 +392,17 @@ class Executor:
     async def _run_loop(self, loop: Loop, path: tuple[int, ...], counts: bool) -> None:
         bound = loop.bound()
         label = loop.label or "loop"
+        outer_label = self._block_label
+        try:
+            await self._loop_iterations(loop, label, bound, path, counts)
+        finally:
+            self._block_label = outer_label
+
+    async def _loop_iterations(
+        self, loop: Loop, label: str, bound: int, path: tuple[int, ...], counts: bool
+    ) -> None:
         for it in range(1, bound + 1):
+            self._block_label = label
             try:
                 for cp in loop.checkpoints:
                     if cp.position == "before" and cp.fires_at(it):
@@ -413,7 +426,9 @@ class Executor:
     ) -> None:
         name = cp.label or f"{label} checkpoint"
         self._emit(EventKind.checkpoint_started, checkpoint=name, iteration=it)
+        self._block_label = name
         await self._run_nodes(cp.steps, path + (-1,), counts and cp.counts_as_cycle)
+        self._block_label = label
         self._emit(EventKind.checkpoint_done, checkpoint=name, iteration=it)
 
     def _loop_done(self, conds: list[LoopCondition]) -> bool:
@@ -477,6 +492,7 @@ class Executor:
         self.block_id += 1
         block_id = self.block_id
         self._block_map = {c.channel_step.step_id: c for c in compiled}
+        self._seen_steps = set()
         self.current_counts = counts
         if self.journal is not None:
             self.journal.set_block(block_id, [c.channel_step.step_id for c in compiled])
@@ -534,9 +550,12 @@ class Executor:
             step_id = int(sid[a])
             cs = self._block_map.get(step_id)
             kind = cs.channel_step.kind if cs is not None else "unknown"
-            if self.current_step is None or self.current_step.channel_step.step_id != step_id:
+            if step_id not in self._seen_steps:
+                self._seen_steps.add(step_id)
                 self._start_step(cs, kind)
             ch, dis = self.cycles.cumulative(kind, self.current_counts, batch.step_charge_Ah[a:b])
+            if self._open_step is not None:
+                self._open_step[1] = float(batch.step_charge_Ah[b - 1])
             cycle_col[a:b] = self.cycles.cycle
             charge_col[a:b] = ch
             discharge_col[a:b] = dis
@@ -580,17 +599,28 @@ class Executor:
             )
 
     def _start_step(self, cs: CompiledStep | None, kind: str) -> None:
-        ended = self.cycles.start_step(kind, self.current_counts, None)
+        self._close_open_step()
+        ended = self.cycles.start_step(kind, self.current_counts, self._block_label)
         if ended is not None:
             self._store_cycle(ended)
         self.current_step = cs
+        sid = cs.channel_step.step_id if cs else -1
+        self._open_step = [sid, 0.0]
         self._emit(
             EventKind.step_started,
-            step_id=cs.channel_step.step_id if cs else None,
+            step_id=sid,
             step=cs.label if cs else None,
-            kind=kind,
+            step_type=kind,
             cycle=self.cycles.cycle,
         )
+
+    def _close_open_step(self, exact_charge_Ah: float | None = None) -> None:
+        """Count the open step's charge into the cycle (once)."""
+        if self._open_step is None:
+            return
+        q = exact_charge_Ah if exact_charge_Ah is not None else self._open_step[1]
+        self.cycles.add_charge(self.current_counts, q)
+        self._open_step = None
 
     def _check_envelope(self, batch: RecordBatch) -> None:
         lim = self.protocol.limits
@@ -650,12 +680,12 @@ class Executor:
         return True
 
     def _finish_step(self, end: StepEnd, cs: CompiledStep | None) -> None:
-        if cs is None or self.current_step is None or (
-            self.current_step.channel_step.step_id != end.step_id
-        ):
-            # a step that recorded nothing (ended at once): still counts
-            self._start_step(cs, cs.channel_step.kind if cs else "unknown")
         kind = cs.channel_step.kind if cs else "unknown"
+        if end.step_id not in self._seen_steps:
+            # a step that recorded nothing (ended at once): still counts
+            self._start_step(cs, kind)
+        if self._open_step is not None and self._open_step[0] == end.step_id:
+            self._close_open_step(end.charge_Ah)
         self.cycles.add_step_totals(
             kind,
             self.current_counts,
@@ -691,10 +721,14 @@ class Executor:
     async def _eis(self, step: EisStep) -> None:
         imp = self.bind.impedance
         if imp is None:
-            raise RunAborted("this protocol has an EIS step but the station has no "
-                             "impedance channel for this cell", RunState.failed)
-        self._emit(EventKind.step_started, step=step.text or "EIS", kind="eis",
-                   cycle=self.cycles.cycle)
+            raise RunAborted(
+                "this protocol has an EIS step but the station has no "
+                "impedance channel for this cell",
+                RunState.failed,
+            )
+        self._emit(
+            EventKind.step_started, step=step.text or "EIS", kind="eis", cycle=self.cycles.cycle
+        )
         if step.rest_before_s > 0:
             await self.clock.sleep(step.rest_before_s)
         req = EisRequest(
@@ -714,15 +748,23 @@ class Executor:
             meta={"dc_voltage_V": res.dc_voltage_V, "run_time_s": self.run_time()},
         )
         self.steps_done += 1
-        self._emit(EventKind.step_ended, step=step.text or "EIS", kind="eis",
-                   file=str(path.relative_to(self.store.root)), duration_s=res.duration_s,
-                   cycle=self.cycles.cycle)
+        self._emit(
+            EventKind.step_ended,
+            step=step.text or "EIS",
+            kind="eis",
+            file=str(path.relative_to(self.store.root)),
+            duration_s=res.duration_s,
+            cycle=self.cycles.cycle,
+        )
 
     async def _chamber(self, step: ChamberStep) -> None:
         ch = self.bind.chamber
         if ch is None:
-            raise RunAborted("this protocol sets a chamber temperature but the station has "
-                             "no chamber for this cell", RunState.failed)
+            raise RunAborted(
+                "this protocol sets a chamber temperature but the station has "
+                "no chamber for this cell",
+                RunState.failed,
+            )
         await ch.set_temperature(step.setpoint_C)
         rule = step.wait
         if rule is None:
@@ -742,7 +784,9 @@ class Executor:
                 if rule.on_timeout == "abort":
                     raise RunAborted(
                         f"chamber did not reach {step.setpoint_C} °C ± {rule.tolerance_K} K "
-                        f"within {rule.timeout_s:.0f} s (at {t:.2f} °C)", RunState.failed)
+                        f"within {rule.timeout_s:.0f} s (at {t:.2f} °C)",
+                        RunState.failed,
+                    )
                 return
             await self.clock.sleep(min(30.0, max(1.0, rule.hold_s / 10)))
 

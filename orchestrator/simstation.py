@@ -31,7 +31,7 @@ from drivers.capabilities import (
     StepEnd,
 )
 from protocols.models import CellSpec
-from simulators.cell import SimCell, make_cell
+from simulators.cell import CellParams, preset
 from simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
 
 from .executor import RunBindings
@@ -88,8 +88,8 @@ class SimCyclerChannel:
         self.engine.set_limits(limits.v_min_V, limits.v_max_V, limits.i_max_A, limits.t_max_C)
 
     async def get_limits(self) -> ChannelLimits:
-        v_min, v_max, i_max, t_max = self.engine.limits()
-        return ChannelLimits(v_min, v_max, i_max, t_max)
+        lim = self.engine.limits()
+        return ChannelLimits(lim.v_min, lim.v_max, lim.i_max, lim.t_max)
 
     async def start_block(self, block_id: int, steps: Sequence[ChannelStep]) -> None:
         self._block = block_id
@@ -119,7 +119,7 @@ class SimCyclerChannel:
             block_id=self._block or 0,
             steps=results,
             state=_STATE[st.state],
-            fault=st.fault,
+            fault=st.reason if st.state == "fault" else None,
         )
 
     async def status(self) -> ChannelStatus:
@@ -132,7 +132,7 @@ class SimCyclerChannel:
             voltage_V=st.voltage_V,
             current_A=st.current_A,
             last_seq=st.last_seq,
-            fault=st.fault,
+            fault=st.reason if st.state == "fault" else None,
         )
 
     async def read_records(self, after_seq: int) -> RecordBatch:
@@ -174,7 +174,7 @@ class SimImpedanceChannel:
         freqs = np.asarray(request.frequencies_Hz, dtype=np.float64)
         if self.engine.status(asyncio.get_running_loop().time()).state == "running":
             raise InstrumentError("cannot measure impedance while the cycler drives the cell")
-        z = self.engine.measure_impedance(freqs)
+        z = self.engine.measure_impedance(freqs, asyncio.get_running_loop().time())
         # A sweep takes about three periods per frequency (at least 0.1 s each).
         duration = float(np.sum(np.maximum(3.0 / freqs, 0.1)))
         await asyncio.sleep(duration)
@@ -182,13 +182,13 @@ class SimImpedanceChannel:
             frequency_Hz=freqs,
             z_real_ohm=np.real(z).astype(np.float64),
             z_imag_ohm=np.imag(z).astype(np.float64),
-            dc_voltage_V=float(self.engine.ocv()),
+            dc_voltage_V=float(self.engine.ocv(asyncio.get_running_loop().time())),
             duration_s=duration,
         )
 
     async def measure_ocv(self, duration_s: float) -> float:
         await asyncio.sleep(duration_s)
-        return float(self.engine.ocv())
+        return float(self.engine.ocv(asyncio.get_running_loop().time()))
 
     async def safe_state(self) -> None:
         return None
@@ -214,9 +214,11 @@ class SimChamber:
         now = self._loop.time()
         dt = now - self._t
         self._t = now
-        self._temp = self._setpoint + (self._temp - self._setpoint) * float(np.exp(-dt / self.tau_s))
+        self._temp = self._setpoint + (self._temp - self._setpoint) * float(
+            np.exp(-dt / self.tau_s)
+        )
         for e in self.engines:
-            e.set_temperature(self._temp)
+            e.set_temperature(self._temp, now)
         return self._temp
 
     async def set_temperature(self, celsius: float) -> None:
@@ -230,16 +232,17 @@ class SimChamber:
         return None
 
 
-def _cell_for(cell: CellSpec | None, seed: int) -> SimCell:
-    kwargs: dict[str, Any] = {}
+def sim_cell_params(cell: CellSpec | None) -> CellParams:
+    """The simulated cell for a protocol's cell spec: its preset, with its CAM mass."""
+    name = cell.preset if cell is not None and cell.preset else None
+    if name is None and cell is not None and (cell.counter_electrode or "").upper() == "LTO":
+        name = "ncm85_lto"
+    overrides: dict[str, Any] = {}
     if cell is not None:
         m = cell.cam_mass_mg_value()
         if m is not None:
-            kwargs["cam_mass_mg"] = m
-        if cell.counter_electrode:
-            kwargs["counter_electrode"] = cell.counter_electrode
-    preset = cell.preset if cell is not None and cell.preset else None
-    return make_cell(preset, seed=seed, **kwargs)
+            overrides["cam_mass_g"] = m * 1e-3
+    return preset(name, **overrides)
 
 
 @contextlib.asynccontextmanager
@@ -257,8 +260,7 @@ async def open_sim_bindings(
         async with open_wire_sim_bindings(station, position, cell, seed=seed) as b:
             yield b
         return
-    sim_cell = _cell_for(cell, seed)
-    engine = ChannelEngine(sim_cell)
+    engine = ChannelEngine(sim_cell_params(cell), seed=seed, now=asyncio.get_running_loop().time())
     cycler = SimCyclerChannel(position.cycler, engine)
     impedance = (
         SimImpedanceChannel(position.impedance, engine) if position.impedance is not None else None

@@ -67,9 +67,7 @@ class InstrumentConfig(_Model):
     @model_validator(mode="after")
     def _known(self) -> InstrumentConfig:
         if self.driver not in DRIVERS:
-            raise ValueError(
-                f"unknown driver {self.driver!r}; known: {', '.join(sorted(DRIVERS))}"
-            )
+            raise ValueError(f"unknown driver {self.driver!r}; known: {', '.join(sorted(DRIVERS))}")
         if self.address is not None and not re.match(r"^[a-z][a-z0-9+-]*://", self.address):
             raise ValueError(f"address {self.address!r} must be a URL like tcp://host:port")
         return self

@@ -288,9 +288,7 @@ class RunStore:
             }
         )
         if meta:
-            table = table.replace_schema_metadata(
-                {"labrig": json.dumps(dict(meta), default=str)}
-            )
+            table = table.replace_schema_metadata({"labrig": json.dumps(dict(meta), default=str)})
         tmp = path.with_name(path.name + ".tmp")
         pq.write_table(table, tmp)
         os.replace(tmp, path)

@@ -65,25 +65,35 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
 
 
 def run(
-    protocol: Annotated[str, typer.Argument(help="A protocol file, or a name from `labrig library`.")],
+    protocol: Annotated[
+        str, typer.Argument(help="A protocol file, or a name from `labrig library`.")
+    ],
     sim: Annotated[bool, typer.Option("--sim", help="Run on simulated instruments.")] = False,
     station: Annotated[
-        Path | None, typer.Option("--station", help="Station file (default: built-in simulated station).")
+        Path | None,
+        typer.Option("--station", help="Station file (default: built-in simulated station)."),
     ] = None,
-    position: Annotated[str | None, typer.Option("--position", help="Station position (default: the first).")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Where run directories go.")] = Path("runs"),
+    position: Annotated[
+        str | None, typer.Option("--position", help="Station position (default: the first).")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where run directories go.")] = Path(
+        "runs"
+    ),
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a cell field, e.g. --set cam_mass_mg=9.1")
+        list[str] | None,
+        typer.Option("--set", help="Override a cell field, e.g. --set cam_mass_mg=9.1"),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated cell's noise.")] = 0,
-    mqtt: Annotated[str | None, typer.Option("--mqtt", help="Publish status to this broker URL.")] = None,
+    mqtt: Annotated[
+        str | None, typer.Option("--mqtt", help="Publish status to this broker URL.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Run PROTOCOL and write a run directory of data and per-cycle results."""
     from protocols.errors import ProtocolError
     from protocols.loader import dump_protocol_yaml, load_protocol
 
-    from ..runner import RunRequest, execute_run
+    from ..runner import RunRequest
     from ..station import DEFAULT_STATION, StationError, load_station
 
     try:
@@ -104,8 +114,10 @@ def run(
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     if not sim and station is None:
-        err.print("error: no station file given; use --sim for a dry run on the built-in "
-                  "simulated station, or --station FILE for hardware")
+        err.print(
+            "error: no station file given; use --sim for a dry run on the built-in "
+            "simulated station, or --station FILE for hardware"
+        )
         raise typer.Exit(2)
 
     req = RunRequest(
@@ -142,7 +154,7 @@ def _run_with_display(req: Any, *, mqtt: str | None, quiet: bool) -> Any:
         TimeElapsedColumn(),
         console=err,
         transient=False,
-        disable=quiet or not sys.stderr.isatty() and False,
+        disable=quiet or (not sys.stderr.isatty() and False),
         refresh_per_second=8,
     )
     task_id = progress.add_task(req.protocol.name[:40], total=1000)
@@ -158,7 +170,11 @@ def _run_with_display(req: Any, *, mqtt: str | None, quiet: bool) -> Any:
         wall = now - t_wall0
         eta = None
         if 0 < p < 1:
-            eta = f"{wall * (1 - p) / p:,.0f} s" if req.sim else _fmt_hours(ex.run_time() * (1 - p) / p)
+            eta = (
+                f"{wall * (1 - p) / p:,.0f} s"
+                if req.sim
+                else _fmt_hours(ex.run_time() * (1 - p) / p)
+            )
         progress.update(
             task_id,
             completed=1000 * p,

@@ -1,0 +1,76 @@
+"""Dry-run benchmark: the 1000-cycle 1C protocol with 0.1C check-ups and EIS, 10 s logging.
+
+Prints wall time, rows written, simulated hours and the speed-up over real time, for the
+in-process simulated station and (when available) through the MacNet wire simulator.
+Targets: < 30 s in process; < 10 s through the wire-level simulator (stretch < 5 s).
+Reference: PyBaMM's single-particle model needs about 10 s for 1000 cycles of physics
+alone on these machines.
+
+    python bench/dry_run.py [--protocol endurance_1c_checkups] [--station wire|inprocess|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from orchestrator.clock import new_virtual_loop
+from orchestrator.runner import RunRequest, execute_run
+from orchestrator.station import DEFAULT_STATION, StationConfig
+from protocols.loader import dump_protocol_yaml, load_protocol
+
+
+def _wire_station() -> StationConfig | None:
+    try:
+        from orchestrator.wiresim import WIRE_SIM_STATION
+    except ImportError:
+        return None
+    return WIRE_SIM_STATION
+
+
+def bench(protocol_name: str, station: StationConfig, label: str) -> None:
+    proto = load_protocol(protocol_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        req = RunRequest(
+            protocol=proto,
+            protocol_yaml=dump_protocol_yaml(proto),
+            out_dir=Path(tmp),
+            station=station,
+            sim=True,
+        )
+        t0 = time.perf_counter()
+        with asyncio.Runner(loop_factory=new_virtual_loop) as runner:
+            outcome, _root = runner.run(execute_run(req))
+        wall = time.perf_counter() - t0
+    hours = outcome.run_time_s / 3600
+    print(f"[{label}] {proto.name}")
+    print(f"  state           {outcome.state.value} {outcome.reason or ''}")
+    print(f"  wall time       {wall:8.2f} s")
+    print(f"  rows written    {outcome.rows:>10,}")
+    print(f"  cycles          {outcome.cycles:>10,}")
+    print(f"  simulated       {hours:10,.0f} h ({hours / 24:,.0f} days)")
+    print(f"  speed-up        {outcome.run_time_s / wall:10,.0f} x real time")
+    print(f"  rows/s          {outcome.rows / wall:10,.0f}")
+    print(f"  vs PyBaMM SPM physics alone (~10 s): {wall / 10.0:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--protocol", default="endurance_1c_checkups")
+    ap.add_argument("--station", choices=["inprocess", "wire", "both"], default="both")
+    args = ap.parse_args()
+    if args.station in ("inprocess", "both"):
+        bench(args.protocol, DEFAULT_STATION, "in-process simulated station (target < 30 s)")
+    if args.station in ("wire", "both"):
+        wire = _wire_station()
+        if wire is None:
+            print("[wire] MacNet simulated station not available")
+        else:
+            bench(args.protocol, wire, "through MacNet driver + simulator (target < 10 s)")
+
+
+if __name__ == "__main__":
+    main()
