@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-class EventKind(str, Enum):
+class EventKind(StrEnum):
     run_started = "run_started"
     run_resumed = "run_resumed"
     run_ended = "run_ended"  # data: state (finished|aborted|failed), reason
@@ -41,7 +41,7 @@ class EventKind(str, Enum):
     wait = "wait"  # data: resource, seconds (waiting for a shared instrument)
 
 
-class RunState(str, Enum):
+class RunState(StrEnum):
     pending = "pending"
     running = "running"
     paused = "paused"

@@ -11,6 +11,7 @@ Every run ends with every instrument it used in its safe state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -367,14 +368,14 @@ class Executor:
                 j = i
                 while j < len(nodes) and is_cycler_step(nodes[j]):
                     j += 1
-                await self._run_block(list(nodes[i:j]), path + (i,), counts)
+                await self._run_block(list(nodes[i:j]), (*path, i), counts)
                 await self._safe_point()
                 i = j
                 continue
             if isinstance(node, Loop):
-                await self._run_loop(node, path + (i,), counts)
+                await self._run_loop(node, (*path, i), counts)
             elif isinstance(node, Group):
-                await self._run_nodes(node.steps, path + (i,), counts)
+                await self._run_nodes(node.steps, (*path, i), counts)
             elif isinstance(node, EisStep):
                 await self._eis(node)
             elif isinstance(node, ChamberStep):
@@ -427,7 +428,7 @@ class Executor:
         name = cp.label or f"{label} checkpoint"
         self._emit(EventKind.checkpoint_started, checkpoint=name, iteration=it)
         self._block_label = name
-        await self._run_nodes(cp.steps, path + (-1,), counts and cp.counts_as_cycle)
+        await self._run_nodes(cp.steps, (*path, -1), counts and cp.counts_as_cycle)
         self._block_label = label
         self._emit(EventKind.checkpoint_done, checkpoint=name, iteration=it)
 
@@ -517,10 +518,8 @@ class Executor:
         finally:
             if not wait.done():
                 wait.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError, InstrumentError):
                     await wait
-                except (asyncio.CancelledError, InstrumentError):
-                    pass
 
     async def _collect(self) -> None:
         batch = await self.bind.cycler.read_records(self.last_record_seq)
@@ -675,9 +674,7 @@ class Executor:
     def _ends_loop(self, cs: CompiledStep, end: StepEnd) -> bool:
         # end_block is used for 'end_loop' actions and for the end of a pulse train.
         src = cs.source
-        if getattr(src, "step", None) == "pulse":
-            return False
-        return True
+        return getattr(src, "step", None) != "pulse"
 
     def _finish_step(self, end: StepEnd, cs: CompiledStep | None) -> None:
         kind = cs.channel_step.kind if cs else "unknown"

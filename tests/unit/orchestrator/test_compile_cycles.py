@@ -87,9 +87,11 @@ def test_rest_uses_protocol_default_record_rule() -> None:
 def test_cycle_counter_charge_after_discharge_starts_new_cycle() -> None:
     c = CycleCounter()
     assert c.start_step("charge", True, None) is None
+    c.add_charge(True, 2e-3)
     c.add_step_totals("charge", True, 2e-3, 7e-3, 3600, 1.0, 3600)
     assert c.start_step("rest", True, None) is None
     assert c.start_step("discharge", True, None) is None
+    c.add_charge(True, -1.8e-3)
     c.add_step_totals("discharge", True, -1.8e-3, -6e-3, 3600, 1.0, 7200)
     ended = c.start_step("charge", True, None)
     assert ended is not None and ended.cycle == 1 and c.cycle == 2
