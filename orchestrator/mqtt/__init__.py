@@ -5,6 +5,7 @@
 - :class:`MqttSettings` - broker URL, credentials, TLS, prefix; from a URL or environment.
 - :class:`StationDescription`, :class:`InstrumentInfo` - the retained station message.
 - :class:`CommandRecord` - audit record of a remote command (becomes an Event).
+- :func:`open_publisher_for_run`, :func:`attach_executor` - wiring for one run.
 - :class:`Topics` - the topic layout. JSON Schemas: :mod:`orchestrator.mqtt.schemas`.
 
 The topic layout, payloads and broker setup are documented in ``docs/mqtt.md``.
@@ -13,6 +14,7 @@ The topic layout, payloads and broker setup are documented in ``docs/mqtt.md``.
 from .outbox import Outbox
 from .payloads import CommandRecord, InstrumentInfo, StationDescription
 from .publisher import CommandAudit, CommandHandler, MqttPublisher, PublisherStats
+from .runs import attach_executor, open_publisher_for_run, station_description
 from .settings import MqttConfigError, MqttSettings
 from .topics import COMMANDS, Topics
 
@@ -29,4 +31,7 @@ __all__ = [
     "PublisherStats",
     "StationDescription",
     "Topics",
+    "attach_executor",
+    "open_publisher_for_run",
+    "station_description",
 ]

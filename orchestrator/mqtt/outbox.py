@@ -49,18 +49,34 @@ class Outbox:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise OSError(f"cannot open MQTT outbox {self.path}: {exc}") from exc
+        self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._closed = False
+        if self.path.exists():
+            self._open()  # fail early on a damaged or unreadable file
+
+    def _open(self) -> sqlite3.Connection:
+        """The connection, made on first need: an outbox with nothing to keep leaves no
+        file, and the run directory may not exist yet when the publisher starts."""
+        if self._db is not None:
+            return self._db
+        if self._closed:
+            raise ValueError(f"MQTT outbox {self.path} is closed")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise OSError(f"cannot open MQTT outbox {self.path}: {exc}") from exc
+        self._db = db
+        return db
+
+    def _exists(self) -> bool:
+        return self._db is not None or self.path.exists()
 
     def append(self, events: Iterable[Event]) -> int:
         """Store events durably in one transaction; returns how many were new."""
@@ -69,31 +85,40 @@ class Outbox:
         if not rows:
             return 0
         with self._lock:
-            before = self._db.total_changes
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._open()
+            before = db.total_changes
+            db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
+                db.executemany(
                     "INSERT OR IGNORE INTO outbox (run_id, seq, channel, event, appended) "
                     "VALUES (?, ?, ?, ?, ?)",
                     rows,
                 )
-                self._db.execute("COMMIT")
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            return self._db.total_changes - before
+            return db.total_changes - before
 
     def pending(self, limit: int = 1000) -> list[Event]:
         """The oldest ``limit`` events not yet marked sent, in the order appended."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT event FROM outbox WHERE sent IS NULL ORDER BY id LIMIT ?", (limit,)
-            ).fetchall()
+            if not self._exists():
+                return []
+            rows = (
+                self._open()
+                .execute(
+                    "SELECT event FROM outbox WHERE sent IS NULL ORDER BY id LIMIT ?", (limit,)
+                )
+                .fetchall()
+            )
         return [Event.from_json(r[0]) for r in rows]
 
     def pending_count(self) -> int:
         with self._lock:
-            (n,) = self._db.execute("SELECT count(*) FROM outbox WHERE sent IS NULL").fetchone()
+            if not self._exists():
+                return 0
+            (n,) = self._open().execute("SELECT count(*) FROM outbox WHERE sent IS NULL").fetchone()
         return int(n)
 
     def mark_sent(self, up_to_seq: int, *, run_id: str | None = None) -> int:
@@ -117,21 +142,25 @@ class Outbox:
         if not rows:
             return 0
         with self._lock:
-            before = self._db.total_changes
-            self._db.execute("BEGIN IMMEDIATE")
+            if not self._exists():
+                return 0
+            db = self._open()
+            before = db.total_changes
+            db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(sql, rows)
-                self._db.execute("COMMIT")
+                db.executemany(sql, rows)
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            return self._db.total_changes - before
+            return db.total_changes - before
 
     def close(self) -> None:
         with self._lock:
-            if not self._closed:
-                self._closed = True
+            self._closed = True
+            if self._db is not None:
                 self._db.close()
+                self._db = None
 
     def __enter__(self) -> Outbox:
         return self

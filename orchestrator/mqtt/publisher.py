@@ -113,7 +113,9 @@ class MqttPublisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commands: asyncio.Queue[tuple[str, str, str, bytes]] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
-        for channel in (*self.description.channels, *channels):
+        # Commands are taken for these channels and for any channel this publisher has
+        # published for; the station description alone does not make a channel ours.
+        for channel in channels:
             self._register_channel(channel)
 
     # -- configuration ----------------------------------------------------------------

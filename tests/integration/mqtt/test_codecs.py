@@ -203,6 +203,8 @@ def test_outbox_keeps_order_marks_sent_and_survives_reopen(tmp_path: Path) -> No
     path = tmp_path / "runs" / "r1" / "outbox.sqlite"
     originals = [event(i) for i in range(1, 6)]
     with Outbox(path) as ob:
+        assert ob.pending(5) == [] and ob.pending_count() == 0
+        assert not path.parent.exists()  # nothing to keep: no file, no directory yet
         assert ob.append(originals) == 5
         assert ob.append([event(3), event(6)]) == 1  # idempotent on (run_id, seq)
         assert [e.seq for e in ob.pending(3)] == [1, 2, 3]
@@ -213,15 +215,19 @@ def test_outbox_keeps_order_marks_sent_and_survives_reopen(tmp_path: Path) -> No
         assert [e.seq for e in ob.pending(10)] == [4, 5, 6]
         assert ob.pending(1) == [originals[3]]  # stored exactly
         assert ob.pending_count() == 3
-        assert ob._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert ob._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        db = ob._open()
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
 def test_outbox_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(OSError, match="outbox"):
-        Outbox(blocker / "outbox.sqlite")
+        Outbox(blocker / "outbox.sqlite").append([event(1)])
+    (tmp_path / "bad.sqlite").write_text("this is not a database" * 100)
+    with pytest.raises(OSError, match="outbox"):
+        Outbox(tmp_path / "bad.sqlite")
 
 
 # -- monitor model ----------------------------------------------------------------------
