@@ -22,6 +22,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -30,16 +31,16 @@ from .units import CurrentValue, Dimension, UnitError, parse_current, parse_quan
 
 __all__ = [
     "Action",
+    "CVTail",
     "CellSpec",
-    "Checkpoint",
     "ChamberStep",
+    "Checkpoint",
     "Condition",
     "Current",
-    "CVTail",
+    "CurrentStep",
     "Defaults",
     "EisStep",
     "ElectricalStep",
-    "CurrentStep",
     "FurnaceStep",
     "GasStep",
     "Group",
@@ -52,8 +53,8 @@ __all__ = [
     "RecordRule",
     "RestStep",
     "SafetyLimits",
-    "Step",
     "StabilityRule",
+    "Step",
 ]
 
 
@@ -103,10 +104,12 @@ class Current(_Model):
                 cv = parse_current(data)
             except UnitError as exc:
                 raise ValueError(str(exc)) from None
-            return {"value": abs(cv.value), "basis": cv.basis} if cv.value != 0 else {
-                "value": cv.value,
-                "basis": cv.basis,
-            }
+            if cv.value < 0:
+                # Sign-free language: the step's direction says charge or discharge.
+                raise ValueError(
+                    f"{data!r}: a current is a magnitude; charge/discharge gives the direction"
+                )
+            return {"value": cv.value, "basis": cv.basis}
         if isinstance(data, CurrentValue):
             return {"value": data.value, "basis": data.basis}
         return data
@@ -283,6 +286,23 @@ def _parse_conditions(v: Any) -> Any:
 Conditions = Annotated[list[Condition], BeforeValidator(_parse_conditions)]
 
 
+def _directed_until(data: Any) -> Any:
+    """Parse string ``until`` entries with the step's direction (a bare voltage ends a
+    charge at >= and a discharge at <=); without a direction they mean 'cross'."""
+    if not isinstance(data, dict) or data.get("direction") not in ("charge", "discharge"):
+        return data
+    until = data.get("until")
+    items = until if isinstance(until, list) else [until]
+    if not any(isinstance(i, str) for i in items):
+        return data
+    from .stepstrings import parse_conditions
+
+    out: list[Any] = []
+    for item in items:
+        out.extend(parse_conditions(item, data["direction"]) if isinstance(item, str) else [item])
+    return {**data, "until": out}
+
+
 class RecordRule(_Model):
     """When to record a data point: every ``every_s``, or when V or I moved by the deltas."""
 
@@ -356,6 +376,8 @@ class CurrentStep(_StepBase):
     until: Conditions = Field(default_factory=list)
     cv: CVTail | None = None
 
+    _direction_until = model_validator(mode="before")(_directed_until)
+
     @model_validator(mode="after")
     def _ends(self) -> CurrentStep:
         if self.duration_s is None and not self.until:
@@ -363,8 +385,10 @@ class CurrentStep(_StepBase):
                 f"a {self.direction} needs an end: a duration or 'until' a voltage, "
                 "capacity or time"
             )
-        if self.cv is not None and self.cv.voltage_V is None and not any(
-            c.quantity == "voltage" for c in self.until
+        if (
+            self.cv is not None
+            and self.cv.voltage_V is None
+            and not any(c.quantity == "voltage" for c in self.until)
         ):
             raise ValueError("a CV tail needs a voltage (or a voltage cut-off on the CC part)")
         if self.cv is not None and self.cv.duration_s is None and not self.cv.until:
@@ -407,6 +431,8 @@ class PulseStep(_StepBase):
     rest_s: Seconds = 0.0
     repeat: Annotated[int, Field(ge=1)] | None = None
     until: Conditions = Field(default_factory=list)
+
+    _direction_until = model_validator(mode="before")(_directed_until)
 
     @model_validator(mode="after")
     def _ends(self) -> PulseStep:
@@ -451,7 +477,7 @@ class EisStep(_StepBase):
 
 
 class StabilityRule(_Model):
-    """A temperature is stable when within ``tolerance_K`` for ``hold_s``, or after ``timeout_s``."""
+    """Stable: within ``tolerance_K`` of the setpoint for ``hold_s``; gives up at ``timeout_s``."""
 
     tolerance_K: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.5
     hold_s: Seconds = 600.0
@@ -663,11 +689,39 @@ class Defaults(_Model):
     temperature_C: Celsius | None = Field(default=None, alias="temperature_degC")
 
 
+def _number_to_str(v: Any) -> Any:
+    # YAML reads `version: 1` as a number; it is a label.
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return f"{v:g}" if isinstance(v, float) else str(v)
+    return v
+
+
+Path_ = tuple[str | int, ...]
+
+
+def _cell_needs(step: Any) -> list[str]:
+    """What a step needs from the cell spec: '1C', 'mass' and/or 'area'."""
+    needs: list[str] = []
+    current = getattr(step, "current", None)
+    if isinstance(current, Current):
+        needs.append({"C": "1C", "A/kg": "mass", "A/m2": "area", "A": ""}[current.basis])
+    conds = list(getattr(step, "until", []) or [])
+    cv = getattr(step, "cv", None)
+    if isinstance(cv, CVTail):
+        conds.extend(cv.until)
+    for c in conds:
+        if isinstance(c, Condition):
+            needs.append(
+                {"C": "1C", "fraction": "1C", "A/kg": "mass", "Ah/kg": "mass"}.get(c.unit, "")
+            )
+    return [n for n in dict.fromkeys(needs) if n]
+
+
 class Protocol(_Model):
     """A whole protocol: what to run, on what cell, within which limits."""
 
     name: str = Field(min_length=1)
-    version: str = "1"
+    version: Annotated[str, BeforeValidator(_number_to_str)] = "1"
     source: str | None = None
     description: str | None = None
     cell: CellSpec | None = None
@@ -688,6 +742,62 @@ class Protocol(_Model):
                     "a protocol that drives a cell needs safety limits: " + ", ".join(missing)
                 )
         return self
+
+    @model_validator(mode="after")
+    def _cell_resolves(self, info: ValidationInfo) -> Protocol:
+        # The YAML loader reports these itself, one per step with its file line.
+        if isinstance(info.context, dict) and info.context.get("defer_cell_check"):
+            return self
+        issues = self.cell_issues()
+        if issues:
+            raise ValueError(
+                "; ".join(".".join(str(p) for p in path) + ": " + msg for path, msg in issues)
+            )
+        return self
+
+    def cell_issues(self) -> list[tuple[Path_, str]]:
+        """Steps whose currents or conditions the cell spec cannot turn into amperes."""
+        cell = self.cell
+        have = {
+            "1C": cell is not None
+            and (
+                (cell.cam_mass_mg_value() is not None and cell.c_rate_basis_mA_per_g is not None)
+                or cell.nominal_capacity_mAh is not None
+            ),
+            "mass": cell is not None and cell.cam_mass_mg_value() is not None,
+            "area": cell is not None and cell.area_cm2 is not None,
+        }
+        advice = {
+            "1C": "a C-rate or capacity fraction needs cell.cam_mass_mg and "
+            "cell.c_rate_basis_mA_per_g (or cell.nominal_capacity_mAh)",
+            "mass": "a specific current or capacity (per gram) needs cell.cam_mass_mg",
+            "area": "an areal current needs cell.area_cm2",
+        }
+        out: list[tuple[Path_, str]] = []
+        for path, step in self.steps_with_paths():
+            for need in _cell_needs(step):
+                if not have[need]:
+                    out.append((path, advice[need]))
+        return out
+
+    def steps_with_paths(self) -> list[tuple[Path_, Any]]:
+        """Every step with its path in the document (``('sequence', 1, 'steps', 0)``)."""
+        out: list[tuple[Path_, Any]] = []
+
+        def walk(nodes: list[Any], prefix: Path_) -> None:
+            for i, n in enumerate(nodes):
+                here = (*prefix, i)
+                if isinstance(n, Loop):
+                    walk(n.steps, (*here, "steps"))
+                    for k, cp in enumerate(n.checkpoints):
+                        walk(cp.steps, (*here, "checkpoints", k, "steps"))
+                elif isinstance(n, Group):
+                    walk(n.steps, (*here, "steps"))
+                else:
+                    out.append((here, n))
+
+        walk(self.sequence, ("sequence",))
+        return out
 
     def steps(self) -> list[Any]:
         """Every step of the protocol in document order (checkpoints included), unexpanded."""

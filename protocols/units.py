@@ -12,16 +12,16 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
 __all__ = [
+    "CurrentValue",
     "Dimension",
     "UnitError",
     "parse_current",
     "parse_quantity",
-    "CurrentValue",
 ]
 
 
@@ -29,7 +29,7 @@ class UnitError(ValueError):
     """A quantity could not be read or has the wrong dimension."""
 
 
-class Dimension(str, Enum):
+class Dimension(StrEnum):
     """The dimensions protocols use, each with the SI unit labelled values are stored in."""
 
     voltage = "V"
@@ -55,6 +55,12 @@ class Dimension(str, Enum):
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _QUANTITY_RE = re.compile(rf"^\s*(?P<num>{_NUMBER})\s*(?P<unit>.*?)\s*$")
 _C_RATE_RE = re.compile(rf"^\s*(?:(?P<num>{_NUMBER})\s*C|C\s*/\s*(?P<den>{_NUMBER}))\s*$")
+# What a unit may look like before pint sees it: names, one-digit powers, / and *.
+# Pint evaluates its unit strings as expressions ("V**(10**10**10)" never returns), so
+# text from protocol files is held to this shape first.
+_UNIT_FACTOR = r"[A-Za-zµμ°ºΩ℃]+(?:(?:\^|\*\*)?-?\d)?"
+_UNIT_SHAPE_RE = re.compile(rf"^{_UNIT_FACTOR}(?:\s*[/*·]\s*{_UNIT_FACTOR})*$")
+_MAX_UNIT_LEN = 24
 
 # Spellings people use that pint does not know, mapped to what it does.
 _UNIT_ALIASES: dict[str, str] = {
@@ -100,7 +106,7 @@ _UNIT_ALIASES: dict[str, str] = {
 def _registry() -> Any:
     import pint
 
-    ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+    ureg: Any = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
     # Standard cubic centimetres per minute: a mass flow expressed as gas volume at
     # standard conditions. We keep it as its own dimension so nobody mixes it with
     # a volumetric flow by accident.
@@ -120,8 +126,10 @@ def _parse_cached(text: str, dimension: Dimension) -> float:
         raise UnitError(f"{text!r} is not a finite number")
     if unit == "":
         raise UnitError(f"{text!r} has no unit; write it as e.g. '{number} {dimension.value}'")
+    if len(unit) > _MAX_UNIT_LEN or not _UNIT_SHAPE_RE.match(unit):
+        raise UnitError(f"{text!r}: {unit!r} is not a unit")
     unit = _UNIT_ALIASES.get(unit, unit)
-    unit = unit.replace("µ", "u").replace("μ", "u").replace("°", "deg")
+    unit = unit.replace("µ", "u").replace("μ", "u").replace("°", "deg").replace("·", "*")
     ureg = _registry()
     try:
         q = ureg.Quantity(number, unit)
