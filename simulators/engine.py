@@ -160,7 +160,7 @@ class ChannelEngine:
         voltage_noise_V: float = 0.2e-3,
         current_noise_rel: float = 3e-4,
         current_range_A: float = 0.01,
-        step_horizon_s: float = 3.0e7,
+        step_horizon_s: float = 1.0e7,
     ) -> None:
         params = preset(cell) if isinstance(cell, str) or cell is None else cell
         if not isinstance(params, CellParams):
@@ -187,6 +187,7 @@ class ChannelEngine:
         self._base_state = self.model.fresh_state()
         self._base_abs = float(now)
         self._block: _Block | None = None
+        self._base_newer = False  # base state set after the block ended (ageing, ambient)
         self._fault: str | None = None  # latched fault with its instant known
         self._chunks: list[_Chunk] = []
         self._chunk_last_seq: list[int] = []
@@ -239,14 +240,11 @@ class ChannelEngine:
         self._compute(nb, 0, Progress(), self._base_state, now)
 
     def end_time(self) -> float | None:
-        """When (caller's clock) the current block ends as computed, or None if there is
-        no block or it waits paused for ``resume``."""
+        """When (caller's clock) the current block stops running as now computed: it is
+        done, faults, or pauses (by an end action or a host ``pause``). None if there is
+        no block. ``resume`` computes a new end."""
         b = self._block
-        if b is None:
-            return None
-        if b.final == "paused":
-            return b.end_abs if b.end_abs > self._last_now else None
-        return b.end_abs
+        return None if b is None else b.end_abs
 
     def status(self, now: float) -> SimStatus:
         """State, position and live readings at ``now``."""
@@ -423,6 +421,7 @@ class ChannelEngine:
             age_s=st.age_s + days * 86400.0,
         )
         self._base_abs = self._last_now if now is None else now
+        self._base_newer = True
 
     # ------------------------------------------------------------------ internals
     @staticmethod
@@ -457,11 +456,12 @@ class ChannelEngine:
         temperature changes, so the rest so far stays at the old temperature)."""
         self._base_state = self.state_at(now)
         self._base_abs = now
+        self._base_newer = True
 
     def _rest_base(self) -> tuple[CellState, float]:
         """The state the cell rests from once no block drives it, and since when."""
         b = self._block
-        if b is None or self._base_abs > b.end_abs or b.end_state is None:
+        if b is None or self._base_newer or b.end_state is None:
             return self._base_state, self._base_abs
         return b.end_state, b.end_abs
 
@@ -522,8 +522,7 @@ class ChannelEngine:
                 )
             if s.mode in ("rest",) or (s.mode == "cc" and s.current_A == 0):
                 ok = s.max_duration_s is not None or any(
-                    e.quantity in ("time", "dvdt", "temperature", "current", "voltage")
-                    for e in s.ends
+                    e.quantity in ("time", "dvdt", "voltage") for e in s.ends
                 )
                 if not ok:
                     raise EngineError(
@@ -535,6 +534,7 @@ class ChannelEngine:
     def _compute(self, b: _Block, idx: int, pr: Progress, state: CellState, t: float) -> None:
         """Run the block from step ``idx`` at abs time ``t`` until it ends, eagerly."""
         b.reason = None
+        self._base_newer = False
         while True:
             step = b.steps[idx]
             temp = step.temperature_C if step.temperature_C is not None else self._temperature

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import numpy.typing as npt
 
@@ -19,7 +21,7 @@ def engine(preset: str | None = None, **kw: object) -> ChannelEngine:
 
 
 def cc(sid: int, current: float, v_end: float, every: float = 10.0, **kw: object) -> SimStep:
-    op = ">=" if current > 0 else "<="
+    op: Literal[">=", "<="] = ">=" if current > 0 else "<="
     return SimStep(
         sid,
         "cc",

@@ -70,7 +70,7 @@ def test_pause_and_resume_continue_the_step() -> None:
     eng.pause(1000.0)
     assert eng.status(1500.0).state == "paused"
     assert eng.status(1500.0).current_A == 0.0
-    assert eng.end_time() is None
+    assert eng.end_time() == 1000.0
     eng.resume(4000.0)
     end = eng.end_time()
     assert end is not None
