@@ -1,0 +1,321 @@
+"""Per-cycle figures recomputed from the time series, retention, fade and rate capability.
+
+Conventions (those of the run store): current is positive while charging; the
+``charge_capacity_Ah`` and ``discharge_capacity_Ah`` columns count up from zero within
+each cycle; a cycle is one charge followed by one discharge, so the Coulomb efficiency
+of cycle n is Q_dis(n) / Q_ch(n) (for a cathode built discharged, as NCM is).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from .loader import CHARGE_CODES, DISCHARGE_CODES, KIND_CODES, RunData, TimeSeries
+from .segments import Segments
+
+__all__ = [
+    "FadeFit",
+    "cycle_table",
+    "default_reference_cycle",
+    "fade_rate",
+    "nice_c_rate",
+    "rate_table",
+    "retention",
+]
+
+FloatArr = npt.NDArray[np.float64]
+
+
+def nice_c_rate(c: float) -> float:
+    """Round a measured C-rate to two significant digits (0.0998 -> 0.1, 0.249 -> 0.25)."""
+    if not np.isfinite(c) or c <= 0:
+        return float("nan")
+    return float(f"{c:.2g}")
+
+
+def _cycle_starts(cycle: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    n = cycle.shape[0]
+    return np.concatenate(([0], np.flatnonzero(cycle[1:] != cycle[:-1]) + 1)).astype(
+        np.int64
+    ) if n else np.empty(0, np.int64)
+
+
+def _increments(q: FloatArr, starts: npt.NDArray[np.int64]) -> FloatArr:
+    """Per-record increase of a counter that restarts from 0 at each cycle start."""
+    dq = np.empty_like(q)
+    dq[0] = q[0]
+    np.subtract(q[1:], q[:-1], out=dq[1:])
+    dq[starts] = q[starts]
+    np.maximum(dq, 0.0, out=dq)
+    return dq
+
+
+def cycle_table(
+    ts: TimeSeries,
+    *,
+    cam_mass_g: float | None = None,
+    one_c_A: float | None = None,
+    segments: Segments | None = None,
+    stored: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """One row per cycle, computed from the records.
+
+    Capacities are the maxima of the per-cycle capacity counters (what the cycler
+    counted); energies integrate V·dQ with the mid-point voltage of each interval;
+    mean voltages are energy / capacity. C-rates come from ``stored`` (the nominal values
+    the run recorded) when given, otherwise from the mean current of the cycle's first
+    charge and discharge step divided by ``one_c_A``, rounded by :func:`nice_c_rate`.
+    """
+    n = len(ts)
+    if n == 0:
+        return pd.DataFrame(columns=["cycle"])
+    cycle = ts["cycle"]
+    starts = _cycle_starts(cycle)
+    if np.any(np.diff(cycle[starts]) <= 0):
+        # cycle numbers not contiguous (a resumed run rewrote one): sort stably by cycle
+        order = np.argsort(cycle, kind="stable")
+        ts = TimeSeries({k: v[order] for k, v in ts.cols.items()})
+        cycle = ts["cycle"]
+        starts = _cycle_starts(cycle)
+        segments = None
+    t = ts["time_s"]
+    counts = np.diff(np.append(starts, n)).astype(np.float64)
+    out: dict[str, Any] = {"cycle": cycle[starts].astype(np.int64)}
+    has_v = "voltage_V" in ts
+    v = ts["voltage_V"] if has_v else np.full(n, np.nan)
+    v_mid = np.empty(n)
+    v_mid[0] = v[0]
+    np.add(v[1:], v[:-1], out=v_mid[1:])
+    v_mid[1:] *= 0.5
+    v_mid[starts] = v[starts]
+
+    kind = ts.cols.get("kind", np.zeros(n, dtype=np.int8))
+    is_ch = np.isin(kind, CHARGE_CODES)
+    is_dis = np.isin(kind, DISCHARGE_CODES)
+    if "current_A" in ts:
+        hold = kind == KIND_CODES["hold"]
+        i = ts["current_A"]
+        is_ch |= hold & (i > 0)
+        is_dis |= hold & (i < 0)
+    dt = np.empty(n)
+    dt[0] = 0.0
+    np.subtract(t[1:], t[:-1], out=dt[1:])
+    dt[starts] = 0.0
+
+    for name, col, mask in (
+        ("charge", "charge_capacity_Ah", is_ch),
+        ("discharge", "discharge_capacity_Ah", is_dis),
+    ):
+        if col in ts:
+            q = ts[col]
+            cap = np.maximum.reduceat(q, starts)
+            dq = _increments(q, starts)
+            energy = np.add.reduceat(dq * v_mid, starts)
+        else:
+            cap = np.full(starts.shape, np.nan)
+            energy = cap
+        out[f"{name}_capacity_mAh"] = cap * 1e3
+        out[f"{name}_energy_mWh"] = energy * 1e3
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"mean_{name}_voltage_V"] = np.where(cap > 0, energy / cap, np.nan)
+        out[f"{name}_time_s"] = np.add.reduceat(np.where(mask, dt, 0.0), starts)
+    ch = out["charge_capacity_mAh"]
+    dis = out["discharge_capacity_mAh"]
+    for name in ("charge", "discharge"):
+        cap = out[f"{name}_capacity_mAh"]
+        out[f"{name}_capacity_mAh_g"] = cap / cam_mass_g if cam_mass_g else np.full(cap.shape, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["coulombic_efficiency_pct"] = np.where((ch > 0) & (dis > 0), 100.0 * dis / ch, np.nan)
+    out["voltage_hysteresis_V"] = out["mean_charge_voltage_V"] - out["mean_discharge_voltage_V"]
+    out["start_time_s"] = t[starts]
+    out["end_time_s"] = t[np.append(starts[1:], n) - 1]
+    if "temperature_C" in ts:
+        out["mean_temperature_C"] = np.add.reduceat(ts["temperature_C"], starts) / counts
+    out["records"] = counts.astype(np.int64)
+    out["complete"] = (ch > 0) & (dis > 0)
+    df = pd.DataFrame(out)
+
+    # end voltages and C-rates from the (small) segment table
+    if segments is not None and len(segments):
+        sdf = pd.DataFrame(
+            {
+                "cycle": segments.cycle,
+                "kind": segments.kind,
+                "v_last": segments.v_last,
+                "i_abs": np.abs(segments.i_mean),
+            }
+        )
+        for name, codes in (("charge", CHARGE_CODES), ("discharge", DISCHARGE_CODES)):
+            part = sdf[sdf["kind"].isin(codes)]
+            g = part.groupby("cycle", sort=True)
+            df = df.merge(
+                g["v_last"].last().rename(f"end_of_{name}_voltage_V"),
+                left_on="cycle", right_index=True, how="left",
+            )  # fmt: skip
+            if one_c_A:
+                rate = (g["i_abs"].first() / one_c_A).map(nice_c_rate)
+                df = df.merge(
+                    rate.rename(f"{name}_c_rate"), left_on="cycle", right_index=True, how="left"
+                )
+    if stored is not None and "cycle" in stored.columns and len(stored):
+        keep = [c for c in ("charge_c_rate", "discharge_c_rate", "block") if c in stored.columns]
+        if keep:
+            st = stored[["cycle", *keep]].drop_duplicates("cycle", keep="last")
+            st = st.set_index("cycle")
+            for c in keep:
+                vals = df["cycle"].map(st[c])
+                if c in df.columns:
+                    df[c] = vals.where(vals.notna(), df[c])
+                else:
+                    df[c] = vals
+    for c in ("charge_c_rate", "discharge_c_rate"):
+        if c not in df.columns:
+            df[c] = np.nan
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    return df.reset_index(drop=True)
+
+
+def default_reference_cycle(cycles: pd.DataFrame) -> int | None:
+    """The cycle retention is referred to by default.
+
+    The first complete cycle at the run's most common discharge C-rate (the ageing rate:
+    formation and check-up cycles at other rates are not the baseline); the first complete
+    cycle when no C-rates are known.
+    """
+    comp = cycles[cycles.get("complete", pd.Series(True, index=cycles.index)).astype(bool)]
+    if comp.empty:
+        return None
+    rates = comp["discharge_c_rate"] if "discharge_c_rate" in comp else None
+    if rates is not None and rates.notna().any():
+        mode = rates.round(6).mode()
+        if not mode.empty:
+            first = comp[rates.round(6) == mode.iloc[0]]
+            if not first.empty:
+                return int(first["cycle"].iloc[0])
+    return int(comp["cycle"].iloc[0])
+
+
+def retention(
+    cycles: pd.DataFrame, reference_cycle: int | None = None, column: str = "discharge_capacity_mAh"
+) -> pd.Series:
+    """Capacity retention in % of ``reference_cycle`` (default: :func:`default_reference_cycle`)."""
+    ref = reference_cycle if reference_cycle is not None else default_reference_cycle(cycles)
+    if ref is None or column not in cycles:
+        return pd.Series(np.nan, index=cycles.index, name="retention_pct")
+    row = cycles.loc[cycles["cycle"] == ref, column]
+    if row.empty or not np.isfinite(row.iloc[0]) or row.iloc[0] <= 0:
+        return pd.Series(np.nan, index=cycles.index, name="retention_pct")
+    return (100.0 * cycles[column] / float(row.iloc[0])).rename("retention_pct")
+
+
+@dataclass(frozen=True)
+class FadeFit:
+    """Linear fit of retention vs cycle number over a span of cycles."""
+
+    first_cycle: int
+    last_cycle: int
+    n_cycles: int
+    loss_pct_per_cycle: float
+    """Fitted loss in percentage points of the reference capacity per cycle (> 0 = fading)."""
+    stderr_pct_per_cycle: float
+    intercept_pct: float
+    c_rate: float | None
+
+
+def fade_rate(
+    cycles: pd.DataFrame,
+    reference_cycle: int | None = None,
+    span: tuple[int, int] | None = None,
+    same_rate: bool = True,
+) -> FadeFit | None:
+    """Capacity loss per cycle (%/cycle) from a least-squares line through retention.
+
+    ``span`` (first, last cycle; default from the reference cycle to the end) limits the
+    fit; with ``same_rate`` only cycles at the reference cycle's discharge C-rate count,
+    so check-up cycles at another rate do not bend the line.
+    """
+    ref = reference_cycle if reference_cycle is not None else default_reference_cycle(cycles)
+    if ref is None:
+        return None
+    ret = retention(cycles, ref)
+    ok = ret.notna() & cycles["complete"].astype(bool)
+    lo, hi = span if span is not None else (ref, int(cycles["cycle"].max()))
+    ok &= (cycles["cycle"] >= lo) & (cycles["cycle"] <= hi)
+    rate: float | None = None
+    if same_rate and "discharge_c_rate" in cycles:
+        ref_rate = cycles.loc[cycles["cycle"] == ref, "discharge_c_rate"]
+        if not ref_rate.empty and np.isfinite(ref_rate.iloc[0]):
+            rate = float(ref_rate.iloc[0])
+            ok &= np.isclose(cycles["discharge_c_rate"], rate, rtol=0.02)
+    x = cycles.loc[ok, "cycle"].to_numpy(dtype=float)
+    y = ret[ok].to_numpy(dtype=float)
+    if x.size < 3:
+        return None
+    a = np.vstack([x, np.ones_like(x)]).T
+    coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+    resid = y - a @ coef
+    dof = max(x.size - 2, 1)
+    s2 = float(resid @ resid) / dof
+    sxx = float(((x - x.mean()) ** 2).sum())
+    stderr = float(np.sqrt(s2 / sxx)) if sxx > 0 else float("nan")
+    return FadeFit(
+        first_cycle=int(x[0]),
+        last_cycle=int(x[-1]),
+        n_cycles=int(x.size),
+        loss_pct_per_cycle=float(-coef[0]),
+        stderr_pct_per_cycle=stderr,
+        intercept_pct=float(coef[1]),
+        c_rate=rate,
+    )
+
+
+def rate_table(cycles: pd.DataFrame, rtol: float = 0.02) -> pd.DataFrame:
+    """Rate capability: one row per block of consecutive cycles at the same discharge C-rate.
+
+    Columns: block, c_rate, first/last cycle, n_cycles, mean (and std) discharge capacity
+    in mAh and mAh/g, and ``normalised_pct``: the block's mean capacity in % of the first
+    block's (the lab normalises to 0.1C, which its rate tests start with).
+    """
+    cols = ["block", "c_rate", "first_cycle", "last_cycle", "n_cycles",
+            "discharge_capacity_mAh", "discharge_capacity_std_mAh",
+            "discharge_capacity_mAh_g", "normalised_pct"]  # fmt: skip
+    comp = cycles[cycles["complete"].astype(bool)] if "complete" in cycles else cycles
+    comp = comp[comp["discharge_c_rate"].notna()] if "discharge_c_rate" in comp else comp.iloc[0:0]
+    if comp.empty:
+        return pd.DataFrame(columns=cols)
+    rates = comp["discharge_c_rate"].to_numpy(dtype=float)
+    new = np.ones(rates.shape, dtype=bool)
+    new[1:] = ~np.isclose(rates[1:], rates[:-1], rtol=rtol)
+    block = np.cumsum(new)
+    g = comp.assign(_block=block).groupby("_block", sort=True)
+    res = pd.DataFrame(
+        {
+            "block": np.arange(1, int(block.max()) + 1),
+            "c_rate": g["discharge_c_rate"].first().to_numpy(),
+            "first_cycle": g["cycle"].min().to_numpy(),
+            "last_cycle": g["cycle"].max().to_numpy(),
+            "n_cycles": g["cycle"].count().to_numpy(),
+            "discharge_capacity_mAh": g["discharge_capacity_mAh"].mean().to_numpy(),
+            "discharge_capacity_std_mAh": g["discharge_capacity_mAh"].std(ddof=1).to_numpy(),
+            "discharge_capacity_mAh_g": g["discharge_capacity_mAh_g"].mean().to_numpy(),
+        }
+    )
+    base = float(res["discharge_capacity_mAh"].iloc[0])
+    res["normalised_pct"] = 100.0 * res["discharge_capacity_mAh"] / base if base > 0 else np.nan
+    return res[cols]
+
+
+def run_cycle_table(run: RunData, segments: Segments | None = None) -> pd.DataFrame:
+    """:func:`cycle_table` for a loaded run, with the run's mass, 1C and stored table."""
+    return cycle_table(
+        run.series,
+        cam_mass_g=run.cam_mass_g,
+        one_c_A=run.one_c_A,
+        segments=segments,
+        stored=run.stored_cycles,
+    )
