@@ -85,7 +85,8 @@ def test_journal_round_trip_and_corruption_detected(tmp_path: Path) -> None:
     j.close()
     # tamper with a value behind the checksum's back
     db = sqlite3.connect(path)
-    db.execute("UPDATE kv SET value = '{\"path\":[1],\"iteration\":8,\"cycle\":9}' WHERE key='position'")
+    tampered = "{\"path\":[1],\"iteration\":8,\"cycle\":9}"
+    db.execute("UPDATE kv SET value = ? WHERE key = ?", (tampered, "position"))
     db.commit()
     db.close()
     j = Journal(path)
