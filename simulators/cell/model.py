@@ -8,9 +8,9 @@ Under a constant terminal current ``I`` of which ``I_li`` lithiates (the rest fe
 reactions), every state variable has a closed form in time: SOC is linear, ``delta`` and
 the RC voltages are exponentials. :class:`CCPiece` evaluates those forms on whole time
 grids at once (numpy) and at single instants (for exact event refinement). Constant
-voltage holds go through :func:`cv_substep`, which finds the constant current over a short
+voltage holds go through :func:`cv_substep`, which finds the current ramp over a short
 interval that puts the terminal voltage exactly on the set point at its end, using the
-same exact exponential updates.
+exact responses of the RC parts and the diffusion lag to a current ramp.
 
 Coefficients that depend on ageing, formation and temperature (:class:`Coeffs`) are taken
 at the start of each step and held for the step: the change within one step is far below
@@ -29,7 +29,16 @@ from scipy.optimize import brentq
 from .ocv import OcvCurve
 from .params import CellParams
 
-__all__ = ["CCPiece", "CellModel", "CellState", "Coeffs", "cv_substep", "deta_ct", "eta_ct"]
+__all__ = [
+    "CCPiece",
+    "CellModel",
+    "CellState",
+    "Coeffs",
+    "cv_substep",
+    "deta_ct",
+    "eta_ct",
+    "holding_current",
+]
 
 FloatArray = npt.NDArray[np.float64]
 K_B_EV = 8.617333262e-5  # Boltzmann constant, eV/K
@@ -293,41 +302,62 @@ class CCPiece:
         )
 
 
+def _ramp(x0: float, target0: float, target1: float, dt: float, tau: float) -> float:
+    """Exact end value of x' = (target(t) - x)/tau over dt with target linear in t."""
+    slope = (target1 - target0) / dt
+    e = math.exp(-dt / tau)
+    return target1 - slope * tau + (x0 - target0 + slope * tau) * e
+
+
 def _substep(
-    model: CellModel, co: Coeffs, st: CellState, dt: float, current: float
+    model: CellModel, co: Coeffs, st: CellState, dt: float, i0: float, i1: float
 ) -> tuple[float, CellState]:
-    """Voltage and state after ``dt`` at constant ``current`` (formation clipped exactly)."""
+    """Terminal voltage at the end of ``dt`` and the state there, for a current going
+    linearly from ``i0`` to ``i1`` (exact for that input; formation clipped exactly)."""
+    q_C = 0.5 * (i0 + i1) * dt  # charge passed
     side_C = 0.0
     form_left = st.formation_left_Ah
-    if current > 0:
+    if q_C > 0:
         if form_left > 0 and co.f_form > 0:
-            side_C = min(co.f_form * current * dt, form_left * 3600.0)
+            side_C = min(co.f_form * q_C, form_left * 3600.0)
             form_left = max(0.0, form_left - side_C / 3600.0)
         else:
-            side_C = co.f_side * current * dt
-    i_li = current - side_C / dt
-    rate = i_li / co.q_C
-    dss = co.gain * co.taud * rate
-    ed = math.exp(-dt / co.taud)
-    e1 = math.exp(-dt / co.tau1)
-    e2 = math.exp(-dt / co.tau2)
-    soc = st.soc + rate * dt
-    delta = dss + (st.delta - dss) * ed
-    v1 = current * co.r1 + (st.v1 - current * co.r1) * e1
-    v2 = current * co.r2 + (st.v2 - current * co.r2) * e2
-    v = model.ocv_curve.scalar(soc + delta) + current * co.rs + eta_ct(co, current) + v1 + v2
+            side_C = co.f_side * q_C
+    keep = 1.0 - side_C / q_C if q_C > 0 else 1.0  # lithiating share of the current
+    k = co.gain * co.taud * keep / co.q_C
+    soc = st.soc + (q_C - side_C) / co.q_C
+    delta = _ramp(st.delta, k * i0, k * i1, dt, co.taud)
+    v1 = _ramp(st.v1, co.r1 * i0, co.r1 * i1, dt, co.tau1)
+    v2 = _ramp(st.v2, co.r2 * i0, co.r2 * i1, dt, co.tau2)
+    v = model.ocv_curve.scalar(soc + delta) + i1 * co.rs + eta_ct(co, i1) + v1 + v2
     new = CellState(
         soc=soc,
         delta=delta,
         v1=v1,
         v2=v2,
         formation_left_Ah=form_left,
-        throughput_Ah=st.throughput_Ah + abs(current) * dt / 3600.0,
+        throughput_Ah=st.throughput_Ah + abs(q_C) / 3600.0,
         side_Ah=st.side_Ah + side_C / 3600.0,
-        li_Ah=st.li_Ah + i_li * dt / 3600.0,
+        li_Ah=st.li_Ah + (q_C - side_C) / 3600.0,
         age_s=st.age_s + dt,
     )
     return v, new
+
+
+def holding_current(model: CellModel, co: Coeffs, st: CellState, v_set: float) -> float:
+    """The current that puts the terminal voltage on ``v_set`` at this instant."""
+    base = model.rest_voltage(st)
+
+    def f(i: float) -> float:
+        return base + i * co.rs + eta_ct(co, i) - v_set
+
+    hi = 1e-3
+    while f(hi) < 0:
+        hi *= 4.0
+    lo = -1e-3
+    while f(lo) > 0:
+        lo *= 4.0
+    return float(brentq(f, lo, hi, xtol=1e-18, rtol=1e-15, maxiter=200))
 
 
 def cv_substep(
@@ -337,38 +367,47 @@ def cv_substep(
     dt: float,
     v_set: float,
     clamp_A: float,
-    guess_A: float,
+    i0: float,
 ) -> tuple[float, float, CellState]:
-    """Hold ``v_set`` for ``dt``: returns (current, terminal voltage, state at the end).
+    """Hold ``v_set`` for ``dt`` starting at current ``i0``.
 
-    The current is constant over ``dt`` and chosen so the terminal voltage at the end of
-    the interval equals ``v_set`` (an implicit, exactly charge-conserving step; the RC
-    and diffusion parts use their exact exponential updates). If that needs more than
-    ``clamp_A`` the channel runs at the clamp instead (the voltage is then short of the
-    set point), as a real channel in current limit does.
+    Returns (current at the end, terminal voltage at the end, state at the end). The
+    current goes linearly from ``i0`` to the end value, which is chosen so the terminal
+    voltage at the end equals ``v_set`` (implicit and second-order accurate; the RC and
+    diffusion parts use their exact responses to a ramp, and the charge passed is exactly
+    the ramp's). If holding needs more than ``clamp_A`` the channel runs at the clamp
+    (the voltage is then short of the set point), as a channel in current limit does.
     """
 
     def f(i: float) -> float:
-        return _substep(model, co, st, dt, i)[0] - v_set
+        return _substep(model, co, st, dt, i0, i)[0] - v_set
 
     e1 = math.exp(-dt / co.tau1)
     e2 = math.exp(-dt / co.tau2)
+    # d(V_end)/d(i1), OCV linearised: each ramp-driven state responds with the weight of
+    # the end value in its exact ramp solution
+    w1 = 1.0 - co.tau1 / dt * (1.0 - e1)
+    w2 = 1.0 - co.tau2 / dt * (1.0 - e2)
     ed = math.exp(-dt / co.taud)
-    r_lin = co.rs + co.r1 * (1 - e1) + co.r2 * (1 - e2)
-    i = guess_A
+    wd = 1.0 - co.taud / dt * (1.0 - ed)
+    i = i0
     ok = False
     for _ in range(12):
         err = f(i)
         if abs(err) < 1e-12:
             ok = True
             break
-        # slope of V_end in I (OCV linearised at the predicted surface SOC)
-        soc_guess = st.soc + st.delta
-        dsoc = dt / co.q_C * (1.0 + co.gain * co.taud / dt * (1.0 - ed))
-        slope = model.ocv_curve.slope_scalar(soc_guess) * dsoc + r_lin + deta_ct(co, i)
+        dsoc = 0.5 * dt / co.q_C + co.gain * co.taud / co.q_C * wd
+        slope = (
+            model.ocv_curve.slope_scalar(st.soc + st.delta) * dsoc
+            + co.rs
+            + co.r1 * w1
+            + co.r2 * w2
+            + deta_ct(co, i)
+        )
         i -= err / slope
     if not ok:
-        hi = clamp_A if clamp_A > 0 else 1.0
+        hi = max(abs(i0), clamp_A, 1e-3)
         lo = -hi
         while f(hi) < 0:
             hi *= 4.0
@@ -377,5 +416,5 @@ def cv_substep(
         i = float(brentq(f, lo, hi, xtol=1e-18, rtol=1e-15, maxiter=200))
     if clamp_A > 0 and abs(i) > clamp_A:
         i = math.copysign(clamp_A, i)
-    v, new = _substep(model, co, st, dt, i)
+    v, new = _substep(model, co, st, dt, i0, i)
     return i, v, new

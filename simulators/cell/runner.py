@@ -3,9 +3,10 @@
 Constant-current and rest phases are evaluated in closed form on whole time grids; an
 end condition is located on the grid and then refined by Brent's method on the closed
 form, so a step ends exactly on its cut-off (not one time step past it). Voltage holds
-advance in short implicit sub-steps (:func:`simulators.cell.model.cv_substep`) whose
-length grows as the current settles; an end on current, capacity or voltage inside a
-sub-step is refined by solving for the sub-step length that meets it.
+advance in short implicit sub-steps (:func:`simulators.cell.model.cv_substep`, the
+current ramping linearly within each) whose length grows as the current settles; an end
+on current, capacity or voltage inside a sub-step is refined by solving for the sub-step
+length that meets it.
 
 A run can start part-way through a step (``Progress``), which is how a paused step is
 resumed and how a running step is cut at an instant (``cap_s``).
@@ -21,7 +22,15 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import brentq
 
-from .model import CCPiece, CellModel, CellState, Coeffs, cv_substep
+from .model import (
+    CCPiece,
+    CellModel,
+    CellState,
+    Coeffs,
+    cv_substep,
+    eta_ct,
+    holding_current,
+)
 from .steps import Action, Limits, SimEnd, SimStep
 
 __all__ = ["Progress", "StepRun", "run_step"]
@@ -507,10 +516,13 @@ class _Runner:
             return {"voltage": v, "current": abs(i), "capacity": abs(qq),
                     "temperature": self.T}[c.quantity]  # fmt: skip
 
-        v_now = v_set if abs(current) <= clamp else model.rest_voltage(st)
+        v_now = v_set
         if include_start:
-            # a resumed hold starts from rest: find the holding current for a tiny interval
-            current, v_now, _ = cv_substep(model, co, st, 1e-6, v_set, clamp, current)
+            # a resumed hold starts from rest: the current jumps to what holds v_set now
+            current = holding_current(model, co, st, v_set)
+            if abs(current) > clamp:
+                current = math.copysign(clamp, current)
+                v_now = model.rest_voltage(st) + current * co.rs + eta_ct(co, current)
             rec.add1(t, current, v_now, q)
         hits = [c for c in others if c.hit1(value(c, current, v_now, q))]
         hits += [c for c in stops if c.hit1(t)]
@@ -534,12 +546,12 @@ class _Runner:
             if dt_use <= 0:
                 dt_use = 1e-9
             i, v, st_new = cv_substep(model, co, st, dt_use, v_set, clamp, current)
-            q_new = q + i * dt_use / 3600.0
+            q_new = q + 0.5 * (current + i) * dt_use / 3600.0
             fired = [c for c in others if c.hit1(value(c, i, v, q_new))]
             if fired:
                 best_s, best_c = math.inf, fired[0]
                 for c in fired:
-                    s = self._refine_cv(c, st, dt_use, v_set, clamp, current, q, value)
+                    s = self._refine_cv(c, st, dt_use, v_set, clamp, current, q)
                     if s < best_s - _TIE_S or (
                         abs(s - best_s) <= _TIE_S and c.order < best_c.order
                     ):
@@ -547,30 +559,33 @@ class _Runner:
                 if best_s <= 0:
                     return self._finish(best_c, t, st, q, e, v_now, current, True)
                 i, v, st_new = cv_substep(model, co, st, best_s, v_set, clamp, current)
-                q_new = q + i * best_s / 3600.0
-                e += i * v * best_s / 3600.0
+                q_new = q + 0.5 * (current + i) * best_s / 3600.0
+                e += 0.5 * (current * v_now + i * v) * best_s / 3600.0
                 return self._finish(best_c, t + best_s, st_new, q_new, e, v, i, True)
-            e += i * v * dt_use / 3600.0
+            e += 0.5 * (current * v_now + i * v) * dt_use / 3600.0
             t_new = t + dt_use
             if stop_c is not None and t_new >= t_stop - 1e-12:
                 return self._finish(stop_c, t_stop, st_new, q_new, e, v, i, True)
             on_grid = every is not None and abs(t_new - nxt) < 1e-12 and nxt < t_stop
-            moved = (rec.dv is not None and rec.last_v is not None
-                     and abs(v - rec.last_v) >= rec.dv) or (
-                rec.di is not None and rec.last_i is not None and abs(i - rec.last_i) >= rec.di
-            )  # fmt: skip
+            moved = (
+                rec.dv is not None and rec.last_v is not None and abs(v - rec.last_v) >= rec.dv
+            ) or (rec.di is not None and rec.last_i is not None and abs(i - rec.last_i) >= rec.di)
             if on_grid or moved:
                 rec.add1(nxt if on_grid else t_new, i, v, q_new)
             t, st, q, current, v_now = (nxt if on_grid else t_new), st_new, q_new, i, v
             dt = min(dt * 1.3, self.cv_dt_max)
 
-    def _refine_cv(self, c: _Cond, st: CellState, dt: float, v_set: float, clamp: float,
-                   guess: float, q: float, value: object) -> float:  # fmt: skip
+    def _refine_cv(
+        self, c: _Cond, st: CellState, dt: float, v_set: float, clamp: float, i0: float,
+        q: float,
+    ) -> float:  # fmt: skip
+        """Length of the sub-step (<= dt) at whose end condition ``c`` is just met."""
         model, co = self.model, self.co
 
         def g(s: float) -> float:
-            i, v, _ = cv_substep(model, co, st, s, v_set, clamp, guess)
-            val = {"voltage": v, "current": abs(i), "capacity": abs(q + i * s / 3600.0),
+            i, v, _ = cv_substep(model, co, st, s, v_set, clamp, i0)
+            qq = q + 0.5 * (i0 + i) * s / 3600.0
+            val = {"voltage": v, "current": abs(i), "capacity": abs(qq),
                    "temperature": self.T}[c.quantity]  # fmt: skip
             return val - c.value
 
