@@ -195,15 +195,23 @@ class ChannelEngine:
 
     # ------------------------------------------------------------------ configuration
     def set_limits(
-        self, v_min: float, v_max: float, i_max: float, t_max: float | None = None
+        self,
+        v_min: float,
+        v_max: float,
+        i_max: float,
+        t_max: float | None = None,
+        now: float | None = None,
     ) -> None:
-        """Write the safety envelope (V, V, A, °C). Rejected while a block runs."""
-        if self._block is not None and self._block_active(self._last_now):
+        """Write the safety envelope (V, V, A, °C). Rejected while a block runs or is
+        paused (``now`` defaults to the latest instant the engine has seen)."""
+        t = self._last_now if now is None else now
+        self._tick(t)
+        if self._block is not None and self._block_active(t):
             raise EngineBusy("limits cannot change while a block runs or is paused")
         try:
             self._limits = Limits(float(v_min), float(v_max), float(i_max),
                                   None if t_max is None else float(t_max))  # fmt: skip
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             raise EngineError(f"bad limits: {exc}") from None
 
     def limits(self) -> Limits:
@@ -424,14 +432,17 @@ class ChannelEngine:
         self._base_newer = True
 
     # ------------------------------------------------------------------ internals
-    @staticmethod
-    def _check_time(now: float) -> None:
+    def _check_time(self, now: float) -> None:
+        """Check ``now`` for a read; reads may look at any instant, and move the channel's
+        notion of the present forward."""
         if not isinstance(now, int | float) or not math.isfinite(now):
             raise EngineError(f"now must be a finite number of seconds, got {now!r}")
+        self._last_now = max(self._last_now, float(now))
 
     def _tick(self, now: float) -> None:
         """Check ``now`` for a request that changes the channel: never before the last."""
-        self._check_time(now)
+        if not isinstance(now, int | float) or not math.isfinite(now):
+            raise EngineError(f"now must be a finite number of seconds, got {now!r}")
         if now < self._last_now - 1e-9:
             raise EngineError(
                 f"time went backwards: now={now!r} after {self._last_now!r} (monotonic clock)"

@@ -214,16 +214,17 @@ def test_dv_record_rule_adds_points_where_voltage_moves() -> None:
 def test_temperature_change_while_running_replans() -> None:
     eng = engine()
     i = eng.params.c_rate_A(1.0)
-    eng.start_block(1, [cc(0, i, V_MAX, every=60.0), cc(1, -i, V_MIN, every=60.0)], 0.0)
-    t_dis = eng.step_results(1e9)[0].end_time_s
+    t_dis = run_block(eng, 1, [cc(0, i, V_MAX, every=60.0)], 0.0)
+    eng.start_block(2, [cc(1, -i, V_MIN, every=60.0)], t_dis)
     eng.set_temperature(45.0, now=t_dis + 600.0)
     end = eng.end_time()
     assert end is not None
     rec = eng.records_after(0, end)
     assert set(rec["temperature_C"][rec["time_s"] < t_dis + 600.0]) == {25.0}
     assert set(rec["temperature_C"][rec["time_s"] > t_dis + 600.0]) == {45.0}
-    _, r = eng.step_results(end)
+    (r,) = eng.step_results(end)
     assert r.end_voltage_V == pytest.approx(V_MIN, abs=1e-9)
+    assert r.charge_Ah == pytest.approx(eng.records_after(0, end)["step_charge_Ah"][-1])
 
 
 @pytest.mark.parametrize(
