@@ -149,6 +149,8 @@ class ChannelEngine:
     0). ``temperature_C`` is the cell's ambient temperature.
     """
 
+    TEMPERATURE_RESOLUTION_C = 0.01
+
     def __init__(
         self,
         cell: CellParams | str | None = None,
@@ -363,9 +365,15 @@ class ChannelEngine:
 
     def set_temperature(self, temperature_C: float, now: float | None = None) -> None:
         """Set the cell's ambient temperature (°C). While a block runs, pass ``now``: the
-        block is re-planned from that instant at the new temperature."""
+        block is re-planned from that instant at the new temperature. Changes smaller than
+        :attr:`TEMPERATURE_RESOLUTION_C` are ignored (a chamber settling would otherwise
+        re-plan the block at every reading)."""
         if not math.isfinite(temperature_C) or temperature_C <= -273.15:
             raise EngineError(f"temperature must be a finite °C above -273.15, got {temperature_C}")
+        if abs(temperature_C - self._temperature) < self.TEMPERATURE_RESOLUTION_C:
+            if now is not None:
+                self._tick(now)
+            return
         if now is None:
             if self._block is not None and self._state_of(self._last_now) == "running":
                 raise EngineBusy("pass now= to change the temperature while a block runs")
@@ -376,7 +384,7 @@ class ChannelEngine:
             # rest parts before now happened at the old temperature
             b = self._block
             assert b is not None
-            seg = self._truncate(now)
+            seg = self._truncate(now, final_point=False)  # the continuation records now
             self._temperature = float(temperature_C)
             self._compute(b, seg.index, seg.run.progress, seg.run.state, now)
             return
@@ -626,7 +634,7 @@ class ChannelEngine:
                 return int(ch.seq[k - 1])
         return 0
 
-    def _truncate(self, now: float) -> _Segment:
+    def _truncate(self, now: float, final_point: bool = True) -> _Segment:
         """Cut the running block at ``now``; returns the interrupted (re-run) segment."""
         b = self._block
         assert b is not None
@@ -645,7 +653,7 @@ class ChannelEngine:
             and self._chunks[-1].t_abs.size > 0
             and (self._chunks[-1].t_abs[-1] >= now - 1e-12)
         )
-        if not has_now and run.t_s.size:
+        if final_point and not has_now and run.t_s.size:
             last = replace(
                 run,
                 t_s=run.t_s[-1:], current_A=run.current_A[-1:], voltage_V=run.voltage_V[-1:],

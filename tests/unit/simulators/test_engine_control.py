@@ -256,3 +256,52 @@ def test_bad_blocks_are_refused() -> None:
         eng.set_limits(3.0, 2.0, 0.01)
     with pytest.raises(ValueError, match="unknown cell preset"):
         ChannelEngine("nope")
+
+
+def test_status_while_running_matches_the_records() -> None:
+    eng = engine()
+    i = eng.params.c_rate_A(0.5)
+    eng.start_block(3, [rest(1, 60.0), cc(2, i, V_MAX, every=10.0)], 0.0)
+    st = eng.status(560.0)
+    assert st.state == "running" and st.block_id == 3 and st.step_id == 2
+    assert st.step_time_s == pytest.approx(500.0)
+    assert st.current_A == pytest.approx(i)
+    rec = eng.records_after(0, 560.0)
+    assert rec["time_s"][-1] == pytest.approx(560.0)
+    assert st.voltage_V == pytest.approx(rec["voltage_V"][-1], abs=1e-12)
+    assert st.last_seq == rec["seq"][-1]
+
+
+def test_cross_op_and_notify_action() -> None:
+    eng = engine()
+    i = eng.params.c_rate_A(1.0)
+    now = run_block(eng, 1, [cc(1, i, 3.5)], 0.0)
+    steps = [
+        SimStep(2, "cc", "discharge", -i, ends=(SimEnd("voltage", "cross", 3.2, "notify"),)),
+        SimStep(3, "cc", "charge", i, ends=(SimEnd("voltage", "cross", 3.65),)),
+    ]
+    end = run_block(eng, 2, steps, now)
+    a, b = eng.step_results(end)
+    assert a.action == "notify" and a.end_voltage_V == pytest.approx(3.2, abs=1e-9)
+    assert b.reason == "voltage" and b.end_voltage_V == pytest.approx(3.65, abs=1e-9)
+
+
+def test_lto_cell_cycles_in_its_window() -> None:
+    eng = engine("ncm85_lto")
+    i = eng.params.c_rate_A(0.2)
+    end = run_block(eng, 1, [cc(1, i, 2.75), cc(2, -i, 1.35)], 0.0)
+    ch, dis = eng.step_results(end)
+    assert 180 < ch.charge_Ah / eng.params.cam_mass_g * 1e3 < 250
+    assert dis.end_voltage_V == pytest.approx(1.35, abs=1e-9)
+
+
+def test_tiny_temperature_changes_do_not_replan() -> None:
+    eng = engine()
+    eng.start_block(1, [cc(1, eng.params.c_rate_A(0.5), V_MAX)], 0.0)
+    before = eng.end_time()
+    eng.set_temperature(25.001, now=100.0)
+    assert eng.end_time() == before
+    assert eng.temperature_C == 25.0
+    eng.set_temperature(35.0, now=200.0)
+    assert eng.end_time() != before
+    assert eng.temperature_C == 35.0
