@@ -463,7 +463,7 @@ class Engine:
         retain: bool = False,
     ) -> None:
         """Publish in order with a bounded number awaiting their acknowledgement."""
-        size = self.settings.inflight_window if qos else 64
+        size = self.settings.inflight_window if qos else 256
         for start in range(0, len(messages), size):
             # Tasks start in creation order, so paho queues the packets in order.
             async with asyncio.TaskGroup() as tg:
