@@ -19,7 +19,7 @@ out = Console()
 
 
 def _fail(msg: str, code: int = 2) -> typer.Exit:
-    err.print(f"error: {msg}", markup=False, highlight=False)
+    err.print(f"error: {msg}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -47,7 +47,7 @@ def _analyze(run: Path, **kw: Any) -> Any:
 
 def _print_problems(problems: list[str]) -> None:
     for p in problems:
-        err.print(f"[yellow]missing/incomplete:[/yellow] {p}", highlight=False)
+        err.print(f"[yellow]missing/incomplete:[/yellow] {p}", highlight=False, soft_wrap=True)
 
 
 def report(

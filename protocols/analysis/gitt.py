@@ -23,8 +23,9 @@ The formula assumes semi-infinite diffusion during the pulse, which shows as E l
   τ ≪ ℓ²/D does not hold;
 - ``not_sqrt_t_linear``: the E–√t slope of the late half of the pulse differs from the
   early half by more than ``max_slope_change`` (or R² < ``min_r2``);
-- ``not_relaxed``: the voltage still drifts at the end of the rest after the pulse by more
-  than ``max_relax_drift`` of ΔE_s over the rest's last 10 %;
+- ``not_relaxed``: the voltage still drifts at the end of the rest after the pulse: the
+  change over the rest's last 10 %, extrapolated to the rest's whole length, exceeds
+  ``max_relax_drift`` x ΔE_s;
 - ``no_rest_after`` / ``too_few_points``: the pulse cannot be evaluated.
 """
 
@@ -206,7 +207,8 @@ def gitt_analysis(
             rt = t[ra:rb]
             if rb - ra >= 3:
                 tail = rt >= rt[-1] - 0.1 * (rt[-1] - float(tp[-1]))
-                drift = float(v[ra:rb][tail][-1] - v[ra:rb][tail][0])
+                # drift over the last 10 %, extrapolated to the whole rest (x10)
+                drift = 10.0 * float(v[ra:rb][tail][-1] - v[ra:rb][tail][0])
                 des = es - e0
                 if math.isfinite(des) and des != 0 and abs(drift) > max_relax_drift * abs(des):
                     flags.append("not_relaxed")

@@ -176,7 +176,7 @@ def dc_resistance(
     read a resistance at a fixed time such as 10 s). ``dt_s`` says how long after the
     change the voltage was read: with coarse logging the value includes part of the
     faster polarisations, as on any cycler. Changes with |ΔI| below ``min_delta_A``
-    (default: 10 % of the largest current) are skipped.
+    (default: 0.5 % of the largest current) are skipped.
     """
     cols = ["cycle", "step", "step_type", "transition", "delta_I_A", "delta_V_V",
             "resistance_ohm", "dt_s", "t_s"]  # fmt: skip
@@ -187,7 +187,7 @@ def dc_resistance(
     i = ts["current_A"]
     if min_delta_A is None:
         imax = float(np.nanmax(np.abs(i))) if i.size else 0.0
-        min_delta_A = max(0.1 * imax, 1e-12)
+        min_delta_A = max(0.005 * imax, 1e-12)
     j = np.arange(1, len(seg))
     before = seg.stop[j - 1] - 1
     first = seg.start[j]
