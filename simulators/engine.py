@@ -15,6 +15,20 @@ is then in precisely the state it would be in had it run only until ``now``.
 
 Record times (``time_s``) are the channel's test time: seconds since the engine was
 created (or last reset). Sign convention: positive current charges the cell.
+
+API at a glance (``now`` is always the caller's clock in seconds)::
+
+    eng = ChannelEngine("ncm85_ininli", seed=1, noise=1.0, now=t0, temperature_C=25.0)
+    eng.set_limits(v_min, v_max, i_max, t_max=None)   eng.limits() -> Limits
+    eng.start_block(block_id, [SimStep, ...], now)    eng.end_time() -> float | None
+    eng.status(now) -> SimStatus                      eng.step_results(now) -> [SimStepResult]
+    eng.records_after(seq, now) -> {column: ndarray}  (columns: RECORD_COLUMNS)
+    eng.pause(now)  eng.resume(now)  eng.stop(now)  eng.reset(now)
+    eng.set_temperature(T_C, now)  eng.measure_impedance(freqs, now)  eng.ocv(now)
+    eng.circuit(now) -> CircuitElements   eng.state_at(now)   eng.age(cycles, days, now)
+
+Mutating calls (start/pause/resume/stop/reset/set_*) refuse a ``now`` earlier than the
+latest instant the engine has seen; reads may look at any instant.
 """
 
 from __future__ import annotations

@@ -95,6 +95,12 @@ class SimStep:
     ``voltage_V`` and then holds it. ``ends`` apply to the whole step, ``cv_ends`` only
     while holding voltage. ``max_duration_s`` is a hard stop (reason ``max_duration``).
     ``temperature_C`` sets the cell temperature for the step (None: the channel's).
+
+    Conditions on quantities that cannot change during a phase are checked once at its
+    start: ``current`` in CC and rest, ``temperature`` always, ``dvdt`` never during a
+    voltage hold (the voltage is constant there). In ``cccv`` a ``voltage`` end in
+    ``ends`` is evaluated literally and so ends the step when the hold would begin; put
+    the hold's termination in ``cv_ends``.
     """
 
     step_id: int

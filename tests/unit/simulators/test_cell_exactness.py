@@ -125,3 +125,19 @@ def test_runner_cap_equals_max_duration() -> None:
     b = run_step(m, st, capped, 25.0, Limits())
     assert a.state == b.state
     assert a.reason == "stopped" and b.reason == "max_duration"
+
+
+def test_di_record_rule_in_a_hold() -> None:
+    eng = engine()
+    i = eng.params.c_rate_A(1.0)
+    di = i / 20
+    step = SimStep(
+        1, "cccv", "charge", i, voltage_V=3.6, cv_ends=(SimEnd("current", "<=", i / 10),),
+        record=SimRecord(every_s=None, dI_A=di),
+    )  # fmt: skip
+    end = run_block(eng, 1, [step], 0.0)
+    rec = eng.records_after(0, end)
+    hold = np.abs(rec["voltage_V"] - 3.6) < 1e-9
+    cur = rec["current_A"][hold]
+    assert cur.size >= 15  # (1 - 0.1) / 0.05 = 18 moves of dI
+    assert np.all(np.abs(np.diff(cur)) < 1.5 * di)
