@@ -212,7 +212,10 @@ def _is(raw: str, dim: Dimension) -> bool:
 def _read(sc: _Scanner, dim: Dimension, what: str) -> float:
     start = _pos(sc)
     raw = sc.quantity(what)
-    return _as(raw, dim, start, what)
+    value = _as(raw, dim, start, what)
+    if value < 0 and dim in (Dimension.time, Dimension.flow, Dimension.temperature_rate):
+        raise _Fail(f"{what} without a sign, got {raw!r}", start)
+    return value
 
 
 def _pos(sc: _Scanner) -> int:
