@@ -108,10 +108,10 @@ def run(
             if is_cycler_step(s):
                 compiler.compile(s)
     except ProtocolError as exc:
-        err.print(str(exc), markup=False, highlight=False)
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except (StationError, ValueError, typer.BadParameter) as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if not sim and station is None:
         err.print(
