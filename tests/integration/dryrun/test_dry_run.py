@@ -203,9 +203,14 @@ def test_operator_abort_reaches_safe_state(tmp_path: Path) -> None:
     async def main() -> Any:
         import asyncio
 
+        started = asyncio.Event()
+
+        def on_executor(ex: Executor) -> None:
+            execs.append(ex)
+            started.set()
+
         async def abort_later() -> None:
-            while not execs:
-                await asyncio.sleep(1)
+            await started.wait()
             await asyncio.sleep(20 * 3600)
             execs[0].request_abort("operator test")
 
@@ -217,7 +222,7 @@ def test_operator_abort_reaches_safe_state(tmp_path: Path) -> None:
         )
         async with asyncio.TaskGroup() as tg:
             tg.create_task(abort_later())
-            res = await execute_run(req, on_executor=execs.append)
+            res = await execute_run(req, on_executor=on_executor)
         st = await execs[0].bind.cycler.status()
         return res, st
 
