@@ -204,6 +204,7 @@ class SimChamber:
         self._loop = asyncio.get_running_loop()
         self._setpoint = 25.0
         self._temp = 25.0
+        self._pushed = 25.0
         self._t = self._loop.time()
 
     @property
@@ -214,11 +215,14 @@ class SimChamber:
         now = self._loop.time()
         dt = now - self._t
         self._t = now
-        self._temp = self._setpoint + (self._temp - self._setpoint) * float(
-            np.exp(-dt / self.tau_s)
-        )
-        for e in self.engines:
-            e.set_temperature(self._temp, now)
+        decay = float(np.exp(-dt / self.tau_s))
+        self._temp = self._setpoint + (self._temp - self._setpoint) * decay
+        # Re-planning a running block costs a re-simulation: push the cell temperature
+        # only when it has moved enough to matter.
+        if abs(self._temp - self._pushed) >= 0.1:
+            self._pushed = self._temp
+            for e in self.engines:
+                e.set_temperature(self._temp, now)
         return self._temp
 
     async def set_temperature(self, celsius: float) -> None:
