@@ -1,0 +1,88 @@
+"""``labrig validate``, ``labrig schema`` and ``labrig library``: thin shells over protocols."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from protocols import (
+    Protocol,
+    ProtocolError,
+    list_library,
+    load_protocol,
+    render_summary,
+    summarize,
+)
+
+EXIT_INVALID = 2
+
+
+def _parse_sets(values: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r}: write --set key=value (e.g. cell.cam_mass_mg=9.1)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def validate(
+    file: Annotated[str, typer.Argument(help="A protocol YAML file or a library name.")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a cell field: --set cell.cam_mass_mg=9.1"),
+    ] = None,
+) -> None:
+    """Check a protocol; print its summary (exit 0) or every error as file:line (exit 2)."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        protocol = load_protocol(file, overrides=_parse_sets(set_))
+    except ProtocolError as exc:
+        for issue in exc.issues:
+            err.print(str(issue), markup=False)
+        err.print(f"{len(exc.issues)} error(s); the protocol is not valid.", style="red")
+        raise typer.Exit(EXIT_INVALID) from None
+    out = Console(highlight=False, soft_wrap=True)
+    text = render_summary(summarize(protocol))
+    head, _, rest = text.partition("\n")
+    out.print(f"[green]valid[/green] [bold]{head}[/bold]", highlight=False)
+    if rest:
+        out.print(rest, markup=False)
+
+
+def schema(
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the JSON Schema here instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of a protocol file (for editor completion and checks)."""
+    text = json.dumps(Protocol.model_json_schema(), indent=2, ensure_ascii=False)
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text + "\n", encoding="utf-8")
+        typer.echo(f"wrote {out}")
+
+
+def library() -> None:
+    """List the protocol library: names (for `labrig validate NAME`), titles, sources."""
+    table = Table(title="labrig protocol library", show_lines=True)
+    table.add_column("name", style="bold cyan", no_wrap=True)
+    table.add_column("title")
+    table.add_column("source", style="dim")
+    for entry in list_library():
+        table.add_row(entry.name, entry.title, entry.source)
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add validate, schema and library to the labrig command."""
+    app.command("validate")(validate)
+    app.command("schema")(schema)
+    app.command("library")(library)
