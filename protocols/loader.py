@@ -313,7 +313,8 @@ def protocol_issues(protocol: m.Protocol) -> list[tuple[PathT, str]]:
                 out.append(
                     (
                         path,
-                        f"{current.describe()} is {amps * 1e3:.4g} mA, above "
+                        (f"{current.describe()} = " if current.basis != "A" else "")
+                        + f"{amps * 1e3:.4g} mA is above "
                         f"limits.current_abs_A ({lim.current_abs_A * 1e3:.4g} mA)",
                     )
                 )
