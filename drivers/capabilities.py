@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "RECORD_COLUMNS",
     "BlockResult",
     "ChamberController",
     "ChannelLimits",
@@ -29,7 +30,9 @@ __all__ = [
     "CyclerChannel",
     "EisRequest",
     "EisResult",
+    "EndAction",
     "EndCondition",
+    "EndOp",
     "Furnace",
     "FurnaceSegment",
     "GasFlow",
@@ -38,7 +41,6 @@ __all__ = [
     "InstrumentProtocolError",
     "InstrumentTimeout",
     "LimitMismatch",
-    "RECORD_COLUMNS",
     "RecordBatch",
     "RecordRule",
     "SafetyTrip",
@@ -85,6 +87,7 @@ class SafetyTrip(InstrumentError):
 
 EndQuantity = Literal["voltage", "current", "time", "capacity", "dvdt", "temperature"]
 EndAction = Literal["next", "end_block", "abort", "pause", "notify", "goto"]
+EndOp = Literal[">=", "<=", "cross"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +101,7 @@ class EndCondition:
     """
 
     quantity: EndQuantity
-    op: Literal[">=", "<=", "cross"]
+    op: EndOp
     value: float
     action: EndAction = "next"
     goto: int | None = None
@@ -237,9 +240,7 @@ class RecordBatch:
     def concat(cls, batches: Sequence[RecordBatch]) -> RecordBatch:
         if not batches:
             return cls.empty()
-        return cls(
-            *(np.concatenate([getattr(b, c) for b in batches]) for c in RECORD_COLUMNS)
-        )
+        return cls(*(np.concatenate([getattr(b, c) for b in batches]) for c in RECORD_COLUMNS))
 
     def select(self, mask: npt.NDArray[np.bool_]) -> RecordBatch:
         return RecordBatch(*(getattr(self, c)[mask] for c in RECORD_COLUMNS))

@@ -104,7 +104,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._now = target
         self.jumps += 1
 
-    def run_in_executor(self, executor: Any, func: Callable[..., T], *args: Any) -> Any:
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Any, func: Callable[..., T], *args: Any
+    ) -> asyncio.Future[T]:
         fut = super().run_in_executor(executor, func, *args)
         self.busy_threads += 1
 

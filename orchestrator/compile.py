@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from drivers.capabilities import ChannelStep, EndCondition, RecordRule
+from drivers.capabilities import ChannelStep, EndAction, EndCondition, EndOp, RecordRule
 from protocols.models import (
     CellSpec,
     Condition,
@@ -46,7 +46,7 @@ class CompiledStep:
     label: str
 
 
-_OP = {">": ">=", ">=": ">=", "<": "<=", "<=": "<=", "cross": "cross"}
+_OP: dict[str, EndOp] = {">": ">=", ">=": ">=", "<": "<=", "<=": "<=", "cross": "cross"}
 
 
 class StepCompiler:
@@ -78,12 +78,14 @@ class StepCompiler:
         quantity = cond.quantity
         if quantity == "dtdt":
             raise CompileError("dT/dt end conditions are for chamber and furnace steps")
-        action = "goto" if cond.goto is not None else cond.action
-        if action == "end_loop":
-            # The instrument ends the block; the executor then leaves the loop.
-            action = "end_block"
-        op = _OP[cond.op]
-        return EndCondition(quantity=quantity, op=op, value=value, action=action)  # type: ignore[arg-type]
+        if cond.goto is not None:
+            raise CompileError(
+                f"goto {cond.goto!r}: jumps to labels are not supported yet; "
+                "use end_loop, abort, pause or next"
+            )
+        # 'end_loop': the instrument ends the block, then the executor leaves the loop.
+        action: EndAction = "end_block" if cond.action == "end_loop" else cond.action
+        return EndCondition(quantity=quantity, op=_OP[cond.op], value=value, action=action)
 
     def _ends(self, until: list[Condition], duration_s: float | None) -> tuple[EndCondition, ...]:
         ends = [self._end(c) for c in until]

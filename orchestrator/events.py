@@ -61,8 +61,15 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        d = asdict(self)
-        d["kind"] = self.kind.value
+        d = {
+            "run_id": self.run_id,
+            "channel": self.channel,
+            "seq": self.seq,
+            "kind": self.kind.value,
+            "wall_time": self.wall_time,
+            "run_time_s": self.run_time_s,
+            "data": self.data,
+        }
         return json.dumps(d, separators=(",", ":"), default=str)
 
     @classmethod

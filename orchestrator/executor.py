@@ -231,6 +231,10 @@ class Executor:
 
     # ------------------------------------------------------------------ events
 
+    def record(self, kind: EventKind, **data: Any) -> Event:
+        """Record an event from outside the run (an operator command, a notice)."""
+        return self._emit(kind, **data)
+
     def _emit(self, event_kind: EventKind, /, **data: Any) -> Event:
         self.event_seq += 1
         e = Event(
@@ -343,8 +347,9 @@ class Executor:
         """Write the instrument's limits and read them back; refuse to start on mismatch."""
         lim = self.protocol.limits
         if lim.voltage_V is not None and lim.current_abs_A is not None:
-            t_max = lim.temperature_C[1] if lim.temperature_C is not None else None
-            wanted = ChannelLimits(lim.voltage_V[0], lim.voltage_V[1], lim.current_abs_A, t_max)
+            # Cyclers hold voltage and current limits; the temperature envelope is the
+            # chamber's alarm plus supervision of every record here.
+            wanted = ChannelLimits(lim.voltage_V[0], lim.voltage_V[1], lim.current_abs_A)
             await self.bind.cycler.set_limits(wanted)
             got = await self.bind.cycler.get_limits()
             if not wanted.matches(got):

@@ -107,7 +107,7 @@ class SimCyclerChannel:
             StepEnd(
                 step_id=r.step_id,
                 reason=r.reason,
-                action=r.action,  # type: ignore[arg-type]
+                action=r.action,
                 time_s=r.duration_s,
                 charge_Ah=r.charge_Ah,
                 energy_Wh=r.energy_Wh,

@@ -187,10 +187,15 @@ def _run_with_display(req: Any, *, mqtt: str | None, quiet: bool) -> Any:
     async def main() -> Any:
         sinks: list[Any] = []
         if mqtt:
-            from ..mqtt import open_publisher_for_run  # type: ignore[attr-defined]
+            from ..mqtt import attach_executor, open_publisher_for_run
 
             async with open_publisher_for_run(mqtt, req) as pub:
-                return await execute_run(req, sinks=[pub], on_progress=on_progress)
+                return await execute_run(
+                    req,
+                    sinks=[pub],
+                    on_progress=on_progress,
+                    on_executor=lambda ex: attach_executor(pub, ex),
+                )
         return await execute_run(req, sinks=sinks, on_progress=on_progress)
 
     with progress:

@@ -90,7 +90,7 @@ def attach_executor(pub: MqttPublisher, ex: Executor) -> None:
             return  # not this run's channel: audited in the log only
         try:
             # The executor numbers and stores the event like any other of the run.
-            ex._emit(EventKind.command, **rec.event_data())
+            ex.record(EventKind.command, **rec.event_data())
         except Exception:
             log.exception("could not record command %s as a run event", rec.request_id)
 

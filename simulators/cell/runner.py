@@ -487,16 +487,7 @@ class _Runner:
             allt = np.union1d(td, tr)
             forced = np.isin(allt, tr)
             vv = piece.voltage(allt - ta)
-            keep = np.zeros(allt.size, dtype=bool)
-            last = rec.last_v
-            dv = rec.dv
-            vl = vv.tolist()
-            fl = forced.tolist()
-            for j in range(allt.size):
-                if fl[j] or last is None or abs(vl[j] - last) >= dv:
-                    keep[j] = True
-                    last = vl[j]
-            tr = allt[keep]
+            tr = allt[_keep_dv(vv, forced, rec.last_v, rec.dv)]
         if tr.size:
             rel = tr - ta
             rec.add(tr, np.full(tr.size, piece.current), piece.voltage(rel),
@@ -632,3 +623,47 @@ def run_step(
     """
     return _Runner(model, state, step, temperature_C, limits, progress or Progress(), cap_s,
                    horizon_s).run()  # fmt: skip
+
+
+def _keep_dv(
+    v: npt.NDArray[np.float64], forced: npt.NDArray[np.bool_], last: float | None, dv: float
+) -> npt.NDArray[np.bool_]:
+    """Which points to record: every forced point, and a point whenever V has moved by
+    ``dv`` since the last recorded one (``last``: the last recorded V before these).
+
+    Same result as walking the points one by one, but vectorised: between two forced
+    points nothing is kept unless V leaves the band around the segment's first value,
+    so only segments where it does are walked point by point.
+    """
+    n = v.size
+    keep = forced.copy()
+    if n == 0:
+        return keep
+    idx = np.arange(n)
+    anchor_idx = np.maximum.accumulate(np.where(forced, idx, -1))
+    if last is None and anchor_idx[0] < 0:
+        keep[0] = True
+        anchor_idx = np.maximum.accumulate(np.where(keep, idx, -1))
+    anchor_v = np.where(anchor_idx >= 0, v[np.maximum(anchor_idx, 0)], np.nan)
+    if last is not None:
+        anchor_v = np.where(anchor_idx < 0, last, anchor_v)
+    moved = ~keep & (np.abs(v - anchor_v) >= dv)
+    if not moved.any():
+        return keep
+    # walk only the segments (between forced points) that contain a candidate
+    seg = np.where(anchor_idx >= 0, anchor_idx, -1)
+    for s_id in np.unique(seg[moved]).tolist():
+        lo = s_id if s_id >= 0 else 0
+        hi_candidates = np.flatnonzero(forced[lo + 1 :])
+        hi = lo + 1 + int(hi_candidates[0]) if hi_candidates.size else n
+        ref = float(v[s_id]) if s_id >= 0 else (last if last is not None else float(v[0]))
+        j = lo if s_id < 0 else lo + 1
+        while j < hi:
+            band = np.flatnonzero(np.abs(v[j:hi] - ref) >= dv)
+            if band.size == 0:
+                break
+            k = j + int(band[0])
+            keep[k] = True
+            ref = float(v[k])
+            j = k + 1
+    return keep
