@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -159,7 +159,7 @@ class ChannelLimits:
         return all(abs(a - b) <= max(abs_, rel * max(abs(a), abs(b))) for a, b in pairs)
 
 
-class ChannelState(str, Enum):
+class ChannelState(StrEnum):
     idle = "idle"  # available, output off
     running = "running"
     paused = "paused"

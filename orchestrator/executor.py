@@ -71,14 +71,28 @@ class _EndLoop(Exception):
     pass
 
 
+Booking = Callable[[str], contextlib.AbstractAsyncContextManager[Any]]
+
+
+@contextlib.asynccontextmanager
+async def _no_booking(_resource: str) -> AsyncIterator[None]:
+    yield None
+
+
 @dataclass
 class RunBindings:
-    """The instruments serving one cell."""
+    """The instruments serving one cell.
+
+    ``booking(resource)`` is entered around every use of a shared instrument (the
+    impedance channel behind a multiplexer): the scheduler makes runs take turns there.
+    While a run waits, its cycler channel is at open circuit (a safe point).
+    """
 
     cycler: CyclerChannel
     impedance: ImpedanceChannel | None = None
     chamber: ChamberController | None = None
     extra_safe: list[Any] = field(default_factory=list)  # anything else with safe_state()
+    booking: Booking = _no_booking
 
 
 @dataclass
@@ -729,19 +743,20 @@ class Executor:
                 RunState.failed,
             )
         self._emit(
-            EventKind.step_started, step=step.text or "EIS", kind="eis", cycle=self.cycles.cycle
+            EventKind.step_started,
+            step=step.text or "EIS",
+            step_type="eis",
+            cycle=self.cycles.cycle,
         )
         if step.rest_before_s > 0:
             await self.clock.sleep(step.rest_before_s)
-        req = EisRequest(
-            frequencies_Hz=tuple(step.frequencies_Hz()),
-            amplitude_V=step.amplitude_V,
-            amplitude_A=step.amplitude_A,
-            bias=step.bias,
-            bias_V=step.bias_V,
-            bias_A=step.bias_A,
-        )
-        res = await imp.measure_eis(req)
+        resource = f"impedance:{imp.name}"
+        t_wait = self.clock.now()
+        async with self.bind.booking(resource):
+            waited = self.clock.now() - t_wait
+            if waited > 0:
+                self._emit(EventKind.wait, resource=resource, seconds=waited)
+            res = await self._measure_eis(imp, step)
         path = self.store.write_eis(
             self.cycles.cycle,
             res.frequency_Hz,
@@ -753,11 +768,22 @@ class Executor:
         self._emit(
             EventKind.step_ended,
             step=step.text or "EIS",
-            kind="eis",
+            step_type="eis",
             file=str(path.relative_to(self.store.root)),
             duration_s=res.duration_s,
             cycle=self.cycles.cycle,
         )
+
+    async def _measure_eis(self, imp: ImpedanceChannel, step: EisStep) -> Any:
+        req = EisRequest(
+            frequencies_Hz=tuple(step.frequencies_Hz()),
+            amplitude_V=step.amplitude_V,
+            amplitude_A=step.amplitude_A,
+            bias=step.bias,
+            bias_V=step.bias_V,
+            bias_A=step.bias_A,
+        )
+        return await imp.measure_eis(req)
 
     async def _chamber(self, step: ChamberStep) -> None:
         ch = self.bind.chamber
