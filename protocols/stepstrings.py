@@ -40,6 +40,7 @@ stopped making sense and what was expected there.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from .units import Dimension, UnitError, parse_current, parse_quantity
@@ -662,9 +663,28 @@ def parse_step(text: str) -> dict[str, Any]:
         raise StepSyntaxError(f"{text!r} is not a step string")
     if len(text) > _MAX_TEXT:
         raise StepSyntaxError(f"a step string longer than {_MAX_TEXT} characters")
-    norm = " ".join(text.split())
+    result = _parse_step_cached(" ".join(text.split()))
+    if isinstance(result, str):
+        raise StepSyntaxError(result)
+    out: dict[str, Any] = _copy(result)
+    out["text"] = text
+    return out
+
+
+def _copy(value: Any) -> Any:
+    # Callers may mutate what they get; the cached original must stay as parsed.
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+@lru_cache(maxsize=4096)
+def _parse_step_cached(norm: str) -> dict[str, Any] | str:
+    """The parsed step, or the error message. Protocols repeat their strings a lot."""
     if not norm:
-        raise StepSyntaxError(f"an empty string is not a step: expected {_STEP_VERBS}")
+        return f"an empty string is not a step: expected {_STEP_VERBS}"
     sc = _Scanner(norm)
     try:
         body, record = _period(sc, norm)
@@ -673,10 +693,9 @@ def parse_step(text: str) -> dict[str, Any]:
         if not sc.at_end():
             _trailing(sc, out)
     except _Fail as f:
-        raise StepSyntaxError(_fail_message(norm, f)) from None
+        return _fail_message(norm, f)
     if record is not None:
         out["record"] = record
-    out["text"] = text
     return out
 
 

@@ -116,6 +116,21 @@ def _registry() -> Any:
 
 
 @lru_cache(maxsize=4096)
+def _affine(unit: str, dimension: Dimension) -> tuple[float, float] | str:
+    """``(scale, offset)`` taking ``unit`` to the SI unit of ``dimension``, or why not.
+
+    Cached per unit (failures too): pint conversions are slow, and a parser that tries
+    several dimensions in turn would otherwise pay for every miss again.
+    """
+    ureg = _registry()
+    try:
+        zero = float(ureg.Quantity(0.0, unit).to(dimension.value).magnitude)
+        one = float(ureg.Quantity(1.0, unit).to(dimension.value).magnitude)
+    except Exception as exc:  # pint raises several unrelated types
+        return _describe(exc)
+    return one - zero, zero
+
+
 def _parse_cached(text: str, dimension: Dimension) -> float:
     m = _QUANTITY_RE.match(text)
     if m is None:
@@ -130,14 +145,11 @@ def _parse_cached(text: str, dimension: Dimension) -> float:
         raise UnitError(f"{text!r}: {unit!r} is not a unit")
     unit = _UNIT_ALIASES.get(unit, unit)
     unit = unit.replace("µ", "u").replace("μ", "u").replace("°", "deg").replace("·", "*")
-    ureg = _registry()
-    try:
-        q = ureg.Quantity(number, unit)
-        value = float(q.to(dimension.value).magnitude)
-    except Exception as exc:  # pint raises several unrelated types
-        raise UnitError(
-            f"{text!r} is not a {dimension.name.replace('_', ' ')} ({_describe(exc)})"
-        ) from None
+    conv = _affine(unit, dimension)
+    if isinstance(conv, str):
+        raise UnitError(f"{text!r} is not a {dimension.name.replace('_', ' ')} ({conv})")
+    scale, offset = conv
+    value = number * scale + offset if offset else number * scale
     if not math.isfinite(value):
         raise UnitError(f"{text!r} is not a finite number")
     return value
