@@ -153,6 +153,7 @@ def analyze_cmd(
     a = _analyze(run, reference_cycle=reference, fit_eis=not no_eis)
     k = a.key_numbers()
     if as_json:
+
         def clean(v: Any) -> Any:
             if isinstance(v, float) and not math.isfinite(v):
                 return None

@@ -40,9 +40,11 @@ def nice_c_rate(c: float) -> float:
 
 def _cycle_starts(cycle: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
     n = cycle.shape[0]
-    return np.concatenate(([0], np.flatnonzero(cycle[1:] != cycle[:-1]) + 1)).astype(
-        np.int64
-    ) if n else np.empty(0, np.int64)
+    return (
+        np.concatenate(([0], np.flatnonzero(cycle[1:] != cycle[:-1]) + 1)).astype(np.int64)
+        if n
+        else np.empty(0, np.int64)
+    )
 
 
 def _increments(q: FloatArr, starts: npt.NDArray[np.int64]) -> FloatArr:
@@ -95,8 +97,14 @@ def cycle_table(
     v_mid[starts] = v[starts]
 
     kind = ts.cols.get("kind", np.zeros(n, dtype=np.int8))
-    is_ch = np.isin(kind, CHARGE_CODES)
-    is_dis = np.isin(kind, DISCHARGE_CODES)
+    # a 256-entry lookup table is several times faster than np.isin on millions of int8
+    lut_ch = np.zeros(256, dtype=bool)
+    lut_ch[list(CHARGE_CODES)] = True
+    lut_dis = np.zeros(256, dtype=bool)
+    lut_dis[list(DISCHARGE_CODES)] = True
+    kind_u8 = kind.view(np.uint8)
+    is_ch = lut_ch[kind_u8]
+    is_dis = lut_dis[kind_u8]
     if "current_A" in ts:
         hold = kind == KIND_CODES["hold"]
         i = ts["current_A"]
@@ -128,7 +136,9 @@ def cycle_table(
     dis = out["discharge_capacity_mAh"]
     for name in ("charge", "discharge"):
         cap = out[f"{name}_capacity_mAh"]
-        out[f"{name}_capacity_mAh_g"] = cap / cam_mass_g if cam_mass_g else np.full(cap.shape, np.nan)
+        out[f"{name}_capacity_mAh_g"] = (
+            cap / cam_mass_g if cam_mass_g else np.full(cap.shape, np.nan)
+        )
     with np.errstate(invalid="ignore", divide="ignore"):
         out["coulombic_efficiency_pct"] = np.where((ch > 0) & (dis > 0), 100.0 * dis / ch, np.nan)
     out["voltage_hysteresis_V"] = out["mean_charge_voltage_V"] - out["mean_discharge_voltage_V"]
@@ -190,7 +200,7 @@ def default_reference_cycle(cycles: pd.DataFrame) -> int | None:
     comp = cycles[cycles.get("complete", pd.Series(True, index=cycles.index)).astype(bool)]
     if comp.empty:
         return None
-    rates = comp["discharge_c_rate"] if "discharge_c_rate" in comp else None
+    rates = comp.get("discharge_c_rate", None)
     if rates is not None and rates.notna().any():
         mode = rates.round(6).mode()
         if not mode.empty:

@@ -102,10 +102,7 @@ def dqdv(
     raw = np.bincount(b, weights=dqu, minlength=nbins) / bin_V
     centres = v0 + (np.arange(nbins) + 0.5) * bin_V
     w = min(window_bins, nbins if nbins % 2 == 1 else nbins - 1)
-    if w > polyorder + 1:
-        smooth = savgol_filter(raw, w, polyorder, mode="interp")
-    else:
-        smooth = raw.copy()
+    smooth = savgol_filter(raw, w, polyorder, mode="interp") if w > polyorder + 1 else raw.copy()
     np.maximum(smooth, 0.0, out=smooth)
     peaks_V: list[float] = []
     heights: list[float] = []

@@ -141,19 +141,14 @@ def _arcs(f: FloatArr, zr: FloatArr, y: FloatArr, r0: float) -> tuple[list[_Arc]
     left = r0
     for p in peaks:
         nxt = [v for v in valleys if v > p]
-        if nxt:
-            end = float(zr[nxt[0]])
-        else:
-            # arc runs into the tail: width about twice the apex's distance from its start
-            end = left + 2.0 * max(float(zr[p]) - left, 0.0)
+        # an arc that runs into the tail is about twice its apex's distance from its start
+        end = float(zr[nxt[0]]) if nxt else left + 2.0 * max(float(zr[p]) - left, 0.0)
         arcs.append(_Arc(float(f[p]), max(end - left, 1e-3)))
         left = end
     return arcs, left
 
 
-def guess_parameters(
-    circuit: str, frequency_Hz: FloatArr, z: ComplexArr
-) -> list[float]:
+def guess_parameters(circuit: str, frequency_Hz: FloatArr, z: ComplexArr) -> list[float]:
     """Initial guesses for every parameter of ``circuit`` derived from the spectrum."""
     order = np.argsort(-frequency_Hz)
     f = frequency_Hz[order]

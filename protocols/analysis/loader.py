@@ -110,7 +110,7 @@ class TimeSeries:
         data: dict[str, Any] = {k: v for k, v in self.cols.items() if k != "kind"}
         if "kind" in self.cols:
             data["step_type"] = pd.Categorical.from_codes(
-                self.cols["kind"].astype(np.int16), categories=list(KIND_NAMES)
+                self.cols["kind"].astype(np.int16), categories=pd.Index(list(KIND_NAMES))
             )
         return pd.DataFrame(data)
 
@@ -220,9 +220,7 @@ def _kind_codes(col: pa.ChunkedArray) -> npt.NDArray[np.int8]:
     return np.concatenate(parts)
 
 
-def _read_series(
-    root: Path, columns: list[str] | None, problems: list[str]
-) -> TimeSeries:
+def _read_series(root: Path, columns: list[str] | None, problems: list[str]) -> TimeSeries:
     data_dir = root / "data"
     wanted = list(_ALL_COLUMNS) if columns is None else list(dict.fromkeys(columns))
     for must in ("time_s", "cycle"):
@@ -254,19 +252,27 @@ def _read_series(
     same = [t for t in tables if set(t.column_names) == names]
     if len(same) != len(tables):
         problems.append("some chunks have other columns than the first; they were skipped")
-    table = pa.concat_tables(same)
+    # fill preallocated arrays chunk by chunk: one copy, no concatenated intermediate
+    total = sum(t.num_rows for t in same)
+    first = same[0]
     cols: dict[str, npt.NDArray[Any]] = {}
-    for name in table.column_names:
-        col = table.column(name)
+    for name in first.column_names:
         if name == "step_type":
-            cols["kind"] = _kind_codes(col)
-            continue
-        arr = col.to_numpy()
-        dtype = _NUMERIC_DTYPES.get(name)
-        if dtype is not None and arr.dtype != dtype:
-            arr = arr.astype(dtype)
-        cols[name] = arr
-    missing = [c for c in wanted if c not in table.column_names]
+            cols["kind"] = np.empty(total, dtype=np.int8)
+        else:
+            dtype = _NUMERIC_DTYPES.get(name, first.column(name).type.to_pandas_dtype())
+            cols[name] = np.empty(total, dtype=dtype)
+    pos = 0
+    for t in same:
+        end = pos + t.num_rows
+        for name in first.column_names:
+            col = t.column(name)
+            if name == "step_type":
+                cols["kind"][pos:end] = _kind_codes(col)
+            else:
+                cols[name][pos:end] = col.to_numpy()
+        pos = end
+    missing = [c for c in wanted if c not in first.column_names]
     if missing:
         problems.append(f"the records lack column(s): {', '.join(missing)}")
     # chunks are written in record order; sort only when something went wrong
@@ -351,9 +357,11 @@ def _read_stored_cycles(root: Path, problems: list[str]) -> pd.DataFrame | None:
     csv_path = root / "cycles.csv"
     try:
         if pq_path.exists():
-            return pq.read_table(pq_path).to_pandas()
+            stored: pd.DataFrame = pq.read_table(pq_path).to_pandas()
+            return stored
         if csv_path.exists():
-            return pd.read_csv(csv_path)
+            frame: pd.DataFrame = pd.read_csv(csv_path)
+            return frame
     except (OSError, ValueError, pa.ArrowException) as exc:
         problems.append(f"the stored per-cycle table is unreadable ({exc})")
         return None

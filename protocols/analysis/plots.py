@@ -30,7 +30,7 @@ __all__ = [
     "new_figure",
 ]
 
-STYLE: dict[str, Any] = {
+STYLE: Any = {  # matplotlib rc settings (typed Any: rc keys are Literal in the stubs)
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.labelsize": 9,

@@ -66,7 +66,8 @@ def format_key_numbers(k: dict[str, Any]) -> list[tuple[str, str]]:
         ("retention at cycle " + _fmt(k.get("retention_last_cycle")),
          f"{_fmt(k.get('retention_last_pct'))} %"),
         ("loss per cycle (fit)",
-         f"{_fmt(k.get('loss_pct_per_cycle'))} ± {_fmt(k.get('loss_stderr_pct_per_cycle'), 2)} %/cycle"),
+         f"{_fmt(k.get('loss_pct_per_cycle'))} ± "
+         f"{_fmt(k.get('loss_stderr_pct_per_cycle'), 2)} %/cycle"),
     ]  # fmt: skip
     rc = k.get("rate_capability")
     if isinstance(rc, dict) and rc:
@@ -77,8 +78,12 @@ def format_key_numbers(k: dict[str, Any]) -> list[tuple[str, str]]:
         rv = k.get(f"relaxed_voltage_after_first_{after}_V")
         if rv is not None:
             ov = k.get(f"overpotential_after_first_{after}_V")
-            rows.append((f"relaxed V after 1st {after}",
-                         f"{_fmt(rv)} V (overpotential {_fmt(ov * 1e3 if ov else None)} mV)"))
+            rows.append(
+                (
+                    f"relaxed V after 1st {after}",
+                    f"{_fmt(rv)} V (overpotential {_fmt(ov * 1e3 if ov else None)} mV)",
+                )
+            )
     if k.get("dc_resistance_median_ohm") is not None:
         rows.append(("DC resistance (median, onset)", f"{_fmt(k['dc_resistance_median_ohm'])} Ω"))
     for label in ("first", "last"):
@@ -87,11 +92,20 @@ def format_key_numbers(k: dict[str, Any]) -> list[tuple[str, str]]:
         if vals:
             rows.append((f"EIS fit, {label} spectrum", ", ".join(vals)))
     if k.get("gitt_pulses"):
-        rows.append(("GITT", f"{k.get('gitt_valid_pulses')}/{k.get('gitt_pulses')} pulses valid, "
-                             f"median D {_fmt(k.get('gitt_median_D_cm2_s'))} cm²/s"))
+        rows.append(
+            (
+                "GITT",
+                f"{k.get('gitt_valid_pulses')}/{k.get('gitt_pulses')} pulses valid, "
+                f"median D {_fmt(k.get('gitt_median_D_cm2_s'))} cm²/s",
+            )
+        )
     if k.get("max_deviation_from_stored_pct") is not None:
-        rows.append(("recomputed vs stored capacity",
-                     f"max {_fmt(k['max_deviation_from_stored_pct'], 2)} % apart"))
+        rows.append(
+            (
+                "recomputed vs stored capacity",
+                f"max {_fmt(k['max_deviation_from_stored_pct'], 2)} % apart",
+            )
+        )
     return rows
 
 
@@ -108,7 +122,7 @@ def report_figure(a: RunAnalysis) -> Figure:
     nrows = math.ceil(len(names) / ncols)
     with mpl.rc_context(STYLE):
         fig = new_figure(11.0, 1.6 + 3.4 * nrows)
-        sub = fig.subfigures(2, 1, height_ratios=[1.6, 3.4 * nrows])
+        sub: Any = fig.subfigures(2, 1, height_ratios=[1.6, 3.4 * nrows])
         head = sub[0].add_subplot()
         head.axis("off")
         rows = format_key_numbers(a.key_numbers())
@@ -121,7 +135,7 @@ def report_figure(a: RunAnalysis) -> Figure:
         axes = sub[1].subplots(nrows, ncols, squeeze=False)
         for ax, name in zip(axes.flat, names, strict=False):
             PANELS[name][0](ax, a)
-        for ax in list(axes.flat)[len(names):]:
+        for ax in list(axes.flat)[len(names) :]:
             ax.remove()
     return fig
 

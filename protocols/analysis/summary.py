@@ -51,7 +51,7 @@ def choose_cycles(cycles: list[int], max_curves: int = 6) -> list[int]:
     inner = max_curves - 3
     if inner > 0:
         idx = np.linspace(1, len(cycles) - 1, inner + 2)[1:-1]
-        picked += [cycles[int(round(k))] for k in idx]
+        picked += [cycles[round(k)] for k in idx]
     picked.append(cycles[-1])
     return sorted(dict.fromkeys(picked))
 
@@ -146,7 +146,9 @@ def key_numbers(a: RunAnalysis) -> dict[str, Any]:
         for after in ("charge", "discharge"):
             part = a.rests[a.rests["after"] == after]
             if len(part):
-                out[f"relaxed_voltage_after_first_{after}_V"] = _f(part["relaxed_voltage_V"].iloc[0])
+                out[f"relaxed_voltage_after_first_{after}_V"] = _f(
+                    part["relaxed_voltage_V"].iloc[0]
+                )
                 out[f"overpotential_after_first_{after}_V"] = _f(part["overpotential_V"].iloc[0])
     if len(a.dcir):
         on = a.dcir[a.dcir["transition"] == "onset"]
@@ -169,7 +171,7 @@ def key_numbers(a: RunAnalysis) -> dict[str, Any]:
         m = c.merge(stored[["cycle", "discharge_capacity_mAh"]], on="cycle", suffixes=("", "_st"))
         ok = m["discharge_capacity_mAh_st"] > 0
         if ok.any():
-            dev = (m.loc[ok, "discharge_capacity_mAh"] / m.loc[ok, "discharge_capacity_mAh_st"] - 1)
+            dev = m.loc[ok, "discharge_capacity_mAh"] / m.loc[ok, "discharge_capacity_mAh_st"] - 1
             out["max_deviation_from_stored_pct"] = _f(100.0 * dev.abs().max())
     out["problems"] = list(a.problems)
     return out
@@ -234,9 +236,7 @@ def analyze(run: RunData | str | Path, options: AnalysisOptions | None = None) -
     gitt = pd.DataFrame()
     geom: GittGeometry | None = None
     if len(seg) and bool(np.isin(seg.kind, PULSE_CODES).any()):
-        geom = opts.gitt or GittGeometry(
-            particle_radius_cm=opts.default_particle_radius_um * 1e-4
-        )
+        geom = opts.gitt or GittGeometry(particle_radius_cm=opts.default_particle_radius_um * 1e-4)
         geom = geom.with_mass(run.cam_mass_g)
         try:
             gitt = gitt_analysis(run.series, geom, segments=seg)

@@ -44,7 +44,8 @@ def test_report_png_has_the_panels_and_is_not_blank(full_run: Path, tmp_path: Pa
     fig = report_figure(a)
     titles = [ax.get_title() for ax in fig.get_axes() if ax.get_title()]
     for expected in ("Voltage profiles", "Capacity and Coulomb efficiency", "Capacity retention",
-                     "Rate capability", "Differential capacity", "Impedance (Nyquist)"):  # fmt: skip
+                     "Rate capability", "Differential capacity",
+                     "Impedance (Nyquist)"):  # fmt: skip
         assert any(t.startswith(expected) for t in titles), (expected, titles)
     for ax in fig.get_axes():
         if ax.get_title() and not ax.get_title().startswith("Relax"):
@@ -59,7 +60,9 @@ def test_report_png_has_the_panels_and_is_not_blank(full_run: Path, tmp_path: Pa
 
 
 def test_report_html_embeds_figures_and_numbers(full_run: Path, tmp_path: Path) -> None:
-    a = analyze(full_run, )
+    a = analyze(
+        full_run,
+    )
     out = write_report(a, tmp_path / "r.html")
     text = out.read_text()
     assert text.count("data:image/png;base64,") >= 6
@@ -129,7 +132,8 @@ def test_crashed_run_is_analysed_with_a_list_of_problems(tmp_path: Path) -> None
     (w.root / "run.json").unlink()
     a = analyze(w.root)
     text = "\n".join(a.problems)
-    for expected in ("part-00001.parquet is unreadable", "half-written chunk", "run.json is missing",
+    for expected in ("part-00001.parquet is unreadable", "half-written chunk",
+                     "run.json is missing",
                      "eis/cycle_00003.parquet is unreadable", "events.jsonl: 1 line"):  # fmt: skip
         assert expected in text, text
     assert len(a.cycles) >= 4

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from protocols.analysis import analyze, fit_spectrum, write_report
-from protocols.analysis.report import image_stats
 from protocols.analysis.loader import Spectrum
+from protocols.analysis.report import image_stats
 from tests.helpers import run_virtual_strict
 
 
@@ -57,8 +57,10 @@ def test_rate_test_against_its_own_records(rate_run: Path) -> None:
     # retention: recomputed vs stored within 0.5 points
     ref = a.reference_cycle
     assert ref == 10  # the first 1C cycle: the most common rate of the run
-    ret_st = 100 * m["discharge_capacity_mAh_st"] / float(
-        m.loc[m["cycle"] == ref, "discharge_capacity_mAh_st"].iloc[0]
+    ret_st = (
+        100
+        * m["discharge_capacity_mAh_st"]
+        / float(m.loc[m["cycle"] == ref, "discharge_capacity_mAh_st"].iloc[0])
     )
     assert np.nanmax(np.abs(c["retention_pct"].to_numpy() - ret_st.to_numpy())) < 0.5
 

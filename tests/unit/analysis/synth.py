@@ -140,7 +140,7 @@ def write_cycling_run(
         ):
             if dur <= 0:
                 continue
-            nrec = max(int(math.ceil(dur / every_s)), 1)
+            nrec = max(math.ceil(dur / every_s), 1)
             tt = np.minimum(np.arange(1, nrec + 1) * every_s, dur)
             if kind == "charge":
                 x = tt * i_abs / 3600.0 / qc
@@ -224,7 +224,7 @@ def synthetic_spectrum(
 ) -> tuple[FloatArr, npt.NDArray[np.complex128]]:
     """R0-p(R1,CPE1)-p(R2,CPE2)-Wo1 at 10 points per decade, with relative noise."""
     f = np.logspace(math.log10(f_max), math.log10(f_min),
-                    int(round(10 * math.log10(f_max / f_min))) + 1)  # fmt: skip
+                    round(10 * math.log10(f_max / f_min)) + 1)  # fmt: skip
     w = 2 * np.pi * f
     jw = 1j * w
 
@@ -287,7 +287,6 @@ def write_gitt_run(
     e_base = 3.0
     d_si = d_cm2_s
     period = pulse_s + rest_s
-    step = 0
 
     def surface(tt: FloatArr) -> FloatArr:
         # superposition of all pulses so far: +J at the start, -J at the end of each pulse
@@ -307,9 +306,8 @@ def write_gitt_run(
     for _ in range(n_pulses):
         seg += [("pulse_charge", pulse_s, current_A), ("rest", rest_s, 0.0)]
     t_origin = 600.0
-    for kind, dur, cur in seg:
-        step += 1
-        nrec = int(round(dur / every_s))
+    for step, (kind, dur, cur) in enumerate(seg, start=1):
+        nrec = round(dur / every_s)
         tt = t + np.arange(1, nrec + 1) * every_s
         v = e_base + surface(tt - t_origin) + cur * r_ohm
         store.append_records({

@@ -69,15 +69,13 @@ def test_energy_and_mean_voltage(rate_run: tuple[Path, object]) -> None:
     c = cycle_table(run.series, cam_mass_g=run.cam_mass_g)
     stored = run.stored_cycles
     assert stored is not None
-    np.testing.assert_allclose(
-        c["discharge_energy_mWh"], stored["discharge_energy_mWh"], rtol=5e-3
-    )
+    np.testing.assert_allclose(c["discharge_energy_mWh"], stored["discharge_energy_mWh"], rtol=5e-3)
     assert ((c["mean_discharge_voltage_V"] > 2.9) & (c["mean_discharge_voltage_V"] < 3.5)).all()
     assert (c["voltage_hysteresis_V"] > 0).all()
 
 
 def test_rate_table_matches_blocks(rate_run: tuple[Path, object]) -> None:
-    root, w = rate_run
+    root, _w = rate_run
     a = analyze(root)
     r = a.rates
     assert r["c_rate"].tolist() == [0.1, 0.25, 0.5, 1.0, 2.0]
