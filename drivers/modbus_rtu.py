@@ -259,6 +259,7 @@ class ModbusRtuClient:
         self.timeout_s = timeout_s
         self.retries = retries
         self.flush_s = flush_s
+        self.stale_bytes = 0
 
     async def _read_reply(self, ex: _Exchange) -> None:
         ex.reply = await self._stream.read_exactly(3)
@@ -274,12 +275,22 @@ class ModbusRtuClient:
             except (TimeoutError, InstrumentError):
                 return
 
+    async def _discard_stale(self) -> None:
+        # A reply that arrived after its request timed out must not be taken for the
+        # answer to the next request (two reads of one register look alike).
+        drain = getattr(self._stream, "read_available", None)
+        if drain is not None:
+            stale = await drain()
+            if stale:
+                self.stale_bytes += len(stale)
+
     async def _transact(self, request: bytes) -> bytes:
         last: Exception | None = None
         async with self._lock:
             for _ in range(self.retries + 1):
                 ex = _Exchange(request)
                 try:
+                    await self._discard_stale()
                     async with asyncio.timeout(self.timeout_s):
                         await self._stream.write(request)
                         await self._read_reply(ex)
