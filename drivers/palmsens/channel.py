@@ -294,6 +294,10 @@ class PalmSensChannel:
             except (InstrumentTimeout, InstrumentProtocolError, TransportClosed):
                 await asyncio.shield(self._recover())
                 raise
+            except MethodScriptError as exc:
+                if exc.during_run:  # skipped on_finished: the cell may still be on
+                    await asyncio.shield(self._recover())
+                raise
 
     async def _recover(self) -> None:
         try:
@@ -332,7 +336,9 @@ class PalmSensChannel:
                     continue
                 if isinstance(ev, ScriptErrorLine):
                     await self._drain_after_error()
-                    raise MethodScriptError(ev.code, ev.detail, command=script, reply=ev.raw)
+                    raise MethodScriptError(
+                        ev.code, ev.detail, command=script, reply=ev.raw, during_run=True
+                    )
                 if isinstance(ev, LoopStart) and ev.kind == "M":
                     current = []
                     loops.append((ev.technique, current))

@@ -101,7 +101,15 @@ _LITERAL_PREFIXES: tuple[tuple[str, float], ...] = (
 class MethodScriptError(InstrumentError):
     """The instrument answered a script with ``!XXXX`` (rejected it or failed running it)."""
 
-    def __init__(self, code: int, detail: str, *, command: str = "", reply: str = "") -> None:
+    def __init__(
+        self,
+        code: int,
+        detail: str,
+        *,
+        command: str = "",
+        reply: str = "",
+        during_run: bool = False,
+    ) -> None:
         meaning = ERROR_MEANINGS.get(code, "unlisted error")
         where = f" at {detail}" if detail else ""
         super().__init__(f"MethodSCRIPT error 0x{code:04X} ({meaning}){where}")
@@ -109,6 +117,8 @@ class MethodScriptError(InstrumentError):
         self.detail = detail
         self.command = command
         self.reply = reply
+        #: True for a run-time error (after ``e`` was echoed), False for a rejected script
+        self.during_run = during_run
 
 
 # --------------------------------------------------------------------------- scripts
@@ -485,7 +495,7 @@ class ScriptDecoder:
         if line == "":
             if self.stack:
                 raise InstrumentProtocolError(
-                    f"script output ended inside an open {self.stack[-1]} loop", reply=raw
+                    f"script output ended inside an open {self.stack[-1]} loop", reply=b"\n"
                 )
             self.done = True
             return ScriptEnd()

@@ -15,6 +15,7 @@ import math
 import os
 import select
 import tty
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -31,6 +32,43 @@ BAUDRATE = 230400
 _SETTLE_TURNS = 5000
 
 
+class _Pacer:
+    """Delivers chunks at their due times, strictly in order (a serial line keeps order)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sink: Callable[[bytes], None]) -> None:
+        self._loop = loop
+        self._sink = sink
+        self._queue: deque[tuple[float, bytes]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self.last_due = 0.0
+
+    def put(self, due: float, chunk: bytes) -> None:
+        self.last_due = due
+        if not self._queue and due <= self._loop.time():
+            self._sink(chunk)
+            return
+        self._queue.append((due, chunk))
+        if self._timer is None:
+            self._arm()
+
+    def _arm(self) -> None:
+        self._timer = self._loop.call_at(self._queue[0][0], self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        while self._queue and self._queue[0][0] <= now:
+            self._sink(self._queue.popleft()[1])
+        if self._queue:
+            self._arm()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue.clear()
+
+
 class MethodScriptServer:
     """Owns the device's runner task, the pty (or TCP listener) and pending output."""
 
@@ -40,8 +78,8 @@ class MethodScriptServer:
         self.url = ""
         self._loop = asyncio.get_running_loop()
         self._runner: asyncio.Task[None] | None = None
-        self._timers: set[asyncio.TimerHandle] = set()
-        self._tx_due = 0.0
+        self._tx = _Pacer(self._loop, self._send)
+        self._rx = _Pacer(self._loop, device.feed)
         self._stalled = False
         self._write: Any = None  # callable(bytes) for the current link
         self._master: int | None = None
@@ -73,31 +111,14 @@ class MethodScriptServer:
         if self._stalled:
             return
         now = self._loop.time()
-        due = max(now, self._tx_due)
+        due = max(now, self._tx.last_due)
         for delay, chunk in self._pieces("tx", data):
             due += delay
             if math.isinf(due):
                 self._stalled = True  # the line hangs: nothing more comes out
                 return
-            if chunk is None:
-                continue  # a serial line cannot be hung up
-            self._tx_due = due
-            if due <= now:
-                self._send(chunk)
-            else:
-                self._later(due - now, chunk)
-
-    def _later(
-        self, delay: float, chunk: bytes, sink: Callable[[bytes], None] | None = None
-    ) -> None:
-        deliver = self._send if sink is None else sink
-
-        def fire() -> None:
-            self._timers.discard(handle)
-            deliver(chunk)
-
-        handle = self._loop.call_later(delay, fire)
-        self._timers.add(handle)
+            if chunk is not None:  # a serial line cannot be hung up: drop is a no-op
+                self._tx.put(due, chunk)
 
     def _send(self, chunk: bytes) -> None:
         if self._master is not None:
@@ -147,13 +168,13 @@ class MethodScriptServer:
         self._loop.call_soon(check, _SETTLE_TURNS)
 
     def _received(self, data: bytes) -> None:
+        now = self._loop.time()
+        due = max(now, self._rx.last_due)
         for delay, chunk in self._pieces("rx", data):
-            if chunk is None or math.isinf(delay):
+            due += delay
+            if chunk is None or math.isinf(due):
                 continue
-            if delay > 0:
-                self._later(delay, chunk, self.device.feed)
-            else:
-                self.device.feed(chunk)
+            self._rx.put(due, chunk)
 
     # ------------------------------------------------------------------ links
     def start_pty(self) -> None:
@@ -201,9 +222,8 @@ class MethodScriptServer:
         self._runner = self._loop.create_task(self.device.run(), name="palmsens-sim-runner")
 
     async def aclose(self) -> None:
-        for h in list(self._timers):
-            h.cancel()
-        self._timers.clear()
+        self._tx.cancel()
+        self._rx.cancel()
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
