@@ -49,10 +49,14 @@ async def start_espec_sim(
     params: ChamberParams | None = None,
     faults: ReplyFaults | None = None,
     now: Callable[[], float] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> EspecSimulator:
     """Serve a chamber at room temperature in STANDBY."""
     clock = now if now is not None else asyncio.get_running_loop().time
     model = ChamberModel(clock, params if params is not None else ChamberParams())
     device = EspecDevice(model)
-    server = await serve(device, transport=transport, baudrate=baudrate, faults=faults)
+    server = await serve(
+        device, transport=transport, baudrate=baudrate, faults=faults, host=host, port=port
+    )
     return EspecSimulator(server, device)

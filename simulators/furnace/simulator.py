@@ -58,6 +58,8 @@ async def start_eurotherm_sim(
     pid: PidParams | None = None,
     faults: ReplyFaults | None = None,
     now: Callable[[], float] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> EurothermSimulator:
     """Serve a simulated furnace with a Eurotherm controller at Modbus ``address``.
 
@@ -81,5 +83,7 @@ async def start_eurotherm_sim(
     )
     bank = EurothermBank(furnace, config)
     slave = RtuSlave(address, bank)
-    server = await serve(slave, transport=transport, baudrate=baudrate, faults=faults)
+    server = await serve(
+        slave, transport=transport, baudrate=baudrate, faults=faults, host=host, port=port
+    )
     return EurothermSimulator(server, furnace, bank, slave)

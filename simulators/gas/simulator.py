@@ -53,6 +53,8 @@ async def start_alicat_sim(
     params: MfcParams | None = None,
     faults: ReplyFaults | None = None,
     now: Callable[[], float] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> AlicatSimulator:
     """Serve controllers ``units`` (unit id -> initial gas name; default A: N2, B: O2)."""
     clock = now if now is not None else asyncio.get_running_loop().time
@@ -70,5 +72,7 @@ async def start_alicat_sim(
         p = dataclasses.replace(base, seed=base.seed + i)
         models[unit] = MfcModel(clock, p, gas_number=number)
     device = AlicatBusDevice(models)
-    server = await serve(device, transport=transport, baudrate=baudrate, faults=faults)
+    server = await serve(
+        device, transport=transport, baudrate=baudrate, faults=faults, host=host, port=port
+    )
     return AlicatSimulator(server, device)
