@@ -115,9 +115,13 @@ class StationConfig(_Model):
             raise ValueError(f"{ref!r}: {name} has channels 0..{inst.channels - 1}")
         return name, index
 
-    def position(self, name: str | None) -> Position:
+    def position(self, name: str | None, kind: str = "cell") -> Position:
+        """The named position, or the first of the wanted kind."""
         if name is None:
-            return self.positions[0]
+            for p in self.positions:
+                if p.kind == kind:
+                    return p
+            raise StationError(f"station {self.name!r} has no {kind} position")
         for p in self.positions:
             if p.name == name:
                 return p
@@ -133,10 +137,20 @@ DEFAULT_STATION = StationConfig(
         "cycler": InstrumentConfig(driver="sim", channels=8),
         "eis": InstrumentConfig(driver="sim-eis", channels=8),
         "chamber": InstrumentConfig(driver="sim-chamber"),
+        "furnace": InstrumentConfig(driver="eurotherm", options={"series": "2400"}),
+        "mfc": InstrumentConfig(driver="alicat", channels=3, options={"units": "ABC"}),
     },
     positions=[
-        Position(name=f"ch{i}", cycler=f"cycler/{i}", impedance=f"eis/{i}", chamber="chamber")
-        for i in range(8)
+        *(
+            Position(name=f"ch{i}", cycler=f"cycler/{i}", impedance=f"eis/{i}", chamber="chamber")
+            for i in range(8)
+        ),
+        Position(
+            name="tube1",
+            kind="furnace",
+            furnace="furnace",
+            gas={"N2": "mfc/0", "O2": "mfc/1", "Ar": "mfc/2"},
+        ),
     ],
 )
 

@@ -41,6 +41,9 @@ _PROVIDERS: tuple[str, ...] = (
     "simulators.maccor.serve",
     "simulators.palmsens.serve",
     "simulators.keithley.serve",
+    "simulators.furnace.serve",
+    "simulators.gas.serve",
+    "simulators.chamber.serve",
 )
 
 
