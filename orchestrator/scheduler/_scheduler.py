@@ -1,0 +1,507 @@
+"""The scheduler: many runs at once, one per station position, each with its own life.
+
+Every run is a task in the scheduler's TaskGroup; a run that fails (or whose instruments
+cannot be opened) ends that run only. Each position has a FIFO queue: a run starts when
+the runs before it on its channel have ended, its dependency (``after``) has finished
+and its start time (``not_before``) has come - all waiting on the event loop's clock, so
+the virtual clock of a dry run drives schedules too. The first run of a queue holds its
+channel while it waits for its time or dependency (strict FIFO: predictable for users).
+
+Shared instruments are booked through :class:`~._booking.Booker` (FIFO); the cycler
+channel of every run is watched by the stale-data watchdog (:mod:`._watchdog`).
+
+Stopping (:meth:`Scheduler.stop`): ``at_once=False`` pauses every run at its next safe
+point (a block boundary, cycler at open circuit), then ends its task and marks its run
+directory ``paused`` and resumable; ``at_once=True`` ends every run now (each instrument
+to its safe state under its own deadline) and marks it ``aborted`` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from protocols.models import EisStep, Protocol
+
+from ..clock import Clock
+from ..events import EventKind, EventSink, RunState
+from ..executor import Executor, RunBindings, RunOptions, RunOutcome
+from ..station import Position, StationConfig
+from ..store import new_run_id
+from . import _bind
+from ._booking import Booker, ResourceTimeline
+from ._jobs import ACTIVE, ENDED, Job, JobState, RunSpec
+from ._marks import mark_run
+from ._watchdog import WatchdogOptions, WatchdogStats, WatchedCycler
+
+__all__ = ["ResumeFn", "Scheduler", "SchedulerError", "expected_eis_s"]
+
+log = logging.getLogger(__name__)
+
+ResumeFn = Callable[..., Awaitable[tuple[RunOutcome, Path]]]
+"""``orchestrator.runner.resume_run``'s shape (run_dir, *, station, sim, sinks, on_executor)."""
+
+
+class SchedulerError(ValueError):
+    """A request the scheduler cannot honour; the message says why."""
+
+
+def expected_eis_s(protocol: Protocol) -> float | None:
+    """How long this protocol holds the impedance channel per EIS (the longest sweep)."""
+    from protocols.summary import eis_sweep_s
+
+    sweeps = [eis_sweep_s(s) for s in protocol.steps() if isinstance(s, EisStep)]
+    return max(sweeps) if sweeps else None
+
+
+class Scheduler:
+    """Runs many protocols on one station. Use as ``async with Scheduler(...) as s``.
+
+    ``sinks`` receive every run's events; ``on_executor`` is called with each run's
+    executor when it starts; ``adapter`` may change a run's bindings after the scheduler
+    has added booking and the watchdog (tests instrument instruments with it).
+    Leaving the block waits for every run to end unless :meth:`stop` was called.
+    """
+
+    def __init__(
+        self,
+        *,
+        station: StationConfig,
+        out_dir: Path,
+        sim: bool,
+        sinks: Sequence[EventSink] = (),
+        on_executor: Callable[[Executor], Any] | None = None,
+        adapter: Callable[[RunBindings, Position], RunBindings] | None = None,
+        watchdog: WatchdogOptions | None = None,
+        run_options: RunOptions | None = None,
+        resume_fn: ResumeFn | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.station = station
+        self.out_dir = out_dir
+        self.sim = sim
+        self.sinks = list(sinks)
+        self.on_executor = on_executor
+        self.adapter = adapter
+        self.watchdog = watchdog or WatchdogOptions()
+        self.watchdog_stats = WatchdogStats()
+        self.run_options = run_options
+        self.resume_fn = resume_fn
+        self.on_change = on_change
+        self.booker = Booker()
+        self._jobs: dict[str, Job] = {}
+        self._queues: dict[str, list[Job]] = {p.name: [] for p in station.positions}
+        self._changed = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self._stack = contextlib.ExitStack()
+        self._clock: Clock | None = None
+        self.closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> Scheduler:
+        self._clock = Clock()
+        self._stack.enter_context(_bind.installed())
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._tg is not None
+        try:
+            await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            self._tg = None
+            self._stack.close()
+
+    @property
+    def clock(self) -> Clock:
+        assert self._clock is not None, "use the scheduler inside 'async with'"
+        return self._clock
+
+    @property
+    def watchdog_trips(self) -> int:
+        """How many runs the stale-data watchdog has failed."""
+        return self.watchdog_stats.trips
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:
+                log.exception("on_change hook failed")
+
+    async def _until(self, pred: Callable[[], bool]) -> None:
+        while not pred():
+            await self._changed.wait()
+
+    # ------------------------------------------------------------------ queries
+    def jobs(self) -> list[Job]:
+        """Every run the scheduler knows, in submission order."""
+        return list(self._jobs.values())
+
+    def get(self, run_id: str) -> Job:
+        job = self._jobs.get(run_id)
+        if job is None:
+            raise SchedulerError(f"no run {run_id!r} in this scheduler")
+        return job
+
+    def queue(self, position: str) -> list[Job]:
+        """The runs not yet ended on ``position``, in the order they will run."""
+        return list(self._queues[position])
+
+    def timeline(self) -> list[ResourceTimeline]:
+        """Predicted bookings of shared instruments (holder first, then the queue)."""
+        return self.booker.timeline()
+
+    async def wait(self, run_id: str) -> Job:
+        job = self.get(run_id)
+        await job.done.wait()
+        return job
+
+    async def wait_all(self) -> None:
+        for job in list(self._jobs.values()):
+            await job.done.wait()
+
+    # ------------------------------------------------------------------ submitting
+    def submit(self, spec: RunSpec) -> Job:
+        """Queue a run; returns its :class:`Job` (with its run id) at once."""
+        if self._tg is None:
+            raise SchedulerError("the scheduler is not running")
+        if self.closing:
+            raise SchedulerError("the scheduler is stopping; no new runs")
+        if spec.position is None:
+            position = min(self.station.positions, key=lambda p: len(self._queues[p.name])).name
+        else:
+            position = self.station.position(spec.position).name
+        if spec.after is not None and spec.after not in self._jobs:
+            state = self._past_run_state(spec.after)
+            if state is None:
+                raise SchedulerError(f"--after {spec.after!r}: no such run")
+        if spec.not_before is not None and not (spec.not_before == spec.not_before):
+            raise SchedulerError("start time is not a number")
+        cell = spec.protocol.cell
+        run_id = spec.run_id or new_run_id(spec.protocol.name, cell.cell_id if cell else None)
+        if run_id in self._jobs or (self.out_dir / run_id).exists():
+            raise SchedulerError(f"run id {run_id!r} is taken")
+        job = Job(
+            run_id=run_id,
+            position=position,
+            protocol_name=spec.protocol.name,
+            spec=spec,
+            submitted=self.clock.wall(),
+            eis_expected_s=expected_eis_s(spec.protocol),
+        )
+        self._add(job)
+        return job
+
+    def reattach(self, run_dir: Path) -> Job:
+        """Take over a run found ``running``/``paused`` at start-up.
+
+        With a ``resume_fn`` the run is resumed first on its channel; without one it is
+        ``detached``: it holds its channel (the instrument may still be running it) until
+        an operator aborts it.
+        """
+        meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        position = self.station.position(meta.get("position")).name
+        proto = meta.get("protocol") or {}
+        job = Job(
+            run_id=str(meta.get("run_id", run_dir.name)),
+            position=position,
+            protocol_name=str(proto.get("name", "?")),
+            spec=None,
+            submitted=self.clock.wall(),
+            run_dir=run_dir,
+            resume=self.resume_fn is not None,
+        )
+        if self.resume_fn is None:
+            job.state = JobState.detached
+            job.reason = "found unfinished at start-up; resume is not available"
+            self._jobs[job.run_id] = job
+            self._queues[position].insert(0, job)
+            self._notify()
+            return job
+        self._add(job, first=True)
+        return job
+
+    def _add(self, job: Job, first: bool = False) -> None:
+        assert self._tg is not None
+        self._jobs[job.run_id] = job
+        q = self._queues[job.position]
+        if first:
+            q.insert(0, job)
+        else:
+            q.append(job)
+        job.task = self._tg.create_task(self._run_job(job), name=f"labrig run {job.run_id}")
+        self._notify()
+
+    def _past_run_state(self, run_id: str) -> str | None:
+        if "/" in run_id or run_id in ("", ".", ".."):
+            return None
+        try:
+            meta = json.loads((self.out_dir / run_id / "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        state = meta.get("state")
+        return str(state) if state is not None else None
+
+    # ------------------------------------------------------------------ control
+    def command(self, run_id: str, command: str, sender: str = "local") -> str:
+        """pause | resume | abort one run; returns what happens, or raises SchedulerError."""
+        job = self.get(run_id)
+        ex = job.executor
+        if command == "abort":
+            msg = self._abort(job, f"operator abort by {sender}")
+        elif command == "pause":
+            if ex is None or ex.state is not RunState.running:
+                raise SchedulerError(f"run {run_id} is {job.state.value}, not running")
+            ex.request_pause()
+            msg = "pause requested; the run pauses at the next safe point"
+        elif command == "resume":
+            if ex is None or ex.state is not RunState.paused:
+                raise SchedulerError(f"run {run_id} is {job.state.value}, not paused")
+            ex.request_resume()
+            msg = "resumed"
+        else:
+            raise SchedulerError(f"unknown command {command!r} (pause, resume, abort)")
+        if ex is not None and ex.state is not RunState.pending:
+            ex.record(EventKind.command, command=command, sender=sender, accepted=True, reason=msg)
+        return msg
+
+    def _abort(self, job: Job, reason: str) -> str:
+        if job.state in ENDED:
+            raise SchedulerError(f"run {job.run_id} has already ended ({job.state.value})")
+        if job.state is JobState.detached:
+            assert job.run_dir is not None
+            mark_run(
+                job.run_dir,
+                state="aborted",
+                reason=f"{reason} (not resumed after a restart)",
+                resumable=False,
+                durable=not self.sim,
+            )
+            self._end(job, JobState.aborted, reason)
+            return "the run is marked aborted; its channel is free"
+        if job.executor is None:
+            job.stop_mode = "abort"
+            job.stop_reason = reason
+            assert job.task is not None
+            job.task.cancel()
+            return "removed from the queue"
+        job.executor.request_abort(reason)
+        return "abort requested; the run goes to its safe state"
+
+    def stop(self, *, at_once: bool, reason: str) -> None:
+        """Stop every run: at the next safe point (resumable) or at once (aborted)."""
+        self.closing = True
+        for job in list(self._jobs.values()):
+            if job.state in ENDED or job.state is JobState.detached or job.task is None:
+                continue
+            ex = job.executor
+            if ex is None:
+                # not started: it stays in the daemon's queue file for the next start
+                job.stop_mode = "park"
+                job.stop_reason = reason
+                job.task.cancel()
+            elif at_once:
+                if job.parked:
+                    continue  # already stopped at a safe point
+                job.stop_mode = "kill"
+                job.stop_reason = reason
+                job.task.cancel()
+            elif job.stop_mode is None:
+                job.stop_mode = "park"
+                job.stop_reason = reason
+                if ex.state is RunState.paused:
+                    self._park(job)
+                else:
+                    ex.request_pause()
+        self._notify()
+
+    def _park(self, job: Job) -> None:
+        if not job.parked and job.task is not None:
+            job.parked = True
+            job.task.cancel()
+
+    # ------------------------------------------------------------------ one run's life
+    def _head(self, job: Job) -> bool:
+        q = self._queues[job.position]
+        return bool(q) and q[0] is job
+
+    def _end(self, job: Job, state: JobState, reason: str | None) -> None:
+        job.state = state
+        job.reason = reason
+        job.ended = self.clock.wall()
+        q = self._queues[job.position]
+        if job in q:
+            q.remove(job)
+        job.done.set()
+        self._notify()
+
+    async def _run_job(self, job: Job) -> None:
+        try:
+            await self._until(lambda: self._head(job))
+            if not await self._wait_start(job):
+                return
+            await self._execute(job)
+        except asyncio.CancelledError:
+            if job.stop_mode is None:
+                self._end(job, JobState.aborted, "cancelled")
+                raise
+            if job.executor is None:
+                if job.stop_mode == "abort":
+                    self._end(job, JobState.aborted, job.stop_reason)
+                else:  # left for the next daemon start
+                    self._end(job, JobState.stopped, job.stop_reason)
+        except Exception as exc:  # a failing run never takes the others down
+            log.exception("run %s failed", job.run_id)
+            self._end(job, JobState.failed, f"{type(exc).__name__}: {exc}")
+        finally:
+            if not job.done.is_set():
+                self._end(job, JobState.failed, job.reason or "ended unexpectedly")
+
+    async def _wait_start(self, job: Job) -> bool:
+        spec = job.spec
+        if spec is None:
+            return True
+        if spec.after is not None:
+            job.state = JobState.waiting
+            job.reason = f"after run {spec.after}"
+            self._notify()
+            dep = self._jobs.get(spec.after)
+            if dep is not None:
+                await dep.done.wait()
+                dep_state = dep.state.value
+            else:
+                dep_state = self._past_run_state(spec.after) or "unknown"
+            if dep_state != "finished":
+                self._end(
+                    job,
+                    JobState.aborted,
+                    f"not started: run {spec.after} it depends on ended {dep_state}",
+                )
+                return False
+        if spec.not_before is not None:
+            delay = spec.not_before - self.clock.wall()
+            if delay > 0:
+                job.state = JobState.waiting
+                job.reason = "until " + time.strftime(
+                    "%Y-%m-%d %H:%M:%S", time.localtime(spec.not_before)
+                )
+                self._notify()
+                await asyncio.sleep(delay)
+        return True
+
+    def _adapt(self, job: Job) -> Callable[[RunBindings, Position], RunBindings]:
+        def adapt(b: RunBindings, position: Position) -> RunBindings:
+            cycler: Any = b.cycler
+            if self.watchdog.enabled:
+                cycler = WatchedCycler(b.cycler, self.watchdog, self.watchdog_stats)
+            out = replace(
+                b, cycler=cycler, booking=self.booker.booking(job.run_id, job.eis_expected_s)
+            )
+            return self.adapter(out, position) if self.adapter is not None else out
+
+        return adapt
+
+    async def _execute(self, job: Job) -> None:
+        from ..runner import RunRequest, execute_run
+
+        job.state = JobState.running
+        job.reason = None
+        job.started = self.clock.wall()
+        job.run_dir = job.run_dir or self.out_dir / job.run_id
+        self._notify()
+
+        def on_executor(ex: Executor) -> None:
+            job.executor = ex
+            if job.stop_mode == "park":
+                ex.request_pause()
+            if self.on_executor is not None:
+                self.on_executor(ex)
+
+        def on_progress(ex: Executor) -> None:
+            state = JobState.paused if ex.state is RunState.paused else JobState.running
+            if state is not job.state and job.state in ACTIVE:
+                job.state = state
+                self._notify()
+            if job.stop_mode == "park" and ex.state is RunState.paused:
+                self._park(job)
+
+        with _bind.adapting(self._adapt(job)):
+            try:
+                if job.resume:
+                    assert self.resume_fn is not None and job.run_dir is not None
+                    outcome, root = await self.resume_fn(
+                        job.run_dir,
+                        station=self.station,
+                        sim=self.sim,
+                        sinks=self.sinks,
+                        on_executor=on_executor,
+                    )
+                else:
+                    assert job.spec is not None
+                    req = RunRequest(
+                        protocol=job.spec.protocol,
+                        protocol_yaml=job.spec.protocol_yaml,
+                        out_dir=self.out_dir,
+                        station=self.station,
+                        position=job.position,
+                        sim=self.sim,
+                        seed=job.spec.seed,
+                        options=job.spec.options or self.run_options,
+                        run_id=job.run_id,
+                    )
+                    outcome, root = await execute_run(
+                        req, sinks=self.sinks, on_progress=on_progress, on_executor=on_executor
+                    )
+            except asyncio.CancelledError:
+                if job.stop_mode in ("park", "kill") and job.executor is not None:
+                    self._mark_stopped(job)
+                    return
+                raise
+        job.outcome = outcome
+        job.run_dir = root
+        self._end(job, JobState(outcome.state.value), outcome.reason)
+
+    def _mark_stopped(self, job: Job) -> None:
+        assert job.run_dir is not None
+        reason = job.stop_reason or "stopped by the scheduler"
+        parked = job.stop_mode == "park" and job.parked
+        try:
+            if parked:
+                mark_run(
+                    job.run_dir,
+                    state="paused",
+                    reason=f"{reason}: stopped at a safe point; resumes when the daemon restarts",
+                    resumable=True,
+                    durable=not self.sim,
+                )
+            else:
+                mark_run(
+                    job.run_dir,
+                    state="aborted",
+                    reason=f"{reason}: safe state at once",
+                    resumable=False,
+                    durable=not self.sim,
+                )
+        except (OSError, ValueError) as exc:
+            log.error("could not mark run %s: %s", job.run_id, exc)
+        if parked:
+            self._end(job, JobState.stopped, reason)
+        else:
+            self._end(job, JobState.aborted, f"{reason}: safe state at once")

@@ -1,0 +1,181 @@
+"""Stale-data watchdog: a cycler channel that stops producing data is a fault.
+
+:class:`WatchedCycler` wraps a run's :class:`~drivers.capabilities.CyclerChannel`. While a
+block runs it notes every sign of life it sees - new records (a higher ``seq``) or a
+change of state, block or step - whether the executor or the watchdog itself asked. If
+the executor has not looked for a record period, the watchdog asks the channel's status
+itself (under a deadline). With no sign of life for ``periods`` record periods of the
+running step, ``wait_block`` fails with :class:`StaleData` (an
+:class:`~drivers.capabilities.InstrumentError`): the executor records a ``fault`` event,
+puts every instrument in its safe state and ends the run ``failed`` - never "complete".
+
+The record period is the running step's ``record.every_s``; a step that records only on
+changes (no ``every_s``) has no period and is not watched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.capabilities import (
+    BlockResult,
+    ChannelLimits,
+    ChannelStatus,
+    ChannelStep,
+    CyclerChannel,
+    InstrumentError,
+    RecordBatch,
+)
+
+__all__ = ["StaleData", "WatchdogOptions", "WatchdogStats", "WatchedCycler"]
+
+
+class StaleData(InstrumentError):
+    """No new record and no status change for the allowed number of record periods."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchdogOptions:
+    """``periods``: record periods without a sign of life before the run is failed.
+
+    ``status_timeout_s`` bounds the watchdog's own status request.
+    """
+
+    enabled: bool = True
+    periods: float = 3.0
+    status_timeout_s: float = 10.0
+
+
+@dataclass(slots=True)
+class WatchdogStats:
+    """Shared by every watched channel of a scheduler."""
+
+    trips: int = 0
+    checks: int = 0
+
+
+class WatchedCycler:
+    """A CyclerChannel that fails a block whose data has gone stale (see module doc)."""
+
+    def __init__(
+        self, inner: CyclerChannel, options: WatchdogOptions, stats: WatchdogStats
+    ) -> None:
+        self.inner = inner
+        self.options = options
+        self.stats = stats
+        self._periods: dict[int, float | None] = {}
+        self._block_period: float | None = None
+        self._last_seq = -1
+        self._last_sig: tuple[Any, ...] | None = None
+        self._step_id: int | None = None
+        self._last_life = 0.0
+        self._running = False
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _life(self) -> None:
+        self._last_life = self._now()
+
+    def _saw_status(self, st: ChannelStatus) -> None:
+        sig = (st.state, st.block_id, st.step_id)
+        if st.last_seq > self._last_seq or sig != self._last_sig:
+            self._last_seq = max(self._last_seq, st.last_seq)
+            self._last_sig = sig
+            self._life()
+        if st.step_id is not None:
+            self._step_id = st.step_id
+
+    def _saw_records(self, batch: RecordBatch) -> None:
+        if len(batch) and int(batch.seq[-1]) > self._last_seq:
+            self._last_seq = int(batch.seq[-1])
+            self._step_id = int(batch.step_id[-1])
+            self._life()
+
+    def _period(self) -> float | None:
+        if self._step_id is not None and self._step_id in self._periods:
+            return self._periods[self._step_id]
+        return self._block_period
+
+    # ------------------------------------------------------------------ pass-through
+    async def set_limits(self, limits: ChannelLimits) -> None:
+        await self.inner.set_limits(limits)
+
+    async def get_limits(self) -> ChannelLimits:
+        return await self.inner.get_limits()
+
+    async def start_block(self, block_id: int, steps: Sequence[ChannelStep]) -> None:
+        await self.inner.start_block(block_id, steps)
+        self._periods = {s.step_id: s.record.every_s for s in steps}
+        first = steps[0].record.every_s if steps else None
+        self._block_period = first
+        self._step_id = steps[0].step_id if steps else None
+        self._running = True
+        self._life()
+
+    async def status(self) -> ChannelStatus:
+        st = await self.inner.status()
+        self._saw_status(st)
+        return st
+
+    async def read_records(self, after_seq: int) -> RecordBatch:
+        batch = await self.inner.read_records(after_seq)
+        self._saw_records(batch)
+        return batch
+
+    async def pause(self) -> None:
+        await self.inner.pause()
+
+    async def resume(self) -> None:
+        await self.inner.resume()
+        self._life()
+
+    async def safe_state(self) -> None:
+        self._running = False
+        await self.inner.safe_state()
+
+    # ------------------------------------------------------------------ watched wait
+    async def wait_block(self, poll_s: float = 60.0) -> BlockResult:
+        if not self.options.enabled:
+            return await self.inner.wait_block(poll_s)
+        self._life()
+        waiter = asyncio.ensure_future(self.inner.wait_block(poll_s))
+        try:
+            while True:
+                period = self._period()
+                tick = poll_s if period is None else period
+                done, _ = await asyncio.wait({waiter}, timeout=max(tick, 1e-3))
+                if done:
+                    return waiter.result()
+                period = self._period()
+                if period is None:
+                    continue
+                now = self._now()
+                if now - self._last_life >= period:
+                    # nobody has looked for a record period: ask the channel ourselves
+                    self.stats.checks += 1
+                    async with asyncio.timeout(self.options.status_timeout_s):
+                        self._saw_status(await self.inner.status())
+                limit = self.options.periods * period
+                silent = self._now() - self._last_life
+                if silent >= limit and not waiter.done():
+                    self.stats.trips += 1
+                    raise StaleData(
+                        f"stale data watchdog: no new record or status change from "
+                        f"{self.name} for {silent:.0f} s ({self.options.periods:g} record "
+                        f"periods of {period:g} s)"
+                    )
+        finally:
+            self._running = False
+            if not waiter.done():
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError, InstrumentError):
+                    await waiter
