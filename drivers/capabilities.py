@@ -268,6 +268,19 @@ class CyclerChannel(Protocol):
         """
         ...
 
+    async def attach_block(
+        self, block_id: int, steps: Sequence[ChannelStep], *, time_base_s: float = 0.0
+    ) -> None:
+        """Re-attach to block ``block_id`` after the host restarted.
+
+        The instrument may still be running it, have paused it, or have finished it:
+        adopt whatever it is doing without starting anything; if it holds no trace of
+        the block, start it. ``steps`` are the block's steps with their original ids;
+        ``time_base_s`` is the channel time the host had reached before the block (for
+        instruments whose records count time per test).
+        """
+        ...
+
     async def wait_block(self, poll_s: float = 60.0) -> BlockResult:
         """Wait until the running block ends (done, paused by an end action, or fault)."""
         ...

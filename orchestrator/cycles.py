@@ -71,6 +71,20 @@ class CycleCounter:
     def cycle(self) -> int:
         return self.current.cycle
 
+    @property
+    def last_active(self) -> str | None:
+        return self._last_active
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def restore(self, current: CycleFigures, last_active: str | None, started: bool) -> None:
+        """Put the counter back where a journal snapshot says it was."""
+        self.current = current
+        self._last_active = last_active
+        self._started = started
+
     def start_step(self, kind: str, counts: bool, block: str | None) -> CycleFigures | None:
         """Called when a step starts; returns the cycle that just ended, if one did."""
         if not counts:

@@ -11,14 +11,16 @@ Every run ends with every instrument it used in its safe state.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from drivers.capabilities import (
     BlockResult,
@@ -205,12 +207,20 @@ class Executor:
         self._t0 = 0.0
         self._clock: Clock | None = None
         self._abort_requested: str | None = None
+        self._abandoned = False
+        self._last_time = 0.0
         self._pause_requested = False
         self._resume = asyncio.Event()
         self._cam_mass_g: float | None = None
         if cell is not None:
             m = cell.cam_mass_mg_value()
             self._cam_mass_g = m * 1e-3 if m is not None else None
+        self._pos: list[Any] = []
+        self._resume_from: dict[str, Any] | None = None
+        self._resumed_unit: dict[str, Any] | None = None
+        self._replay_expect: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._unit_info: dict[str, Any] | None = None
+        self.stored_seq = -1  # newest record seq already in the run's data
         self._block_map: dict[int, CompiledStep] = {}
         self._seen_steps: set[int] = set()
         self._open_step: list[Any] | None = None  # [step_id, last step charge seen]
@@ -223,6 +233,11 @@ class Executor:
     def request_abort(self, reason: str = "operator abort") -> None:
         self._abort_requested = reason
         self._resume.set()
+
+    def abandon(self) -> None:
+        """Make the next cancellation behave like a killed process: no safe state, no
+        final writes. For crash-recovery tests and drills; never needed in operation."""
+        self._abandoned = True
 
     def request_pause(self) -> None:
         self._pause_requested = True
@@ -250,6 +265,14 @@ class Executor:
         return self._emit(kind, **data)
 
     def _emit(self, event_kind: EventKind, /, **data: Any) -> Event:
+        if self._replay_expect and event_kind != EventKind.run_resumed:
+            # A resumed run re-derives the events of the unit it re-attached to; those
+            # the journal already holds are not recorded or published again.
+            key = _event_key(event_kind, data)
+            if key == self._replay_expect[0]:
+                self._replay_expect.popleft()
+                return Event(self.run_id, self.channel, -1, event_kind, 0.0, 0.0, data)
+            self._replay_expect.clear()  # the story diverged: everything from here is new
         self.event_seq += 1
         e = Event(
             run_id=self.run_id,
@@ -296,14 +319,27 @@ class Executor:
     # ------------------------------------------------------------------ run
 
     async def run(self) -> RunOutcome:
+        """Run the protocol from the start, or from the journal when ``resume`` was set."""
         self._clock = Clock()
         self._t0 = self._clock.now()
         self.state = RunState.running
-        self._emit(EventKind.run_started, protocol=self.protocol.name, cell=_cell_dict(self.cell))
+        position: list[Any] | None = None
+        if self._resume_from is not None:
+            position = self._restore(self._resume_from)
+            self._emit(EventKind.run_resumed, position=position)
+        else:
+            self._emit(
+                EventKind.run_started, protocol=self.protocol.name, cell=_cell_dict(self.cell)
+            )
+            if self.journal is not None:
+                self.journal.set_started(self.clock.wall())
         self._publish_status()
         try:
-            await self._prepare()
-            await self._run_nodes(self.protocol.sequence, path=())
+            if position is None:
+                await self._prepare()
+            else:
+                await self._prepare_resumed()
+            await self._run_nodes(self.protocol.sequence, True, position)
             self._finish_cycle()
             self.state = RunState.finished
         except RunAborted as exc:
@@ -314,6 +350,8 @@ class Executor:
             self.reason = f"instrument error: {exc}"
             self._emit(EventKind.fault, message=str(exc))
         except asyncio.CancelledError:
+            if self._abandoned:
+                raise  # as if the process died: nothing more is sent or written
             self.state = RunState.aborted
             self.reason = "cancelled"
             await self._safe_state_all()
@@ -377,64 +415,99 @@ class Executor:
 
     # ------------------------------------------------------------------ walking
 
+    # Positions are lists of JSON-friendly steps from the protocol's root to a unit (a
+    # block of cycler steps, or one EIS/chamber node): ["n", index] in a node list, and
+    # ["it", iteration, part] inside a loop, part being "b" (the body), "cb<k>" or
+    # "ca<k>" (checkpoint k before or after the body). The journal stores the position of
+    # the unit in progress; a resumed run walks straight to it.
+
     async def _run_nodes(
-        self, nodes: Sequence[Any], path: tuple[int, ...], counts: bool = True
+        self, nodes: Sequence[Any], counts: bool = True, resume: list[Any] | None = None
     ) -> None:
         i = 0
+        sub: list[Any] | None = None
+        if resume:
+            i, sub = int(resume[0][1]), resume[1:]
         while i < len(nodes):
             node = nodes[i]
-            if is_cycler_step(node):
-                j = i
-                while j < len(nodes) and is_cycler_step(nodes[j]):
-                    j += 1
-                await self._run_block(list(nodes[i:j]), (*path, i), counts)
-                await self._safe_point()
-                i = j
-                continue
-            if isinstance(node, Loop):
-                await self._run_loop(node, (*path, i), counts)
-            elif isinstance(node, Group):
-                await self._run_nodes(node.steps, (*path, i), counts)
-            elif isinstance(node, EisStep):
-                await self._eis(node)
-            elif isinstance(node, ChamberStep):
-                await self._chamber(node)
-            elif isinstance(node, FurnaceStep | GasStep):
-                raise RunAborted(
-                    "furnace and gas steps need a furnace station (the thermal instruments)",
-                    RunState.failed,
-                )
-            else:  # pragma: no cover - the models admit nothing else
-                raise RunAborted(f"unknown node {node!r}", RunState.failed)
+            self._pos.append(["n", i])
+            try:
+                if is_cycler_step(node):
+                    j = i
+                    while j < len(nodes) and is_cycler_step(nodes[j]):
+                        j += 1
+                    await self._run_block(list(nodes[i:j]), counts, sub)
+                    i = j - 1
+                elif isinstance(node, Loop):
+                    await self._run_loop(node, counts, sub)
+                elif isinstance(node, Group):
+                    await self._run_nodes(node.steps, counts, sub)
+                elif isinstance(node, EisStep):
+                    await self._unit("eis", node, sub)
+                elif isinstance(node, ChamberStep):
+                    await self._unit("chamber", node, sub)
+                elif isinstance(node, FurnaceStep | GasStep):
+                    raise RunAborted(
+                        "furnace and gas steps need a furnace station (the thermal instruments)",
+                        RunState.failed,
+                    )
+                else:  # pragma: no cover - the models admit nothing else
+                    raise RunAborted(f"unknown node {node!r}", RunState.failed)
+            finally:
+                self._pos.pop()
+            sub = None
             await self._safe_point()
             i += 1
 
-    async def _run_loop(self, loop: Loop, path: tuple[int, ...], counts: bool) -> None:
-        bound = loop.bound()
+    async def _run_loop(self, loop: Loop, counts: bool, resume: list[Any] | None) -> None:
         label = loop.label or "loop"
         outer_label = self._block_label
         try:
-            await self._loop_iterations(loop, label, bound, path, counts)
+            await self._loop_iterations(loop, label, counts, resume)
         finally:
             self._block_label = outer_label
 
+    @staticmethod
+    def _parts(loop: Loop, it: int) -> list[tuple[str, Any]]:
+        parts: list[tuple[str, Any]] = [
+            (f"cb{k}", cp)
+            for k, cp in enumerate(loop.checkpoints)
+            if cp.position == "before" and cp.fires_at(it)
+        ]
+        parts.append(("b", None))
+        parts += [
+            (f"ca{k}", cp)
+            for k, cp in enumerate(loop.checkpoints)
+            if cp.position == "after" and cp.fires_at(it)
+        ]
+        return parts
+
     async def _loop_iterations(
-        self, loop: Loop, label: str, bound: int, path: tuple[int, ...], counts: bool
+        self, loop: Loop, label: str, counts: bool, resume: list[Any] | None
     ) -> None:
-        for it in range(1, bound + 1):
+        first = 1
+        part0: str | None = None
+        sub: list[Any] | None = None
+        if resume:
+            first, part0, sub = int(resume[0][1]), str(resume[0][2]), resume[1:]
+        for it in range(first, loop.bound() + 1):
             self._block_label = label
             try:
-                for cp in loop.checkpoints:
-                    if cp.position == "before" and cp.fires_at(it):
-                        await self._checkpoint(cp, label, it, path, counts)
-                if self.journal is not None:
-                    self.journal.set_position(
-                        {"path": list(path), "iteration": it, "cycle": self.cycles.cycle}
-                    )
-                await self._run_nodes(loop.steps, path, counts)
-                for cp in loop.checkpoints:
-                    if cp.position == "after" and cp.fires_at(it):
-                        await self._checkpoint(cp, label, it, path, counts)
+                skipping = part0 is not None
+                for part, cp in self._parts(loop, it):
+                    if skipping and part != part0:
+                        continue
+                    skipping = False
+                    self._pos.append(["it", it, part])
+                    try:
+                        if cp is None:
+                            await self._run_nodes(loop.steps, counts, sub)
+                        else:
+                            await self._checkpoint(cp, label, it, counts, sub)
+                    finally:
+                        self._pos.pop()
+                    sub = None
+                part0 = None
             except _EndLoop:
                 return
             if loop.until and self._loop_done(loop.until):
@@ -442,14 +515,36 @@ class Executor:
                 return
 
     async def _checkpoint(
-        self, cp: Any, label: str, it: int, path: tuple[int, ...], counts: bool
+        self, cp: Any, label: str, it: int, counts: bool, resume: list[Any] | None
     ) -> None:
         name = cp.label or f"{label} checkpoint"
-        self._emit(EventKind.checkpoint_started, checkpoint=name, iteration=it)
+        if resume is None:
+            self._emit(EventKind.checkpoint_started, checkpoint=name, iteration=it)
         self._block_label = name
-        await self._run_nodes(cp.steps, (*path, -1), counts and cp.counts_as_cycle)
+        await self._run_nodes(cp.steps, counts and cp.counts_as_cycle, resume)
         self._block_label = label
         self._emit(EventKind.checkpoint_done, checkpoint=name, iteration=it)
+
+    async def _unit(self, kind: str, node: Any, resume: list[Any] | None) -> None:
+        """Run one non-block node as a journalled unit (resumable by its policy)."""
+        if resume is not None and self._resumed_unit is not None:
+            unit, self._resumed_unit = self._resumed_unit, None
+            if unit["state"] == "done":
+                return
+            if kind == "eis":
+                policy = node.on_interrupt
+                self._emit(EventKind.notify, message=f"EIS interrupted by a restart: {policy}")
+                if policy == "skip":
+                    self._journal_unit_done()
+                    return
+                if policy == "abort":
+                    raise RunAborted("an EIS sweep was interrupted and its policy is abort")
+        self._journal_unit_start(kind)
+        if kind == "eis":
+            await self._eis(node)
+        else:
+            await self._chamber(node)
+        self._journal_unit_done()
 
     def _loop_done(self, conds: list[LoopCondition]) -> bool:
         rows = {r["cycle"]: r for r in self.store.cycles}
@@ -504,8 +599,21 @@ class Executor:
 
     # ------------------------------------------------------------------ blocks
 
-    async def _run_block(self, steps: list[Any], path: tuple[int, ...], counts: bool) -> None:
+    async def _run_block(
+        self, steps: list[Any], counts: bool, resume: list[Any] | None = None
+    ) -> None:
         self._check_control()
+        reattach = False
+        if resume is not None and self._resumed_unit is not None:
+            unit, self._resumed_unit = self._resumed_unit, None
+            if unit["state"] == "done":
+                return  # finished before the restart; its effects are in the snapshot
+            # The instrument may still be running this block: compile it with the same
+            # ids and re-attach instead of starting it again.
+            self.compiler.next_id = int(unit["first_step_id"])
+            self.block_id = int(unit["block_id"]) - 1
+            reattach = True
+        first_step_id = self.compiler.next_id
         compiled: list[CompiledStep] = []
         for s in steps:
             compiled.extend(self.compiler.compile(s))
@@ -514,9 +622,17 @@ class Executor:
         self._block_map = {c.channel_step.step_id: c for c in compiled}
         self._seen_steps = set()
         self.current_counts = counts
-        if self.journal is not None:
-            self.journal.set_block(block_id, [c.channel_step.step_id for c in compiled])
-        await self.bind.cycler.start_block(block_id, [c.channel_step for c in compiled])
+        if not reattach:
+            # (a re-attached block keeps the journal entry of its first start, so a
+            # second restart still knows which events the block has produced)
+            self._journal_unit_start("block", block_id=block_id, first_step_id=first_step_id)
+        channel_steps = [c.channel_step for c in compiled]
+        if reattach:
+            await self.bind.cycler.attach_block(
+                block_id, channel_steps, time_base_s=self._last_time
+            )
+        else:
+            await self.bind.cycler.start_block(block_id, channel_steps)
         result = await self._supervise_block()
         await self._collect()  # the tail of the block's records
         self._after_block(result)
@@ -548,7 +664,7 @@ class Executor:
 
     def _ingest(self, batch: RecordBatch) -> None:
         """Assign cycles and capacities to records, check the envelope, store them."""
-        # Drop anything already stored (a re-read after a reconnect) to keep rows unique.
+        # Drop anything already seen (a re-read after a reconnect) to keep rows unique.
         keep = batch.seq > self.last_record_seq
         if not keep.all():
             batch = batch.select(keep)
@@ -579,21 +695,26 @@ class Executor:
             discharge_col[a:b] = dis
             kind_col[a:b] = kind
         self._check_envelope(batch)
-        self.store.append_records(
-            {
-                "time_s": batch.time_s,
-                "cycle": cycle_col,
-                "step": batch.step_id.astype(np.int32),
-                "step_type": kind_col,
-                "current_A": batch.current_A,
-                "voltage_V": batch.voltage_V,
-                "charge_capacity_Ah": charge_col,
-                "discharge_capacity_Ah": discharge_col,
-                "temperature_C": batch.temperature_C,
-                "record_seq": batch.seq,
-            }
-        )
+        rows: dict[str, npt.NDArray[Any]] = {
+            "time_s": batch.time_s,
+            "cycle": cycle_col,
+            "step": batch.step_id.astype(np.int32),
+            "step_type": kind_col,
+            "current_A": batch.current_A,
+            "voltage_V": batch.voltage_V,
+            "charge_capacity_Ah": charge_col,
+            "discharge_capacity_Ah": discharge_col,
+            "temperature_C": batch.temperature_C,
+            "record_seq": batch.seq,
+        }
+        if self.stored_seq >= int(batch.seq[0]):
+            # re-read after a restart: these rows were counted again for the bookkeeping,
+            # but only the ones the run's data does not hold yet are stored
+            new = batch.seq > self.stored_seq
+            rows = {k: v[new] for k, v in rows.items()}
+        self.store.append_records(rows)
         self.last_record_seq = int(batch.seq[-1])
+        self._last_time = float(batch.time_s[-1])
         self.last_voltage = float(batch.voltage_V[-1])
         self.last_current = float(batch.current_A[-1])
         self.last_temperature = float(batch.temperature_C[-1])
@@ -677,8 +798,7 @@ class Executor:
                 self._emit(EventKind.notify, step_id=end.step_id, reason=end.reason)
         self._publish_status()
         self.store.flush_events()
-        if self.journal is not None:
-            self.journal.block_done(self.block_id, self.last_record_seq, self.cycles.cycle)
+        self._journal_unit_done()
         if result.state == ChannelState.fault:
             self._emit(EventKind.fault, message=result.fault or "instrument fault")
             raise RunAborted(f"instrument fault: {result.fault}", RunState.failed)
@@ -730,7 +850,96 @@ class Executor:
     def _store_cycle(self, figures: CycleFigures) -> None:
         row = figures.row(self._cam_mass_g)
         self.store.add_cycle(row)
+        if self.journal is not None:
+            self.journal.add_cycle(row)
         self._emit(EventKind.cycle_ended, **row)
+
+    # ------------------------------------------------------------------ journal and resume
+
+    def _snapshot(self) -> dict[str, Any]:
+        cyc = self.cycles
+        return {
+            "cycle": asdict(cyc.current),
+            "last_active": cyc.last_active,
+            "cycle_started": cyc.started,
+            "steps_done": self.steps_done,
+            "event_seq": self.event_seq,
+            "block_id": self.block_id,
+            "next_step_id": self.compiler.next_id,
+            "read_seq": self.last_record_seq,
+            "last": [self.last_voltage, self.last_current, self.last_temperature],
+            "last_time": self._last_time,
+        }
+
+    def _journal_unit_start(self, kind: str, **extra: Any) -> None:
+        self._unit_info = {
+            "kind": kind,
+            "pos": [list(p) for p in self._pos],
+            "before": self._snapshot(),
+            **extra,
+        }
+        if self.journal is not None:
+            self.journal.unit_start(self._unit_info)
+
+    def _journal_unit_done(self) -> None:
+        if self.journal is not None and self._unit_info is not None:
+            self.journal.unit_done({**self._unit_info, "after": self._snapshot()})
+
+    def resume_from(self, journal: Journal) -> None:
+        """Continue this run where the journal says it was (call before ``run``)."""
+        unit = journal.get("unit")
+        since = 0
+        if unit is not None:
+            snap = unit["after"] if unit["state"] == "done" else unit["before"]
+            since = int(snap["event_seq"])
+        self._resume_from = {
+            "unit": unit,
+            "cycles": journal.cycles(),
+            "max_event_seq": journal.max_event_seq(),
+            "since": [e for e in journal.events_after(since) if e.kind != EventKind.run_resumed],
+            "started": (journal.get("started") or {}).get("wall"),
+        }
+
+    def _restore(self, info: dict[str, Any]) -> list[Any] | None:
+        unit = info["unit"]
+        self.event_seq = int(info["max_event_seq"])
+        self._replay_expect = collections.deque(_event_key(e.kind, e.data) for e in info["since"])
+        self.stored_seq = self.store.stored_seq
+        if info["started"] is not None and not self.clock.virtual:
+            self._t0 = self.clock.now() - max(0.0, self.clock.wall() - float(info["started"]))
+        if unit is None:
+            return None  # nothing had been sent yet: start from the top
+        snap = unit["after"] if unit["state"] == "done" else unit["before"]
+        cur = CycleFigures(**snap["cycle"])
+        self.cycles.restore(cur, snap["last_active"], bool(snap["cycle_started"]))
+        rows = [r for r in info["cycles"] if int(r["cycle"]) < cur.cycle]
+        self.store.replace_cycles(rows)
+        self.steps_done = int(snap["steps_done"])
+        self.block_id = int(snap["block_id"])
+        self.compiler.next_id = int(snap["next_step_id"])
+        self.last_record_seq = int(snap["read_seq"])
+        self.last_voltage, self.last_current, self.last_temperature = snap["last"]
+        self._last_time = float(snap.get("last_time", 0.0))
+        self._resumed_unit = unit
+        self._unit_info = {k: v for k, v in unit.items() if k not in ("state", "after")}
+        return list(unit["pos"])
+
+    async def _prepare_resumed(self) -> None:
+        """After a restart the instrument kept its limits; check them if it can say."""
+        lim = self.protocol.limits
+        if lim.voltage_V is None or lim.current_abs_A is None:
+            return
+        wanted = ChannelLimits(lim.voltage_V[0], lim.voltage_V[1], lim.current_abs_A)
+        try:
+            got = await self.bind.cycler.get_limits()
+        except InstrumentError as exc:
+            self._emit(EventKind.notify, message=f"limits not read back after restart: {exc}")
+            return
+        if not wanted.matches(got):
+            raise RunAborted(
+                f"after the restart the instrument's limits {got} differ from {wanted}",
+                RunState.failed,
+            )
 
     # ------------------------------------------------------------------ other instruments
 
@@ -817,6 +1026,10 @@ class Executor:
                     )
                 return
             await self.clock.sleep(min(30.0, max(1.0, rule.hold_s / 10)))
+
+
+def _event_key(kind: EventKind, data: dict[str, Any]) -> tuple[Any, ...]:
+    return (kind, data.get("step_id"), data.get("cycle"), data.get("iteration"))
 
 
 def _compare(v: float, op: str, threshold: float) -> bool:

@@ -21,6 +21,7 @@ __all__ = ["Journal", "JournalCorrupt"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, crc INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cycles (cycle INTEGER PRIMARY KEY, body TEXT NOT NULL);
 """
 
 
@@ -42,6 +43,7 @@ class Journal:
         if check is None or check[0] != "ok":
             raise JournalCorrupt(f"{path}: integrity check failed: {check}")
         self._pending_events: list[tuple[int, str]] = []
+        self._pending_cycles: list[tuple[int, str]] = []
 
     def close(self) -> None:
         self._commit()
@@ -66,6 +68,12 @@ class Journal:
                     "INSERT OR IGNORE INTO events(seq, body) VALUES (?, ?)", self._pending_events
                 )
                 self._pending_events = []
+            if self._pending_cycles:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO cycles(cycle, body) VALUES (?, ?)",
+                    self._pending_cycles,
+                )
+                self._pending_cycles = []
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -73,6 +81,19 @@ class Journal:
 
     def log_event(self, event: Event) -> None:
         self._pending_events.append((event.seq, event.to_json()))
+
+    def add_cycle(self, row: dict[str, Any]) -> None:
+        self._pending_cycles.append((int(row["cycle"]), json.dumps(row, default=str)))
+
+    def set_started(self, wall_time: float) -> None:
+        self._commit(started={"wall": wall_time})
+
+    def unit_start(self, unit: dict[str, Any]) -> None:
+        """A unit (block, EIS, chamber set) is about to be sent to an instrument."""
+        self._commit(unit={**unit, "state": "sent"})
+
+    def unit_done(self, unit: dict[str, Any]) -> None:
+        self._commit(unit={**unit, "state": "done"})
 
     def set_position(self, position: dict[str, Any]) -> None:
         self._commit(position=position)
@@ -100,6 +121,24 @@ class Journal:
         if zlib.crc32(text.encode()) != crc:
             raise JournalCorrupt(f"{self.path}: entry {key!r} fails its checksum")
         return json.loads(text)
+
+    def cycles(self) -> list[dict[str, Any]]:
+        return [
+            json.loads(body)
+            for (body,) in self._db.execute("SELECT body FROM cycles ORDER BY cycle")
+        ]
+
+    def max_event_seq(self) -> int:
+        row = self._db.execute("SELECT MAX(seq) FROM events").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def events_after(self, seq: int) -> list[Event]:
+        return [
+            Event.from_json(body)
+            for (body,) in self._db.execute(
+                "SELECT body FROM events WHERE seq > ? ORDER BY seq", (seq,)
+            )
+        ]
 
     def events(self) -> list[Event]:
         return [

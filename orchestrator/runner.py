@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,15 @@ from .journal import Journal
 from .station import DEFAULT_STATION, Position, StationConfig
 from .store import RunStore, new_run_id
 
-__all__ = ["RunRequest", "bind_instruments", "execute_run"]
+__all__ = ["RunRequest", "bind_instruments", "execute_run", "is_thermal", "resume_run"]
+
+
+def is_thermal(protocol: Protocol) -> bool:
+    """A furnace protocol (anneal, calcination): furnace and gas steps, no cell."""
+    from protocols.models import FurnaceStep, GasStep
+
+    steps = protocol.steps()
+    return any(isinstance(s, FurnaceStep | GasStep) for s in steps) and not protocol.drives_cell()
 
 
 @dataclass
@@ -30,6 +39,8 @@ class RunRequest:
     seed: int = 0
     options: RunOptions | None = None
     run_id: str | None = None
+    durable: bool | None = None  # fsync data and journal (default: on hardware)
+    staging: bool | None = None  # log rows before they reach a chunk (default: durable)
 
 
 @contextlib.asynccontextmanager
@@ -55,8 +66,20 @@ async def execute_run(
     sinks: Sequence[EventSink] = (),
     on_progress: Callable[[Executor], None] | None = None,
     on_executor: Callable[[Executor], Any] | None = None,
+    bindings: RunBindings | None = None,
 ) -> tuple[RunOutcome, Path]:
-    """Run ``req`` to its end; returns the outcome and the run directory."""
+    """Run ``req`` to its end; returns the outcome and the run directory.
+
+    ``bindings`` replaces opening the station's instruments (the scheduler wraps them;
+    tests hand in instruments they keep).
+    """
+    if is_thermal(req.protocol):
+        from .thermal import execute_thermal_run  # type: ignore[import-not-found,unused-ignore]
+
+        result: tuple[RunOutcome, Path] = await execute_thermal_run(
+            req, sinks=sinks, on_progress=on_progress, on_executor=on_executor
+        )
+        return result
     protocol = req.protocol
     cell = protocol.cell
     position = req.station.position(req.position)
@@ -68,18 +91,96 @@ async def execute_run(
         "position": position.name,
         "simulated": req.sim,
         "seed": req.seed,
+        "station_config": req.station.model_dump(mode="json"),
     }
-    # Dry runs skip fsync: nothing real is at stake and it would dominate their time.
-    durable = not req.sim
+    # Dry runs skip fsync and the staging log: nothing real is at stake and they would
+    # dominate their time. Hardware runs have both.
+    durable = (not req.sim) if req.durable is None else req.durable
     store = RunStore.create(
-        req.out_dir, run_id, protocol_yaml=req.protocol_yaml, meta=meta, durable=durable
+        req.out_dir,
+        run_id,
+        protocol_yaml=req.protocol_yaml,
+        meta=meta,
+        durable=durable,
+        staging=req.staging,
     )
     journal = Journal(store.root / "journal.sqlite", durable=durable)
+    options = req.options or RunOptions(poll_s=600.0 if req.sim else 10.0)
+    return await _drive(
+        store, journal, protocol, req.station, position, run_id,
+        sim=req.sim, seed=req.seed, options=options, sinks=sinks, on_progress=on_progress,
+        on_executor=on_executor, bindings=bindings, resume=False,
+    )  # fmt: skip
+
+
+async def resume_run(
+    run_dir: Path,
+    *,
+    station: StationConfig | None = None,
+    sim: bool | None = None,
+    sinks: Sequence[EventSink] = (),
+    on_progress: Callable[[Executor], None] | None = None,
+    on_executor: Callable[[Executor], Any] | None = None,
+    bindings: RunBindings | None = None,
+    options: RunOptions | None = None,
+    durable: bool | None = None,
+    staging: bool | None = None,
+) -> tuple[RunOutcome, Path]:
+    """Continue a run after the orchestrator stopped (killed, crashed, PC restarted).
+
+    Reads the journal, asks the instrument what it is doing (a block that kept running
+    is adopted, not restarted), and goes on at the right step and cycle, storing every
+    record exactly once. Raises :class:`JournalCorrupt` rather than guess.
+    """
+    from protocols.loader import load_protocol_text
+
+    meta = json.loads((run_dir / "run.json").read_text())
+    if meta.get("state") in ("finished", "aborted", "failed"):
+        raise ValueError(f"{run_dir.name} ended ({meta['state']}); nothing to resume")
+    protocol = load_protocol_text(
+        (run_dir / "protocol.yaml").read_text(), source_name=str(run_dir / "protocol.yaml")
+    )
+    if station is None:
+        station = StationConfig.model_validate(meta["station_config"])
+    sim_ = bool(meta.get("simulated")) if sim is None else sim
+    durable_ = (not sim_) if durable is None else durable
+    journal = Journal(run_dir / "journal.sqlite", durable=durable_)
+    store = RunStore.open_existing(run_dir, durable=durable_, staging=staging)
+    store.reconcile_events(journal.events())
+    store.update_meta(state="running", resumed=[*meta.get("resumed", []), _now_iso()])
+    position = station.position(meta["position"])
+    opts = options or RunOptions(poll_s=600.0 if sim_ else 10.0)
+    return await _drive(
+        store, journal, protocol, station, position, meta["run_id"],
+        sim=sim_, seed=int(meta.get("seed", 0)), options=opts, sinks=sinks,
+        on_progress=on_progress, on_executor=on_executor, bindings=bindings, resume=True,
+    )  # fmt: skip
+
+
+async def _drive(
+    store: RunStore,
+    journal: Journal,
+    protocol: Protocol,
+    station: StationConfig,
+    position: Position,
+    run_id: str,
+    *,
+    sim: bool,
+    seed: int,
+    options: RunOptions,
+    sinks: Sequence[EventSink],
+    on_progress: Callable[[Executor], None] | None,
+    on_executor: Callable[[Executor], Any] | None,
+    bindings: RunBindings | None,
+    resume: bool,
+) -> tuple[RunOutcome, Path]:
+    cell = protocol.cell
     try:
-        async with bind_instruments(
-            req.station, position, cell, sim=req.sim, seed=req.seed
-        ) as bindings:
-            options = req.options or RunOptions(poll_s=600.0 if req.sim else 10.0)
+        async with contextlib.AsyncExitStack() as stack:
+            if bindings is None:
+                bindings = await stack.enter_async_context(
+                    bind_instruments(station, position, cell, sim=sim, seed=seed)
+                )
             ex = Executor(
                 run_id=run_id,
                 protocol=protocol,
@@ -92,6 +193,8 @@ async def execute_run(
                 options=options,
                 on_progress=on_progress,
             )
+            if resume:
+                ex.resume_from(journal)
             if on_executor is not None:
                 on_executor(ex)
             outcome = await ex.run()
@@ -99,3 +202,9 @@ async def execute_run(
         journal.close()
         store.close()
     return outcome, store.root
+
+
+def _now_iso() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat()

@@ -95,6 +95,15 @@ class SimCyclerChannel:
         self._block = block_id
         self.engine.start_block(block_id, [_to_sim_step(s) for s in steps], self._now())
 
+    async def attach_block(
+        self, block_id: int, steps: Sequence[ChannelStep], *, time_base_s: float = 0.0
+    ) -> None:
+        st = self.engine.status(self._now())
+        if st.block_id == block_id:
+            self._block = block_id  # the engine kept running it: adopt it
+            return
+        await self.start_block(block_id, steps)
+
     async def wait_block(self, poll_s: float = 60.0) -> BlockResult:
         while True:
             end = self.engine.end_time()

@@ -140,8 +140,10 @@ class RunStore:
         *,
         chunk_rows: int = 250_000,
         durable: bool = True,
+        staging: bool | None = None,
     ) -> None:
         self.root = root
+        self.staging = durable if staging is None else staging
         self.data_dir = root / "data"
         self.eis_dir = root / "eis"
         self.chunk_rows = chunk_rows
@@ -153,6 +155,11 @@ class RunStore:
         self._meta: dict[str, Any] = {}
         self.rows_written = 0
         self.last_flushed_seq = -1
+        # Rows not yet in a Parquet chunk are also appended to an Arrow IPC stream, so a
+        # killed process loses none of them (durable stores only; dry runs skip it).
+        self._staging: Any = None
+        self._staging_path: Path | None = None
+        self._staging_files: list[Path] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -166,10 +173,11 @@ class RunStore:
         meta: Mapping[str, Any],
         chunk_rows: int = 250_000,
         durable: bool = True,
+        staging: bool | None = None,
     ) -> RunStore:
         root = out_dir / run_id
         root.mkdir(parents=True, exist_ok=False)
-        store = cls(root, chunk_rows=chunk_rows, durable=durable)
+        store = cls(root, chunk_rows=chunk_rows, durable=durable, staging=staging)
         store.data_dir.mkdir()
         store.eis_dir.mkdir()
         _atomic_write_bytes(root / "protocol.yaml", protocol_yaml.encode(), durable)
@@ -185,13 +193,44 @@ class RunStore:
         return store
 
     @classmethod
-    def open_existing(cls, root: Path, *, durable: bool = True) -> RunStore:
-        store = cls(root, durable=durable)
+    def open_existing(
+        cls,
+        root: Path,
+        *,
+        durable: bool = True,
+        staging: bool | None = None,
+        chunk_rows: int = 250_000,
+    ) -> RunStore:
+        """Re-open a run directory to continue it: committed chunks stay as they are;
+        rows that were only staged are taken back as pending."""
+        store = cls(root, durable=durable, staging=staging, chunk_rows=chunk_rows)
         store._meta = json.loads((root / "run.json").read_text())
-        if (root / "cycles.parquet").exists():
-            store._cycles = pq.read_table(root / "cycles.parquet").to_pylist()
+        for part in sorted(store.data_dir.glob("part-*.parquet")):
+            md = pq.read_metadata(part)
+            store.rows_written += md.num_rows
+            seq_col = md.schema.names.index("record_seq")
+            for rg in range(md.num_row_groups):
+                stats = md.row_group(rg).column(seq_col).statistics
+                if stats is not None and stats.has_min_max:
+                    store.last_flushed_seq = max(store.last_flushed_seq, int(stats.max))
+        for tmp in store.data_dir.glob("*.tmp"):
+            tmp.unlink()  # a chunk that was being written when the process died
+        staged = sorted(store.data_dir.glob("staging-*.arrow"))
+        for path in staged:
+            for table in _read_staging(path):
+                store._queue(table)
+        store._staging_files = staged
         store._events_file = open(root / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         return store
+
+    @property
+    def stored_seq(self) -> int:
+        """The newest record sequence number held (in chunks or staged)."""
+        best = self.last_flushed_seq
+        for arr in self._pending.cols["record_seq"]:
+            if len(arr):
+                best = max(best, int(np.max(arr)))
+        return best
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -212,24 +251,52 @@ class RunStore:
         n = len(cols["time_s"])
         if n == 0:
             return
+        if self.staging:
+            self._stage(_to_table(cols))
         for c in DATA_COLUMNS:
             self._pending.cols[c].append(np.asarray(cols[c]))
         self._pending.rows += n
         if self._pending.rows >= self.chunk_rows:
             self.flush_records()
 
+    def _queue(self, table: pa.Table) -> None:
+        for c in DATA_COLUMNS:
+            col = table.column(c)
+            if c == "step_type":
+                arr: npt.NDArray[Any] = np.asarray(col.cast(pa.string()).to_pylist(), dtype=object)
+            else:
+                arr = col.to_numpy()
+            self._pending.cols[c].append(arr)
+        self._pending.rows += table.num_rows
+
+    def _stage(self, table: pa.Table) -> None:
+        if self._staging is None:
+            n = len(self._staging_files)
+            self._staging_path = self.data_dir / f"staging-{self._chunk_index:05d}-{n:03d}.arrow"
+            sink = pa.OSFile(str(self._staging_path), "wb")
+            self._staging = (sink, pa.ipc.new_stream(sink, _SCHEMA))
+            self._staging_files.append(self._staging_path)
+        sink, writer = self._staging
+        writer.write_table(table)
+        sink.flush()
+        if self.durable:
+            os.fsync(sink.fileno())
+
+    def _drop_staging(self) -> None:
+        if self._staging is not None:
+            sink, writer = self._staging
+            writer.close()
+            sink.close()
+            self._staging = None
+        for path in self._staging_files:
+            path.unlink(missing_ok=True)
+        self._staging_files = []
+
     def flush_records(self) -> None:
         """Write whatever is queued as one Parquet chunk (atomically)."""
         if self._pending.rows == 0:
             return
-        arrays = []
-        for name in DATA_COLUMNS:
-            data = np.concatenate(self._pending.cols[name])
-            if name == "step_type":
-                arrays.append(pa.array(data.astype(str)).dictionary_encode())
-            else:
-                arrays.append(pa.array(data, type=_SCHEMA.field(name).type))
-        table = pa.Table.from_arrays(arrays, schema=_SCHEMA)
+        table = _to_table({c: np.concatenate(self._pending.cols[c]) for c in DATA_COLUMNS})
         path = self.data_dir / f"part-{self._chunk_index:05d}.parquet"
         tmp = path.with_name(path.name + ".tmp")
         pq.write_table(table, tmp, compression="zstd")
@@ -244,6 +311,7 @@ class RunStore:
         self.rows_written += table.num_rows
         self.last_flushed_seq = int(table.column("record_seq")[-1].as_py())
         self._pending = _Pending()
+        self._drop_staging()
 
     # ------------------------------------------------------------------ cycles, EIS, events
 
@@ -253,6 +321,9 @@ class RunStore:
     @property
     def cycles(self) -> list[dict[str, Any]]:
         return self._cycles
+
+    def replace_cycles(self, rows: list[dict[str, Any]]) -> None:
+        self._cycles = [dict(r) for r in rows]
 
     def write_cycles(self) -> None:
         cols = {c: [r.get(c) for r in self._cycles] for c in CYCLE_COLUMNS}
@@ -294,6 +365,19 @@ class RunStore:
         os.replace(tmp, path)
         return path
 
+    def reconcile_events(self, journal_events: list[Event]) -> None:
+        """Make events.jsonl hold exactly the journal's events, in order, once each.
+
+        After a crash the file may lack its last lines (never flushed), end in a torn
+        line, or hold lines the journal never committed (they will be emitted again).
+        """
+        if self._events_file is not None:
+            self._events_file.close()
+        path = self.root / "events.jsonl"
+        text = "".join(e.to_json() + "\n" for e in journal_events)
+        _atomic_write_bytes(path, text.encode(), self.durable)
+        self._events_file = open(path, "a", encoding="utf-8")  # noqa: SIM115
+
     def append_event(self, event: Event) -> None:
         if self._events_file is None:
             return
@@ -318,9 +402,42 @@ class RunStore:
         )
 
     def close(self) -> None:
+        if self._staging is not None:
+            sink, writer = self._staging
+            writer.close()
+            sink.close()
+            self._staging = None
         if self._events_file is not None:
             self._events_file.close()
             self._events_file = None
+
+
+def _to_table(cols: Mapping[str, npt.NDArray[Any]]) -> pa.Table:
+    arrays = []
+    for name in DATA_COLUMNS:
+        data = np.asarray(cols[name])
+        if name == "step_type":
+            arrays.append(pa.array(data.astype(str)).dictionary_encode())
+        else:
+            arrays.append(pa.array(data, type=_SCHEMA.field(name).type))
+    return pa.Table.from_arrays(arrays, schema=_SCHEMA)
+
+
+def _read_staging(path: Path) -> list[pa.Table]:
+    """Every complete batch of a staging stream; a torn tail (a killed writer) is dropped."""
+    out: list[pa.Table] = []
+    try:
+        with pa.OSFile(str(path), "rb") as f:
+            reader = pa.ipc.open_stream(f)
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                out.append(pa.Table.from_batches([batch]))
+    except (pa.ArrowInvalid, OSError):
+        pass
+    return out
 
 
 def _csv_cell(v: Any) -> str:

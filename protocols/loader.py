@@ -123,7 +123,8 @@ def load_protocol_text(
     try:
         doc = read_yaml(text)
     except YamlProblem as exc:
-        raise ProtocolError([Issue(name, exc.line, "", exc.message)]) from None
+        where = ".".join(str(p) for p in exc.path)
+        raise ProtocolError([Issue(name, exc.line, where, exc.message)]) from None
     if not isinstance(doc.data, dict):
         kind = type(doc.data).__name__
         raise ProtocolError(

@@ -41,10 +41,11 @@ _constructor = yaml.constructor.SafeConstructor()
 class YamlProblem(Exception):
     """The text is not acceptable YAML for a protocol; ``line`` is 1-based or None."""
 
-    def __init__(self, message: str, line: int | None) -> None:
+    def __init__(self, message: str, line: int | None, path: tuple[Any, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
+        self.path = path
 
 
 @dataclass
@@ -177,7 +178,14 @@ def read_yaml(text: str) -> YamlDocument:
                 raise YamlProblem(f"more than {MAX_NODES:,} YAML nodes", line)
 
             if isinstance(event, yaml.ScalarEvent):
-                value = _scalar(event)
+                try:
+                    value = _scalar(event)
+                except YamlProblem as exc:
+                    if stack:  # say which field holds the bad value
+                        top = stack[-1]
+                        where = top.key if isinstance(top.container, dict) else len(top.container)
+                        exc.path = (*top.path, where)
+                    raise
                 place(value, line or 0)
                 if event.anchor is not None:
                     anchors[event.anchor] = (value, 1)

@@ -43,6 +43,7 @@ from .codec import (
     ES_REASON,
     PROBLEM_CODES,
     ChannelReading,
+    MacNetError,
     SafetyLimits,
     Stat,
     decode_reading,
@@ -265,6 +266,35 @@ class MaccorChannel:
             why = await self._start_error()
             self._block = self._previous
             raise InstrumentError(f"{self.name}: start refused: {result.get('Result')!r} {why}")
+
+    async def attach_block(
+        self, block_id: int, steps: Sequence[ChannelStep], *, time_base_s: float = 0.0
+    ) -> None:
+        """After a host restart: adopt the tester's test for ``block_id`` if it has one
+        (running, suspended or completed), else start the block.
+
+        The test is found by its data file (test names carry the block id), so a start
+        that never reached the tester is not mistaken for one that did.
+        """
+        if self._block is not None and self._block.block_id == block_id:
+            return
+        proc = compile_block(steps, description=f"labrig {self.name} block {block_id}")
+        test_name = f"LR{self.number:03d}B{block_id}"
+        try:
+            res = await self._call(1, 7, {"FileName": test_name, "Offset": 0, "Len": 1})
+            data = res.get("Data")
+            known = isinstance(data, str) and not data.lstrip().startswith("<")
+        except MacNetError:
+            known = False
+        if not known:
+            self._previous = None
+            await self.start_block(block_id, steps)
+            if self._block is not None:
+                self._block.time_base = time_base_s
+            return
+        self._previous = None
+        self._block = _Block(block_id, proc, test_name, time_base_s)
+        await self.read()
 
     async def _start_error(self) -> str:
         with contextlib.suppress(InstrumentError):

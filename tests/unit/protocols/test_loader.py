@@ -88,10 +88,16 @@ BROKEN = [
         "NaN",
         GOOD.replace("current_abs_mA: 5", "current_abs_mA: .nan"),
         6,
-        "",
+        "limits.current_abs_mA",
         "not a finite number",
     ),
-    ("inf", GOOD.replace("cam_mass_mg: 8.4", "cam_mass_mg: -.inf"), 3, "", "not a finite"),
+    (
+        "inf",
+        GOOD.replace("cam_mass_mg: 8.4", "cam_mass_mg: -.inf"),
+        3,
+        "cell.cam_mass_mg",
+        "not a finite",
+    ),
     (
         "inverted window",
         GOOD.replace("[2.0, 3.75]", "[3.75, 2.0]"),
