@@ -3,8 +3,6 @@
 The executor ends a cancelled run as ``aborted``/``cancelled``. When the daemon stops a
 run on purpose it knows better: stopped at a safe point (``paused``, resumable by a
 restarted daemon) or stopped at once by a second signal (``aborted`` with that reason).
-This rewrites ``run.json`` and the journal's state, and appends a ``notify`` event that
-says why, through the store's and journal's public API.
 """
 
 from __future__ import annotations
@@ -44,8 +42,28 @@ def last_event(root: Path) -> dict[str, object] | None:
     return None
 
 
-def mark_run(root: Path, *, state: str, reason: str, resumable: bool, durable: bool) -> None:
-    """Set the run's final (or parked) ``state`` and ``reason`` in run.json and journal."""
+def mark_run(
+    root: Path,
+    *,
+    state: str,
+    reason: str,
+    resumable: bool,
+    durable: bool,
+    log_event: bool = True,
+) -> None:
+    """Set the run's final (or parked) ``state`` and ``reason`` in run.json.
+
+    With ``log_event`` (a run that has ended) the journal's state is set too and a
+    ``notify`` event saying why is appended. A parked run keeps its journal and event
+    log untouched, exactly as resume expects them after a stop at a safe point.
+    """
+    if not log_event:
+        meta = json.loads((root / "run.json").read_text(encoding="utf-8"))
+        meta.update(state=state, reason=reason, resumable=resumable)
+        tmp = root / "run.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+        tmp.replace(root / "run.json")
+        return
     last = last_event(root) or {}
     meta = json.loads((root / "run.json").read_text(encoding="utf-8"))
     seq = last.get("seq", 0)

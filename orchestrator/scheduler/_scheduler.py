@@ -29,14 +29,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from protocols.models import EisStep, Protocol
+from protocols.models import EisStep, FurnaceStep, GasStep, Protocol
 
 from ..clock import Clock
 from ..events import EventKind, EventSink, RunState
 from ..executor import Executor, RunBindings, RunOptions, RunOutcome
 from ..station import Position, StationConfig
 from ..store import new_run_id
-from . import _bind
 from ._booking import Booker, ResourceTimeline
 from ._jobs import ACTIVE, ENDED, Job, JobState, RunSpec
 from ._marks import mark_run
@@ -47,7 +46,8 @@ __all__ = ["ResumeFn", "Scheduler", "SchedulerError", "expected_eis_s"]
 log = logging.getLogger(__name__)
 
 ResumeFn = Callable[..., Awaitable[tuple[RunOutcome, Path]]]
-"""``orchestrator.runner.resume_run``'s shape (run_dir, *, station, sim, sinks, on_executor)."""
+"""``orchestrator.runner.resume_run``'s shape: ``(run_dir, *, station, sim, sinks,
+on_progress, on_executor, bindings)``."""
 
 
 class SchedulerError(ValueError):
@@ -62,12 +62,27 @@ def expected_eis_s(protocol: Protocol) -> float | None:
     return max(sweeps) if sweeps else None
 
 
+def _stored_protocol(run_dir: Path) -> tuple[Protocol, int]:
+    """The protocol and seed of a run directory (to open its instruments on resume)."""
+    from protocols.loader import load_protocol_text
+
+    meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    text = (run_dir / "protocol.yaml").read_text(encoding="utf-8")
+    return load_protocol_text(text), int(meta.get("seed", 0))
+
+
+def _position_kind(protocol: Protocol) -> str:
+    """A protocol with furnace or gas steps needs a furnace position; others a cell one."""
+    thermal = any(isinstance(s, FurnaceStep | GasStep) for s in protocol.steps())
+    return "furnace" if thermal else "cell"
+
+
 class Scheduler:
     """Runs many protocols on one station. Use as ``async with Scheduler(...) as s``.
 
     ``sinks`` receive every run's events; ``on_executor`` is called with each run's
-    executor when it starts; ``adapter`` may change a run's bindings after the scheduler
-    has added booking and the watchdog (tests instrument instruments with it).
+    executor when it starts; ``adapter`` may change a run's bindings as opened, before
+    the scheduler adds booking and the watchdog (tests instrument instruments with it).
     Leaving the block waits for every run to end unless :meth:`stop` was called.
     """
 
@@ -101,14 +116,12 @@ class Scheduler:
         self._queues: dict[str, list[Job]] = {p.name: [] for p in station.positions}
         self._changed = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
-        self._stack = contextlib.ExitStack()
         self._clock: Clock | None = None
         self.closing = False
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Scheduler:
         self._clock = Clock()
-        self._stack.enter_context(_bind.installed())
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         return self
@@ -124,7 +137,6 @@ class Scheduler:
             await self._tg.__aexit__(exc_type, exc, tb)
         finally:
             self._tg = None
-            self._stack.close()
 
     @property
     def clock(self) -> Clock:
@@ -153,6 +165,13 @@ class Scheduler:
     def jobs(self) -> list[Job]:
         """Every run the scheduler knows, in submission order."""
         return list(self._jobs.values())
+
+    def active_on(self, position: str) -> Job | None:
+        """The run now using ``position`` (started, not ended), if any."""
+        q = self._queues.get(position) or []
+        if q and q[0].executor is not None and q[0].state not in ENDED:
+            return q[0]
+        return None
 
     def get(self, run_id: str) -> Job:
         job = self._jobs.get(run_id)
@@ -185,7 +204,11 @@ class Scheduler:
         if self.closing:
             raise SchedulerError("the scheduler is stopping; no new runs")
         if spec.position is None:
-            position = min(self.station.positions, key=lambda p: len(self._queues[p.name])).name
+            kind = _position_kind(spec.protocol)
+            fits = [p for p in self.station.positions if p.kind == kind]
+            if not fits:
+                raise SchedulerError(f"station {self.station.name!r} has no {kind} position")
+            position = min(fits, key=lambda p: len(self._queues[p.name])).name
         else:
             position = self.station.position(spec.position).name
         if spec.after is not None and spec.after not in self._jobs:
@@ -260,8 +283,12 @@ class Scheduler:
         return str(state) if state is not None else None
 
     # ------------------------------------------------------------------ control
-    def command(self, run_id: str, command: str, sender: str = "local") -> str:
-        """pause | resume | abort one run; returns what happens, or raises SchedulerError."""
+    def command(self, run_id: str, command: str, sender: str = "local", record: bool = True) -> str:
+        """pause | resume | abort one run; returns what happens, or raises SchedulerError.
+
+        An accepted command is recorded as a ``command`` event of the run unless
+        ``record`` is False (the MQTT side records its own, with the request id).
+        """
         job = self.get(run_id)
         ex = job.executor
         if command == "abort":
@@ -278,7 +305,7 @@ class Scheduler:
             msg = "resumed"
         else:
             raise SchedulerError(f"unknown command {command!r} (pause, resume, abort)")
-        if ex is not None and ex.state is not RunState.pending:
+        if record and ex is not None and ex.state is not RunState.pending:
             ex.record(EventKind.command, command=command, sender=sender, accepted=True, reason=msg)
         return msg
 
@@ -333,8 +360,13 @@ class Scheduler:
         self._notify()
 
     def _park(self, job: Job) -> None:
+        # At a safe point (block done, cycler at rest) the run is left exactly as a
+        # killed process would leave it at that point - no final writes, instruments
+        # untouched (a chamber keeps its temperature) - which is what resume handles.
         if not job.parked and job.task is not None:
             job.parked = True
+            if job.executor is not None:
+                job.executor.abandon()
             job.task.cancel()
 
     # ------------------------------------------------------------------ one run's life
@@ -408,18 +440,21 @@ class Scheduler:
 
     def _adapt(self, job: Job) -> Callable[[RunBindings, Position], RunBindings]:
         def adapt(b: RunBindings, position: Position) -> RunBindings:
+            # the caller's adapter sees the instruments as opened (to instrument them);
+            # booking and the watchdog go on top
+            if self.adapter is not None:
+                b = self.adapter(b, position)
             cycler: Any = b.cycler
             if self.watchdog.enabled:
                 cycler = WatchedCycler(b.cycler, self.watchdog, self.watchdog_stats)
-            out = replace(
+            return replace(
                 b, cycler=cycler, booking=self.booker.booking(job.run_id, job.eis_expected_s)
             )
-            return self.adapter(out, position) if self.adapter is not None else out
 
         return adapt
 
     async def _execute(self, job: Job) -> None:
-        from ..runner import RunRequest, execute_run
+        from .. import runner
 
         job.state = JobState.running
         job.reason = None
@@ -442,8 +477,24 @@ class Scheduler:
             if job.stop_mode == "park" and ex.state is RunState.paused:
                 self._park(job)
 
-        with _bind.adapting(self._adapt(job)):
-            try:
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if job.resume:
+                    assert self.resume_fn is not None and job.run_dir is not None
+                    protocol, seed = _stored_protocol(job.run_dir)
+                else:
+                    assert job.spec is not None
+                    protocol, seed = job.spec.protocol, job.spec.seed
+                bindings: RunBindings | None = None
+                if not runner.is_thermal(protocol):
+                    # open the instruments here so booking and the watchdog wrap them
+                    position = self.station.position(job.position)
+                    raw = await stack.enter_async_context(
+                        runner.bind_instruments(
+                            self.station, position, protocol.cell, sim=self.sim, seed=seed
+                        )
+                    )
+                    bindings = self._adapt(job)(raw, position)
                 if job.resume:
                     assert self.resume_fn is not None and job.run_dir is not None
                     outcome, root = await self.resume_fn(
@@ -451,11 +502,13 @@ class Scheduler:
                         station=self.station,
                         sim=self.sim,
                         sinks=self.sinks,
+                        on_progress=on_progress,
                         on_executor=on_executor,
+                        bindings=bindings,
                     )
                 else:
                     assert job.spec is not None
-                    req = RunRequest(
+                    req = runner.RunRequest(
                         protocol=job.spec.protocol,
                         protocol_yaml=job.spec.protocol_yaml,
                         out_dir=self.out_dir,
@@ -466,14 +519,18 @@ class Scheduler:
                         options=job.spec.options or self.run_options,
                         run_id=job.run_id,
                     )
-                    outcome, root = await execute_run(
-                        req, sinks=self.sinks, on_progress=on_progress, on_executor=on_executor
+                    outcome, root = await runner.execute_run(
+                        req,
+                        sinks=self.sinks,
+                        on_progress=on_progress,
+                        on_executor=on_executor,
+                        bindings=bindings,
                     )
-            except asyncio.CancelledError:
-                if job.stop_mode in ("park", "kill") and job.executor is not None:
-                    self._mark_stopped(job)
-                    return
-                raise
+        except asyncio.CancelledError:
+            if job.stop_mode in ("park", "kill") and job.executor is not None:
+                self._mark_stopped(job)
+                return
+            raise
         job.outcome = outcome
         job.run_dir = root
         self._end(job, JobState(outcome.state.value), outcome.reason)
@@ -490,6 +547,7 @@ class Scheduler:
                     reason=f"{reason}: stopped at a safe point; resumes when the daemon restarts",
                     resumable=True,
                     durable=not self.sim,
+                    log_event=False,  # the journal stays as resume expects it
                 )
             else:
                 mark_run(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+from orchestrator.executor import RunBindings
 from orchestrator.scheduler import RunSpec
+from orchestrator.station import Position
 from protocols.loader import dump_protocol_yaml, load_protocol_text
 
 HEAD = """
@@ -21,6 +25,19 @@ EIS = "EIS from 10 kHz to 0.1 Hz, 5 per decade, 10 mV amplitude at OCV"
 
 def protocol_text(name: str, steps: list[str], every_s: float = 30.0) -> str:
     return HEAD.format(name=name, every=every_s) + "".join(f"  - {s}\n" for s in steps)
+
+
+def without_impedance(position: str) -> Callable[[RunBindings, Position], RunBindings]:
+    """A scheduler adapter that unplugs the impedance channel of ``position``: an EIS run
+    there fails (the way a run with a missing instrument fails)."""
+
+    def adapt(b: RunBindings, pos: Position) -> RunBindings:
+        return replace(b, impedance=None) if pos.name == position else b
+
+    return adapt
+
+
+BROKEN = ["Rest for 1 min", EIS]  # fails where there is no impedance channel
 
 
 def spec(name: str, steps: list[str] | None = None, **kw: Any) -> RunSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ from orchestrator.scheduler import JobState, Scheduler
 from orchestrator.station import DEFAULT_STATION
 from tests.helpers import run_virtual_strict
 
-from .conftest import CYCLE, spec
+from .conftest import BROKEN, CYCLE, spec, without_impedance
 
 
 def _events(root: Path) -> list[dict[str, Any]]:
@@ -21,10 +22,12 @@ def _events(root: Path) -> list[dict[str, Any]]:
 
 def test_eight_runs_at_once_finish_independently(tmp_path: Path) -> None:
     async def main() -> list[Any]:
-        async with Scheduler(station=DEFAULT_STATION, out_dir=tmp_path, sim=True) as s:
+        async with Scheduler(
+            station=DEFAULT_STATION, out_dir=tmp_path, sim=True, adapter=without_impedance("ch0")
+        ) as s:
+            # one that fails on purpose (its EIS channel is unplugged) first on ch0
+            bad = s.submit(spec("bad", BROKEN, position="ch0"))
             jobs = [s.submit(spec(f"run{i}", position=f"ch{i}", seed=i)) for i in range(8)]
-            # and one that fails on purpose: a furnace step on a cell position
-            bad = s.submit(spec("bad", ["Heat furnace to 100 °C at 5 K/min"], position="ch0"))
             await s.wait_all()
             return [*jobs, bad]
 
@@ -33,8 +36,10 @@ def test_eight_runs_at_once_finish_independently(tmp_path: Path) -> None:
     for j in good:
         assert j.state is JobState.finished, (j.run_id, j.reason)
         assert j.outcome is not None and j.outcome.cycles == 1
-    starts = {j.started for j in good}
-    assert len(starts) == 1  # all eight started together on their own channels
+    starts = {j.started for j in good[1:]}
+    assert len(starts) == 1  # seven started together on their own channels
+    assert good[0].started is not None and bad.ended is not None
+    assert good[0].started >= bad.ended  # ch0's second run went on after the failure
     assert bad.state is JobState.failed and bad.reason
 
 
@@ -48,7 +53,7 @@ def test_queue_per_channel_is_fifo(tmp_path: Path) -> None:
 
     jobs = run_virtual_strict(main())
     assert all(j.state is JobState.finished for j in jobs)
-    for a, b in zip(jobs, jobs[1:], strict=False):
+    for a, b in itertools.pairwise(jobs):
         assert a.ended is not None and b.started is not None
         assert b.started >= a.ended  # the next run waited for the previous one to end
     assert jobs[0].started is not None and jobs[2].started is not None
@@ -75,10 +80,12 @@ def test_start_at_is_honoured(tmp_path: Path) -> None:
 
 def test_after_is_honoured_and_a_failed_dependency_stops_the_chain(tmp_path: Path) -> None:
     async def main() -> list[Any]:
-        async with Scheduler(station=DEFAULT_STATION, out_dir=tmp_path, sim=True) as s:
+        async with Scheduler(
+            station=DEFAULT_STATION, out_dir=tmp_path, sim=True, adapter=without_impedance("ch7")
+        ) as s:
             first = s.submit(spec("first", position="ch0"))
             second = s.submit(spec("second", position="ch5", after=first.run_id))
-            broken = s.submit(spec("broken", ["Heat furnace to 100 °C at 5 K/min"]))
+            broken = s.submit(spec("broken", BROKEN, position="ch7"))
             orphan = s.submit(spec("orphan", position="ch6", after=broken.run_id))
             await s.wait_all()
             return [first, second, broken, orphan]

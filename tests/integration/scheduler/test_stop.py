@@ -1,0 +1,86 @@
+"""Stopping the scheduler: once at the next safe point (resumable), twice at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from orchestrator.executor import RunBindings
+from orchestrator.scheduler import JobState, Scheduler
+from orchestrator.station import DEFAULT_STATION, Position
+from tests.helpers import run_virtual_strict
+
+from .conftest import CYCLE, EIS, spec
+
+# EIS checkpoints split the cycles into blocks: a block boundary every cycle
+STEPS = [*CYCLE, EIS, *CYCLE, EIS, *CYCLE]
+
+
+def _events(root: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in (root / "events.jsonl").read_text().splitlines()]
+
+
+def _scenario(tmp_path: Path, twice: bool) -> tuple[list[Any], dict[str, Any], float]:
+    cyclers: dict[str, Any] = {}
+
+    def adapter(b: RunBindings, pos: Position) -> RunBindings:
+        cyclers[pos.name] = b.cycler
+        return b
+
+    async def main() -> tuple[list[Any], dict[str, Any], float]:
+        loop = asyncio.get_running_loop()
+        async with Scheduler(
+            station=DEFAULT_STATION, out_dir=tmp_path, sim=True, adapter=adapter
+        ) as s:
+            jobs = [s.submit(spec(f"r{i}", STEPS, position=f"ch{i}")) for i in range(3)]
+            queued = s.submit(spec("queued", CYCLE, position="ch0"))
+            await asyncio.sleep(1800)  # mid-way through the first charge
+            s.stop(at_once=False, reason="SIGTERM")
+            t_second = loop.time()
+            if twice:
+                await asyncio.sleep(1.0)
+                t_second = loop.time()
+                s.stop(at_once=True, reason="second SIGTERM")
+            await s.wait_all()
+            took = loop.time() - t_second
+            states = {n: c.engine.status(loop.time()).state for n, c in cyclers.items()}
+            return [*jobs, queued], states, took
+
+    return run_virtual_strict(main())
+
+
+def test_first_stop_pauses_every_run_at_a_safe_point_and_marks_it_resumable(
+    tmp_path: Path,
+) -> None:
+    jobs, engine_states, _ = _scenario(tmp_path, twice=False)
+    *runs, queued = jobs
+    for j in runs:
+        assert j.state is JobState.stopped, (j.run_id, j.state, j.reason)
+        meta = json.loads((j.run_dir / "run.json").read_text())
+        assert meta["state"] == "paused" and meta["resumable"] is True
+        kinds = [e["kind"] for e in _events(j.run_dir)]
+        # it finished the block it was in (the first cycle) and paused at its end
+        assert kinds.index("paused") > kinds.index("step_ended")
+        assert kinds.count("step_ended") == 2
+        # left as resume expects it: no end written, the journal untouched
+        assert "run_ended" not in kinds and kinds[-1] == "paused"
+    assert queued.state is JobState.stopped and queued.executor is None
+    assert all(st != "running" for st in engine_states.values())
+
+
+def test_second_stop_goes_to_the_safe_state_at_once_and_aborts_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    jobs, engine_states, took = _scenario(tmp_path, twice=True)
+    *runs, _queued = jobs
+    assert took <= 1.0
+    for j in runs:
+        assert j.state is JobState.aborted
+        assert "second SIGTERM" in (j.reason or "")
+        meta = json.loads((j.run_dir / "run.json").read_text())
+        assert meta["state"] == "aborted" and "second SIGTERM" in meta["reason"]
+        assert meta["resumable"] is False
+        assert "paused" not in [e["kind"] for e in _events(j.run_dir)]
+    assert all(st != "running" for st in engine_states.values())
