@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,6 +64,9 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
     return out_
 
 
+_POLL_HELP = "Seconds between polls of the instrument (default: 10 on hardware)."
+
+
 def run(
     protocol: Annotated[
         str, typer.Argument(help="A protocol file, or a name from `labrig library`.")
@@ -87,20 +90,22 @@ def run(
     mqtt: Annotated[
         str | None, typer.Option("--mqtt", help="Publish status to this broker URL.")
     ] = None,
+    poll: Annotated[float | None, typer.Option("--poll", help=_POLL_HELP, min=0.001)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Run PROTOCOL and write a run directory of data and per-cycle results."""
     from protocols.errors import ProtocolError
     from protocols.loader import dump_protocol_yaml, load_protocol
 
-    from ..runner import RunRequest
+    from ..executor import RunOptions
+    from ..runner import RunRequest, execute_run, is_thermal
     from ..station import DEFAULT_STATION, StationError, load_station
 
     try:
         overrides = _parse_sets(set_ or [])
         proto = load_protocol(protocol, overrides=overrides or None)
         st = load_station(station) if station is not None else DEFAULT_STATION
-        st.position(position)
+        st.position(position, "furnace" if is_thermal(proto) else "cell")
         from ..compile import StepCompiler, is_cycler_step
 
         compiler = StepCompiler(proto, proto.cell)
@@ -128,9 +133,80 @@ def run(
         position=position,
         sim=sim,
         seed=seed,
+        options=RunOptions(poll_s=poll) if poll is not None else None,
     )
-    outcome, root = _run_with_display(req, mqtt=mqtt, quiet=quiet)
-    table = Table(title=f"{proto.name}: {outcome.state.value}", show_header=False)
+
+    def start(**kw: Any) -> Any:
+        return execute_run(req, **kw)
+
+    outcome, root = _run_with_display(req, start, sim=sim, mqtt=mqtt, quiet=quiet)
+    _print_outcome(proto.name, outcome, root, sim)
+
+
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory to continue.")],
+    station: Annotated[
+        Path | None,
+        typer.Option("--station", help="Station file (default: the one the run started with)."),
+    ] = None,
+    mqtt: Annotated[
+        str | None, typer.Option("--mqtt", help="Publish status to this broker URL.")
+    ] = None,
+    poll: Annotated[float | None, typer.Option("--poll", help=_POLL_HELP, min=0.001)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Continue a run after the orchestrator stopped (crash, kill, reboot).
+
+    Re-attaches to the instruments, adopts a block they kept running, and goes on at the
+    right step and cycle without losing or repeating a record.
+    """
+    import json
+
+    from protocols.loader import load_protocol_text
+
+    from ..executor import RunOptions
+    from ..journal import JournalCorrupt
+    from ..runner import RunRequest, resume_run
+    from ..station import StationConfig, StationError, load_station
+
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+        if meta.get("state") in ("finished", "aborted", "failed"):
+            raise ValueError(f"{run_dir} ended ({meta['state']}); there is nothing to resume")
+        st = (
+            load_station(station)
+            if station is not None
+            else StationConfig.model_validate(meta["station_config"])
+        )
+        proto = load_protocol_text((run_dir / "protocol.yaml").read_text(), source_name="x")
+    except (OSError, KeyError, ValueError, StationError) as exc:
+        err.print(f"error: cannot resume {run_dir}: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    sim = bool(meta.get("simulated"))
+    req = RunRequest(
+        protocol=proto,
+        protocol_yaml="",
+        out_dir=run_dir.parent,
+        station=st,
+        position=meta.get("position"),
+        sim=sim,
+        run_id=meta["run_id"],
+    )
+    options = RunOptions(poll_s=poll) if poll is not None else None
+
+    def start(**kw: Any) -> Any:
+        return resume_run(run_dir, station=st, options=options, **kw)
+
+    try:
+        outcome, root = _run_with_display(req, start, sim=False, mqtt=mqtt, quiet=quiet)
+    except JournalCorrupt as exc:
+        err.print(f"error: the run's journal cannot be trusted: {exc}", markup=False)
+        raise typer.Exit(2) from None
+    _print_outcome(proto.name, outcome, root, sim)
+
+
+def _print_outcome(name: str, outcome: Any, root: Path, sim: bool) -> None:
+    table = Table(title=f"{name}: {outcome.state.value}", show_header=False)
     table.add_row("run directory", str(root))
     table.add_row("cycles", str(outcome.cycles))
     table.add_row("rows", f"{outcome.rows:,}")
@@ -142,9 +218,12 @@ def run(
         raise typer.Exit(1)
 
 
-def _run_with_display(req: Any, *, mqtt: str | None, quiet: bool) -> Any:
+def _run_with_display(
+    req: Any, start: Callable[..., Awaitable[Any]], *, sim: bool, mqtt: str | None, quiet: bool
+) -> Any:
+    """Run ``start(sinks=..., on_progress=..., on_executor=...)`` with a progress display,
+    on the virtual clock when ``sim``."""
     from ..clock import new_virtual_loop
-    from ..runner import execute_run
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -154,10 +233,10 @@ def _run_with_display(req: Any, *, mqtt: str | None, quiet: bool) -> Any:
         TimeElapsedColumn(),
         console=err,
         transient=False,
-        disable=quiet or (not sys.stderr.isatty() and False),
+        disable=quiet,
         refresh_per_second=8,
     )
-    task_id = progress.add_task(req.protocol.name[:40], total=1000)
+    task_id = progress.add_task(req.protocol.name[:28], total=1000)
     t_wall0 = time.perf_counter()
     last = [0.0]
 
@@ -170,11 +249,7 @@ def _run_with_display(req: Any, *, mqtt: str | None, quiet: bool) -> Any:
         wall = now - t_wall0
         eta = None
         if 0 < p < 1:
-            eta = (
-                f"{wall * (1 - p) / p:,.0f} s"
-                if req.sim
-                else _fmt_hours(ex.run_time() * (1 - p) / p)
-            )
+            eta = f"{wall * (1 - p) / p:,.0f} s" if sim else _fmt_hours(ex.run_time() * (1 - p) / p)
         progress.update(
             task_id,
             completed=1000 * p,
@@ -185,21 +260,19 @@ def _run_with_display(req: Any, *, mqtt: str | None, quiet: bool) -> Any:
         )
 
     async def main() -> Any:
-        sinks: list[Any] = []
         if mqtt:
             from ..mqtt import attach_executor, open_publisher_for_run
 
             async with open_publisher_for_run(mqtt, req) as pub:
-                return await execute_run(
-                    req,
+                return await start(
                     sinks=[pub],
                     on_progress=on_progress,
                     on_executor=lambda ex: attach_executor(pub, ex),
                 )
-        return await execute_run(req, sinks=sinks, on_progress=on_progress)
+        return await start(on_progress=on_progress)
 
     with progress:
-        if req.sim:
+        if sim:
             with asyncio.Runner(loop_factory=new_virtual_loop) as runner:
                 return runner.run(main())
         return asyncio.run(main())
@@ -207,3 +280,4 @@ def _run_with_display(req: Any, *, mqtt: str | None, quiet: bool) -> Any:
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
+    app.command("resume")(resume)
