@@ -213,6 +213,20 @@ class K2450Channel:
             self._supervise(self._run), name=f"{self.name}-block-{block_id}"
         )
 
+    async def attach_block(
+        self, block_id: int, steps: Sequence[ChannelStep], *, time_base_s: float = 0.0
+    ) -> None:
+        """After a host restart: the 2450 keeps no trace of blocks (the host ran them),
+        so a block this object is not running starts again from its first step, after
+        the output a dead host may have left on is switched off. Steps that end on
+        voltage then end at once if the cell is already there."""
+        if self._run is not None and self._run.block_id == block_id:
+            return
+        await self._output_off_verified()
+        now = asyncio.get_running_loop().time()
+        self._t0 = now - max(time_base_s, now - self._t0)  # channel time never goes back
+        await self.start_block(block_id, steps)
+
     async def wait_block(self, poll_s: float = 60.0) -> BlockResult:
         run = self._run
         if run is None:
