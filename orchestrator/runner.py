@@ -146,7 +146,7 @@ async def resume_run(
     durable_ = (not sim_) if durable is None else durable
     journal = Journal(run_dir / "journal.sqlite", durable=durable_)
     store = RunStore.open_existing(run_dir, durable=durable_, staging=staging)
-    store.reconcile_events(journal.events())
+    store.reconcile_events(journal)
     store.update_meta(state="running", resumed=[*meta.get("resumed", []), _now_iso()])
     position = station.position(meta["position"])
     opts = options or RunOptions(poll_s=600.0 if sim_ else 10.0)

@@ -365,17 +365,33 @@ class RunStore:
         os.replace(tmp, path)
         return path
 
-    def reconcile_events(self, journal_events: list[Event]) -> None:
+    def reconcile_events(self, journal: Any) -> None:
         """Make events.jsonl hold exactly the journal's events, in order, once each.
 
         After a crash the file may lack its last lines (never flushed), end in a torn
         line, or hold lines the journal never committed (they will be emitted again).
+        Only the file's tail is read, so this does not slow down as a run grows.
         """
         if self._events_file is not None:
             self._events_file.close()
+            self._events_file = None
         path = self.root / "events.jsonl"
-        text = "".join(e.to_json() + "\n" for e in journal_events)
-        _atomic_write_bytes(path, text.encode(), self.durable)
+        last_ok = journal.max_event_seq()
+        size = path.stat().st_size if path.exists() else 0
+        with open(path, "ab+") as f:
+            keep_to, file_seq = _tail_cut(f, size, last_ok)
+            if keep_to is None:  # the tail does not reach far enough back: rewrite
+                f.seek(0)
+                f.truncate()
+                file_seq = 0
+            else:
+                f.truncate(keep_to)
+            missing = journal.events_after(file_seq)
+            f.seek(0, os.SEEK_END)
+            f.write("".join(e.to_json() + "\n" for e in missing).encode())
+            f.flush()
+            if self.durable:
+                os.fsync(f.fileno())
         self._events_file = open(path, "a", encoding="utf-8")  # noqa: SIM115
 
     def append_event(self, event: Event) -> None:
@@ -421,6 +437,36 @@ def _to_table(cols: Mapping[str, npt.NDArray[Any]]) -> pa.Table:
         else:
             arrays.append(pa.array(data, type=_SCHEMA.field(name).type))
     return pa.Table.from_arrays(arrays, schema=_SCHEMA)
+
+
+def _tail_cut(f: Any, size: int, last_ok: int, window: int = 1 << 16) -> tuple[int | None, int]:
+    """Where to cut an events file so it ends with a whole line of seq <= ``last_ok``.
+
+    Returns (byte offset to keep up to, seq of the last kept line), or (None, 0) when
+    the window at the end of the file does not reach back far enough.
+    """
+    if size == 0:
+        return 0, 0
+    start = max(0, size - window)
+    f.seek(start)
+    tail = f.read(size - start)
+    offset = size
+    lines = tail.split(b"\n")
+    # the part after the last newline is torn (or empty)
+    offset -= len(lines[-1])
+    for line in reversed(lines[:-1]):
+        begin = offset - len(line) - 1
+        if start > 0 and begin <= start:
+            return None, 0  # the first line in the window may be cut: not trusted
+        try:
+            seq = int(json.loads(line)["seq"])
+        except (ValueError, KeyError, TypeError):
+            offset = begin
+            continue
+        if seq <= last_ok:
+            return offset, seq
+        offset = begin
+    return (0, 0) if start == 0 else (None, 0)
 
 
 def _read_staging(path: Path) -> list[pa.Table]:

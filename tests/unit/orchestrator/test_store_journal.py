@@ -31,8 +31,12 @@ def _rows(n: int, start: int) -> dict[str, np.ndarray]:
 
 def test_store_writes_chunks_atomically_and_cycles(tmp_path: Path) -> None:
     store = RunStore.create(
-        tmp_path, "r1", protocol_yaml="name: x\n", meta={"protocol": {"name": "x"}},
-        chunk_rows=100, durable=False,
+        tmp_path,
+        "r1",
+        protocol_yaml="name: x\n",
+        meta={"protocol": {"name": "x"}},
+        chunk_rows=100,
+        durable=False,
     )
     store.append_records(_rows(150, 0))
     assert len(list((store.root / "data").glob("part-*.parquet"))) == 1
@@ -85,7 +89,7 @@ def test_journal_round_trip_and_corruption_detected(tmp_path: Path) -> None:
     j.close()
     # tamper with a value behind the checksum's back
     db = sqlite3.connect(path)
-    tampered = "{\"path\":[1],\"iteration\":8,\"cycle\":9}"
+    tampered = '{"path":[1],"iteration":8,"cycle":9}'
     db.execute("UPDATE kv SET value = ? WHERE key = ?", (tampered, "position"))
     db.commit()
     db.close()
@@ -98,3 +102,32 @@ def test_journal_round_trip_and_corruption_detected(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00garbage" * 512)
     with pytest.raises(JournalCorrupt):
         Journal(bad)
+
+
+@pytest.mark.parametrize("window", [1 << 16, 64])
+def test_events_file_reconciled_with_journal_after_a_crash(tmp_path: Path, window: int) -> None:
+    import orchestrator.store as store_mod
+
+    store = RunStore.create(tmp_path, "r1", protocol_yaml="", meta={}, durable=False)
+    j = Journal(tmp_path / "j.sqlite", durable=False)
+    events = [Event("r", "c", i, EventKind.notify, 0.0, float(i), {"n": i}) for i in range(1, 9)]
+    for e in events[:6]:
+        j.log_event(e)
+    j.set_state("running", None)  # commits events 1..6
+    # the file got 1..7 and a torn half of 8 before the process died
+    for e in events[:7]:
+        store.append_event(e)
+    store.close()
+    with open(store.root / "events.jsonl", "a") as f:
+        f.write(events[7].to_json()[:20])
+    old = store_mod._tail_cut
+    try:
+        store_mod._tail_cut = lambda f, size, last, window=window: old(f, size, last, window)
+        again = RunStore.open_existing(store.root, durable=False)
+        again.reconcile_events(j)
+    finally:
+        store_mod._tail_cut = old
+    again.close()
+    lines = (store.root / "events.jsonl").read_text().splitlines()
+    assert [json.loads(x)["seq"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    j.close()
