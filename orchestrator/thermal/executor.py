@@ -118,7 +118,9 @@ class FurnaceExecutor:
         self._pause_requested = False
         self._pause_reason = ""
         self._hold_deadline: float | None = None
-        self._prog: tuple[float, list[tuple[float, float, Any, float]], ProgrammePhase] | None = None
+        self._prog: tuple[float, list[tuple[float, float, Any, float]], ProgrammePhase] | None = (
+            None
+        )
         self._held_s = 0.0
         self._selected: dict[str, str] = {}
         self._step_started: float = 0.0
@@ -421,7 +423,7 @@ class FurnaceExecutor:
 
     def _tag_programme(self, now: float) -> None:
         assert self._prog is not None
-        t_start, timeline, phase = self._prog
+        t_start, timeline, _ = self._prog
         elapsed = now - t_start - self._held_s
         index = timeline[-1][2].step_index if timeline else None
         for start, end, seg, _ in timeline:
@@ -495,7 +497,9 @@ class FurnaceExecutor:
             return abs(await gas.read_flow() - step.flow_sccm) <= tol
 
         await self._wait_until(
-            reached, self.options.gas_settle_timeout_s, f"gas {line} reaching {step.flow_sccm:g} sccm"
+            reached,
+            self.options.gas_settle_timeout_s,
+            f"gas {line} reaching {step.flow_sccm:g} sccm",
         )
         self._settled.add(line)
         if step.wait_s > 0:

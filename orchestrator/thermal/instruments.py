@@ -102,9 +102,7 @@ async def open_thermal_instruments(
             addresses[fname] = fsim.address
             for bus in buses:
                 units = {
-                    unit: _known_gas(line) or "N2"
-                    for line, (b, unit) in lines.items()
-                    if b == bus
+                    unit: _known_gas(line) or "N2" for line, (b, unit) in lines.items() if b == bus
                 }
                 gsim = await stack.enter_async_context(
                     await start_alicat_sim(units=units, params=MfcParams(seed=seed))

@@ -25,8 +25,8 @@ from drivers.capabilities import FurnaceSegment
 from protocols.models import FurnaceStep, GasStep, Group, Loop, Protocol
 
 __all__ = [
-    "GasPhase",
     "NATURAL_COOLING_TAU_S",
+    "GasPhase",
     "Phase",
     "PlanError",
     "ProgrammePhase",
@@ -215,9 +215,7 @@ def compile_thermal(protocol: Protocol, gas_lines: tuple[str, ...] | None = None
             chunk = tuple(pending[k : k + MAX_SEGMENTS - 1])
             last = k + MAX_SEGMENTS - 1 >= len(pending)
             phases.append(
-                ProgrammePhase(
-                    chunk, cool_to if last else None, cool_index if last else None
-                )
+                ProgrammePhase(chunk, cool_to if last else None, cool_index if last else None)
             )
         pending.clear()
 
@@ -236,7 +234,9 @@ def compile_thermal(protocol: Protocol, gas_lines: tuple[str, ...] | None = None
             continue
         if s.action == "ramp":
             assert s.target_C is not None
-            pending.append(SegmentPlan(FurnaceSegment("ramp", s.target_C, s.rate_K_per_s), i, "ramp"))
+            pending.append(
+                SegmentPlan(FurnaceSegment("ramp", s.target_C, s.rate_K_per_s), i, "ramp")
+            )
             sp = s.target_C
             peak = max(peak, s.target_C)
         elif s.action == "dwell":
@@ -249,7 +249,9 @@ def compile_thermal(protocol: Protocol, gas_lines: tuple[str, ...] | None = None
                 peak = max(peak, s.target_C)
             if sp is None:
                 raise PlanError(f"{label}: a dwell needs a temperature (a ramp before it or 'at')")
-            pending.append(SegmentPlan(FurnaceSegment("dwell", duration_s=s.duration_s), i, "dwell"))
+            pending.append(
+                SegmentPlan(FurnaceSegment("dwell", duration_s=s.duration_s), i, "dwell")
+            )
         else:
             assert s.target_C is not None
             if s.rate_K_per_s is not None:

@@ -14,7 +14,7 @@ from ..store import RunStore, new_run_id
 from .executor import FurnaceExecutor, ThermalOutcome
 from .instruments import open_thermal_instruments
 from .options import ThermalOptions
-from .plan import PlanError, compile_thermal
+from .plan import compile_thermal
 from .samples import samples_of
 
 if TYPE_CHECKING:
@@ -51,19 +51,23 @@ async def execute_thermal_run(
     """Run a furnace protocol to its end; returns the outcome and the run directory.
 
     Bad input (no furnace position, a gas line the position lacks, a step the furnace
-    cannot run) raises ``ValueError`` naming it, before anything is started.
+    cannot run) is refused before any instrument is touched: the outcome is ``failed``
+    with the reason naming it, and the run directory records the refusal.
     """
     protocol = req.protocol
-    position = req.station.position(req.position, kind="furnace")
-    if position.kind != "furnace" or position.furnace is None:
-        raise ValueError(
-            f"position {position.name!r} is not a furnace position; a furnace protocol "
-            "needs one (see the station's positions with kind: furnace)"
-        )
+    refusal: str | None = None
     try:
+        position = req.station.position(req.position, kind="furnace")
+        if position.kind != "furnace" or position.furnace is None:
+            raise ValueError(
+                f"position {position.name!r} is not a furnace position; a furnace protocol "
+                "needs one (a station position with kind: furnace)"
+            )
         plan = compile_thermal(protocol, tuple(position.gas))
-    except PlanError as exc:
-        raise ValueError(f"{protocol.name}: {exc}") from None
+    except ValueError as exc:  # StationError and PlanError are ValueErrors
+        refusal = f"refused: {exc}"
+    if refusal is not None:
+        return _refused(req, refusal)
     options = thermal_options(req)
     samples = samples_of(protocol)
     run_id = req.run_id or new_run_id(protocol.name, samples[0] if samples else None)
@@ -112,3 +116,24 @@ async def execute_thermal_run(
     finally:
         store.close()
     return outcome, store.root
+
+
+def _refused(req: RunRequest, reason: str) -> tuple[ThermalOutcome, Path]:
+    protocol = req.protocol
+    run_id = req.run_id or new_run_id(protocol.name)
+    meta = {
+        "kind": "thermal",
+        "protocol": {"name": protocol.name, "version": protocol.version, "source": protocol.source},
+        "samples": samples_of(protocol),
+        "station": req.station.name,
+        "position": req.position,
+        "simulated": req.sim,
+    }
+    store = RunStore.create(
+        req.out_dir, run_id, protocol_yaml=req.protocol_yaml, meta=meta, durable=not req.sim
+    )
+    try:
+        store.finish(RunState.failed, reason)
+    finally:
+        store.close()
+    return ThermalOutcome(run_id, RunState.failed, reason, 0, 0, 0.0), store.root

@@ -35,7 +35,9 @@ def test_library_anneal_follows_the_ramp_and_holds_the_dwell(tmp_path: Path) -> 
     assert np.all(np.abs(pv[dwell] - 400.0) < 5.0)
     assert pv.max() < 406.0
     # cooled under gas before the gas was closed
-    n2_closed = [e for e in r.of_kind("step_started") if e["data"]["label"].startswith("Set gas N2 to 0")]
+    n2_closed = [
+        e for e in r.of_kind("step_started") if e["data"]["label"].startswith("Set gas N2 to 0")
+    ]
     assert n2_closed and pv[t <= n2_closed[0]["run_time_s"]][-1] <= 40.0
     summary = json.loads((r.root / "summary.json").read_text())
     assert summary == json.loads(json.dumps(r.outcome.summary))

@@ -91,7 +91,9 @@ def test_gas_loss_aborts_to_safe_state_by_default(tmp_path: Path) -> None:
 
 
 def test_gas_loss_holds_the_programme_when_the_protocol_says_pause(tmp_path: Path) -> None:
-    text = SHORT.replace("limits: {furnace_max_C: 430}", "limits: {furnace_max_C: 430, on_violation: pause}")
+    text = SHORT.replace(
+        "limits: {furnace_max_C: 430}", "limits: {furnace_max_C: 430, on_violation: pause}"
+    )
     seen: dict[str, float] = {}
 
     def hook(ex: FurnaceExecutor) -> None:
@@ -122,7 +124,9 @@ def test_gas_loss_holds_the_programme_when_the_protocol_says_pause(tmp_path: Pat
 
 
 def test_gas_hold_times_out_to_safe_state(tmp_path: Path) -> None:
-    text = SHORT.replace("limits: {furnace_max_C: 430}", "limits: {furnace_max_C: 430, on_violation: pause}")
+    text = SHORT.replace(
+        "limits: {furnace_max_C: 430}", "limits: {furnace_max_C: 430, on_violation: pause}"
+    )
 
     def lose_o2(ex: FurnaceExecutor) -> None:
         ex.sims["gas"].units["B"].lose_supply()
