@@ -70,7 +70,9 @@ def test_cycler_and_potentiostat_share_one_cell() -> None:
                 await ch.measure_eis(EisRequest((1000.0, 100.0), amplitude_V=0.01, bias="voltage",
                                                 bias_V=3.0))  # fmt: skip
             assert not srv.device.cell_on  # run-time error: the driver switched it off
-            await asyncio.sleep(engine.end_time() - loop.time() + 60.0)
+            end = engine.end_time()
+            assert end is not None
+            await asyncio.sleep(end - loop.time() + 60.0)
             assert await ch.measure_ocv(1.0) > v_empty + 0.05
 
     run_virtual_strict(main(), grace_s=GRACE)

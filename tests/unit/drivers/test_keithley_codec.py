@@ -25,10 +25,12 @@ def test_command_text_is_exact() -> None:
     assert codec.trigger_simple_loop(10, 0.5) == 'TRIG:LOAD "SimpleLoop",10,0.5,"defbuffer1"'
     assert codec.trace_data(10) == 'TRAC:DATA? 1,10,"defbuffer1",READ,REL'
     assert codec.SETUP == ("*CLS", ":SOUR:FUNC CURR", ':SENS:FUNC "VOLT"', ":SOUR:CURR:LEV 0")
-    for bad in (lambda: codec.voltage_limit(0.0), lambda: codec.source_level(float("nan")),
-                lambda: codec.trigger_simple_loop(0, 1.0)):  # fmt: skip
-        with pytest.raises(ValueError):
-            bad()
+    with pytest.raises(ValueError):
+        codec.voltage_limit(0.0)
+    with pytest.raises(ValueError):
+        codec.source_level(float("nan"))
+    with pytest.raises(ValueError):
+        codec.trigger_simple_loop(0, 1.0)
 
 
 @pytest.mark.parametrize(
