@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -29,7 +30,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from ..events import EventSink
+from ..events import Event, EventSink, RunStatus, Telemetry
 from ..executor import Executor, RunOptions
 from ..scheduler import (
     JobState,
@@ -90,6 +91,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._queue_sig: list[str] | None = None
         self._publisher: Any = None
+        self.recent = RecentEvents()
 
     # ------------------------------------------------------------------ stopping
     def signal(self, why: str = "SIGTERM") -> None:
@@ -115,7 +117,7 @@ class Daemon:
         async with contextlib.AsyncExitStack() as stack:
             server = await self._open_control()
             stack.push_async_callback(self._close_control, server)
-            sinks: list[EventSink] = []
+            sinks: list[EventSink] = [self.recent]
             if self.mqtt_url is not None:
                 sinks.append(await self._open_mqtt(stack))
             resume_fn = _load_resume_fn()
@@ -243,6 +245,9 @@ class Daemon:
             run_id = req.get("run")
             if not isinstance(run_id, str):
                 return error(f"{op} needs a run id")
+            if op == "events":
+                after = req.get("after_seq", 0)
+                return ok(events=self.recent.since(run_id, after if isinstance(after, int) else 0))
             return ok(message=sched.command(run_id, op, sender="local"))
         except (SchedulerError, StationError) as exc:
             return error(str(exc))
@@ -409,6 +414,32 @@ class Daemon:
 
     def _on_executor(self, ex: Executor) -> None:
         return None
+
+
+class RecentEvents:
+    """An EventSink keeping each run's latest events in memory for ``labrig logs``.
+
+    The run's ``events.jsonl`` is flushed at block ends; this shows what happened since.
+    """
+
+    def __init__(self, per_run: int = 2000) -> None:
+        self.per_run = per_run
+        self._events: dict[str, collections.deque[Event]] = {}
+
+    def publish_event(self, event: Event) -> None:
+        q = self._events.get(event.run_id)
+        if q is None:
+            q = self._events[event.run_id] = collections.deque(maxlen=self.per_run)
+        q.append(event)
+
+    def publish_status(self, status: RunStatus) -> None:
+        return None
+
+    def publish_telemetry(self, telemetry: Telemetry) -> None:
+        return None
+
+    def since(self, run_id: str, after_seq: int) -> list[dict[str, Any]]:
+        return [json.loads(e.to_json()) for e in self._events.get(run_id, ()) if e.seq > after_seq]
 
 
 def _same_user(writer: asyncio.StreamWriter) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 __all__ = ["MAX_LINE", "OPS", "WireError", "decode", "encode", "error", "ok"]
 
 MAX_LINE = 16 * 1024 * 1024  # a protocol file travels inside a submit request
-OPS = ("ping", "submit", "ls", "pause", "resume", "abort", "timeline")
+OPS = ("ping", "submit", "ls", "pause", "resume", "abort", "timeline", "events")
 
 
 class WireError(ValueError):
