@@ -85,3 +85,59 @@ def test_samples_are_recorded_and_cool_step_waits_for_the_furnace(tmp_path: Path
     assert r.series["temperature_C"][-1] <= 305.0  # cool target + tolerance
     ramps = {x["target_C"]: x for x in r.outcome.summary["ramps"]}
     assert set(ramps) == {400.0, 300.0}
+
+
+def test_hardware_path_opens_drivers_from_station_addresses(tmp_path: Path) -> None:
+    """sim=False: drivers built from a station file's URLs (here served by simulators)."""
+    from orchestrator.runner import RunRequest, execute_run
+    from orchestrator.station import InstrumentConfig, Position, StationConfig
+    from orchestrator.thermal import ThermalOptions, ThermalOutcome, read_series
+    from protocols.loader import dump_protocol_yaml, load_protocol
+    from simulators.furnace import start_eurotherm_sim
+    from simulators.gas import start_alicat_sim
+    from tests.helpers import run_virtual_strict
+
+    proto = load_protocol(SHORT)
+
+    async def main() -> tuple[ThermalOutcome, Path, float]:
+        async with (
+            await start_eurotherm_sim(address=3, limit_C=455.0) as fsim,
+            await start_alicat_sim(units={"A": "N2", "B": "O2"}) as gsim,
+        ):
+            station = StationConfig(
+                name="lab",
+                instruments={
+                    "oven": InstrumentConfig(
+                        driver="eurotherm", address=fsim.address, options={"slave": 3}
+                    ),
+                    "mfc": InstrumentConfig(
+                        driver="alicat", address=gsim.address, channels=2, options={"units": "AB"}
+                    ),
+                },
+                positions=[
+                    Position(
+                        name="t1",
+                        kind="furnace",
+                        furnace="oven",
+                        gas={"N2": "mfc/0", "O2": "mfc/1"},
+                    )
+                ],
+            )
+            req = RunRequest(
+                protocol=proto,
+                protocol_yaml=dump_protocol_yaml(proto),
+                out_dir=tmp_path,
+                station=station,
+                sim=False,
+                options=ThermalOptions(poll_s=60.0, safety_period_s=60.0),
+            )
+            outcome, root = await execute_run(req)
+            assert isinstance(outcome, ThermalOutcome)
+            return outcome, root, fsim.furnace.controller.output_pct
+
+    outcome, root, out_pct = run_virtual_strict(main())
+    assert outcome.state is RunState.finished, outcome.reason
+    assert out_pct == 0.0
+    s = read_series(root)
+    assert np.nanmax(s["temperature_C"]) > 395.0
+    assert set(outcome.summary["gas"]) == {"N2", "O2"}
