@@ -139,7 +139,7 @@ class Daemon:
             if self.install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, self.signal, signal.Signals(sig).name)
-                    stack.callback(loop.remove_signal_handler, sig)
+                    stack.callback(_ignore_from_now_on, loop, sig)
             log.info(
                 "labrig daemon: station %s (%d positions%s), control socket %s",
                 self.station.name,
@@ -440,6 +440,12 @@ class RecentEvents:
 
     def since(self, run_id: str, after_seq: int) -> list[dict[str, Any]]:
         return [json.loads(e.to_json()) for e in self._events.get(run_id, ()) if e.seq > after_seq]
+
+
+def _ignore_from_now_on(loop: asyncio.AbstractEventLoop, sig: int) -> None:
+    """Once stopped, a late second signal must not kill the exiting process half-way."""
+    loop.remove_signal_handler(sig)
+    signal.signal(sig, signal.SIG_IGN)
 
 
 def _same_user(writer: asyncio.StreamWriter) -> bool:
