@@ -1,0 +1,301 @@
+"""Benchmark: 1,024 channels through the wire-level MACCOR simulators, 1 Hz records, real time.
+
+    python bench/channels.py                   # 8 testers x 128 channels, 60 s
+    python bench/channels.py --testers 2 --channels 64 --seconds 20
+
+Each simulated tester (MacNet JSON-RPC over loopback TCP) runs in its own process, so the
+figures are the orchestrator's alone. The orchestrator is the scheduler with one run per
+channel (the lab's MACCOR driver, one connection per channel, as on hardware), records
+every 1 s, the executor polling every second, and - when mosquitto is installed - one MQTT
+publisher for the station with a subscriber (mosquitto_sub, its own process).
+
+Printed: CPU of the orchestrator process (process_time / wall, all its threads), p50/p99
+delay from a record's instrument time to the moment the executor stores it, and from the
+record to its telemetry message at the subscriber. A record's instrument time is the
+moment its block was accepted by the tester plus the record's test time (both on the
+machine-wide monotonic clock), so delays are understated by at most the start reply's
+latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PROTOCOL = """
+name: bench-1hz
+cell: {cam_mass_mg: 8.4, c_rate_basis_mA_per_g: 200, counter_electrode: In/InLi}
+limits: {voltage_V: [1.95, 3.75], current_abs_mA: 5.0}
+defaults: {record: {every_s: 1}}
+sequence:
+  - Charge at 0.1C until 3.7 V or 10 h
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q / 100 * len(s)))]
+
+
+# ---------------------------------------------------------------------- simulator process
+async def _serve_sim(port: int, channels: int) -> None:
+    from simulators.maccor import serve_maccor
+
+    async with serve_maccor(channels, port=port) as srv:
+        print(srv.url, flush=True)
+        await asyncio.Event().wait()
+
+
+def start_testers(n: int, channels: int) -> tuple[list[subprocess.Popen[str]], list[str]]:
+    procs, urls = [], []
+    for _ in range(n):
+        p = subprocess.Popen(
+            [sys.executable, __file__, "--serve-sim", "0", "--channels", str(channels)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(p)
+    for p in procs:
+        assert p.stdout is not None
+        line = p.stdout.readline().strip()
+        if not line.startswith("tcp://"):
+            raise SystemExit(f"simulator did not start: {line!r}")
+        urls.append(line)
+    return procs, urls
+
+
+# ---------------------------------------------------------------------- orchestrator
+class Probe:
+    """Notes block starts and storage times of every channel's records."""
+
+    def __init__(self) -> None:
+        self.block_t0: dict[str, float] = {}
+        self.store_delay: list[float] = []
+        self.by_voltage: dict[tuple[str, float], float] = {}  # -> record instrument time
+        self.measuring = False
+        self.rows = 0
+
+    def adapter(self, b: Any, pos: Any) -> Any:
+        from dataclasses import replace
+
+        probe = self
+        inner = b.cycler
+
+        class Timed:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(inner, name)
+
+            async def start_block(self, block_id: int, steps: Any) -> None:
+                await inner.start_block(block_id, steps)
+                probe.block_t0[pos.name] = time.monotonic()
+
+        return replace(b, cycler=Timed())
+
+    def on_executor(self, ex: Any) -> None:
+        store = ex.store
+        original = store.append_records
+        channel = ex.channel
+        probe = self
+
+        def append_records(cols: Any) -> None:
+            now = time.monotonic()
+            t0 = probe.block_t0.get(channel)
+            if t0 is not None and probe.measuring:
+                times = cols["time_s"]
+                for t in times[-5:]:  # a batch is one or two records at 1 Hz polling
+                    probe.store_delay.append(now - (t0 + float(t)))
+                probe.by_voltage[(channel, float(cols["voltage_V"][-1]))] = t0 + float(times[-1])
+                probe.rows += len(times)
+            original(cols)
+
+        store.append_records = append_records
+
+
+async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> dict[str, Any]:
+    from orchestrator.executor import RunOptions
+    from orchestrator.scheduler import RunSpec, Scheduler, WatchdogOptions
+    from orchestrator.station import InstrumentConfig, Position, StationConfig
+    from protocols.loader import dump_protocol_yaml, load_protocol_text
+
+    instruments = {
+        f"t{i}": InstrumentConfig(
+            driver="maccor", address=url, channels=args.channels, options={"timeout_s": 10.0}
+        )
+        for i, url in enumerate(urls)
+    }
+    positions = [
+        Position(name=f"t{i}c{c:03d}", cycler=f"t{i}/{c}")
+        for i in range(len(urls))
+        for c in range(args.channels)
+    ]
+    station = StationConfig(name="bench", instruments=instruments, positions=positions)
+    proto = load_protocol_text(PROTOCOL)
+    text = dump_protocol_yaml(proto)
+    probe = Probe()
+    sinks: list[Any] = []
+    async with contextlib.AsyncExitStack() as stack:
+        if mqtt is not None:
+            from orchestrator.mqtt import MqttPublisher
+
+            pub = await stack.enter_async_context(
+                MqttPublisher(mqtt, channels=[p.name for p in positions])
+            )
+            if not await pub.wait_connected(10):
+                raise SystemExit(f"cannot connect to {mqtt.url}")
+            sinks.append(pub)
+        out = Path(await stack.enter_async_context(_tmpdir()))
+        sched = await stack.enter_async_context(
+            Scheduler(
+                station=station,
+                out_dir=out,
+                sim=False,
+                sinks=sinks,
+                on_executor=probe.on_executor,
+                adapter=probe.adapter,
+                watchdog=WatchdogOptions(),
+                run_options=RunOptions(poll_s=args.poll, telemetry_every_s=1.0),
+            )
+        )
+        t_start = time.monotonic()
+        for p in positions:
+            sched.submit(RunSpec(protocol=proto, protocol_yaml=text, position=p.name))
+        while len(probe.block_t0) < len(positions):
+            if time.monotonic() - t_start > 120:
+                raise SystemExit(f"only {len(probe.block_t0)} channels started in 120 s")
+            await asyncio.sleep(0.2)
+        started_s = time.monotonic() - t_start
+        await asyncio.sleep(3.0)  # settle
+        probe.measuring = True
+        wall0, cpu0 = time.monotonic(), time.process_time()
+        await asyncio.sleep(args.seconds)
+        wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
+        probe.measuring = False
+        failed = [j for j in sched.jobs() if j.state.value not in ("running", "paused")]
+        sched.stop(at_once=True, reason="benchmark over")
+        await sched.wait_all()
+    return {
+        "probe": probe,
+        "wall": wall,
+        "cpu": cpu,
+        "started_s": started_s,
+        "failed": [(j.run_id, j.state.value, j.reason) for j in failed],
+        "watchdog_trips": sched.watchdog_trips,
+    }
+
+
+@contextlib.asynccontextmanager
+async def _tmpdir() -> Any:
+    with tempfile.TemporaryDirectory(prefix="labrig-bench-") as d:
+        yield d
+
+
+def run(args: argparse.Namespace) -> None:
+    from orchestrator.mqtt import MqttSettings
+    from orchestrator.mqtt.testing import LocalMosquitto, MosquittoNotFound
+
+    n = args.testers * args.channels
+    procs, urls = start_testers(args.testers, args.channels)
+    broker = None
+    sub = None
+    sub_out = tempfile.NamedTemporaryFile("w+b", suffix=".log")  # noqa: SIM115
+    mqtt = None
+    tmp = tempfile.TemporaryDirectory()
+    try:
+        if not args.no_mqtt and shutil.which("mosquitto_sub"):
+            try:
+                broker = LocalMosquitto(Path(tmp.name) / "broker")
+                broker.start()
+                mqtt = MqttSettings.from_url(broker.url("rig-a"), station="rig-a")
+                viewer = MqttSettings.from_url(broker.url("viewer"))
+                sub = subprocess.Popen(
+                    ["mosquitto_sub", "-h", viewer.host, "-p", str(viewer.port),
+                     "-u", viewer.username or "", "-P", viewer.password or "",
+                     "-t", f"{mqtt.prefix}/+/telemetry", "-F", "%U %p", "--nodelay"],
+                    stdout=sub_out, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+            except (MosquittoNotFound, OSError, subprocess.SubprocessError) as exc:
+                print(f"MQTT unavailable: {exc}")
+                mqtt = None
+        res = asyncio.run(orchestrate(args, urls, mqtt))
+    finally:
+        if sub is not None:
+            sub.terminate()
+            sub.wait(10)
+        if broker is not None:
+            broker.stop()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
+        tmp.cleanup()
+    probe: Probe = res["probe"]
+    mqtt_delay: list[float] = []
+    if sub is not None:
+        offset = time.time() - time.monotonic()  # monotonic -> wall, machine-wide
+        sub_out.seek(0)
+        for line in sub_out.read().decode(errors="replace").splitlines():
+            stamp, _, payload = line.partition(" ")
+            try:
+                d = json.loads(payload)
+                t_rec = probe.by_voltage.get((d["channel"], float(d["voltage_V"])))
+            except (ValueError, KeyError, TypeError):
+                continue
+            if t_rec is not None:
+                mqtt_delay.append(float(stamp) - (t_rec + offset))
+    sub_out.close()
+    cpu_pct = 100 * res["cpu"] / res["wall"]
+    print(f"channels          {n} ({args.testers} MacNet testers x {args.channels}), 1 Hz records")
+    print(f"all started in    {res['started_s']:.1f} s; measured {res['wall']:.0f} s real time")
+    print(f"rows stored       {probe.rows:,} ({probe.rows / res['wall']:.0f} rows/s)")
+    print(f"orchestrator CPU  {cpu_pct:.1f} % of one core (target < 50 %)")
+    sd = [d * 1e3 for d in probe.store_delay]
+    print(
+        f"record -> storage p50 {percentile(sd, 50):.0f} ms, p99 {percentile(sd, 99):.0f} ms "
+        f"(executor poll every {args.poll:g} s)"
+    )
+    if mqtt is None:
+        print("record -> MQTT    n/a (no broker)")
+    else:
+        md = [d * 1e3 for d in mqtt_delay]
+        print(
+            f"record -> MQTT    p50 {percentile(md, 50):.0f} ms, p99 {percentile(md, 99):.0f} ms "
+            f"({len(md):,} telemetry messages matched)"
+        )
+    print(f"runs not running at the end of the window: {len(res['failed'])}")
+    for f in res["failed"][:5]:
+        print("   ", f)
+    print(f"watchdog trips    {res['watchdog_trips']}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--testers", type=int, default=8)
+    ap.add_argument("--channels", type=int, default=128, help="channels per tester")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--poll", type=float, default=1.0, help="executor poll period (s)")
+    ap.add_argument("--no-mqtt", action="store_true")
+    ap.add_argument("--serve-sim", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve_sim is not None:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve_sim(args.serve_sim, args.channels))
+        return
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
