@@ -218,9 +218,19 @@ class Scheduler:
         if spec.not_before is not None and not (spec.not_before == spec.not_before):
             raise SchedulerError("start time is not a number")
         cell = spec.protocol.cell
-        run_id = spec.run_id or new_run_id(spec.protocol.name, cell.cell_id if cell else None)
-        if run_id in self._jobs or (self.out_dir / run_id).exists():
-            raise SchedulerError(f"run id {run_id!r} is taken")
+        if spec.run_id is not None:
+            run_id = spec.run_id
+            if self._taken(run_id):
+                raise SchedulerError(f"run id {run_id!r} is taken")
+        else:
+            # ids carry a second's time stamp and 16 random bits: many submitted in one
+            # second can collide, so draw again
+            for _ in range(1000):
+                run_id = new_run_id(spec.protocol.name, cell.cell_id if cell else None)
+                if not self._taken(run_id):
+                    break
+            else:  # pragma: no cover - 1000 collisions in a row
+                raise SchedulerError("could not find a free run id")
         job = Job(
             run_id=run_id,
             position=position,
@@ -271,6 +281,9 @@ class Scheduler:
             q.append(job)
         job.task = self._tg.create_task(self._run_job(job), name=f"labrig run {job.run_id}")
         self._notify()
+
+    def _taken(self, run_id: str) -> bool:
+        return run_id in self._jobs or (self.out_dir / run_id).exists()
 
     def _past_run_state(self, run_id: str) -> str | None:
         if "/" in run_id or run_id in ("", ".", ".."):
