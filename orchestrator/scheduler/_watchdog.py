@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,8 @@ from drivers.capabilities import (
 )
 
 __all__ = ["StaleData", "WatchdogOptions", "WatchdogStats", "WatchedCycler"]
+
+log = logging.getLogger(__name__)
 
 
 class StaleData(InstrumentError):
@@ -162,8 +165,12 @@ class WatchedCycler:
                 if now - self._last_life >= period:
                     # nobody has looked for a record period: ask the channel ourselves
                     self.stats.checks += 1
-                    async with asyncio.timeout(self.options.status_timeout_s):
-                        self._saw_status(await self.inner.status())
+                    try:
+                        async with asyncio.timeout(self.options.status_timeout_s):
+                            self._saw_status(await self.inner.status())
+                    except (TimeoutError, InstrumentError) as exc:
+                        # no answer is no sign of life; the limit below decides
+                        log.debug("%s: watchdog status check failed: %s", self.name, exc)
                 limit = self.options.periods * period
                 silent = self._now() - self._last_life
                 if silent >= limit and not waiter.done():
