@@ -894,7 +894,7 @@ class Executor:
             since = int(snap["event_seq"])
         self._resume_from = {
             "unit": unit,
-            "cycles": journal.cycles(),
+            "cycles": journal.cycles,
             "max_event_seq": journal.max_event_seq(),
             "since": [e for e in journal.events_after(since) if e.kind != EventKind.run_resumed],
             "started": (journal.get("started") or {}).get("wall"),
@@ -912,8 +912,8 @@ class Executor:
         snap = unit["after"] if unit["state"] == "done" else unit["before"]
         cur = CycleFigures(**snap["cycle"])
         self.cycles.restore(cur, snap["last_active"], bool(snap["cycle_started"]))
-        rows = [r for r in info["cycles"] if int(r["cycle"]) < cur.cycle]
-        self.store.replace_cycles(rows)
+        load_cycles = info["cycles"]
+        self.store.replace_cycles(lambda: [r for r in load_cycles() if int(r["cycle"]) < cur.cycle])
         self.steps_done = int(snap["steps_done"])
         self.block_id = int(snap["block_id"])
         self.compiler.next_id = int(snap["next_step_id"])

@@ -23,7 +23,7 @@ import platform
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,12 +138,16 @@ class RunStore:
         self,
         root: Path,
         *,
-        chunk_rows: int = 250_000,
+        chunk_rows: int | None = None,
         durable: bool = True,
         staging: bool | None = None,
     ) -> None:
         self.root = root
         self.staging = durable if staging is None else staging
+        if chunk_rows is None:
+            # With a staging log, a restart re-reads what is staged: smaller chunks keep
+            # that (and so the restart) short. Without one, fewer, larger files.
+            chunk_rows = 50_000 if self.staging else 250_000
         self.data_dir = root / "data"
         self.eis_dir = root / "eis"
         self.chunk_rows = chunk_rows
@@ -151,6 +155,7 @@ class RunStore:
         self._pending = _Pending()
         self._chunk_index = len(list(self.data_dir.glob("part-*.parquet"))) if root.exists() else 0
         self._cycles: list[dict[str, Any]] = []
+        self._cycles_source: Callable[[], list[dict[str, Any]]] | None = None
         self._events_file: Any = None
         self._meta: dict[str, Any] = {}
         self.rows_written = 0
@@ -171,7 +176,7 @@ class RunStore:
         *,
         protocol_yaml: str,
         meta: Mapping[str, Any],
-        chunk_rows: int = 250_000,
+        chunk_rows: int | None = None,
         durable: bool = True,
         staging: bool | None = None,
     ) -> RunStore:
@@ -199,15 +204,23 @@ class RunStore:
         *,
         durable: bool = True,
         staging: bool | None = None,
-        chunk_rows: int = 250_000,
+        chunk_rows: int | None = None,
     ) -> RunStore:
         """Re-open a run directory to continue it: committed chunks stay as they are;
         rows that were only staged are taken back as pending."""
         store = cls(root, durable=durable, staging=staging, chunk_rows=chunk_rows)
         store._meta = json.loads((root / "run.json").read_text())
-        for part in sorted(store.data_dir.glob("part-*.parquet")):
+        parts = sorted(store.data_dir.glob("part-*.parquet"))
+        chunks = store._meta.get("chunks")
+        known = chunks is not None and chunks.get("count") == len(parts)
+        if known and chunks is not None:
+            # run.json keeps the running totals: no need to open every chunk
+            store.rows_written = int(chunks["rows"])
+            parts = parts[-1:]  # chunks are in sequence order: the last one has the max
+        for part in parts:
             md = pq.read_metadata(part)
-            store.rows_written += md.num_rows
+            if not known:
+                store.rows_written += md.num_rows
             seq_col = md.schema.names.index("record_seq")
             for rg in range(md.num_row_groups):
                 stats = md.row_group(rg).column(seq_col).statistics
@@ -216,9 +229,9 @@ class RunStore:
         for tmp in store.data_dir.glob("*.tmp"):
             tmp.unlink()  # a chunk that was being written when the process died
         staged = sorted(store.data_dir.glob("staging-*.arrow"))
-        for path in staged:
-            for table in _read_staging(path):
-                store._queue(table)
+        tables = [t for path in staged for t in _read_staging(path)]
+        if tables:
+            store._queue(pa.concat_tables(tables))
         store._staging_files = staged
         store._events_file = open(root / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         return store
@@ -263,7 +276,9 @@ class RunStore:
         for c in DATA_COLUMNS:
             col = table.column(c)
             if c == "step_type":
-                arr: npt.NDArray[Any] = np.asarray(col.cast(pa.string()).to_pylist(), dtype=object)
+                arr: npt.NDArray[Any] = (
+                    col.cast(pa.string()).to_numpy(zero_copy_only=False).astype(object)
+                )
             else:
                 arr = col.to_numpy()
             self._pending.cols[c].append(arr)
@@ -311,6 +326,8 @@ class RunStore:
         self.rows_written += table.num_rows
         self.last_flushed_seq = int(table.column("record_seq")[-1].as_py())
         self._pending = _Pending()
+        if self.staging:
+            self.update_meta(chunks={"count": self._chunk_index, "rows": self.rows_written})
         self._drop_staging()
 
     # ------------------------------------------------------------------ cycles, EIS, events
@@ -320,19 +337,25 @@ class RunStore:
 
     @property
     def cycles(self) -> list[dict[str, Any]]:
+        if self._cycles_source is not None:
+            source, self._cycles_source = self._cycles_source, None
+            self._cycles = [dict(r) for r in source()] + self._cycles
         return self._cycles
 
-    def replace_cycles(self, rows: list[dict[str, Any]]) -> None:
-        self._cycles = [dict(r) for r in rows]
+    def replace_cycles(self, source: Callable[[], list[dict[str, Any]]]) -> None:
+        """The cycles so far, read only when first needed (a restart stays quick)."""
+        self._cycles = []
+        self._cycles_source = source
 
     def write_cycles(self) -> None:
-        cols = {c: [r.get(c) for r in self._cycles] for c in CYCLE_COLUMNS}
-        table = pa.table(cols) if self._cycles else pa.table({c: [] for c in CYCLE_COLUMNS})
+        rows = self.cycles
+        cols = {c: [r.get(c) for r in rows] for c in CYCLE_COLUMNS}
+        table = pa.table(cols) if rows else pa.table({c: [] for c in CYCLE_COLUMNS})
         tmp = self.root / "cycles.parquet.tmp"
         pq.write_table(table, tmp)
         os.replace(tmp, self.root / "cycles.parquet")
         lines = [",".join(CYCLE_COLUMNS)]
-        for r in self._cycles:
+        for r in rows:
             lines.append(",".join(_csv_cell(r.get(c)) for c in CYCLE_COLUMNS))
         _atomic_write_bytes(self.root / "cycles.csv", ("\n".join(lines) + "\n").encode(), False)
 
@@ -414,7 +437,7 @@ class RunStore:
             reason=reason,
             ended=datetime.now(UTC).isoformat(),
             rows=self.rows_written,
-            cycles=len(self._cycles),
+            cycles=len(self.cycles),
         )
 
     def close(self) -> None:
