@@ -99,7 +99,8 @@ class RunBindings:
 
 @dataclass
 class RunOptions:
-    poll_s: float = 10.0  # how often a running block is polled for records and status
+    poll_s: float = 10.0  # how often the instrument is polled while a block runs
+    collect_s: float | None = None  # how often records are collected (default: poll_s)
     telemetry_every_s: float = 1.0
     flush_every_s: float = 60.0  # wall seconds between forced data flushes on hardware
 
@@ -640,9 +641,10 @@ class Executor:
     async def _supervise_block(self) -> BlockResult:
         cycler = self.bind.cycler
         wait = asyncio.ensure_future(cycler.wait_block(self.options.poll_s))
+        collect_s = self.options.collect_s or self.options.poll_s
         try:
             while True:
-                done, _ = await asyncio.wait({wait}, timeout=self.options.poll_s)
+                done, _ = await asyncio.wait({wait}, timeout=collect_s)
                 if done:
                     return wait.result()
                 await self._collect()

@@ -105,7 +105,7 @@ async def execute_run(
         staging=req.staging,
     )
     journal = Journal(store.root / "journal.sqlite", durable=durable)
-    options = req.options or RunOptions(poll_s=600.0 if req.sim else 10.0)
+    options = req.options or _default_options(req.sim)
     return await _drive(
         store, journal, protocol, req.station, position, run_id,
         sim=req.sim, seed=req.seed, options=options, sinks=sinks, on_progress=on_progress,
@@ -149,7 +149,7 @@ async def resume_run(
     store.reconcile_events(journal)
     store.update_meta(state="running", resumed=[*meta.get("resumed", []), _now_iso()])
     position = station.position(meta["position"])
-    opts = options or RunOptions(poll_s=600.0 if sim_ else 10.0)
+    opts = options or _default_options(sim_)
     return await _drive(
         store, journal, protocol, station, position, meta["run_id"],
         sim=sim_, seed=int(meta.get("seed", 0)), options=opts, sinks=sinks,
@@ -202,6 +202,14 @@ async def _drive(
         journal.close()
         store.close()
     return outcome, store.root
+
+
+def _default_options(sim: bool) -> RunOptions:
+    if sim:
+        # A dry run has nobody waiting on live data: poll the simulated instrument every
+        # 10 simulated minutes and collect records every 6 simulated hours.
+        return RunOptions(poll_s=600.0, collect_s=6 * 3600.0)
+    return RunOptions(poll_s=10.0)
 
 
 def _now_iso() -> str:

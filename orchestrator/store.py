@@ -456,7 +456,7 @@ def _to_table(cols: Mapping[str, npt.NDArray[Any]]) -> pa.Table:
     for name in DATA_COLUMNS:
         data = np.asarray(cols[name])
         if name == "step_type":
-            arrays.append(pa.array(data.astype(str)).dictionary_encode())
+            arrays.append(pa.array(data, type=pa.string()).dictionary_encode())
         else:
             arrays.append(pa.array(data, type=_SCHEMA.field(name).type))
     return pa.Table.from_arrays(arrays, schema=_SCHEMA)

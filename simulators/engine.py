@@ -270,8 +270,13 @@ class ChannelEngine:
         b = self._block
         return None if b is None else b.end_abs
 
-    def status(self, now: float) -> SimStatus:
-        """State, position and live readings at ``now``."""
+    def status(self, now: float, *, live: bool = True) -> SimStatus:
+        """State, position and readings at ``now``.
+
+        ``live`` readings are exact at ``now`` (a re-simulation of the running step);
+        otherwise they are the step's newest record, as a front panel that updates at
+        the record rate shows them, which costs nothing.
+        """
         self._check_time(now)
         b = self._block
         state = self._state_of(now)
@@ -283,10 +288,18 @@ class ChannelEngine:
                              self._temperature, tt)  # fmt: skip
         if state == "running":
             seg = self._segment_at(now)
-            run = self._rerun(seg, now)
+            step_t = seg.progress.t_s + (now - seg.start_abs)
+            latest = None if live else self._latest_reading(seg, now)
+            if latest is not None:
+                # What the front panel shows: the newest reading of this step. Re-running
+                # the step to this instant costs a simulation per status poll.
+                v, i = latest
+            else:
+                run = self._rerun(seg, now)
+                step_t, v, i = run.end_t_s, run.end_voltage_V, run.end_current_A
             return SimStatus(
-                "running", b.block_id, seg.step.step_id, run.end_t_s, run.end_voltage_V,
-                run.end_current_A, last_seq, None, seg.temperature_C, tt,
+                "running", b.block_id, seg.step.step_id, step_t, v, i, last_seq, None,
+                seg.temperature_C, tt,
             )  # fmt: skip
         last = b.segments[-1] if b.segments else None
         st = self.state_at(now)
@@ -640,6 +653,19 @@ class ChannelEngine:
         }
         self._chunks.append(_Chunk(seq, t_abs, cols))
         self._chunk_last_seq.append(int(seq[-1]))
+
+    def _latest_reading(self, seg: _Segment, now: float) -> tuple[float, float] | None:
+        """Voltage and current of the newest record of ``seg``'s step at or before ``now``."""
+        for ch in reversed(self._chunks):
+            if ch.t_abs.size == 0 or ch.t_abs[0] > now:
+                continue
+            k = int(np.searchsorted(ch.t_abs, now, side="right")) - 1
+            if k < 0 or ch.t_abs[k] < seg.start_abs:
+                return None
+            if int(ch.cols["step_id"][k]) != seg.step.step_id:
+                return None
+            return float(ch.cols["voltage_V"][k]), float(ch.cols["current_A"][k])
+        return None
 
     def _last_seq(self, now: float) -> int:
         for ch in reversed(self._chunks):

@@ -213,6 +213,12 @@ def _print_outcome(name: str, outcome: Any, root: Path, sim: bool) -> None:
     table.add_row("simulated time" if sim else "run time", _fmt_hours(outcome.run_time_s))
     if outcome.reason:
         table.add_row("reason", outcome.reason)
+    summary = getattr(outcome, "summary", None)
+    if summary:
+        from ..thermal import summary_lines
+
+        for key, value in summary_lines(summary):
+            table.add_row(key, value)
     out.print(table)
     if outcome.state != RunState.finished:
         raise typer.Exit(1)

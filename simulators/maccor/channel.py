@@ -92,7 +92,7 @@ class SimChannel:
 
     def check_start(self, now: float) -> str:
         """(6,11): "OK" if a test could start now, else why not."""
-        state = self.engine.status(now).state
+        state = self.engine.status(now, live=False).state
         if state in ("running", "paused"):
             return "Channel is active"
         if state == "fault":
@@ -119,7 +119,7 @@ class SimChannel:
         return self._begin(test_name, proc, now)
 
     def _begin(self, test_name: str, proc: FlatProcedure, now: float) -> str:
-        st = self.engine.status(now)
+        st = self.engine.status(now, live=False)
         prev = self.test
         if prev is not None and prev.seq_end is None:
             prev.seq_end = st.last_seq
@@ -138,13 +138,13 @@ class SimChannel:
         return "OK"
 
     def suspend(self, now: float) -> str:
-        if self.engine.status(now).state != "running":
+        if self.engine.status(now, live=False).state != "running":
             return "Channel is not active"
         self.engine.pause(now)
         return "OK"
 
     def resume(self, now: float) -> str:
-        if self.engine.status(now).state != "paused":
+        if self.engine.status(now, live=False).state != "paused":
             return "Channel is not suspended"
         self.engine.resume(now)
         return "OK"
@@ -159,7 +159,7 @@ class SimChannel:
             t.results = self.engine.step_results(now)
         self.engine.reset(now)
         if t is not None and t.seq_end is None:
-            t.seq_end = self.engine.status(now).last_seq
+            t.seq_end = self.engine.status(now, live=False).last_seq
         self._reset = True
         self._direct = False
         return "OK"
@@ -193,7 +193,7 @@ class SimChannel:
     def set_direct(self, p: dict[str, Any], now: float) -> str | int:
         """(6,8): change the direct output; codes as the manual: 2 not active, 3 too fast,
         4 direct mode not active."""
-        if self.engine.status(now).state != "running":
+        if self.engine.status(now, live=False).state != "running":
             return 2
         if not self._direct:
             return 4
@@ -239,7 +239,7 @@ class SimChannel:
 
     # ---------------------------------------------------------------- status
     def _codes(self, now: float) -> tuple[int, int, int, Any]:
-        st = self.engine.status(now)
+        st = self.engine.status(now, live=False)
         t = self.test
         if self._reset or t is None:
             return (RESET if self._reset else AVAILABLE), 0, 0, st
