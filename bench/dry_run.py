@@ -19,16 +19,12 @@ from pathlib import Path
 
 from orchestrator.clock import new_virtual_loop
 from orchestrator.runner import RunRequest, execute_run
-from orchestrator.station import DEFAULT_STATION, StationConfig
+from orchestrator.station import DEFAULT_STATION, INPROCESS_STATION, StationConfig
 from protocols.loader import dump_protocol_yaml, load_protocol
 
 
 def _wire_station() -> StationConfig | None:
-    try:
-        from orchestrator.wiresim import WIRE_SIM_STATION
-    except ImportError:
-        return None
-    return WIRE_SIM_STATION
+    return DEFAULT_STATION  # MACCOR over MacNet and PalmSens over MethodSCRIPT
 
 
 def bench(protocol_name: str, station: StationConfig, label: str) -> None:
@@ -63,13 +59,14 @@ def main() -> None:
     ap.add_argument("--station", choices=["inprocess", "wire", "both"], default="both")
     args = ap.parse_args()
     if args.station in ("inprocess", "both"):
-        bench(args.protocol, DEFAULT_STATION, "in-process simulated station (target < 30 s)")
+        bench(args.protocol, INPROCESS_STATION, "in-process simulated station (target < 30 s)")
     if args.station in ("wire", "both"):
         wire = _wire_station()
         if wire is None:
             print("[wire] MacNet simulated station not available")
         else:
-            bench(args.protocol, wire, "through MacNet driver + simulator (target < 10 s)")
+            label = "through the MacNet and MethodSCRIPT drivers + simulators (target < 10 s)"
+            bench(args.protocol, wire, label)
 
 
 if __name__ == "__main__":

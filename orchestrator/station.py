@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 __all__ = [
     "DEFAULT_STATION",
     "DRIVERS",
+    "INPROCESS_STATION",
     "InstrumentConfig",
     "Position",
     "StationConfig",
@@ -131,8 +132,38 @@ class StationConfig(_Model):
         )
 
 
+_THERMAL_POSITION = Position(
+    name="tube1",
+    kind="furnace",
+    furnace="furnace",
+    gas={"N2": "mfc/0", "O2": "mfc/1", "Ar": "mfc/2"},
+)
+
+#: The built-in simulated station: an 8-channel MACCOR (MacNet), a PalmSens potentiostat
+#: (MethodSCRIPT) on the same cells, a climate chamber, and a tube furnace (Eurotherm) with
+#: three mass-flow controllers (Alicat). With ``--sim`` each instrument is its wire-level
+#: simulator, reached through the same driver code as in the lab.
 DEFAULT_STATION = StationConfig(
     name="sim",
+    instruments={
+        "cycler": InstrumentConfig(driver="maccor", address="tcp://127.0.0.1:57570", channels=8),
+        "eis": InstrumentConfig(driver="palmsens", address="serial:///dev/ttyACM0", channels=8),
+        "chamber": InstrumentConfig(driver="sim-chamber"),
+        "furnace": InstrumentConfig(driver="eurotherm", options={"series": "2400"}),
+        "mfc": InstrumentConfig(driver="alicat", channels=3, options={"units": "ABC"}),
+    },
+    positions=[
+        *(
+            Position(name=f"ch{i}", cycler=f"cycler/{i}", impedance=f"eis/{i}", chamber="chamber")
+            for i in range(8)
+        ),
+        _THERMAL_POSITION,
+    ],
+)
+
+#: The quickest dry run: cycler and impedance channels simulated in process, no wire.
+INPROCESS_STATION = StationConfig(
+    name="sim-inprocess",
     instruments={
         "cycler": InstrumentConfig(driver="sim", channels=8),
         "eis": InstrumentConfig(driver="sim-eis", channels=8),
@@ -145,12 +176,7 @@ DEFAULT_STATION = StationConfig(
             Position(name=f"ch{i}", cycler=f"cycler/{i}", impedance=f"eis/{i}", chamber="chamber")
             for i in range(8)
         ),
-        Position(
-            name="tube1",
-            kind="furnace",
-            furnace="furnace",
-            gas={"N2": "mfc/0", "O2": "mfc/1", "Ar": "mfc/2"},
-        ),
+        _THERMAL_POSITION,
     ],
 )
 

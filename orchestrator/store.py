@@ -97,7 +97,7 @@ def new_run_id(protocol_name: str, cell_id: str | None = None) -> str:
     parts = [stamp, _SAFE_ID.sub("-", protocol_name).strip("-")[:40] or "run"]
     if cell_id:
         parts.append(_SAFE_ID.sub("-", cell_id).strip("-")[:24])
-    parts.append(secrets.token_hex(2))
+    parts.append(secrets.token_hex(4))
     return "-".join(parts)
 
 

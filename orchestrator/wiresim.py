@@ -20,22 +20,11 @@ from simulators.engine import ChannelEngine
 
 from .executor import RunBindings
 from .simstation import SimChamber, SimImpedanceChannel, sim_cell_params
-from .station import InstrumentConfig, Position, StationConfig
+from .station import DEFAULT_STATION, InstrumentConfig, Position, StationConfig
 
 __all__ = ["WIRE_SIM_STATION", "open_wire_sim_bindings"]
 
-WIRE_SIM_STATION = StationConfig(
-    name="sim-wire",
-    instruments={
-        "cycler": InstrumentConfig(driver="maccor", address="tcp://127.0.0.1:57570", channels=8),
-        "eis": InstrumentConfig(driver="sim-eis", channels=8),
-        "chamber": InstrumentConfig(driver="sim-chamber"),
-    },
-    positions=[
-        Position(name=f"ch{i}", cycler=f"cycler/{i}", impedance=f"eis/{i}", chamber="chamber")
-        for i in range(8)
-    ],
-)
+WIRE_SIM_STATION = DEFAULT_STATION  # kept for callers that name it
 
 
 @contextlib.asynccontextmanager
@@ -53,6 +42,23 @@ async def _maccor(
     srv = await stack.enter_async_context(serve_maccor(engines))
     cycler = await stack.enter_async_context(MaccorCycler.from_url(srv.url, channels=[index]))
     yield cycler.channel(index)
+
+
+async def _palmsens(
+    stack: contextlib.AsyncExitStack, engine: ChannelEngine, name: str
+) -> ImpedanceChannel:
+    """A MethodSCRIPT simulator measuring the run's cell, reached through the driver.
+
+    Served on loopback TCP here (the lab's unit is on serial): a dry run on the virtual
+    clock then needs no pseudo-terminal timing slack.
+    """
+    from drivers.palmsens import PalmSensChannel
+    from simulators.palmsens import serve_palmsens
+
+    srv = await stack.enter_async_context(serve_palmsens(engine, pty=False))
+    channel = PalmSensChannel.from_url(srv.url, name=name)
+    await stack.enter_async_context(channel)
+    return channel
 
 
 @contextlib.asynccontextmanager
@@ -75,8 +81,11 @@ async def open_wire_sim_bindings(
         if position.impedance is not None:
             imp_name, _ = station.resolve(position.impedance)
             imp_driver = station.instruments[imp_name].driver
-            if imp_driver not in ("sim-eis", "palmsens"):
+            if imp_driver == "palmsens":
+                impedance = await _palmsens(stack, engine, position.impedance)
+            elif imp_driver == "sim-eis":
+                impedance = SimImpedanceChannel(position.impedance, engine)
+            else:
                 raise InstrumentError(f"no simulator for impedance driver {imp_driver!r}")
-            impedance = SimImpedanceChannel(position.impedance, engine)
         chamber = SimChamber(position.chamber, [engine]) if position.chamber else None
         yield RunBindings(cycler=cycler, impedance=impedance, chamber=chamber)

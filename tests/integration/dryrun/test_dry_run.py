@@ -14,6 +14,7 @@ import pytest
 from orchestrator.events import RunState
 from orchestrator.executor import Executor, RunOptions
 from orchestrator.runner import RunRequest, execute_run
+from orchestrator.station import INPROCESS_STATION
 from orchestrator.store import CYCLE_COLUMNS, DATA_COLUMNS
 from protocols.loader import dump_protocol_yaml, load_protocol, load_protocol_text
 from tests.helpers import run_virtual_strict
@@ -180,6 +181,7 @@ sequence:
         protocol=load_protocol_text(text, source_name="t.yaml"),
         protocol_yaml=text,
         out_dir=tmp_path,
+        station=INPROCESS_STATION,  # its channel can still be asked after the run
         options=RunOptions(poll_s=10.0),
     )
     outcome, root = run_virtual_strict(execute_run(req, on_executor=execs.append))
@@ -218,6 +220,7 @@ def test_operator_abort_reaches_safe_state(tmp_path: Path) -> None:
             protocol=proto,
             protocol_yaml=dump_protocol_yaml(proto),
             out_dir=tmp_path,
+            station=INPROCESS_STATION,
             options=RunOptions(poll_s=60.0),
         )
         async with asyncio.TaskGroup() as tg:
