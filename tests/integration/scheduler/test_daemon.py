@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.daemon import Daemon
 from orchestrator.daemon._wire import decode, encode
-from orchestrator.station import DEFAULT_STATION
+from orchestrator.station import INPROCESS_STATION
 
 from .conftest import protocol_text
 
@@ -48,14 +49,14 @@ async def _ask(path: Path, msg: dict[str, Any]) -> dict[str, Any]:
 
 async def test_control_socket_round_trip(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    d = Daemon(station=DEFAULT_STATION, runs_dir=runs, sim=True, install_signals=False)
+    d = Daemon(station=INPROCESS_STATION, runs_dir=runs, sim=True, install_signals=False)
     sock = runs / "labrig.sock"
     async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
         tg.create_task(d.run(), name="daemon")
         await d.ready.wait()
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
         pong = await _ask(sock, {"op": "ping"})
-        assert pong["ok"] and pong["station"] == "sim" and pong["pid"] == os.getpid()
+        assert pong["ok"] and pong["station"] == "sim-inprocess" and pong["pid"] == os.getpid()
         bad = await _ask(sock, {"op": "explode"})
         assert not bad["ok"] and "unknown op" in bad["error"]
         refused = await _ask(sock, {"op": "submit", "protocol_yaml": "name: x\nsequence: []\n"})
@@ -92,9 +93,26 @@ async def test_control_socket_round_trip(tmp_path: Path) -> None:
     assert meta["state"] == "finished"
 
 
+def _inprocess_station(folder: Path) -> Path:
+    """The in-process simulated station as a file (scheduling is under test, not wires)."""
+    path = folder / "station-inprocess.yaml"
+    path.write_text(yaml.safe_dump(INPROCESS_STATION.model_dump(mode="json")))
+    return path
+
+
 def _serve(runs: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "serve", "--sim", "--runs", str(runs)],
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "serve",
+            "--sim",
+            "--runs",
+            str(runs),
+            "--station",
+            str(_inprocess_station(runs.parent)),
+        ],  # fmt: skip
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from orchestrator.events import RunState
 from orchestrator.scheduler import JobState, Scheduler
-from orchestrator.station import DEFAULT_STATION
+from orchestrator.station import INPROCESS_STATION
 from tests.helpers import run_virtual_strict
 
 from .conftest import BROKEN, CYCLE, spec, without_impedance
@@ -23,7 +23,7 @@ def _events(root: Path) -> list[dict[str, Any]]:
 def test_eight_runs_at_once_finish_independently(tmp_path: Path) -> None:
     async def main() -> list[Any]:
         async with Scheduler(
-            station=DEFAULT_STATION, out_dir=tmp_path, sim=True, adapter=without_impedance("ch0")
+            station=INPROCESS_STATION, out_dir=tmp_path, sim=True, adapter=without_impedance("ch0")
         ) as s:
             # one that fails on purpose (its EIS channel is unplugged) first on ch0
             bad = s.submit(spec("bad", BROKEN, position="ch0"))
@@ -45,7 +45,7 @@ def test_eight_runs_at_once_finish_independently(tmp_path: Path) -> None:
 
 def test_queue_per_channel_is_fifo(tmp_path: Path) -> None:
     async def main() -> list[Any]:
-        async with Scheduler(station=DEFAULT_STATION, out_dir=tmp_path, sim=True) as s:
+        async with Scheduler(station=INPROCESS_STATION, out_dir=tmp_path, sim=True) as s:
             jobs = [s.submit(spec(f"q{i}", position="ch3")) for i in range(3)]
             assert [j.state for j in s.queue("ch3")] == [JobState.queued] * 3
             await s.wait_all()
@@ -62,7 +62,7 @@ def test_queue_per_channel_is_fifo(tmp_path: Path) -> None:
 
 def test_start_at_is_honoured(tmp_path: Path) -> None:
     async def main() -> Any:
-        async with Scheduler(station=DEFAULT_STATION, out_dir=tmp_path, sim=True) as s:
+        async with Scheduler(station=INPROCESS_STATION, out_dir=tmp_path, sim=True) as s:
             at = s.clock.wall() + 5 * 3600
             job = s.submit(spec("later", position="ch1", not_before=at))
             other = s.submit(spec("now", position="ch2"))
@@ -81,7 +81,7 @@ def test_start_at_is_honoured(tmp_path: Path) -> None:
 def test_after_is_honoured_and_a_failed_dependency_stops_the_chain(tmp_path: Path) -> None:
     async def main() -> list[Any]:
         async with Scheduler(
-            station=DEFAULT_STATION, out_dir=tmp_path, sim=True, adapter=without_impedance("ch7")
+            station=INPROCESS_STATION, out_dir=tmp_path, sim=True, adapter=without_impedance("ch7")
         ) as s:
             first = s.submit(spec("first", position="ch0"))
             second = s.submit(spec("second", position="ch5", after=first.run_id))
@@ -103,7 +103,7 @@ def test_pause_resume_abort_of_one_run_leaves_the_others_alone(tmp_path: Path) -
     steps = CYCLE * 3
 
     async def main() -> list[Any]:
-        async with Scheduler(station=DEFAULT_STATION, out_dir=tmp_path, sim=True) as s:
+        async with Scheduler(station=INPROCESS_STATION, out_dir=tmp_path, sim=True) as s:
             a = s.submit(spec("a", steps, position="ch0"))
             b = s.submit(spec("b", steps, position="ch1"))
             c = s.submit(spec("c", steps, position="ch2"))

@@ -9,7 +9,7 @@ from typing import Any
 
 from orchestrator.executor import RunBindings
 from orchestrator.scheduler import JobState, Scheduler
-from orchestrator.station import DEFAULT_STATION, Position
+from orchestrator.station import INPROCESS_STATION, Position
 from tests.helpers import run_virtual_strict
 
 from .conftest import CYCLE, EIS, spec
@@ -32,7 +32,7 @@ def _scenario(tmp_path: Path, twice: bool) -> tuple[list[Any], dict[str, Any], f
     async def main() -> tuple[list[Any], dict[str, Any], float]:
         loop = asyncio.get_running_loop()
         async with Scheduler(
-            station=DEFAULT_STATION, out_dir=tmp_path, sim=True, adapter=adapter
+            station=INPROCESS_STATION, out_dir=tmp_path, sim=True, adapter=adapter
         ) as s:
             jobs = [s.submit(spec(f"r{i}", STEPS, position=f"ch{i}")) for i in range(3)]
             queued = s.submit(spec("queued", CYCLE, position="ch0"))
