@@ -112,7 +112,7 @@ def _serve(runs: Path) -> subprocess.Popen[str]:
             str(runs),
             "--station",
             str(_inprocess_station(runs.parent)),
-        ],  # fmt: skip
+        ],
         stderr=subprocess.PIPE,
         text=True,
     )
