@@ -30,7 +30,41 @@ async def _cycler(stack: contextlib.AsyncExitStack, station: StationConfig, ref:
             MaccorCycler.from_url(inst.address, channels=[index], name=name, **inst.options)
         )
         return cycler.channel(index)
+    if inst.driver == "keithley2450":
+        from drivers.keithley import K2450Channel
+
+        return await stack.enter_async_context(
+            K2450Channel.from_url(inst.address, name=name, **inst.options)
+        )
     raise InstrumentError(f"driver {inst.driver!r} cannot serve as a cycler channel here")
+
+
+async def _impedance(stack: contextlib.AsyncExitStack, station: StationConfig, ref: str) -> Any:
+    name, _index = station.resolve(ref)
+    inst = station.instruments[name]
+    if inst.address is None:
+        raise InstrumentError(f"instrument {name!r} has no address")
+    if inst.driver == "palmsens":
+        from drivers.palmsens import PalmSensChannel
+
+        return await stack.enter_async_context(
+            PalmSensChannel.from_url(inst.address, name=name, **inst.options)
+        )
+    raise InstrumentError(f"driver {inst.driver!r} cannot measure impedance here")
+
+
+async def _chamber(stack: contextlib.AsyncExitStack, station: StationConfig, ref: str) -> Any:
+    name, _index = station.resolve(ref)
+    inst = station.instruments[name]
+    if inst.address is None:
+        raise InstrumentError(f"instrument {name!r} has no address")
+    if inst.driver == "espec":
+        from drivers.espec import EspecChamber
+        from drivers.transport import transport_from_url
+
+        transport = await stack.enter_async_context(transport_from_url(inst.address))
+        return EspecChamber(transport, **inst.options)
+    raise InstrumentError(f"driver {inst.driver!r} is not a climate chamber")
 
 
 @contextlib.asynccontextmanager
@@ -41,13 +75,10 @@ async def open_hardware_bindings(
         raise InstrumentError(f"position {position.name!r} has no cycler channel")
     async with contextlib.AsyncExitStack() as stack:
         cycler = await _cycler(stack, station, position.cycler)
+        impedance = None
         if position.impedance is not None:
-            raise InstrumentError(
-                f"position {position.name!r}: impedance channels on hardware need the "
-                "PalmSens driver, which this version does not wire in yet"
-            )
+            impedance = await _impedance(stack, station, position.impedance)
+        chamber = None
         if position.chamber is not None:
-            raise InstrumentError(
-                f"position {position.name!r}: chamber control on hardware is not wired in yet"
-            )
-        yield RunBindings(cycler=cycler)
+            chamber = await _chamber(stack, station, position.chamber)
+        yield RunBindings(cycler=cycler, impedance=impedance, chamber=chamber)

@@ -21,7 +21,7 @@ def run_virtual_strict(coro: Coroutine[Any, Any, T], *, grace_s: float = 0.0) ->
         leaked = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
         for t in leaked:
             t.cancel()
-        assert not leaked, f"leaked tasks: {[t.get_name() for t in leaked]}"
+        assert not leaked, f"leaked tasks: {[(t.get_name(), t.get_coro()) for t in leaked]}"
         return result
 
     with asyncio.Runner(loop_factory=lambda: new_virtual_loop(grace_s)) as runner:

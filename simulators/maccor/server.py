@@ -280,6 +280,12 @@ class MacNetServer:
         # connection handlers belong to the server: end them with it (a stalled one
         # would otherwise wait for ever)
         self._closing.set()
+        # a connection accepted just now has its handler scheduled but not yet running:
+        # let it start (and see the closed writer) so it is ended with the others
+        for _ in range(3):
+            await asyncio.sleep(0)
+        for w in list(self._writers):
+            w.close()
         handlers = list(self._handlers)
         if handlers:
             _, late = await asyncio.wait(handlers, timeout=2.0)
