@@ -9,6 +9,8 @@ number that is never reused, so consumers can drop duplicates after a reconnect.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -19,6 +21,7 @@ __all__ = [
     "EventSink",
     "RunState",
     "RunStatus",
+    "SinkFanout",
     "Telemetry",
 ]
 
@@ -126,3 +129,34 @@ class EventSink(Protocol):
     def publish_status(self, status: RunStatus) -> None: ...
 
     def publish_telemetry(self, telemetry: Telemetry) -> None: ...
+
+
+_log = logging.getLogger(__name__)
+
+
+class SinkFanout:
+    """Hands what a run emits to every sink; a failing sink is logged, never fatal."""
+
+    def __init__(self, sinks: Sequence[EventSink]) -> None:
+        self.sinks = list(sinks)
+
+    def event(self, e: Event) -> None:
+        for s in self.sinks:
+            try:
+                s.publish_event(e)
+            except Exception:  # a sink must never stop a run
+                _log.exception("sink %r failed on an event", s)
+
+    def status(self, st: RunStatus) -> None:
+        for s in self.sinks:
+            try:
+                s.publish_status(st)
+            except Exception:
+                _log.exception("sink %r failed on a status", s)
+
+    def telemetry(self, t: Telemetry) -> None:
+        for s in self.sinks:
+            try:
+                s.publish_telemetry(t)
+            except Exception:
+                _log.exception("sink %r failed on telemetry", s)

@@ -49,7 +49,7 @@ from protocols.models import (
 from .clock import Clock
 from .compile import CompiledStep, StepCompiler, is_cycler_step
 from .cycles import CycleCounter, CycleFigures
-from .events import Event, EventKind, EventSink, RunState, RunStatus, Telemetry
+from .events import Event, EventKind, EventSink, RunState, RunStatus, SinkFanout, Telemetry
 from .journal import Journal
 from .store import RunStore
 
@@ -138,32 +138,6 @@ def count_steps(nodes: Sequence[Any]) -> int:
     return total
 
 
-class _Fanout:
-    def __init__(self, sinks: Sequence[EventSink]) -> None:
-        self.sinks = list(sinks)
-
-    def event(self, e: Event) -> None:
-        for s in self.sinks:
-            try:
-                s.publish_event(e)
-            except Exception:  # a sink must never stop a run
-                log.exception("sink %r failed on an event", s)
-
-    def status(self, st: RunStatus) -> None:
-        for s in self.sinks:
-            try:
-                s.publish_status(st)
-            except Exception:
-                log.exception("sink %r failed on a status", s)
-
-    def telemetry(self, t: Telemetry) -> None:
-        for s in self.sinks:
-            try:
-                s.publish_telemetry(t)
-            except Exception:
-                log.exception("sink %r failed on telemetry", s)
-
-
 class Executor:
     """Runs one protocol on one cell. Use ``await Executor(...).run()`` once."""
 
@@ -189,7 +163,7 @@ class Executor:
         self.store = store
         self.journal = journal
         self.options = options or RunOptions()
-        self.out = _Fanout(sinks)
+        self.out = SinkFanout(sinks)
         self.on_progress = on_progress
         self.compiler = StepCompiler(protocol, cell)
         self.cycles = CycleCounter()

@@ -34,6 +34,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from protocols.rundir import CYCLE_COLUMNS, DATA_COLUMNS
+
 from .events import Event, RunState
 
 __all__ = [
@@ -42,37 +44,6 @@ __all__ = [
     "RunStore",
     "new_run_id",
 ]
-
-DATA_COLUMNS: tuple[str, ...] = (
-    "time_s",
-    "cycle",
-    "step",
-    "step_type",
-    "current_A",
-    "voltage_V",
-    "charge_capacity_Ah",
-    "discharge_capacity_Ah",
-    "temperature_C",
-    "record_seq",
-)
-
-CYCLE_COLUMNS: tuple[str, ...] = (
-    "cycle",
-    "charge_c_rate",
-    "discharge_c_rate",
-    "charge_capacity_mAh",
-    "discharge_capacity_mAh",
-    "charge_capacity_mAh_g",
-    "discharge_capacity_mAh_g",
-    "coulombic_efficiency_pct",
-    "mean_discharge_voltage_V",
-    "discharge_energy_mWh",
-    "charge_energy_mWh",
-    "charge_time_s",
-    "discharge_time_s",
-    "end_time_s",
-    "block",
-)
 
 _SCHEMA = pa.schema(
     [

@@ -29,7 +29,7 @@ from drivers.capabilities import InstrumentError, SafetyTrip
 from protocols.models import Protocol
 
 from ..clock import Clock
-from ..events import Event, EventKind, EventSink, RunState, RunStatus
+from ..events import Event, EventKind, EventSink, RunState, RunStatus, SinkFanout
 from ..executor import RunAborted, RunOutcome
 from ..store import RunStore
 from .instruments import ThermalInstruments
@@ -93,6 +93,7 @@ class FurnaceExecutor:
         self.store = store
         self.options = options
         self.sinks = list(sinks)
+        self._out = SinkFanout(self.sinks)
         self.on_progress = on_progress
         self.cycles = _Cycles()
         self.current_step: StepView | None = None
@@ -173,11 +174,7 @@ class FurnaceExecutor:
             data=data,
         )
         self.store.append_event(e)
-        for s in self.sinks:
-            try:
-                s.publish_event(e)
-            except Exception:  # a sink must never stop a run
-                log.exception("sink %r failed on an event", s)
+        self._out.event(e)
         return e
 
     def status(self) -> RunStatus:
@@ -201,12 +198,7 @@ class FurnaceExecutor:
         )
 
     def _publish_status(self) -> None:
-        st = self.status()
-        for s in self.sinks:
-            try:
-                s.publish_status(st)
-            except Exception:
-                log.exception("sink %r failed on a status", s)
+        self._out.status(self.status())
         if self.on_progress is not None:
             self.on_progress(self)
 

@@ -23,6 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..rundir import DATA_COLUMNS
+
 __all__ = [
     "KIND_CODES",
     "KIND_NAMES",
@@ -52,18 +54,7 @@ DISCHARGE_CODES = (KIND_CODES["discharge"], KIND_CODES["pulse_discharge"])
 REST_CODES = (KIND_CODES["rest"], KIND_CODES["ocv"])
 PULSE_CODES = (KIND_CODES["pulse_charge"], KIND_CODES["pulse_discharge"])
 
-_ALL_COLUMNS = (
-    "time_s",
-    "cycle",
-    "step",
-    "step_type",
-    "current_A",
-    "voltage_V",
-    "charge_capacity_Ah",
-    "discharge_capacity_Ah",
-    "temperature_C",
-    "record_seq",
-)
+_ALL_COLUMNS = DATA_COLUMNS
 _NUMERIC_DTYPES: dict[str, Any] = {
     "time_s": np.float64,
     "cycle": np.int32,
