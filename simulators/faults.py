@@ -19,7 +19,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "Chain",
@@ -31,6 +31,7 @@ __all__ = [
     "Piece",
     "Split",
     "Stall",
+    "apply_manipulators",
 ]
 
 Direction = Literal["tx", "rx"]
@@ -154,16 +155,22 @@ class Chain:
     parts: Sequence[_Base | Chain] = ()
 
     def transform(self, direction: Direction, data: bytes) -> Sequence[Piece]:
-        pieces: list[Piece] = [(0.0, data)]
-        for m in self.parts:
-            nxt: list[Piece] = []
-            for delay, chunk in pieces:
-                if chunk is None:
-                    nxt.append((delay, None))
-                    continue
-                out = list(m.transform(direction, chunk))
-                if out:
-                    out[0] = (out[0][0] + delay, out[0][1])
-                nxt.extend(out)
-            pieces = nxt
-        return pieces
+        return apply_manipulators(self.parts, direction, data)
+
+
+def apply_manipulators(manipulators: Sequence[Any], direction: str, data: bytes) -> list[Piece]:
+    """Pass ``data`` through each manipulator in turn: the (delay, bytes | None) pieces
+    to deliver, delays adding up along the way (None: drop the connection)."""
+    pieces: list[Piece] = [(0.0, data)]
+    for m in manipulators:
+        nxt: list[Piece] = []
+        for delay, chunk in pieces:
+            if chunk is None:
+                nxt.append((delay, None))
+                continue
+            out = list(m.transform(direction, chunk))
+            if out:
+                out[0] = (out[0][0] + delay, out[0][1])
+            nxt.extend(out)
+        pieces = nxt
+    return pieces

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
+from simulators.faults import apply_manipulators
 from simulators.maccor.channel import SimChannel
 from simulators.maccor.framing import Garbage, JsonFramer
 
@@ -311,19 +312,7 @@ class MacNetServer:
             await writer.wait_closed()
 
     def _transform(self, direction: str, data: bytes) -> list[tuple[float, bytes | None]]:
-        pieces: list[tuple[float, bytes | None]] = [(0.0, data)]
-        for m in self.manipulators:
-            nxt: list[tuple[float, bytes | None]] = []
-            for delay, chunk in pieces:
-                if chunk is None:
-                    nxt.append((delay, None))
-                    continue
-                out = list(m.transform(direction, chunk))
-                if out:
-                    out[0] = (out[0][0] + delay, out[0][1])
-                nxt.extend(out)
-            pieces = nxt
-        return pieces
+        return apply_manipulators(self.manipulators, direction, data)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

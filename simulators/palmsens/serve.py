@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from simulators.engine import ChannelEngine
+from simulators.faults import apply_manipulators
 from simulators.maccor.serve import scaled_clock
 from simulators.registry import ServeOptions, register
 
@@ -93,19 +94,7 @@ class MethodScriptServer:
 
     # ------------------------------------------------------------------ output path
     def _pieces(self, direction: str, data: bytes) -> list[tuple[float, bytes | None]]:
-        pieces: list[tuple[float, bytes | None]] = [(0.0, data)]
-        for m in self.manipulators:
-            nxt: list[tuple[float, bytes | None]] = []
-            for delay, chunk in pieces:
-                if chunk is None:
-                    nxt.append((delay, None))
-                    continue
-                more = list(m.transform(direction, chunk))
-                if more:
-                    more[0] = (more[0][0] + delay, more[0][1])
-                nxt.extend(more)
-            pieces = nxt
-        return pieces
+        return apply_manipulators(self.manipulators, direction, data)
 
     def _emit(self, data: bytes) -> None:
         if self._stalled:
