@@ -30,3 +30,27 @@ def test_keep_dv_matches_the_sequential_rule(
     v = 3.0 + np.cumsum(steps)
     f = np.array(forced[: v.size])
     assert np.array_equal(_keep_dv(v, f, last, 0.005), _walk(v, f, last, 0.005))
+
+
+def test_engine_dv_rule_leaves_no_voltage_gap_bigger_than_dv() -> None:
+    """Records every 60 s plus whenever V moved by 5 mV: no two neighbouring records of a
+    CC step differ by much more than 5 mV, and steep parts get extra records."""
+    from simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
+
+    eng = ChannelEngine(None, noise=0.0)
+    rec = SimRecord(every_s=60.0, dV_V=0.005)
+    steps = [
+        SimStep(1, "cc", "charge", current_A=1.6e-3, ends=(SimEnd("voltage", ">=", 3.68),),
+                record=rec),
+        SimStep(2, "cc", "discharge", current_A=-1.6e-3, ends=(SimEnd("voltage", "<=", 2.28),),
+                record=rec),
+    ]  # fmt: skip
+    eng.start_block(1, steps, 0.0)
+    end = eng.end_time()
+    assert end is not None
+    r = eng.records_after(0, end)
+    for sid in (1, 2):
+        v = r["voltage_V"][r["step_id"] == sid]
+        t = r["time_s"][r["step_id"] == sid]
+        assert np.max(np.abs(np.diff(v))) < 0.005 * 1.6
+        assert np.min(np.diff(t)) < 60.0  # the rule added records between the 60 s ones
