@@ -473,17 +473,17 @@ class _Runner:
             # move fast) and refine only where V changes by more than dV/2 between
             # neighbours: between record times V is monotone in a CC step, so nowhere
             # else can it move by dV. Far cheaper than a fine grid over the whole step.
-            base = np.union1d(tr, ta + _EARLY[_EARLY < t_end])
+            base = np.union1d(tr, ta + _EARLY[t_end > _EARLY])
             if base.size == 0 or base[0] > ta:
                 base = np.concatenate(([ta], base))
             base = np.append(base[base < ta + t_end], ta + t_end)
             vb = piece.voltage(base - ta)
             for _ in range(3):
                 jump = np.abs(np.diff(vb))
-                big = jump > rec.dv / 2.0
-                if not big.any():
+                steep = jump > rec.dv / 2.0
+                if not steep.any():
                     break
-                m = np.where(big, np.minimum(1000, np.ceil(4.0 * jump / rec.dv)), 1.0)
+                m = np.where(steep, np.minimum(1000, np.ceil(4.0 * jump / rec.dv)), 1.0)
                 m = m.astype(np.int64)
                 owner = np.repeat(np.arange(m.size), m)
                 offset = np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
