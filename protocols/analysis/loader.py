@@ -13,6 +13,7 @@ the per-cycle and per-step reductions work on sorted segment boundaries with
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,11 +231,14 @@ def _read_series(root: Path, columns: list[str] | None, problems: list[str]) -> 
         problems.append("data/ has no part-*.parquet chunks: no records yet")
         return TimeSeries()
     tables: list[pa.Table] = []
-    for f in files:
-        try:
-            tables.append(_read_chunk(f, wanted))
-        except (OSError, pa.ArrowException) as exc:
-            problems.append(f"data/{f.name} is unreadable and was skipped ({exc})")
+    # Parquet decoding releases the GIL: read the chunks side by side.
+    with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
+        futures = [pool.submit(_read_chunk, f, wanted) for f in files]
+        for f, fut in zip(files, futures, strict=True):
+            try:
+                tables.append(fut.result())
+            except (OSError, pa.ArrowException) as exc:
+                problems.append(f"data/{f.name} is unreadable and was skipped ({exc})")
     tables = [t for t in tables if t.num_rows]
     if not tables:
         problems.append("no readable records in data/")
