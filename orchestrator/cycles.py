@@ -125,11 +125,13 @@ class CycleCounter:
         duration_s: float,
         c_rate: float | None,
         end_time_s: float,
+        target: CycleFigures | None = None,
     ) -> None:
-        """Add a finished step's energy, time and C-rate (its charge went in add_charge)."""
+        """Add a finished step's energy, time and C-rate (its charge went in add_charge)
+        to ``target``, the cycle the step ran in (default: the current one)."""
         if not counts:
             return
-        cur = self.current
+        cur = self.current if target is None else target
         if charge_Ah > 0 or kind in _CHARGE_KINDS:
             cur.charge_Wh += max(energy_Wh, 0.0)
             cur.charge_time_s += duration_s

@@ -56,12 +56,13 @@ async def run_with_kills(
     *,
     seed: int = 0,
     poll_s: float = 600.0,
+    batch_iterations: int = 1,
 ) -> DrillResult:
     """Run ``protocol`` on an in-process simulated channel, killing the orchestrator at
     each simulated time in ``kill_at_s`` (seconds from the start) and resuming it."""
     loop = asyncio.get_running_loop()
     bindings = _bindings(protocol, seed)
-    options = RunOptions(poll_s=poll_s)
+    options = RunOptions(poll_s=poll_s, batch_iterations=batch_iterations)
     execs: list[Executor] = []
     req = RunRequest(
         protocol=protocol,

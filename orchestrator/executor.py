@@ -101,6 +101,9 @@ class RunBindings:
 class RunOptions:
     poll_s: float = 10.0  # how often the instrument is polled while a block runs
     collect_s: float | None = None  # how often records are collected (default: poll_s)
+    # loop iterations handed to the instrument as one block (dry runs: fewer round trips;
+    # on hardware 1, so pause and abort act between cycles)
+    batch_iterations: int = 1
     telemetry_every_s: float = 1.0
     flush_every_s: float = 60.0  # wall seconds between forced data flushes on hardware
 
@@ -198,6 +201,8 @@ class Executor:
         self.stored_seq = -1  # newest record seq already in the run's data
         self._block_map: dict[int, CompiledStep] = {}
         self._seen_steps: set[int] = set()
+        self._ended_cycles: list[CycleFigures] = []
+        self._step_cycle: dict[int, CycleFigures] = {}
         self._open_step: list[Any] | None = None  # [step_id, last step charge seen]
         self._block_label: str | None = None
         self._step_charge_hw: dict[int, float] = {}
@@ -460,25 +465,42 @@ class Executor:
     async def _loop_iterations(
         self, loop: Loop, label: str, counts: bool, resume: list[Any] | None
     ) -> None:
-        first = 1
+        it = 1
         part0: str | None = None
         sub: list[Any] | None = None
         if resume:
-            first, part0, sub = int(resume[0][1]), str(resume[0][2]), resume[1:]
-        for it in range(first, loop.bound() + 1):
+            it, part0, sub = int(resume[0][1]), str(resume[0][2]), resume[1:]
+        bound = loop.bound()
+        while it <= bound:
             self._block_label = label
+            last = it  # the last iteration this pass covers (several when batched)
             try:
-                skipping = part0 is not None
                 for part, cp in self._parts(loop, it):
-                    if skipping and part != part0:
+                    if part.startswith("ca"):
+                        continue  # after-checkpoints run after the pass, at `last`
+                    if part0 is not None and part != part0:
                         continue
-                    skipping = False
+                    part0 = None
                     self._pos.append(["it", it, part])
                     try:
-                        if cp is None:
-                            await self._run_nodes(loop.steps, counts, sub)
-                        else:
+                        if cp is not None:
                             await self._checkpoint(cp, label, it, counts, sub)
+                        else:
+                            last = self._batch_end(loop, it)
+                            body = list(loop.steps) * (last - it + 1)
+                            await self._run_nodes(body, counts, sub)
+                    finally:
+                        self._pos.pop()
+                    sub = None
+                for part, cp in self._parts(loop, last):
+                    if not part.startswith("ca"):
+                        continue
+                    if part0 is not None and part != part0:
+                        continue
+                    part0 = None
+                    self._pos.append(["it", last, part])
+                    try:
+                        await self._checkpoint(cp, label, last, counts, sub)
                     finally:
                         self._pos.pop()
                     sub = None
@@ -486,8 +508,29 @@ class Executor:
             except _EndLoop:
                 return
             if loop.until and self._loop_done(loop.until):
-                self._emit(EventKind.notify, message=f"{label}: end condition met", iteration=it)
+                self._emit(EventKind.notify, message=f"{label}: end condition met", iteration=last)
                 return
+            it = last + 1
+
+    def _batch_end(self, loop: Loop, it: int) -> int:
+        """The last iteration to hand the instrument in one block with iteration ``it``.
+
+        A loop of plain cycler steps with no run-time end condition can go to the
+        instrument several iterations at a time (as a cycler runs its own loops), up to
+        the next checkpoint; ``RunOptions.batch_iterations`` sets how many.
+        """
+        n = self.options.batch_iterations
+        if n <= 1 or loop.until or not all(is_cycler_step(s) for s in loop.steps):
+            return it
+        end = min(loop.bound(), it + n - 1)
+        for f in range(it, end + 1):
+            if f > it and any(
+                cp.position == "before" and cp.fires_at(f) for cp in loop.checkpoints
+            ):
+                return f - 1
+            if any(cp.position == "after" and cp.fires_at(f) for cp in loop.checkpoints):
+                return f
+        return end
 
     async def _checkpoint(
         self, cp: Any, label: str, it: int, counts: bool, resume: list[Any] | None
@@ -717,9 +760,11 @@ class Executor:
         self._close_open_step()
         ended = self.cycles.start_step(kind, self.current_counts, self._block_label)
         if ended is not None:
-            self._store_cycle(ended)
+            # stored once the block's step results (energy, time) are in
+            self._ended_cycles.append(ended)
         self.current_step = cs
         sid = cs.channel_step.step_id if cs else -1
+        self._step_cycle[sid] = self.cycles.current
         self._open_step = [sid, 0.0]
         self._emit(
             EventKind.step_started,
@@ -772,6 +817,7 @@ class Executor:
                 end_loop = self._ends_loop(cs, end)
             elif end.action == "notify":
                 self._emit(EventKind.notify, step_id=end.step_id, reason=end.reason)
+        self._store_ended_cycles()
         self._publish_status()
         self.store.flush_events()
         self._journal_unit_done()
@@ -806,6 +852,7 @@ class Executor:
             end.time_s,
             cs.c_rate if cs else None,
             self.run_time(),
+            target=self._step_cycle.pop(end.step_id, None),
         )
         self.steps_done += 1
         self._emit(
@@ -818,7 +865,14 @@ class Executor:
             cycle=self.cycles.cycle,
         )
 
+    def _store_ended_cycles(self) -> None:
+        for figures in self._ended_cycles:
+            self._store_cycle(figures)
+        self._ended_cycles.clear()
+        self._step_cycle.clear()
+
     def _finish_cycle(self) -> None:
+        self._store_ended_cycles()
         cur = self.cycles.current
         if cur.charge_Ah > 0 or cur.discharge_Ah > 0:
             self._store_cycle(cur)

@@ -48,25 +48,25 @@ def _load(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict], list[str]
     return data.reset_index(drop=True), cycles, events, eis
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, ...]:
+@pytest.fixture(scope="module", params=[1, 4], ids=["block-per-cycle", "4-cycle-blocks"])
+def reference(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Any:
     proto = load_protocol_text(PROTOCOL, source_name="drill.yaml")
     out = tmp_path_factory.mktemp("ref")
-    res = run_virtual_strict(run_with_kills(proto, out, []))
+    res = run_virtual_strict(run_with_kills(proto, out, [], batch_iterations=request.param))
     assert res.outcome.state == RunState.finished, res.outcome.reason
-    return _load(res.root)
+    return (*_load(res.root), request.param)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_twenty_kills_resume_to_the_same_result(
     seed: int, tmp_path: Path, reference: tuple[Any, ...]
 ) -> None:
-    ref_data, ref_cycles, ref_events, ref_eis = reference
+    ref_data, ref_cycles, ref_events, ref_eis, batch = reference
     proto = load_protocol_text(PROTOCOL, source_name="drill.yaml")
     end = float(ref_data.time_s.max())
     rng = random.Random(seed)
     kills = sorted(rng.uniform(0, end) for _ in range(20))
-    res = run_virtual_strict(run_with_kills(proto, tmp_path, kills))
+    res = run_virtual_strict(run_with_kills(proto, tmp_path, kills, batch_iterations=batch))
     assert res.outcome.state == RunState.finished, res.outcome.reason
     assert res.kills == 20
     data, cycles, events, eis = _load(res.root)
