@@ -32,5 +32,5 @@ def test_station_rejects_unknown_driver_and_bad_reference(tmp_path: Path) -> Non
         "name: s\ninstruments:\n  c: {driver: maccor, address: 'tcp://h:1', channels: 2}\n"
         "positions:\n  - {name: A, cycler: c/5}\n"
     )
-    with pytest.raises(StationError, match="channels 0..1"):
+    with pytest.raises(StationError, match=r"channels 0\.\.1"):
         load_station(p)
