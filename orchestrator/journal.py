@@ -95,19 +95,6 @@ class Journal:
     def unit_done(self, unit: dict[str, Any]) -> None:
         self._commit(unit={**unit, "state": "done"})
 
-    def set_position(self, position: dict[str, Any]) -> None:
-        self._commit(position=position)
-
-    def set_block(self, block_id: int, step_ids: list[int]) -> None:
-        self._commit(block={"block_id": block_id, "step_ids": step_ids, "state": "sent"})
-
-    def block_done(self, block_id: int, last_record_seq: int, cycle: int) -> None:
-        self._commit(
-            block={"block_id": block_id, "state": "done"},
-            records={"last_seq": last_record_seq},
-            cycle=cycle,
-        )
-
     def set_state(self, state: str, reason: str | None) -> None:
         self._commit(state={"state": state, "reason": reason})
 

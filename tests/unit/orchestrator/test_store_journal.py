@@ -79,23 +79,23 @@ def test_journal_round_trip_and_corruption_detected(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
     j = Journal(path)
     j.log_event(Event("r", "ch0", 1, EventKind.run_started, 0.0, 0.0, {}))
-    j.set_position({"path": [1], "iteration": 7, "cycle": 9})
-    j.block_done(3, 1234, 9)
+    j.unit_start({"kind": "block", "pos": [["n", 1], ["it", 7, "b"]], "block_id": 3})
+    j.unit_done({"kind": "block", "pos": [["n", 1], ["it", 7, "b"]], "block_id": 3})
     j.close()
     j = Journal(path)
-    assert j.get("position") == {"path": [1], "iteration": 7, "cycle": 9}
-    assert j.get("records") == {"last_seq": 1234}
+    unit = j.get("unit")
+    assert unit["state"] == "done" and unit["pos"] == [["n", 1], ["it", 7, "b"]]
     assert [e.kind for e in j.events()] == [EventKind.run_started]
     j.close()
     # tamper with a value behind the checksum's back
     db = sqlite3.connect(path)
-    tampered = '{"path":[1],"iteration":8,"cycle":9}'
-    db.execute("UPDATE kv SET value = ? WHERE key = ?", (tampered, "position"))
+    tampered = '{"kind":"block","pos":[["n",1],["it",8,"b"]],"block_id":3,"state":"done"}'
+    db.execute("UPDATE kv SET value = ? WHERE key = ?", (tampered, "unit"))
     db.commit()
     db.close()
     j = Journal(path)
     with pytest.raises(JournalCorrupt):
-        j.get("position")
+        j.get("unit")
     j.close()
     # garbage bytes instead of a database
     bad = tmp_path / "bad.sqlite"
