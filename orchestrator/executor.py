@@ -15,6 +15,7 @@ import collections
 import contextlib
 import logging
 import math
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -337,6 +338,11 @@ class Executor:
             await self._safe_state_all()
             self._close(final=True)
             raise
+        except (OSError, sqlite3.Error) as exc:
+            self.state = RunState.failed
+            self.reason = f"storage failed: {exc}"
+            log.error("run %s: storage failed, instruments to their safe state: %s",
+                      self.run_id, exc)  # fmt: skip
         except Exception as exc:
             self.state = RunState.failed
             self.reason = f"{type(exc).__name__}: {exc}"
@@ -355,11 +361,32 @@ class Executor:
     def _close(self, *, final: bool) -> None:
         if self.state in (RunState.running, RunState.paused):
             self.state = RunState.failed
-        self._emit(EventKind.run_ended, state=self.state.value, reason=self.reason)
+        # Storage can be what failed (a full disk): the instruments are already safe,
+        # so report what could not be written instead of crashing on it.
+        try:
+            self._emit(EventKind.run_ended, state=self.state.value, reason=self.reason)
+        except (OSError, sqlite3.Error) as exc:
+            self._storage_failed(exc)
         self._publish_status()
-        self.store.finish(self.state, self.reason)
+        try:
+            self.store.finish(self.state, self.reason)
+        except (OSError, sqlite3.Error) as exc:
+            self._storage_failed(exc)
         if self.journal is not None:
-            self.journal.set_state(self.state.value, self.reason)
+            try:
+                self.journal.set_state(self.state.value, self.reason)
+            except (OSError, sqlite3.Error) as exc:
+                self._storage_failed(exc)
+
+    def _storage_failed(self, exc: BaseException) -> None:
+        log.error("run %s: could not write its results: %s", self.run_id, exc)
+        if self.state == RunState.finished:
+            self.state = RunState.failed
+        note = f"storage failed: {exc}"
+        if self.reason is None:
+            self.reason = note
+        elif note not in self.reason:
+            self.reason = f"{self.reason}; {note}"
 
     async def _safe_state_all(self) -> None:
         """Every instrument the run used to its safe state, each under its own deadline."""

@@ -9,6 +9,7 @@ to a run; it is small and its size does not grow with the data (records live in 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import zlib
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 from .events import Event
 
 __all__ = ["Journal", "JournalCorrupt"]
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, crc INTEGER NOT NULL);
@@ -46,8 +49,12 @@ class Journal:
         self._pending_cycles: list[tuple[int, str]] = []
 
     def close(self) -> None:
-        self._commit()
-        self._db.close()
+        try:
+            self._commit()
+        except sqlite3.Error as exc:  # e.g. a full disk: reported by the run already
+            log.error("journal %s: last events not committed: %s", self.path, exc)
+        finally:
+            self._db.close()
 
     # -------------------------------------------------------------- writes
 
@@ -76,7 +83,8 @@ class Journal:
                 self._pending_cycles = []
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
 
     def log_event(self, event: Event) -> None:

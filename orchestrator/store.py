@@ -17,6 +17,7 @@ half-written file. Units are in the column names.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -285,7 +286,11 @@ class RunStore:
         table = _to_table({c: np.concatenate(self._pending.cols[c]) for c in DATA_COLUMNS})
         path = self.data_dir / f"part-{self._chunk_index:05d}.parquet"
         tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(table, tmp, compression="zstd")
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+        except OSError:
+            tmp.unlink(missing_ok=True)  # never leave half a chunk behind
+            raise
         if self.durable:
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -412,13 +417,17 @@ class RunStore:
         )
 
     def close(self) -> None:
+        """Release files; never raises (a full disk was already reported by the run)."""
         if self._staging is not None:
             sink, writer = self._staging
-            writer.close()
-            sink.close()
             self._staging = None
+            with contextlib.suppress(OSError):
+                writer.close()
+            with contextlib.suppress(OSError):
+                sink.close()
         if self._events_file is not None:
-            self._events_file.close()
+            with contextlib.suppress(OSError):
+                self._events_file.close()
             self._events_file = None
 
 
