@@ -20,11 +20,9 @@ from simulators.engine import ChannelEngine
 
 from .executor import RunBindings
 from .simstation import SimChamber, SimImpedanceChannel, sim_cell_params
-from .station import DEFAULT_STATION, InstrumentConfig, Position, StationConfig
+from .station import InstrumentConfig, Position, StationConfig
 
-__all__ = ["WIRE_SIM_STATION", "open_wire_sim_bindings"]
-
-WIRE_SIM_STATION = DEFAULT_STATION  # kept for callers that name it
+__all__ = ["open_wire_sim_bindings"]
 
 
 @contextlib.asynccontextmanager
