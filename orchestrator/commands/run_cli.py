@@ -42,12 +42,16 @@ def _fmt_hours(seconds: float | None) -> str:
 
 
 class _SimTimeColumn(ProgressColumn):
+    """Cycle, step, run time and ETA in one short, unwrapped line."""
+
     def render(self, task: Task) -> Text:
         f = task.fields
         return Text(
-            f"cycle {f.get('cycle', 1)} · {f.get('step', '')[:38]:<38} · "
-            f"t={_fmt_hours(f.get('sim_s'))} · ETA {f.get('eta', '–')}",
+            f"cycle {f.get('cycle', 1)} · {f.get('step', '')[:20]} · "
+            f"{_fmt_hours(f.get('sim_s'))} · ETA {f.get('eta', '–')}",
             style="cyan",
+            no_wrap=True,
+            overflow="ellipsis",
         )
 
 
@@ -233,7 +237,7 @@ def _run_with_display(
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=16),
         TaskProgressColumn(),
         _SimTimeColumn(),
         TimeElapsedColumn(),
@@ -242,7 +246,7 @@ def _run_with_display(
         disable=quiet,
         refresh_per_second=8,
     )
-    task_id = progress.add_task(req.protocol.name[:28], total=1000)
+    task_id = progress.add_task(req.protocol.name[:20], total=1000)
     t_wall0 = time.perf_counter()
     last = [0.0]
 
