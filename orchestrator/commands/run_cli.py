@@ -177,6 +177,12 @@ def resume(
         meta = json.loads((run_dir / "run.json").read_text())
         if meta.get("state") in ("finished", "aborted", "failed"):
             raise ValueError(f"{run_dir} ended ({meta['state']}); there is nothing to resume")
+        if meta.get("simulated") and station is None:
+            raise ValueError(
+                "it was a dry run: its simulated instruments ended with the process that "
+                "ran them; run the protocol again (or give --station for instruments that "
+                "kept running)"
+            )
         st = (
             load_station(station)
             if station is not None

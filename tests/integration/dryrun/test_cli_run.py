@@ -78,3 +78,22 @@ def test_hardware_run_needs_a_station(tmp_path: Path) -> None:
     result = runner.invoke(app, ["run", "rate_test", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "--sim" in result.output
+
+
+def test_resume_refuses_finished_runs_and_dry_runs(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(GOOD)
+    out = tmp_path / "runs"
+    assert runner.invoke(app, ["run", str(path), "--sim", "--out", str(out), "-q"]).exit_code == 0
+    (root,) = list(out.iterdir())
+    result = runner.invoke(app, ["resume", str(root), "-q"])
+    assert result.exit_code == 2 and "nothing to resume" in result.output
+    meta = json.loads((root / "run.json").read_text())
+    meta["state"] = "running"  # as a killed dry run would leave it
+    (root / "run.json").write_text(json.dumps(meta))
+    result = runner.invoke(app, ["resume", str(root), "-q"])
+    assert result.exit_code == 2 and "dry run" in result.output
+    result = runner.invoke(app, ["resume", str(tmp_path / "nope"), "-q"])
+    assert result.exit_code == 2 and "cannot resume" in result.output
