@@ -172,7 +172,9 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
                 on_executor=probe.on_executor,
                 adapter=probe.adapter,
                 watchdog=WatchdogOptions(),
-                run_options=RunOptions(poll_s=args.poll, telemetry_every_s=1.0),
+                run_options=RunOptions(
+                    poll_s=args.poll, collect_s=args.collect, telemetry_every_s=1.0
+                ),
             )
         )
         t_start = time.monotonic()
@@ -293,7 +295,10 @@ def main() -> None:
     ap.add_argument("--testers", type=int, default=8)
     ap.add_argument("--channels", type=int, default=128, help="channels per tester")
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--poll", type=float, default=1.0, help="executor poll period (s)")
+    ap.add_argument("--poll", type=float, default=1.0, help="instrument status poll period (s)")
+    ap.add_argument(
+        "--collect", type=float, default=None, help="record collection period (s; default: poll)"
+    )
     ap.add_argument("--no-mqtt", action="store_true")
     ap.add_argument("--serve-sim", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
