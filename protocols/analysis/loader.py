@@ -265,14 +265,19 @@ def _read_series(root: Path, columns: list[str] | None, problems: list[str]) -> 
             if name == "step_type":
                 cols["kind"][pos:end] = _kind_codes(col)
             else:
-                cols[name][pos:end] = col.to_numpy()
+                # copy chunk by chunk: no concatenated intermediate for multi-group files
+                at = pos
+                for piece in col.chunks:
+                    k = len(piece)
+                    cols[name][at : at + k] = piece.to_numpy(zero_copy_only=False)
+                    at += k
         pos = end
     missing = [c for c in wanted if c not in first.column_names]
     if missing:
         problems.append(f"the records lack column(s): {', '.join(missing)}")
     # chunks are written in record order; sort only when something went wrong
     order_key = cols.get("record_seq", cols["time_s"])
-    if order_key.shape[0] > 1 and bool(np.any(np.diff(order_key) < 0)):
+    if order_key.shape[0] > 1 and bool(np.any(order_key[1:] < order_key[:-1])):
         order = np.argsort(order_key, kind="stable")
         cols = {k: v[order] for k, v in cols.items()}
         problems.append("records were out of order across chunks and have been sorted")
