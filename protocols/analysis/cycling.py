@@ -107,9 +107,10 @@ def cycle_table(
     is_dis = lut_dis[kind_u8]
     if "current_A" in ts:
         hold = kind == KIND_CODES["hold"]
-        i = ts["current_A"]
-        is_ch |= hold & (i > 0)
-        is_dis |= hold & (i < 0)
+        if hold.any():  # most runs have no CV holds: skip three passes over the data
+            i = ts["current_A"]
+            is_ch |= hold & (i > 0)
+            is_dis |= hold & (i < 0)
     dt = np.empty(n)
     dt[0] = 0.0
     np.subtract(t[1:], t[:-1], out=dt[1:])
