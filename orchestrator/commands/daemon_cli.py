@@ -57,6 +57,15 @@ def serve(
     runs: RunsOpt = Path("runs"),
     mqtt: Annotated[str | None, typer.Option("--mqtt", help="Publish to this broker.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    stop_grace: Annotated[
+        float,
+        typer.Option(
+            "--stop-grace",
+            min=0.0,
+            help="After one SIGTERM, seconds to wait for block ends before leaving the "
+            "running blocks to the instruments (resumed on the next start).",
+        ),
+    ] = 120.0,
 ) -> None:
     """Run the scheduler as a service until SIGTERM / Ctrl-C (twice: stop at once)."""
     import asyncio
@@ -75,7 +84,7 @@ def serve(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    daemon = Daemon(station=st, runs_dir=runs, sim=sim, mqtt_url=mqtt)
+    daemon = Daemon(station=st, runs_dir=runs, sim=sim, mqtt_url=mqtt, stop_grace_s=stop_grace)
     try:
         asyncio.run(daemon.run())
     except DaemonStartError as exc:

@@ -77,7 +77,9 @@ class Daemon:
         watchdog: WatchdogOptions | None = None,
         run_options: RunOptions | None = None,
         install_signals: bool = True,
+        stop_grace_s: float | None = 120.0,
     ) -> None:
+        self.stop_grace_s = stop_grace_s
         self.station = station
         self.runs_dir = runs_dir
         self.sim = sim
@@ -131,6 +133,7 @@ class Daemon:
                 run_options=self.run_options,
                 resume_fn=resume_fn,
                 on_change=self._save_queue,
+                stop_grace_s=self.stop_grace_s,
             )
             await stack.enter_async_context(sched)
             self.scheduler = sched

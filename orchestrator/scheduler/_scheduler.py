@@ -99,7 +99,13 @@ class Scheduler:
         run_options: RunOptions | None = None,
         resume_fn: ResumeFn | None = None,
         on_change: Callable[[], None] | None = None,
+        stop_grace_s: float | None = None,
     ) -> None:
+        """``stop_grace_s``: after a first (safe-point) stop, how long to wait for each
+        run's block boundary before leaving the block to the instrument, which carries
+        it out under its own limits while resume re-attaches later. None: wait."""
+        self.stop_grace_s = stop_grace_s
+        self._grace_timer: asyncio.TimerHandle | None = None
         self.station = station
         self.out_dir = out_dir
         self.sim = sim
@@ -137,6 +143,9 @@ class Scheduler:
             await self._tg.__aexit__(exc_type, exc, tb)
         finally:
             self._tg = None
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+                self._grace_timer = None
 
     @property
     def clock(self) -> Clock:
@@ -370,6 +379,17 @@ class Scheduler:
                     self._park(job)
                 else:
                     ex.request_pause()
+        if not at_once and self.stop_grace_s is not None and self._grace_timer is None:
+            loop = asyncio.get_running_loop()
+            self._grace_timer = loop.call_later(self.stop_grace_s, self._park_the_rest)
+        self._notify()
+
+    def _park_the_rest(self) -> None:
+        """The grace time after a first stop is over: leave each run where it is."""
+        self._grace_timer = None
+        for job in list(self._jobs.values()):
+            if job.stop_mode == "park" and not job.parked and job.state not in ENDED:
+                self._park(job)
         self._notify()
 
     def _park(self, job: Job) -> None:

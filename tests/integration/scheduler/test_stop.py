@@ -84,3 +84,42 @@ def test_second_stop_goes_to_the_safe_state_at_once_and_aborts_with_the_reason(
         assert meta["resumable"] is False
         assert "paused" not in [e["kind"] for e in _events(j.run_dir)]
     assert all(st != "running" for st in engine_states.values())
+
+
+def test_first_stop_with_a_grace_time_leaves_long_blocks_to_the_instrument(
+    tmp_path: Path,
+) -> None:
+    """A block far from its end is not waited for past the grace time: the run is left
+    resumable and the instrument carries on with the block under its own limits."""
+    cyclers: dict[str, Any] = {}
+
+    def adapter(b: RunBindings, pos: Position) -> RunBindings:
+        cyclers[pos.name] = b.cycler
+        return b
+
+    async def main() -> tuple[Any, str, float]:
+        loop = asyncio.get_running_loop()
+        async with Scheduler(
+            station=INPROCESS_STATION,
+            out_dir=tmp_path,
+            sim=True,
+            adapter=adapter,
+            stop_grace_s=60.0,
+        ) as s:
+            job = s.submit(spec("long", STEPS, position="ch0"))
+            await asyncio.sleep(600)  # early in the first charge
+            t0 = loop.time()
+            s.stop(at_once=False, reason="SIGTERM")
+            await s.wait_all()
+            took = loop.time() - t0
+            state = cyclers["ch0"].engine.status(loop.time()).state
+            return job, state, took
+
+    job, engine_state, took = run_virtual_strict(main())
+    assert took <= 60.0 + 1e-6  # the grace time, not the rest of the block
+    assert job.state is JobState.stopped, (job.state, job.reason)
+    meta = json.loads((job.run_dir / "run.json").read_text())
+    assert meta["state"] == "paused" and meta["resumable"] is True
+    kinds = [e["kind"] for e in _events(job.run_dir)]
+    assert "run_ended" not in kinds
+    assert engine_state == "running"  # the instrument goes on with the block
