@@ -77,12 +77,13 @@ def match(pattern: Pattern, tokens: tuple[str, ...]) -> bool:
     return go(0, 0)
 
 
-def split_line(line: str) -> list[str]:
-    """Split a program line on ``;`` outside quotes."""
+def _split_outside_quotes(text: str, sep: str) -> tuple[list[str], bool]:
+    """Split ``text`` on ``sep`` where it is not inside quotes; stripped parts, and
+    whether a quote was left open."""
     out: list[str] = []
     cur: list[str] = []
     quote: str | None = None
-    for c in line:
+    for c in text:
         if quote:
             cur.append(c)
             if c == quote:
@@ -90,39 +91,28 @@ def split_line(line: str) -> list[str]:
         elif c in "\"'":
             quote = c
             cur.append(c)
-        elif c == ";":
+        elif c == sep:
             out.append("".join(cur).strip())
             cur = []
         else:
             cur.append(c)
-    if quote:
-        raise ScpiError(-150, "String data error")
     out.append("".join(cur).strip())
-    return [x for x in out if x]
+    return out, quote is not None
+
+
+def split_line(line: str) -> list[str]:
+    """Split a program line on ``;`` outside quotes."""
+    parts, open_quote = _split_outside_quotes(line, ";")
+    if open_quote:
+        raise ScpiError(-150, "String data error")
+    return [x for x in parts if x]
 
 
 def split_params(params: str) -> list[str]:
     """Comma-separated parameters (quoted strings keep their commas), stripped."""
     if not params.strip():
         return []
-    out: list[str] = []
-    cur: list[str] = []
-    quote: str | None = None
-    for c in params:
-        if quote:
-            cur.append(c)
-            if c == quote:
-                quote = None
-        elif c in "\"'":
-            quote = c
-            cur.append(c)
-        elif c == ",":
-            out.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(c)
-    out.append("".join(cur).strip())
-    return out
+    return _split_outside_quotes(params, ",")[0]
 
 
 def parse_units(units: list[str], path: tuple[str, ...]) -> tuple[list[Command], tuple[str, ...]]:
