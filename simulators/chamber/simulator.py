@@ -8,38 +8,21 @@ from typing import Literal
 
 from simulators.chamber.model import ChamberModel, ChamberParams
 from simulators.chamber.protocol import EspecDevice
-from simulators.furnace.serving import ReplyFaults, SimServer, serve
+from simulators.furnace.serving import ReplyFaults, ServedSimulator, SimServer, serve
 
 __all__ = ["EspecSimulator", "start_espec_sim"]
 
 
-class EspecSimulator:
+class EspecSimulator(ServedSimulator):
     """A served chamber: ``address``, ``model`` (fault switches), ``faults``."""
 
     def __init__(self, server: SimServer, device: EspecDevice) -> None:
-        self.server = server
+        super().__init__(server)
         self.device = device
-
-    @property
-    def address(self) -> str:
-        return self.server.address
 
     @property
     def model(self) -> ChamberModel:
         return self.device.model
-
-    @property
-    def faults(self) -> ReplyFaults:
-        return self.server.faults
-
-    async def aclose(self) -> None:
-        await self.server.aclose()
-
-    async def __aenter__(self) -> EspecSimulator:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 async def start_espec_sim(

@@ -21,7 +21,7 @@ import random
 import tty
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, Self
 
 __all__ = ["Device", "Manipulator", "ReplyFaults", "SimServer", "serve"]
 
@@ -269,3 +269,28 @@ async def serve(
     else:
         raise ValueError(f"transport must be 'tcp' or 'pty', got {transport!r}")
     return server
+
+
+class ServedSimulator:
+    """What a simulator factory returns: the server's ``address`` for a driver, its
+    reply ``faults``, and closing (also as ``async with``). Subclasses add the models."""
+
+    def __init__(self, server: SimServer) -> None:
+        self.server = server
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    @property
+    def faults(self) -> ReplyFaults:
+        return self.server.faults
+
+    async def aclose(self) -> None:
+        await self.server.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -10,40 +10,23 @@ from simulators.furnace.controller import PidParams
 from simulators.furnace.eurotherm import EurothermBank, SeriesConfig, series_2400, series_3200
 from simulators.furnace.modbus_slave import RtuSlave
 from simulators.furnace.physics import FurnaceParams
-from simulators.furnace.serving import ReplyFaults, SimServer, serve
+from simulators.furnace.serving import ReplyFaults, ServedSimulator, SimServer, serve
 from simulators.furnace.sim import FurnaceSim
 
 __all__ = ["EurothermSimulator", "start_eurotherm_sim"]
 
 
-class EurothermSimulator:
+class EurothermSimulator(ServedSimulator):
     """A served Eurotherm: ``address`` for the driver, the model objects for fault
     switches and inspection (``furnace``, ``bank``, ``slave``, ``faults``)."""
 
     def __init__(
         self, server: SimServer, furnace: FurnaceSim, bank: EurothermBank, slave: RtuSlave
     ) -> None:
-        self.server = server
+        super().__init__(server)
         self.furnace = furnace
         self.bank = bank
         self.slave = slave
-
-    @property
-    def address(self) -> str:
-        return self.server.address
-
-    @property
-    def faults(self) -> ReplyFaults:
-        return self.server.faults
-
-    async def aclose(self) -> None:
-        await self.server.aclose()
-
-    async def __aenter__(self) -> EurothermSimulator:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 async def start_eurotherm_sim(

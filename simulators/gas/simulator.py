@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Literal
 
-from simulators.furnace.serving import ReplyFaults, SimServer, serve
+from simulators.furnace.serving import ReplyFaults, ServedSimulator, SimServer, serve
 from simulators.gas.bus import AlicatBusDevice
 from simulators.gas.mfc import GAS_TABLE, MfcModel, MfcParams
 
@@ -16,33 +16,16 @@ __all__ = ["AlicatSimulator", "start_alicat_sim"]
 _GAS_BY_NAME = {v.lower(): k for k, v in GAS_TABLE.items()}
 
 
-class AlicatSimulator:
+class AlicatSimulator(ServedSimulator):
     """A served bus: ``address``, ``units`` (the models, for fault switches), ``faults``."""
 
     def __init__(self, server: SimServer, device: AlicatBusDevice) -> None:
-        self.server = server
+        super().__init__(server)
         self.device = device
-
-    @property
-    def address(self) -> str:
-        return self.server.address
 
     @property
     def units(self) -> dict[str, MfcModel]:
         return self.device.units
-
-    @property
-    def faults(self) -> ReplyFaults:
-        return self.server.faults
-
-    async def aclose(self) -> None:
-        await self.server.aclose()
-
-    async def __aenter__(self) -> AlicatSimulator:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 async def start_alicat_sim(
