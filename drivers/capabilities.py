@@ -281,8 +281,15 @@ class CyclerChannel(Protocol):
         """
         ...
 
-    async def wait_block(self, poll_s: float = 60.0) -> BlockResult:
-        """Wait until the running block ends (done, paused by an end action, or fault)."""
+    async def wait_block(
+        self, poll_s: float = 60.0, *, max_poll_s: float | None = None
+    ) -> BlockResult:
+        """Wait until the running block ends (done, paused by an end action, or fault).
+
+        ``poll_s`` is how often the instrument is asked; a channel that can tell from the
+        block's steps that it will run much longer may wait up to ``max_poll_s`` between
+        questions (drivers.polling). None keeps every interval at ``poll_s``.
+        """
         ...
 
     async def status(self) -> ChannelStatus: ...

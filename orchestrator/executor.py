@@ -102,6 +102,9 @@ class RunBindings:
 class RunOptions:
     poll_s: float = 10.0  # how often the instrument is polled while a block runs
     collect_s: float | None = None  # how often records are collected (default: poll_s)
+    # longest wait between polls when the block's steps show it will run much longer
+    # (drivers.polling); None polls every poll_s
+    max_poll_s: float | None = None
     # loop iterations handed to the instrument as one block (dry runs: fewer round trips;
     # on hardware 1, so pause and abort act between cycles)
     batch_iterations: int = 1
@@ -684,7 +687,8 @@ class Executor:
 
     async def _supervise_block(self) -> BlockResult:
         cycler = self.bind.cycler
-        wait = asyncio.ensure_future(cycler.wait_block(self.options.poll_s))
+        opts = self.options
+        wait = asyncio.ensure_future(cycler.wait_block(opts.poll_s, max_poll_s=opts.max_poll_s))
         collect_s = self.options.collect_s or self.options.poll_s
         try:
             while True:

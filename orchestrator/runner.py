@@ -207,8 +207,11 @@ async def _drive(
 def _default_options(sim: bool) -> RunOptions:
     if sim:
         # A dry run has nobody waiting on live data: poll the simulated instrument every
-        # 10 simulated minutes and collect records every 6 simulated hours.
-        return RunOptions(poll_s=600.0, collect_s=6 * 3600.0, batch_iterations=25)
+        # 10 simulated minutes (up to 6 simulated hours while the block's steps show it
+        # has much longer to run) and collect records every 6 simulated hours.
+        return RunOptions(
+            poll_s=600.0, max_poll_s=6 * 3600.0, collect_s=6 * 3600.0, batch_iterations=25
+        )
     return RunOptions(poll_s=10.0)
 
 

@@ -104,7 +104,9 @@ class SimCyclerChannel:
             return
         await self.start_block(block_id, steps)
 
-    async def wait_block(self, poll_s: float = 60.0) -> BlockResult:
+    async def wait_block(
+        self, poll_s: float = 60.0, *, max_poll_s: float | None = None
+    ) -> BlockResult:
         while True:
             end = self.engine.end_time()
             st = self.engine.status(self._now())

@@ -227,7 +227,9 @@ class K2450Channel:
         self._t0 = now - max(time_base_s, now - self._t0)  # channel time never goes back
         await self.start_block(block_id, steps)
 
-    async def wait_block(self, poll_s: float = 60.0) -> BlockResult:
+    async def wait_block(
+        self, poll_s: float = 60.0, *, max_poll_s: float | None = None
+    ) -> BlockResult:
         run = self._run
         if run is None:
             raise InstrumentError(f"{self.name}: no block started")

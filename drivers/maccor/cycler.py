@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -36,6 +36,7 @@ from drivers.capabilities import (
     RecordBatch,
     StepEnd,
 )
+from drivers.polling import PollPlanner
 from drivers.transport import Transport, TransportClosed, transport_from_url
 
 from .client import MacNetClient
@@ -174,6 +175,7 @@ class MaccorChannel:
         self._previous: _Block | None = None
         self._limits: SafetyLimits | None = None
         self._last: ChannelReading | None = None
+        self._durations: dict[Hashable, float] = {}  # latest step durations (drivers.polling)
 
     @property
     def name(self) -> str:
@@ -302,16 +304,28 @@ class MaccorChannel:
             return str(res.get("Result", res))
         return ""
 
-    async def wait_block(self, poll_s: float = 60.0) -> BlockResult:
+    async def wait_block(
+        self, poll_s: float = 60.0, *, max_poll_s: float | None = None
+    ) -> BlockResult:
         blk = self._block
         if blk is None:
             raise InstrumentError(f"{self.name}: no block started")
+        planner: PollPlanner | None = None
+        if max_poll_s is not None and max_poll_s > poll_s:
+            planner = PollPlanner(blk.proc.steps, poll_s, max_poll_s, self._durations)
+        learned = -1
         try:
             while True:
                 r = await self.read()
                 if r.stat not in _RUNNING:
                     break
-                await asyncio.sleep(poll_s)
+                delay = poll_s
+                if planner is not None:
+                    if blk.last_rec != learned:  # records came in since: new step ends
+                        planner.learn(_step_ends(blk))
+                        learned = blk.last_rec
+                    delay = planner.interval(r.step - 1, r.step_time_s)
+                await asyncio.sleep(delay)
             await self._fetch(blk, r.last_rec)
         except (InstrumentTimeout, TransportClosed) as exc:
             # the run cannot go on without the tester: leave it in its safe state

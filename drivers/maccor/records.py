@@ -26,6 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from drivers.capabilities import InstrumentProtocolError
 
@@ -72,7 +75,7 @@ class DataChunk:
 def decode_data(text: str, *, command: bytes = b"") -> DataChunk:
     """Parse a ``Data`` text; anything malformed raises :class:`InstrumentProtocolError`.
 
-    Large, well-formed chunks go through pandas' C parser; whatever it does not accept
+    Large, well-formed chunks go through Arrow's CSV reader; whatever it does not accept
     exactly as expected is parsed (and, if malformed, rejected) by the strict reader.
     """
     if len(text) > 60_000:  # below ~1000 rows the strict reader is as quick
@@ -84,59 +87,64 @@ def decode_data(text: str, *, command: bytes = b"") -> DataChunk:
 
 _INT_COLS = ("Rec#", "Cyc#", "Step", "ES")
 _FLOAT_COLS = ("TestTime", "StepTime", "Amp-hr", "Watt-hr", "Amps", "Volts", "Temp1")
+_ARROW_TYPES = {
+    **dict.fromkeys(_INT_COLS, pa.int64()), **dict.fromkeys(_FLOAT_COLS, pa.float64()),
+    "State": pa.string(),
+}  # fmt: skip
+_STATES = pa.array(list(_STATE_SIGN))
+_STATE_VALUES = np.array(list(_STATE_SIGN.values()))
 
 
 def _decode_fast(text: str) -> DataChunk | None:
     """The same reading as :func:`_decode_strict` for clean input, or None to defer to it."""
-    import io
-
-    import pandas as pd
-
     if not text.startswith(HEADER + "\r\n"):
         return None
     try:
-        df = pd.read_csv(
-            io.StringIO(text),
-            sep="\t",
-            dtype={**dict.fromkeys(_INT_COLS, "int64"), **dict.fromkeys(_FLOAT_COLS, "float64"),
-                   "State": "str"},
-            na_filter=False,
-            engine="c",
+        table = pacsv.read_csv(
+            pa.py_buffer(text.encode("ascii")),
+            read_options=pacsv.ReadOptions(column_names=list(DATA_COLUMNS), skip_rows=1),
+            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types=_ARROW_TYPES, strings_can_be_null=False, null_values=[],
+                quoted_strings_can_be_null=False,
+            ),
         )  # fmt: skip
-    except (ValueError, TypeError, OverflowError, pd.errors.ParserError):
+    except (pa.ArrowInvalid, UnicodeEncodeError):
         return None
-    if list(df.columns) != list(DATA_COLUMNS):
+    n = table.num_rows
+    if n != text.count("\r\n") - 1 or n != text.count("\n") - 1:
         return None
-    n = len(df)
-    if n != text.count("\r\n") - 1:
+    cols = {name: table.column(name) for name in DATA_COLUMNS}
+    if any(cols[c].null_count for c in DATA_COLUMNS):
         return None
-    floats = {c: df[c].to_numpy(np.float64) for c in _FLOAT_COLS}
+    floats = {c: cols[c].to_numpy() for c in _FLOAT_COLS}
     if not all(np.all(np.isfinite(floats[c])) for c in _FLOAT_COLS):
         return None  # the strict reader says which value is wrong
-    state = df["State"].to_numpy(dtype=str)
-    sign = np.full(n, np.nan)
-    for letter, value in _STATE_SIGN.items():
-        sign[state == letter] = value
-    rec = df["Rec#"].to_numpy(np.int64)
+    # exact matches only: anything else (a longer or unknown State) defers to the strict reader
+    where = pc.index_in(cols["State"], value_set=_STATES)
+    if where.null_count:
+        return None
+    sign = _STATE_VALUES[where.to_numpy()]
+    rec = cols["Rec#"].to_numpy()
     amps = floats["Amps"]
     if (
         np.any(np.isnan(sign))
         or np.any(amps < 0)
-        or (n and (rec[0] < 1 or np.any(np.diff(rec) <= 0)))
+        or (n and (rec[0] < 1 or np.any(rec[1:] <= rec[:-1])))
     ):
         return None
     cur_sign = np.where(sign == 0.0, 1.0, sign)
     return DataChunk(
         rec=rec,
-        cycle=df["Cyc#"].to_numpy(np.int64),
-        step=df["Step"].to_numpy(np.int64),
+        cycle=cols["Cyc#"].to_numpy(),
+        step=cols["Step"].to_numpy(),
         test_time_s=floats["TestTime"],
         step_time_s=floats["StepTime"],
         step_charge_Ah=floats["Amp-hr"] * cur_sign,
         step_energy_Wh=floats["Watt-hr"] * cur_sign,
         current_A=amps * sign,
         voltage_V=floats["Volts"],
-        es=df["ES"].to_numpy(np.int64),
+        es=cols["ES"].to_numpy(),
         temperature_C=floats["Temp1"],
     )
 

@@ -146,10 +146,13 @@ class WatchedCycler:
         await self.inner.safe_state()
 
     # ------------------------------------------------------------------ watched wait
-    async def wait_block(self, poll_s: float = 60.0) -> BlockResult:
+    async def wait_block(
+        self, poll_s: float = 60.0, *, max_poll_s: float | None = None
+    ) -> BlockResult:
         if not self.options.enabled:
-            return await self.inner.wait_block(poll_s)
+            return await self.inner.wait_block(poll_s, max_poll_s=max_poll_s)
         self._life()
+        # the watchdog needs to hear from the instrument every period: no long waits
         waiter = asyncio.ensure_future(self.inner.wait_block(poll_s))
         try:
             while True:

@@ -1,4 +1,4 @@
-"""Large MacNet data chunks take pandas' C parser; it must read exactly what the strict
+"""Large MacNet data chunks take Arrow's CSV reader; it must read exactly what the strict
 reader reads, and leave anything it does not accept to the strict reader."""
 
 from __future__ import annotations
@@ -43,10 +43,27 @@ def test_fast_reader_equals_strict_reader() -> None:
         "1001\t1\t1\t1.0\t0\t0\t0\t-1\t3.0\tC\t0\t25\r\n",  # negative Amps
         "1001\t1\t1\t1.0\t0\t0\r\n",  # short row
         "5\t1\t1\t1.0\t0\t0\t0\t0\t3.0\tC\t0\t25\r\n",  # record numbers go back
+        "1001\t1\t1\t1.0\t0\t0\t0\t0\t3.0\tCC\t0\t25\r\n",  # State of two letters
+        "1001\t1\t1\t1.0\t0\t0\t0\t0\t3.0\t\t0\t25\r\n",  # empty State
+        "1001\t1\t1\t1.5\t0\t0\t0\t0\t\tC\t0\t25\r\n",  # empty number
+        "1001\t1.5\t1\t1.0\t0\t0\t0\t0\t3.0\tC\t0\t25\r\n",  # fractional cycle
+        "1001\t1\t1\t1.0\t0\t0\t0\t0\t3.0\tC\t0\t25\t7\r\n",  # a field too many
     ],
 )
 def test_bad_rows_in_large_chunks_are_still_rejected(bad: str) -> None:
     text = _chunk(3000, bad)
     assert len(text) > 60_000
+    assert _decode_fast(text) is None
     with pytest.raises(InstrumentProtocolError):
         decode_data(text)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        "1001\t1\t1\t1.0\t0\t0\t0\t0\t3.0\tC\t0\t25\n",  # a bare LF line end
+        '1001\t1\t1\t1.0\t0\t0\t0\t0\t3.0\t"C"\t0\t25\r\n',  # a quoted field
+    ],
+)
+def test_odd_rows_leave_the_fast_reader(odd: str) -> None:
+    assert _decode_fast(_chunk(3000, odd)) is None
