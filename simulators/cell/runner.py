@@ -677,18 +677,32 @@ def _keep_dv(
         return keep
     # walk only the segments (between forced points) that contain a candidate
     seg = np.where(anchor_idx >= 0, anchor_idx, -1)
-    for s_id in np.unique(seg[moved]).tolist():
-        lo = s_id if s_id >= 0 else 0
-        hi_candidates = np.flatnonzero(forced[lo + 1 :])
-        hi = lo + 1 + int(hi_candidates[0]) if hi_candidates.size else n
-        ref = float(v[s_id]) if s_id >= 0 else (last if last is not None else float(v[0]))
+    seg_ids = np.unique(seg[moved])
+    forced_idx = np.flatnonzero(forced)
+    lo_all = np.maximum(seg_ids, 0)
+    nxt = np.searchsorted(forced_idx, lo_all, side="right")
+    if forced_idx.size:
+        following = forced_idx[np.minimum(nxt, forced_idx.size - 1)]
+        hi_all = np.where(nxt < forced_idx.size, following, n)
+    else:
+        hi_all = np.full(seg_ids.size, n)
+    vl = v.tolist()
+    picked: list[int] = []
+    for s_id, lo, hi in zip(seg_ids.tolist(), lo_all.tolist(), hi_all.tolist(), strict=True):
+        ref = vl[s_id] if s_id >= 0 else (last if last is not None else vl[0])
         j = lo if s_id < 0 else lo + 1
         while j < hi:
-            band = np.flatnonzero(np.abs(v[j:hi] - ref) >= dv)
-            if band.size == 0:
-                break
-            k = j + int(band[0])
-            keep[k] = True
-            ref = float(v[k])
+            if hi - j > 256:  # a long stretch: let numpy find the next point out of the band
+                band = np.flatnonzero(np.abs(v[j:hi] - ref) >= dv)
+                if band.size == 0:
+                    break
+                k = j + int(band[0])
+            else:
+                k = next((i for i in range(j, hi) if abs(vl[i] - ref) >= dv), hi)
+                if k == hi:
+                    break
+            picked.append(k)
+            ref = vl[k]
             j = k + 1
+    keep[picked] = True
     return keep
