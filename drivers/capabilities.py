@@ -240,6 +240,8 @@ class RecordBatch:
     def concat(cls, batches: Sequence[RecordBatch]) -> RecordBatch:
         if not batches:
             return cls.empty()
+        if len(batches) == 1:
+            return batches[0]
         return cls(*(np.concatenate([getattr(b, c) for b in batches]) for c in RECORD_COLUMNS))
 
     def select(self, mask: npt.NDArray[np.bool_]) -> RecordBatch:

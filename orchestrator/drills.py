@@ -57,9 +57,14 @@ async def run_with_kills(
     seed: int = 0,
     poll_s: float = 600.0,
     batch_iterations: int = 1,
+    stage_every_s: float = 0.0,
 ) -> DrillResult:
     """Run ``protocol`` on an in-process simulated channel, killing the orchestrator at
-    each simulated time in ``kill_at_s`` (seconds from the start) and resuming it."""
+    each simulated time in ``kill_at_s`` (seconds from the start) and resuming it.
+
+    ``stage_every_s`` > 0 groups the staging log's writes as hardware runs do (a drill
+    is over in a second of real time, so rows since the last journalled position are
+    then lost at each kill and must come back from the instrument)."""
     loop = asyncio.get_running_loop()
     bindings = _bindings(protocol, seed)
     options = RunOptions(poll_s=poll_s, batch_iterations=batch_iterations)
@@ -71,6 +76,7 @@ async def run_with_kills(
         options=options,
         durable=False,
         staging=True,
+        stage_every_s=stage_every_s,
     )
     t0 = loop.time()
     task: asyncio.Task[tuple[RunOutcome, Path]] = asyncio.create_task(
@@ -105,6 +111,7 @@ async def run_with_kills(
                 options=options,
                 durable=False,
                 staging=True,
+                stage_every_s=stage_every_s,
                 on_executor=on_executor,
             ),
             name="run-resumed",

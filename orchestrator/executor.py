@@ -222,6 +222,7 @@ class Executor:
         """Make the next cancellation behave like a killed process: no safe state, no
         final writes. For crash-recovery tests and drills; never needed in operation."""
         self._abandoned = True
+        self.store.abandon()
 
     def request_pause(self) -> None:
         self._pause_requested = True
@@ -933,6 +934,7 @@ class Executor:
         }
 
     def _journal_unit_start(self, kind: str, **extra: Any) -> None:
+        self.store.sync()  # the journal's position never runs ahead of the staged rows
         self._unit_info = {
             "kind": kind,
             "pos": [list(p) for p in self._pos],
@@ -944,6 +946,7 @@ class Executor:
 
     def _journal_unit_done(self) -> None:
         if self.journal is not None and self._unit_info is not None:
+            self.store.sync()
             self.journal.unit_done({**self._unit_info, "after": self._snapshot()})
 
     def resume_from(self, journal: Journal) -> None:

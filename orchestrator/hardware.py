@@ -26,8 +26,10 @@ async def _cycler(stack: contextlib.AsyncExitStack, station: StationConfig, ref:
     if inst.driver == "maccor":
         from drivers.maccor import MaccorCycler
 
+        # one (4,1) status poll per tester for all its runs (drivers.maccor.board)
+        options = {"shared_status": True, **inst.options}
         cycler = await stack.enter_async_context(
-            MaccorCycler.from_url(inst.address, channels=[index], name=name, **inst.options)
+            MaccorCycler.from_url(inst.address, channels=[index], name=name, **options)
         )
         return cycler.channel(index)
     if inst.driver == "keithley2450":

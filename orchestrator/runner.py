@@ -41,6 +41,8 @@ class RunRequest:
     run_id: str | None = None
     durable: bool | None = None  # fsync data and journal (default: on hardware)
     staging: bool | None = None  # log rows before they reach a chunk (default: durable)
+    # how often rows reach the staging log (default: STAGE_EVERY_S if durable, else 0)
+    stage_every_s: float | None = None
 
 
 @contextlib.asynccontextmanager
@@ -91,7 +93,7 @@ async def execute_run(
         "position": position.name,
         "simulated": req.sim,
         "seed": req.seed,
-        "station_config": req.station.model_dump(mode="json"),
+        "station_config": req.station.subset(position.name).model_dump(mode="json"),
     }
     # Dry runs skip fsync and the staging log: nothing real is at stake and they would
     # dominate their time. Hardware runs have both.
@@ -103,6 +105,7 @@ async def execute_run(
         meta=meta,
         durable=durable,
         staging=req.staging,
+        stage_every_s=_stage_every(req.stage_every_s, durable),
     )
     journal = Journal(store.root / "journal.sqlite", durable=durable)
     options = req.options or _default_options(req.sim)
@@ -125,6 +128,7 @@ async def resume_run(
     options: RunOptions | None = None,
     durable: bool | None = None,
     staging: bool | None = None,
+    stage_every_s: float | None = None,
 ) -> tuple[RunOutcome, Path]:
     """Continue a run after the orchestrator stopped (killed, crashed, PC restarted).
 
@@ -145,7 +149,10 @@ async def resume_run(
     sim_ = bool(meta.get("simulated")) if sim is None else sim
     durable_ = (not sim_) if durable is None else durable
     journal = Journal(run_dir / "journal.sqlite", durable=durable_)
-    store = RunStore.open_existing(run_dir, durable=durable_, staging=staging)
+    store = RunStore.open_existing(
+        run_dir, durable=durable_, staging=staging,
+        stage_every_s=_stage_every(stage_every_s, durable_),
+    )  # fmt: skip
     store.reconcile_events(journal)
     store.update_meta(state="running", resumed=[*meta.get("resumed", []), _now_iso()])
     position = station.position(meta["position"])
@@ -202,6 +209,17 @@ async def _drive(
         journal.close()
         store.close()
     return outcome, store.root
+
+
+# Durable runs write and fsync their staging log at most this often (and always before
+# the journal records a position): rows in between are still on the instrument.
+STAGE_EVERY_S = 5.0
+
+
+def _stage_every(asked: float | None, durable: bool) -> float:
+    if asked is not None:
+        return asked
+    return STAGE_EVERY_S if durable else 0.0
 
 
 def _default_options(sim: bool) -> RunOptions:

@@ -116,6 +116,18 @@ class StationConfig(_Model):
             raise ValueError(f"{ref!r}: {name} has channels 0..{inst.channels - 1}")
         return name, index
 
+    def subset(self, position: str) -> StationConfig:
+        """This station cut down to one position and the instruments it uses (what a run
+        directory records: enough to resume it, and small on a station of 1000 cells)."""
+        pos = self.position(position)
+        refs = [getattr(pos, r) for r in ("cycler", "impedance", "chamber", "furnace")]
+        used = {r.partition("/")[0] for r in [*refs, *pos.gas.values()] if r is not None}
+        return StationConfig(
+            name=self.name,
+            instruments={k: v for k, v in self.instruments.items() if k in used},
+            positions=[pos],
+        )
+
     def position(self, name: str | None, kind: str = "cell") -> Position:
         """The named position, or the first of the wanted kind."""
         if name is None:

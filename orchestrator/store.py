@@ -113,9 +113,19 @@ class RunStore:
         chunk_rows: int | None = None,
         durable: bool = True,
         staging: bool | None = None,
+        stage_every_s: float = 0.0,
     ) -> None:
         self.root = root
         self.staging = durable if staging is None else staging
+        # Rows reach the staging log at most every ``stage_every_s`` (one write and one
+        # fsync for all rows since the last), and always on ``sync()``, which the
+        # executor calls before the journal records a position. Rows not yet staged
+        # when the process dies are still on the instrument and are read again on
+        # resume: the journal's position never runs ahead of the staged rows.
+        self.stage_every_s = stage_every_s
+        self._unstaged: list[Mapping[str, npt.NDArray[Any]]] = []
+        self._staged_at = time.monotonic()
+        self._abandoned = False
         if chunk_rows is None:
             # With a staging log, a restart re-reads what is staged: smaller chunks keep
             # that (and so the restart) short. Without one, fewer, larger files.
@@ -151,10 +161,14 @@ class RunStore:
         chunk_rows: int | None = None,
         durable: bool = True,
         staging: bool | None = None,
+        stage_every_s: float = 0.0,
     ) -> RunStore:
         root = out_dir / run_id
         root.mkdir(parents=True, exist_ok=False)
-        store = cls(root, chunk_rows=chunk_rows, durable=durable, staging=staging)
+        store = cls(
+            root, chunk_rows=chunk_rows, durable=durable, staging=staging,
+            stage_every_s=stage_every_s,
+        )  # fmt: skip
         store.data_dir.mkdir()
         store.eis_dir.mkdir()
         _atomic_write_bytes(root / "protocol.yaml", protocol_yaml.encode(), durable)
@@ -177,10 +191,14 @@ class RunStore:
         durable: bool = True,
         staging: bool | None = None,
         chunk_rows: int | None = None,
+        stage_every_s: float = 0.0,
     ) -> RunStore:
         """Re-open a run directory to continue it: committed chunks stay as they are;
         rows that were only staged are taken back as pending."""
-        store = cls(root, durable=durable, staging=staging, chunk_rows=chunk_rows)
+        store = cls(
+            root, durable=durable, staging=staging, chunk_rows=chunk_rows,
+            stage_every_s=stage_every_s,
+        )  # fmt: skip
         store._meta = json.loads((root / "run.json").read_text())
         parts = sorted(store.data_dir.glob("part-*.parquet"))
         chunks = store._meta.get("chunks")
@@ -236,13 +254,26 @@ class RunStore:
         n = len(cols["time_s"])
         if n == 0:
             return
-        if self.staging:
-            self._stage(_to_table(cols))
         for c in DATA_COLUMNS:
             self._pending.cols[c].append(np.asarray(cols[c]))
         self._pending.rows += n
         if self._pending.rows >= self.chunk_rows:
-            self.flush_records()
+            self.flush_records()  # the chunk holds them: nothing to stage
+        elif self.staging:
+            self._unstaged.append(cols)
+            if time.monotonic() - self._staged_at >= self.stage_every_s:
+                self.sync()
+
+    def sync(self) -> None:
+        """Stage every row appended so far (one write, one fsync on durable stores)."""
+        self._staged_at = time.monotonic()
+        if not self._unstaged:
+            return
+        parts, self._unstaged = self._unstaged, []
+        if len(parts) == 1:
+            self._stage(_to_table(parts[0]))
+        else:
+            self._stage(_to_table({c: np.concatenate([p[c] for p in parts]) for c in DATA_COLUMNS}))
 
     def _queue(self, table: pa.Table) -> None:
         for c in DATA_COLUMNS:
@@ -302,6 +333,7 @@ class RunStore:
         self.rows_written += table.num_rows
         self.last_flushed_seq = int(table.column("record_seq")[-1].as_py())
         self._pending = _Pending()
+        self._unstaged = []
         if self.staging:
             self.update_meta(chunks={"count": self._chunk_index, "rows": self.rows_written})
         self._drop_staging()
@@ -416,8 +448,15 @@ class RunStore:
             cycles=len(self.cycles),
         )
 
+    def abandon(self) -> None:
+        """Write nothing more, as if the process had been killed (drills and tests)."""
+        self._abandoned = True
+
     def close(self) -> None:
         """Release files; never raises (a full disk was already reported by the run)."""
+        if not self._abandoned:
+            with contextlib.suppress(OSError):
+                self.sync()
         if self._staging is not None:
             sink, writer = self._staging
             self._staging = None

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from drivers.capabilities import (
     BlockResult,
@@ -39,6 +40,7 @@ from drivers.capabilities import (
 from drivers.polling import PollPlanner
 from drivers.transport import Transport, TransportClosed, transport_from_url
 
+from .board import StatusBoard
 from .client import MacNetClient
 from .codec import (
     ES_REASON,
@@ -80,8 +82,14 @@ class MaccorCycler:
         retries: int = 2,
         reconnect_s: float = 60.0,
         records_per_read: int = 100_000,
+        shared_status: bool = False,
     ) -> None:
         self.name = name
+        # set by from_url: with shared_status, channels wait for block ends on the
+        # tester's StatusBoard (one (4,1) poll for all of them) instead of polling (4,7)
+        self.url: str | None = None
+        self.shared_status = shared_status
+        self._link = {"timeout_s": timeout_s, "retries": retries, "reconnect_s": reconnect_s}
         self.client = MacNetClient(
             transport, timeout_s=timeout_s, retries=retries, reconnect_s=reconnect_s
         )
@@ -95,7 +103,15 @@ class MaccorCycler:
     ) -> MaccorCycler:
         """``MaccorCycler.from_url("tcp://10.0.0.5:57570", channels=8)``."""
         tkw = {k: kwargs.pop(k) for k in ("manipulators", "backoff") if k in kwargs}
-        return cls(transport_from_url(url, **tkw), channels=channels, **kwargs)
+        cycler = cls(transport_from_url(url, **tkw), channels=channels, **kwargs)
+        cycler.url = url
+        return cycler
+
+    def status_board(self) -> StatusBoard | None:
+        """The tester's shared status poller, if this cycler uses one."""
+        if not self.shared_status or self.url is None:
+            return None
+        return StatusBoard.for_tester(self.url, frozenset(_RUNNING), dict(self._link))
 
     @property
     def round_trips(self) -> int:
@@ -163,6 +179,7 @@ class _Block:
     chunks: list[DataChunk] = field(default_factory=list)
     last_rec: int = 0
     finished: bool = False
+    step_ids: npt.NDArray[np.int64] | None = None  # step number - 1 -> step id
 
 
 class MaccorChannel:
@@ -314,11 +331,15 @@ class MaccorChannel:
         if max_poll_s is not None and max_poll_s > poll_s:
             planner = PollPlanner(blk.proc.steps, poll_s, max_poll_s, self._durations)
         learned = -1
+        board = self.cycler.status_board() if planner is None else None
         try:
             while True:
                 r = await self.read()
                 if r.stat not in _RUNNING:
                     break
+                if board is not None:
+                    await board.wait_done(self.number, poll_s)
+                    continue  # the board says it ended: (4,7) for the details
                 delay = poll_s
                 if planner is not None:
                     if blk.last_rec != learned:  # records came in since: new step ends
@@ -364,9 +385,8 @@ class MaccorChannel:
         )
         if need_fetch and after_seq < (blk.block_id + 1) * SEQ_BLOCK:
             await self._fetch(blk, None)
-        parts = [self._batch(b) for b in (self._previous, blk) if b is not None]
-        batch = RecordBatch.concat(parts)
-        return batch.select(batch.seq > after_seq)
+        parts = [_batch(b, after_seq) for b in (self._previous, blk) if b is not None]
+        return RecordBatch.concat([p for p in parts if len(p)])
 
     async def _fetch(self, blk: _Block, upto: int | None) -> None:
         """Read the block's data file from ``blk.last_rec`` on (to ``upto`` if known)."""
@@ -388,24 +408,6 @@ class MaccorChannel:
                 blk.last_rec = int(chunk.rec[-1])
             if len(chunk) < chunk_len:
                 break
-
-    def _batch(self, blk: _Block) -> RecordBatch:
-        if not blk.chunks:
-            return RecordBatch.empty()
-        if len(blk.chunks) > 1:
-            blk.chunks = [_concat_chunks(blk.chunks)]
-        c = blk.chunks[0]
-        step_ids = np.array([s.step_id for s in blk.proc.steps] + [-1], dtype=np.int64)
-        idx = np.clip(c.step - 1, 0, len(step_ids) - 1)
-        return RecordBatch(
-            seq=blk.block_id * SEQ_BLOCK + c.rec,
-            time_s=c.test_time_s + blk.time_base,
-            step_id=step_ids[idx],
-            current_A=c.current_A,
-            voltage_V=c.voltage_V,
-            step_charge_Ah=c.step_charge_Ah,
-            temperature_C=c.temperature_C,
-        )
 
     # ------------------------------------------------------------------ control
     async def pause(self) -> None:
@@ -432,6 +434,35 @@ def _state(r: ChannelReading) -> tuple[ChannelState, str | None]:
     if r.stat == Stat.COMPLETED:
         return ChannelState.done, None
     return ChannelState.idle, None
+
+
+def _batch(blk: _Block, after_seq: int) -> RecordBatch:
+    """The block's records with ``seq > after_seq`` (only the chunks that hold them are
+    touched: a long block is not copied again at every collection)."""
+    first_rec = after_seq - blk.block_id * SEQ_BLOCK + 1  # the first record wanted
+    if not blk.chunks or first_rec > blk.last_rec:
+        return RecordBatch.empty()
+    k = len(blk.chunks)
+    while k > 0 and int(blk.chunks[k - 1].rec[-1]) >= first_rec:
+        k -= 1
+    tail = blk.chunks[k:]
+    c = tail[0] if len(tail) == 1 else _concat_chunks(tail)
+    if len(tail) > 1:
+        blk.chunks[k:] = [c]  # fewer, larger chunks from now on
+    start = int(np.searchsorted(c.rec, first_rec)) if int(c.rec[0]) < first_rec else 0
+    if blk.step_ids is None:
+        blk.step_ids = np.array([s.step_id for s in blk.proc.steps] + [-1], dtype=np.int64)
+    step_ids = blk.step_ids
+    idx = np.clip(c.step[start:] - 1, 0, len(step_ids) - 1)
+    return RecordBatch(
+        seq=blk.block_id * SEQ_BLOCK + c.rec[start:],
+        time_s=c.test_time_s[start:] + blk.time_base,
+        step_id=step_ids[idx],
+        current_A=c.current_A[start:],
+        voltage_V=c.voltage_V[start:],
+        step_charge_Ah=c.step_charge_Ah[start:],
+        temperature_C=c.temperature_C[start:],
+    )
 
 
 def _concat_chunks(chunks: list[DataChunk]) -> DataChunk:

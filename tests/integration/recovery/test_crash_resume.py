@@ -57,16 +57,24 @@ def reference(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
     return (*_load(res.root), request.param)
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize(
+    ("seed", "stage_every_s"),
+    # 3600 s of real time: rows are staged only when the journal records a position,
+    # so every kill loses the rows since then and they must come back from the channel
+    [(1, 0.0), (2, 0.0), (3, 3600.0)],
+    ids=["seed1-each-append", "seed2-each-append", "seed3-grouped-staging"],
+)
 def test_twenty_kills_resume_to_the_same_result(
-    seed: int, tmp_path: Path, reference: tuple[Any, ...]
+    seed: int, stage_every_s: float, tmp_path: Path, reference: tuple[Any, ...]
 ) -> None:
     ref_data, ref_cycles, ref_events, ref_eis, batch = reference
     proto = load_protocol_text(PROTOCOL, source_name="drill.yaml")
     end = float(ref_data.time_s.max())
     rng = random.Random(seed)
     kills = sorted(rng.uniform(0, end) for _ in range(20))
-    res = run_virtual_strict(run_with_kills(proto, tmp_path, kills, batch_iterations=batch))
+    res = run_virtual_strict(
+        run_with_kills(proto, tmp_path, kills, batch_iterations=batch, stage_every_s=stage_every_s)
+    )
     assert res.outcome.state == RunState.finished, res.outcome.reason
     assert res.kills == 20
     data, cycles, events, eis = _load(res.root)

@@ -1,13 +1,24 @@
-"""Large MacNet data chunks take Arrow's CSV reader; it must read exactly what the strict
-reader reads, and leave anything it does not accept to the strict reader."""
+"""Large MacNet data chunks take Arrow's CSV reader and small ones a Python reader; each
+must read exactly what the strict reader reads, and leave anything it does not accept
+to the strict reader."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.capabilities import InstrumentProtocolError
-from drivers.maccor.records import HEADER, _decode_fast, _decode_strict, decode_data
+from drivers.maccor.records import (
+    HEADER,
+    _decode_fast,
+    _decode_small,
+    _decode_strict,
+    decode_data,
+)
 
 
 def _chunk(n: int, bad_row: str | None = None) -> str:
@@ -67,3 +78,70 @@ def test_bad_rows_in_large_chunks_are_still_rejected(bad: str) -> None:
 )
 def test_odd_rows_leave_the_fast_reader(odd: str) -> None:
     assert _decode_fast(_chunk(3000, odd)) is None
+
+
+# ---------------------------------------------------------------- a few rows at a time
+_finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 9),
+            st.integers(1, 99),
+            _finite,
+            _finite,
+            _finite,
+            _finite,
+            st.floats(0, 10),
+            _finite,
+            st.sampled_from("CDRO"),
+            st.sampled_from([0, 129, 193]),
+            _finite,
+        ),
+        max_size=30,
+    )
+)
+def test_small_reader_equals_strict_reader(rows: list[tuple[Any, ...]]) -> None:
+    lines, rec = [], 0
+    for cyc, step, tt, stt, ah, wh, amps, volts, state, es, temp in rows:
+        rec += 1 + cyc % 3
+        lines.append(
+            f"{rec}\t{cyc}\t{step}\t{tt!r}\t{stt:.3f}\t{ah:.9g}\t{wh:.9g}\t{amps:.9g}\t"
+            f"{volts:.6f}\t{state}\t{es}\t{temp:.2f}\r\n"
+        )
+    text = HEADER + "\r\n" + "".join(lines)
+    small, strict = _decode_small(text), _decode_strict(text)
+    assert small is not None
+    for name in small.__dataclass_fields__:
+        a, b = getattr(small, name), getattr(strict, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        "1\t1\t1\tnan\t0\t0\t0\t0\t3.0\tC\t0\t25",
+        "1\t1\t1\t1e999\t0\t0\t0\t0\t3.0\tC\t0\t25",
+        "1\t1\t1\t1.0\t0\t0\t0\t-1\t3.0\tC\t0\t25",
+        "1\t-1\t1\t1.0\t0\t0\t0\t0\t3.0\tC\t0\t25",
+        "1\t1\t1\t1.0\t0\t0\t0\t0\t3.0\tX\t0\t25",
+        "1\t1\t1\t1.0\t0\t0\t0\t0\t3.0\tC\t0",
+        "0\t1\t1\t1.0\t0\t0\t0\t0\t3.0\tC\t0\t25",
+        "\u0661\t1\t1\t1.0\t0\t0\t0\t0\t3.0\tC\t0\t25",  # a digit that is not ASCII
+        " 1\t1\t1\t1.0\t0\t0\t0\t0\t3.0\tC\t0\t25",
+    ],
+)
+def test_small_reader_defers_anything_unusual(odd: str) -> None:
+    text = HEADER + "\r\n" + odd + "\r\n"
+    assert _decode_small(text) is None
+    try:
+        strict = _decode_strict(text)
+    except InstrumentProtocolError:
+        with pytest.raises(InstrumentProtocolError):
+            decode_data(text)
+    else:  # what the strict reader accepts, decode_data returns the same way
+        got = decode_data(text)
+        for name in strict.__dataclass_fields__:
+            assert np.array_equal(getattr(got, name), getattr(strict, name), equal_nan=True)

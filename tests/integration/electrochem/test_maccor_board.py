@@ -1,0 +1,115 @@
+"""Many runs on one MACCOR: block ends come from one (4,1) poll per tester (the
+StatusBoard), not from a (4,7) poll per channel; a tester that stops answering fails
+every waiting channel into its safe state."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from drivers.capabilities import ChannelLimits, ChannelState, InstrumentTimeout
+from drivers.maccor import MaccorCycler
+from drivers.maccor.board import StatusBoard
+from simulators.faults import Piece
+from simulators.maccor import serve_maccor
+from tests.helpers import run_virtual_strict
+
+from .conftest import cycle_block
+
+LIMITS = ChannelLimits(v_min_V=2.0, v_max_V=3.9, i_max_A=0.01)
+POLL_S = 60.0
+
+
+async def _wait_all(url: str, rates: Sequence[float]) -> tuple[list[object], list[int], int]:
+    import asyncio
+
+    cyclers = [
+        MaccorCycler.from_url(url, channels=[k], shared_status=True, timeout_s=2.0)
+        for k in range(len(rates))
+    ]
+    for c in cyclers:
+        await c.open()
+    try:
+        for k, (c, rate) in enumerate(zip(cyclers, rates, strict=True)):
+            ch = c.channel(k)
+            await ch.set_limits(LIMITS)
+            await ch.start_block(1, cycle_block(10 * k, rate))
+        before = [c.round_trips for c in cyclers]
+        board = cyclers[0].status_board()
+        assert board is not None
+        results = await asyncio.gather(
+            *(c.channel(k).wait_block(POLL_S) for k, c in enumerate(cyclers)),
+            return_exceptions=True,
+        )
+        trips = [c.round_trips - b for c, b in zip(cyclers, before, strict=True)]
+        return list(results), trips, board.polls
+    finally:
+        for c in cyclers:
+            await c.close()
+
+
+def test_one_status_poll_per_tester_wakes_each_channel_at_its_block_end() -> None:
+    rates = [2.0, 1.0, 0.5, 0.25]
+
+    async def main() -> tuple[list[object], list[int], int, float]:
+        import asyncio
+
+        async with serve_maccor(len(rates)) as srv:
+            t0 = asyncio.get_running_loop().time()
+            results, trips, polls = await _wait_all(srv.url, rates)
+            elapsed = asyncio.get_running_loop().time() - t0
+        return results, trips, polls, elapsed
+
+    results, trips, polls, elapsed = run_virtual_strict(main())
+    for res in results:
+        assert not isinstance(res, BaseException), res
+        assert res.state == ChannelState.done  # type: ignore[attr-defined]
+        assert [e.reason for e in res.steps] == ["voltage", "voltage"]  # type: ignore[attr-defined]
+    # each channel: one (4,7) before waiting, one after its end, and its data reads
+    assert all(t <= 6 for t in trips), trips
+    # the board asked once per period for all four, until the slowest (0.25C) ended
+    assert polls == pytest.approx(elapsed / POLL_S, abs=3)
+    assert polls > 4 * 60  # 0.25C cycle ~ 8 h at 60 s: hundreds of polls, none per channel
+
+
+@dataclass
+class _StallMultiStatus:
+    """Hold every (4,1) reply for good: the tester stops answering status polls."""
+
+    applied: int = 0
+
+    def transform(self, direction: str, data: bytes) -> Sequence[Piece]:
+        if direction == "tx" and re.search(rb'"FClass":\s*4,\s*"FNum":\s*1\b', data):
+            self.applied += 1
+            return [(float("inf"), data)]
+        return [(0.0, data)]
+
+
+def test_a_tester_that_stops_answering_fails_every_waiting_channel_safely() -> None:
+    stall = _StallMultiStatus()
+
+    async def main() -> list[object]:
+        async with serve_maccor(2, manipulators=[stall]) as srv:
+            results, _trips, _polls = await _wait_all(srv.url, [1.0, 1.0])
+            assert srv.tester.channels[0].short_status(0.0)["Stat"] in (0, 7)  # reset
+            assert srv.tester.channels[1].short_status(0.0)["Stat"] in (0, 7)
+        return results
+
+    results = run_virtual_strict(main())
+    assert stall.applied >= 1
+    for res in results:
+        assert isinstance(res, InstrumentTimeout)
+        assert "lost the tester" in str(res)
+
+
+def test_board_is_one_per_tester_and_loop() -> None:
+    async def main() -> None:
+        a = StatusBoard.for_tester("tcp://127.0.0.1:1", frozenset({2}), {})
+        b = StatusBoard.for_tester("tcp://127.0.0.1:1", frozenset({2}), {})
+        c = StatusBoard.for_tester("tcp://127.0.0.1:2", frozenset({2}), {})
+        assert a is b and a is not c and a.waiting == 0
+
+    run_virtual_strict(main())
