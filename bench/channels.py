@@ -6,15 +6,17 @@
 Each simulated tester (MacNet JSON-RPC over loopback TCP) runs in its own process, so the
 figures are the orchestrator's alone. The orchestrator is the scheduler with one run per
 channel (the lab's MACCOR driver, one connection per channel, as on hardware), records
-every 1 s, the executor polling every second, and - when mosquitto is installed - one MQTT
-publisher for the station with a subscriber (mosquitto_sub, its own process).
+every 1 s on the testers, block ends watched every second (one (4,1) status poll per
+tester, drivers.maccor.board), records collected every 5 s (``--collect``), and - when
+mosquitto is installed - one MQTT publisher for the station with a subscriber
+(mosquitto_sub, its own process).
 
 Printed: CPU of the orchestrator process (process_time / wall, all its threads), p50/p99
 delay from a record's instrument time to the moment the executor stores it, and from the
-record to its telemetry message at the subscriber. A record's instrument time is the
-moment its block was sent to the tester plus the record's test time (both on the
-machine-wide monotonic clock), so delays are overstated by at most the duration of the
-start call (printed).
+record to its telemetry message at the subscriber. A record's instrument time is its test
+time on the tester's clock, placed on the machine-wide monotonic clock by one (4,7)
+read of the tester's TestTime per channel once all runs are going (off by at most half
+that read's round trip, printed).
 """
 
 from __future__ import annotations
@@ -85,10 +87,22 @@ class Probe:
     def __init__(self) -> None:
         self.block_t0: dict[str, float] = {}
         self.start_call: list[float] = []
+        self.read_rtt: list[float] = []
+        self.channels: dict[str, Any] = {}
         self.store_delay: list[float] = []
         self.by_voltage: dict[tuple[str, float], float] = {}  # -> record instrument time
         self.measuring = False
         self.rows = 0
+
+    async def match_clocks(self) -> None:
+        """Each block's start on our clock: the tester's TestTime, read one channel at a
+        time once all runs are going, against the middle of that read's round trip."""
+        for name, ch in self.channels.items():
+            asked = time.monotonic()
+            reading = await ch.read()
+            answered = time.monotonic()
+            self.read_rtt.append(answered - asked)
+            self.block_t0[name] = (asked + answered) / 2 - reading.test_time_s
 
     def adapter(self, b: Any, pos: Any) -> Any:
         from dataclasses import replace
@@ -101,12 +115,11 @@ class Probe:
                 return getattr(inner, name)
 
             async def start_block(self, block_id: int, steps: Any) -> None:
-                # the tester starts the block somewhere inside this call: taking the
-                # time before it overstates delays by at most the call's duration
                 t0 = time.monotonic()
                 await inner.start_block(block_id, steps)
                 probe.start_call.append(time.monotonic() - t0)
-                probe.block_t0[pos.name] = t0
+                probe.block_t0[pos.name] = t0  # until match_clocks() knows better
+                probe.channels[pos.name] = inner
 
         return replace(b, cycler=Timed())
 
@@ -186,6 +199,7 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
             await asyncio.sleep(0.2)
         started_s = time.monotonic() - t_start
         await asyncio.sleep(3.0)  # settle
+        await probe.match_clocks()
         probe.measuring = True
         wall0, cpu0 = time.monotonic(), time.process_time()
         await asyncio.sleep(args.seconds)
@@ -269,12 +283,14 @@ def run(args: argparse.Namespace) -> None:
     print(f"all started in    {res['started_s']:.1f} s; measured {res['wall']:.0f} s real time")
     sc = [c * 1e3 for c in probe.start_call]
     print(f"start_block call  p50 {percentile(sc, 50):.0f} ms, max {max(sc, default=0):.0f} ms")
+    rt = [c * 1e3 for c in probe.read_rtt]
+    print(f"clock match RTT   p50 {percentile(rt, 50):.0f} ms, max {max(rt, default=0):.0f} ms")
     print(f"rows stored       {probe.rows:,} ({probe.rows / res['wall']:.0f} rows/s)")
     print(f"orchestrator CPU  {cpu_pct:.1f} % of one core (target < 50 %)")
     sd = [d * 1e3 for d in probe.store_delay]
     print(
         f"record -> storage p50 {percentile(sd, 50):.0f} ms, p99 {percentile(sd, 99):.0f} ms "
-        f"(executor poll every {args.poll:g} s)"
+        f"(status every {args.poll:g} s, records collected every {args.collect:g} s)"
     )
     if mqtt is None:
         print("record -> MQTT    n/a (no broker)")
@@ -295,10 +311,8 @@ def main() -> None:
     ap.add_argument("--testers", type=int, default=8)
     ap.add_argument("--channels", type=int, default=128, help="channels per tester")
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--poll", type=float, default=1.0, help="instrument status poll period (s)")
-    ap.add_argument(
-        "--collect", type=float, default=None, help="record collection period (s; default: poll)"
-    )
+    ap.add_argument("--poll", type=float, default=1.0, help="block-end status poll period (s)")
+    ap.add_argument("--collect", type=float, default=5.0, help="record collection period (s)")
     ap.add_argument("--no-mqtt", action="store_true")
     ap.add_argument("--serve-sim", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -403,8 +403,14 @@ class Executor:
                 async with asyncio.timeout(SAFE_STATE_TIMEOUT_S):
                     await asyncio.shield(inst.safe_state())
             except Exception as exc:  # keep going: every instrument gets its chance
-                log.error("safe state of %r failed: %s", inst, exc)
-                self._emit(EventKind.fault, message=f"safe state failed: {exc}")
+                why = (
+                    f"no answer within {SAFE_STATE_TIMEOUT_S:g} s"
+                    if isinstance(exc, TimeoutError)
+                    else str(exc) or type(exc).__name__
+                )
+                name = getattr(inst, "name", type(inst).__name__)
+                log.error("safe state of %s failed: %s", name, why)
+                self._emit(EventKind.fault, message=f"safe state of {name} failed: {why}")
 
     async def _prepare(self) -> None:
         """Write the instrument's limits and read them back; refuse to start on mismatch."""

@@ -108,7 +108,7 @@ async def execute_run(
         stage_every_s=_stage_every(req.stage_every_s, durable),
     )
     journal = Journal(store.root / "journal.sqlite", durable=durable)
-    options = req.options or _default_options(req.sim)
+    options = req.options or default_options(req.sim)
     return await _drive(
         store, journal, protocol, req.station, position, run_id,
         sim=req.sim, seed=req.seed, options=options, sinks=sinks, on_progress=on_progress,
@@ -156,7 +156,7 @@ async def resume_run(
     store.reconcile_events(journal)
     store.update_meta(state="running", resumed=[*meta.get("resumed", []), _now_iso()])
     position = station.position(meta["position"])
-    opts = options or _default_options(sim_)
+    opts = options or default_options(sim_)
     return await _drive(
         store, journal, protocol, station, position, meta["run_id"],
         sim=sim_, seed=int(meta.get("seed", 0)), options=opts, sinks=sinks,
@@ -213,7 +213,7 @@ async def _drive(
 
 # Durable runs write and fsync their staging log at most this often (and always before
 # the journal records a position): rows in between are still on the instrument.
-STAGE_EVERY_S = 5.0
+STAGE_EVERY_S = 10.0
 
 
 def _stage_every(asked: float | None, durable: bool) -> float:
@@ -222,7 +222,8 @@ def _stage_every(asked: float | None, durable: bool) -> float:
     return STAGE_EVERY_S if durable else 0.0
 
 
-def _default_options(sim: bool) -> RunOptions:
+def default_options(sim: bool) -> RunOptions:
+    """How often a run polls and collects unless told otherwise."""
     if sim:
         # A dry run has nobody waiting on live data: poll the simulated instrument every
         # 10 simulated minutes (up to 6 simulated hours while the block's steps show it

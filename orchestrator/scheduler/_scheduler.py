@@ -479,7 +479,16 @@ class Scheduler:
                 b = self.adapter(b, position)
             cycler: Any = b.cycler
             if self.watchdog.enabled:
-                cycler = WatchedCycler(b.cycler, self.watchdog, self.watchdog_stats)
+                from .. import runner
+
+                opts = (
+                    (job.spec.options if job.spec is not None else None)
+                    or self.run_options
+                    or runner.default_options(self.sim)
+                )
+                # the watchdog waits for the run's own collections, up to a minute
+                look_s = min(opts.collect_s or opts.poll_s, 60.0)
+                cycler = WatchedCycler(b.cycler, self.watchdog, self.watchdog_stats, look_s=look_s)
             return replace(
                 b, cycler=cycler, booking=self.booker.booking(job.run_id, job.eis_expected_s)
             )

@@ -3,9 +3,11 @@
 :class:`WatchedCycler` wraps a run's :class:`~drivers.capabilities.CyclerChannel`. While a
 block runs it notes every sign of life it sees - new records (a higher ``seq``) or a
 change of state, block or step - whether the executor or the watchdog itself asked. If
-the executor has not looked for a record period, the watchdog asks the channel's status
-itself (under a deadline). With no sign of life for ``periods`` record periods of the
-running step, ``wait_block`` fails with :class:`StaleData` (an
+there has been no sign of life for ``periods`` record periods (and for one and a half
+times the executor's collection period), the watchdog asks the channel's status itself
+(under a deadline). When the channel answers a question asked ``periods`` record
+periods after its last sign of life, and the answer shows none, ``wait_block`` fails
+with :class:`StaleData` (an
 :class:`~drivers.capabilities.InstrumentError`): the executor records a ``fault`` event,
 puts every instrument in its safe state and ends the run ``failed`` - never "complete".
 
@@ -65,9 +67,17 @@ class WatchedCycler:
     """A CyclerChannel that fails a block whose data has gone stale (see module doc)."""
 
     def __init__(
-        self, inner: CyclerChannel, options: WatchdogOptions, stats: WatchdogStats
+        self,
+        inner: CyclerChannel,
+        options: WatchdogOptions,
+        stats: WatchdogStats,
+        *,
+        look_s: float = 0.0,
     ) -> None:
         self.inner = inner
+        # how often the executor collects records: between collections there is no
+        # news, so the watchdog asks for itself only after half as long again
+        self.look_s = look_s
         self.options = options
         self.stats = stats
         self._periods: dict[int, float | None] = {}
@@ -76,6 +86,7 @@ class WatchedCycler:
         self._last_sig: tuple[Any, ...] | None = None
         self._step_id: int | None = None
         self._last_life = 0.0
+        self._answered = 0.0  # when the last answered status check was asked
         self._running = False
 
     @property
@@ -157,7 +168,9 @@ class WatchedCycler:
         try:
             while True:
                 period = self._period()
-                tick = poll_s if period is None else period
+                # look twice per allowed silence: a trip comes at most half the limit late
+                tick = poll_s if period is None else period * max(self.options.periods, 1) / 2
+                tick = max(tick, self.look_s / 2)
                 done, _ = await asyncio.wait({waiter}, timeout=max(tick, 1e-3))
                 if done:
                     return waiter.result()
@@ -165,18 +178,26 @@ class WatchedCycler:
                 if period is None:
                     continue
                 now = self._now()
-                if now - self._last_life >= period:
-                    # nobody has looked for a record period: ask the channel ourselves
+                limit = self.options.periods * period
+                if now - self._last_life >= max(limit, 1.5 * self.look_s):
+                    # nobody has seen life for the allowed time: ask the channel ourselves
                     self.stats.checks += 1
+                    asked = self._now()
                     try:
                         async with asyncio.timeout(self.options.status_timeout_s):
                             self._saw_status(await self.inner.status())
                     except (TimeoutError, InstrumentError) as exc:
                         # no answer is no sign of life; the limit below decides
                         log.debug("%s: watchdog status check failed: %s", self.name, exc)
-                limit = self.options.periods * period
+                    else:
+                        self._answered = asked
                 silent = self._now() - self._last_life
-                if silent >= limit and not waiter.done():
+                # Trip on evidence only: the instrument answered a question asked when
+                # it should long have shown life. A host too busy to ask (or to read the
+                # answer) in time is not a stale instrument, and one that does not
+                # answer at all is ended by its driver's own deadlines.
+                evidence = self._answered - self._last_life >= limit
+                if silent >= limit and evidence and not waiter.done():
                     self.stats.trips += 1
                     raise StaleData(
                         f"stale data watchdog: no new record or status change from "

@@ -163,3 +163,43 @@ def test_frozen_readings_trip_the_watchdog_and_fail_the_run(tmp_path: Path) -> N
     # detected within three record periods (30 s each) of the freeze, plus one check
     started = next(e for e in events if e["kind"] == "run_started")["wall_time"]
     assert faults[0]["wall_time"] - started <= 600.0 + 3 * 30.0 + 30.0
+
+
+class SlowHostCycler:
+    """The host, not the instrument, is slow: every answer takes ``delay_s`` to arrive."""
+
+    def __init__(self, inner: Any, delay_s: float) -> None:
+        self.inner = inner
+        self.delay_s = delay_s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def status(self) -> ChannelStatus:
+        st = await self.inner.status()
+        await asyncio.sleep(self.delay_s)
+        return st  # type: ignore[no-any-return]
+
+    async def read_records(self, after_seq: int) -> RecordBatch:
+        batch = await self.inner.read_records(after_seq)
+        await asyncio.sleep(self.delay_s)
+        return batch  # type: ignore[no-any-return]
+
+
+def test_a_host_too_slow_to_look_is_not_a_stale_instrument(tmp_path: Path) -> None:
+    """Records every 30 s, but every answer reaches the executor 200 s late: longer than
+    the three record periods the watchdog allows. The instrument shows progress in each
+    answer, so the run must finish, not fail as stale."""
+
+    def adapter(b: RunBindings, pos: Position) -> RunBindings:
+        return replace(b, cycler=SlowHostCycler(b.cycler, 200.0))
+
+    async def main() -> list[Any]:
+        async with Scheduler(station=SHARED, out_dir=tmp_path, sim=True, adapter=adapter) as s:
+            job = s.submit(spec("slow", CYCLE, position="c0"))
+            await s.wait_all()
+            return [job, s.watchdog_trips]
+
+    job, trips = run_virtual_strict(main())
+    assert trips == 0
+    assert job.state is JobState.finished, job.reason
