@@ -61,6 +61,8 @@ _SCHEMA = pa.schema(
     ]
 )
 
+# a staging file holding this many batches is rewritten as one (restarts stay quick)
+STAGING_BATCHES = 64
 _SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -147,6 +149,8 @@ class RunStore:
         self._staging: Any = None
         self._staging_path: Path | None = None
         self._staging_files: list[Path] = []
+        self._staging_serial = 0  # numbers the staging files of the current chunk
+        self._staged_batches = 0  # batches in the open staging file
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -221,8 +225,13 @@ class RunStore:
         staged = sorted(store.data_dir.glob("staging-*.arrow"))
         tables = [t for path in staged for t in _read_staging(path)]
         if tables:
-            store._queue(pa.concat_tables(tables))
+            # a compaction or a chunk that was cut off by the crash can leave rows in two
+            # places: each record once, and none that a chunk already holds
+            table = _unique_after(pa.concat_tables(tables), store.last_flushed_seq)
+            if table.num_rows:
+                store._queue(table)
         store._staging_files = staged
+        store._staging_serial = len(staged)
         store._events_file = open(root / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         return store
 
@@ -279,9 +288,7 @@ class RunStore:
         for c in DATA_COLUMNS:
             col = table.column(c)
             if c == "step_type":
-                arr: npt.NDArray[Any] = (
-                    col.cast(pa.string()).to_numpy(zero_copy_only=False).astype(object)
-                )
+                arr: npt.NDArray[Any] = _kind_values(col)
             else:
                 arr = col.to_numpy()
             self._pending.cols[c].append(arr)
@@ -289,16 +296,47 @@ class RunStore:
 
     def _stage(self, table: pa.Table) -> None:
         if self._staging is None:
-            n = len(self._staging_files)
-            self._staging_path = self.data_dir / f"staging-{self._chunk_index:05d}-{n:03d}.arrow"
-            sink = pa.OSFile(str(self._staging_path), "wb")
-            self._staging = (sink, pa.ipc.new_stream(sink, _SCHEMA))
-            self._staging_files.append(self._staging_path)
+            self._open_staging()
         sink, writer = self._staging
         writer.write_table(table)
         sink.flush()
         if self.durable:
             os.fsync(sink.fileno())
+        self._staged_batches += 1
+        if self._staged_batches >= STAGING_BATCHES:
+            self._compact_staging()
+
+    def _open_staging(self) -> None:
+        n = self._staging_serial
+        self._staging_serial += 1
+        self._staging_path = self.data_dir / f"staging-{self._chunk_index:05d}-{n:03d}.arrow"
+        sink = pa.OSFile(str(self._staging_path), "wb")
+        self._staging = (sink, pa.ipc.new_stream(sink, _SCHEMA))
+        self._staging_files.append(self._staging_path)
+        self._staged_batches = 0
+
+    def _compact_staging(self) -> None:
+        """Rewrite the staged rows as one batch in a new staging file, then drop the old
+        files: a restart reads a few large batches, not thousands of small ones. Every
+        pending row is staged at this point (``sync`` staged the rest)."""
+        table = _to_table({c: np.concatenate(self._pending.cols[c]) for c in DATA_COLUMNS})
+        old_files = list(self._staging_files)
+        if self._staging is not None:
+            sink, writer = self._staging
+            writer.close()
+            sink.close()
+            self._staging = None
+        self._staging_files = []
+        self._open_staging()
+        assert self._staging is not None
+        sink, writer = self._staging
+        writer.write_table(table)
+        sink.flush()
+        if self.durable:
+            os.fsync(sink.fileno())
+        self._staged_batches = 1
+        for path in reversed(old_files):  # the new file holds all of them already
+            path.unlink(missing_ok=True)
 
     def _drop_staging(self) -> None:
         if self._staging is not None:
@@ -309,6 +347,7 @@ class RunStore:
         for path in self._staging_files:
             path.unlink(missing_ok=True)
         self._staging_files = []
+        self._staging_serial = 0
 
     def flush_records(self) -> None:
         """Write whatever is queued as one Parquet chunk (atomically)."""
@@ -481,6 +520,30 @@ def _to_table(cols: Mapping[str, npt.NDArray[Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=_SCHEMA)
 
 
+def _unique_after(table: pa.Table, after_seq: int) -> pa.Table:
+    """Rows with ``record_seq > after_seq``, each seq once, in seq order."""
+    seq = table.column("record_seq").to_numpy()
+    if seq.size and bool(np.all(seq[1:] > seq[:-1])) and int(seq[0]) > after_seq:
+        return table
+    values, first = np.unique(seq, return_index=True)
+    return table.take(pa.array(first[values > after_seq]))
+
+
+def _kind_values(col: pa.ChunkedArray) -> npt.NDArray[Any]:
+    """The step-type column back as Python strings (object array), decoding each
+    chunk's small dictionary once instead of every row."""
+    if not col.chunks:
+        return np.empty(0, dtype=object)
+    if pa.types.is_dictionary(col.type) and col.null_count == 0:
+        # one dictionary for all chunks (staged batches each carry their own), then one
+        # lookup of every row's index
+        col = col.unify_dictionaries()
+        values = np.array(col.chunks[0].dictionary.to_pylist(), dtype=object)
+        idx = pa.concat_arrays([c.indices for c in col.chunks]).to_numpy(zero_copy_only=False)
+        return values[idx]  # type: ignore[no-any-return]
+    return col.cast(pa.string()).to_numpy(zero_copy_only=False).astype(object)  # type: ignore[no-any-return]
+
+
 def _kinds(data: npt.NDArray[Any]) -> pa.Array:
     """The step-type column as the schema's int8 dictionary, built straight from the few
     distinct values (a string array, an encode and a cast cost ten times more)."""
@@ -529,19 +592,24 @@ def _tail_cut(f: Any, size: int, last_ok: int, window: int = 1 << 16) -> tuple[i
 
 def _read_staging(path: Path) -> list[pa.Table]:
     """Every complete batch of a staging stream; a torn tail (a killed writer) is dropped."""
-    out: list[pa.Table] = []
+    try:  # an intact stream in one call (much quicker than batch by batch)
+        with pa.memory_map(str(path), "r") as f:
+            whole = pa.ipc.open_stream(f).read_all()
+        return [whole] if whole.num_rows else []
+    except (pa.ArrowInvalid, OSError):
+        pass
+    batches: list[pa.RecordBatch] = []
     try:
         with pa.OSFile(str(path), "rb") as f:
             reader = pa.ipc.open_stream(f)
             while True:
                 try:
-                    batch = reader.read_next_batch()
+                    batches.append(reader.read_next_batch())
                 except StopIteration:
                     break
-                out.append(pa.Table.from_batches([batch]))
     except (pa.ArrowInvalid, OSError):
         pass
-    return out
+    return [pa.Table.from_batches(batches, schema=_SCHEMA)] if batches else []
 
 
 def _csv_cell(v: Any) -> str:

@@ -193,6 +193,7 @@ class MaccorChannel:
         self._limits: SafetyLimits | None = None
         self._last: ChannelReading | None = None
         self._durations: dict[Hashable, float] = {}  # latest step durations (drivers.polling)
+        self._fetching = asyncio.Lock()
 
     @property
     def name(self) -> str:
@@ -389,7 +390,14 @@ class MaccorChannel:
         return RecordBatch.concat([p for p in parts if len(p)])
 
     async def _fetch(self, blk: _Block, upto: int | None) -> None:
-        """Read the block's data file from ``blk.last_rec`` on (to ``upto`` if known)."""
+        """Read the block's data file from ``blk.last_rec`` on (to ``upto`` if known).
+
+        One reader at a time: the executor's collection and the tail read at a block's
+        end may overlap, and both would ask from the same record."""
+        async with self._fetching:
+            await self._fetch_locked(blk, upto)
+
+    async def _fetch_locked(self, blk: _Block, upto: int | None) -> None:
         chunk_len = self.cycler.records_per_read
         while upto is None or blk.last_rec < upto:
             ask = {"FileName": blk.test_name, "Offset": blk.last_rec, "Len": chunk_len}

@@ -113,3 +113,23 @@ def test_board_is_one_per_tester_and_loop() -> None:
         assert a is b and a is not c and a.waiting == 0
 
     run_virtual_strict(main())
+
+
+def test_overlapping_record_reads_of_one_channel_take_turns() -> None:
+    """The executor's collection and the tail read at a block's end can overlap: both
+    must see every record once, not fail on 'data resumes at record 1'."""
+
+    async def main() -> list[int]:
+        import asyncio
+
+        async with serve_maccor(1) as srv, MaccorCycler.from_url(srv.url) as cyc:
+            ch = cyc.channel(0)
+            await ch.set_limits(LIMITS)
+            await ch.start_block(1, cycle_block(0, 1.0))
+            await asyncio.sleep(1800.0)
+            a, b = await asyncio.gather(ch.read_records(0), ch.read_records(0))
+            await ch.safe_state()
+        return [len(a), len(b), int(a.seq[-1] - b.seq[-1])]
+
+    n_a, n_b, diff = run_virtual_strict(main())
+    assert n_a > 100 and n_a == n_b and diff == 0

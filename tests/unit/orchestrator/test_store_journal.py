@@ -131,3 +131,53 @@ def test_events_file_reconciled_with_journal_after_a_crash(tmp_path: Path, windo
     lines = (store.root / "events.jsonl").read_text().splitlines()
     assert [json.loads(x)["seq"] for x in lines] == [1, 2, 3, 4, 5, 6]
     j.close()
+
+
+def _staged_store(tmp_path: Path, every_s: float = 0.0) -> RunStore:
+    return RunStore.create(
+        tmp_path, "r1", protocol_yaml="", meta={}, chunk_rows=100_000,
+        durable=False, staging=True, stage_every_s=every_s,
+    )  # fmt: skip
+
+
+def test_grouped_staging_writes_only_on_sync(tmp_path: Path) -> None:
+    store = _staged_store(tmp_path, every_s=3600.0)
+    store.append_records(_rows(5, 0))
+    store.append_records(_rows(5, 5))
+    store.abandon()  # killed before a sync: nothing of these rows was staged
+    store.close()
+    peek = RunStore.open_existing(store.root, durable=False, staging=True)
+    assert peek.stored_seq == -1
+    peek.close()
+    store = RunStore.open_existing(store.root, durable=False, staging=True, stage_every_s=3600.0)
+    store.append_records(_rows(10, 0))
+    store.sync()  # what the executor does before the journal records a position
+    store.append_records(_rows(3, 10))
+    store.abandon()
+    store.close()
+    again = RunStore.open_existing(store.root, durable=False, staging=True)
+    assert again.stored_seq == 9  # the rows since are read again from the instrument
+    again.close()
+
+
+def test_many_small_stagings_are_compacted_and_a_restart_reads_each_row_once(
+    tmp_path: Path,
+) -> None:
+    import orchestrator.store as store_mod
+
+    store = _staged_store(tmp_path)
+    for k in range(store_mod.STAGING_BATCHES * 3 + 5):  # a few compactions
+        store.append_records(_rows(2, 2 * k))
+    n = 2 * (store_mod.STAGING_BATCHES * 3 + 5)
+    files = sorted((store.root / "data").glob("staging-*.arrow"))
+    assert len(files) == 1
+    # a crash in the middle of a compaction: the old file is still there beside the new
+    (store.root / "data" / "staging-00000-000.arrow").write_bytes(files[0].read_bytes())
+    store.abandon()
+    store.close()
+    again = RunStore.open_existing(store.root, durable=False, staging=True)
+    assert again.stored_seq == n - 1
+    again.finish(RunState.finished)
+    again.close()
+    seq = pq.read_table(store.root / "data").column("record_seq").to_numpy()
+    assert np.array_equal(seq, np.arange(n))
