@@ -151,6 +151,7 @@ class RunStore:
         self._staging_files: list[Path] = []
         self._staging_serial = 0  # numbers the staging files of the current chunk
         self._staged_batches = 0  # batches in the open staging file
+        self._active_from = 0  # first pending entry held by the open staging file
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -231,7 +232,8 @@ class RunStore:
             if table.num_rows:
                 store._queue(table)
         store._staging_files = staged
-        store._staging_serial = len(staged)
+        serials = [int(p.stem.rsplit("-", 1)[-1]) for p in staged if p.stem[-1:].isdigit()]
+        store._staging_serial = max(serials, default=-1) + 1  # never reuse a name
         store._events_file = open(root / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         return store
 
@@ -279,10 +281,12 @@ class RunStore:
         if not self._unstaged:
             return
         parts, self._unstaged = self._unstaged, []
+        first = len(self._pending.cols["time_s"]) - len(parts)  # their place in pending
         if len(parts) == 1:
-            self._stage(_to_table(parts[0]))
+            self._stage(_to_table(parts[0]), first)
         else:
-            self._stage(_to_table({c: np.concatenate([p[c] for p in parts]) for c in DATA_COLUMNS}))
+            table = _to_table({c: np.concatenate([p[c] for p in parts]) for c in DATA_COLUMNS})
+            self._stage(table, first)
 
     def _queue(self, table: pa.Table) -> None:
         for c in DATA_COLUMNS:
@@ -294,9 +298,10 @@ class RunStore:
             self._pending.cols[c].append(arr)
         self._pending.rows += table.num_rows
 
-    def _stage(self, table: pa.Table) -> None:
+    def _stage(self, table: pa.Table, first: int) -> None:
         if self._staging is None:
-            self._open_staging()
+            self._open_staging(first)
+        assert self._staging is not None
         sink, writer = self._staging
         writer.write_table(table)
         sink.flush()
@@ -306,37 +311,43 @@ class RunStore:
         if self._staged_batches >= STAGING_BATCHES:
             self._compact_staging()
 
-    def _open_staging(self) -> None:
-        n = self._staging_serial
-        self._staging_serial += 1
-        self._staging_path = self.data_dir / f"staging-{self._chunk_index:05d}-{n:03d}.arrow"
+    def _open_staging(self, first: int) -> None:
+        self._staging_path = self._next_staging_path()
         sink = pa.OSFile(str(self._staging_path), "wb")
         self._staging = (sink, pa.ipc.new_stream(sink, _SCHEMA))
         self._staging_files.append(self._staging_path)
         self._staged_batches = 0
+        self._active_from = first  # pending entries from here on are in this file
+
+    def _next_staging_path(self) -> Path:
+        n = self._staging_serial
+        self._staging_serial += 1
+        return self.data_dir / f"staging-{self._chunk_index:05d}-{n:03d}.arrow"
 
     def _compact_staging(self) -> None:
-        """Rewrite the staged rows as one batch in a new staging file, then drop the old
-        files: a restart reads a few large batches, not thousands of small ones. Every
-        pending row is staged at this point (``sync`` staged the rest)."""
-        table = _to_table({c: np.concatenate(self._pending.cols[c]) for c in DATA_COLUMNS})
-        old_files = list(self._staging_files)
-        if self._staging is not None:
-            sink, writer = self._staging
-            writer.close()
-            sink.close()
-            self._staging = None
-        self._staging_files = []
-        self._open_staging()
-        assert self._staging is not None
+        """Rewrite the open staging file's many small batches as one batch in a file of
+        its own (complete before the small ones go), so a restart reads a few large
+        batches, not thousands of small ones. Files compacted before are not touched:
+        each row is rewritten once."""
+        if self._staging is None or self._staging_path is None:
+            return
+        start = self._active_from
+        table = _to_table({c: np.concatenate(self._pending.cols[c][start:]) for c in DATA_COLUMNS})
         sink, writer = self._staging
-        writer.write_table(table)
-        sink.flush()
-        if self.durable:
-            os.fsync(sink.fileno())
-        self._staged_batches = 1
-        for path in reversed(old_files):  # the new file holds all of them already
-            path.unlink(missing_ok=True)
+        writer.close()
+        sink.close()
+        self._staging = None
+        small = self._staging_path
+        merged = self._next_staging_path()
+        with pa.OSFile(str(merged), "wb") as out:
+            with pa.ipc.new_stream(out, _SCHEMA) as w:
+                w.write_table(table)
+            out.flush()
+            if self.durable:
+                os.fsync(out.fileno())
+        self._staging_files[self._staging_files.index(small)] = merged
+        small.unlink(missing_ok=True)
+        self._staged_batches = 0
 
     def _drop_staging(self) -> None:
         if self._staging is not None:

@@ -5,6 +5,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -170,8 +171,11 @@ def test_many_small_stagings_are_compacted_and_a_restart_reads_each_row_once(
         store.append_records(_rows(2, 2 * k))
     n = 2 * (store_mod.STAGING_BATCHES * 3 + 5)
     files = sorted((store.root / "data").glob("staging-*.arrow"))
-    assert len(files) == 1
-    # a crash in the middle of a compaction: the old file is still there beside the new
+    # three merged files of one batch each, and the open one with the last five
+    batches = [pa.ipc.open_stream(f.read_bytes()).read_all().to_batches() for f in files]
+    assert [len(b) for b in batches] == [1, 1, 1, 5]
+    # a crash in the middle of a compaction: the small file is still there beside the
+    # merged one that holds the same rows
     (store.root / "data" / "staging-00000-000.arrow").write_bytes(files[0].read_bytes())
     store.abandon()
     store.close()
