@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from drivers.capabilities import InstrumentProtocolError
 from drivers.maccor.records import (
     HEADER,
+    DataChunk,
     _decode_fast,
     _decode_small,
     _decode_strict,
@@ -39,10 +40,13 @@ def _chunk(n: int, bad_row: str | None = None) -> str:
 
 def test_fast_reader_equals_strict_reader() -> None:
     text = _chunk(3000)
-    fast, strict = _decode_fast(text), _decode_strict(text)
-    assert fast is not None
-    for name in fast.__dataclass_fields__:
-        a, b = getattr(fast, name), getattr(strict, name)
+    _assert_same(_decode_fast(text), _decode_strict(text))
+
+
+def _assert_same(got: DataChunk | None, strict: DataChunk) -> None:
+    assert got is not None
+    for name in got.__dataclass_fields__:
+        a, b = getattr(got, name), getattr(strict, name)
         assert a.dtype == b.dtype and np.array_equal(a, b), name
 
 
@@ -112,11 +116,7 @@ def test_small_reader_equals_strict_reader(rows: list[tuple[Any, ...]]) -> None:
             f"{volts:.6f}\t{state}\t{es}\t{temp:.2f}\r\n"
         )
     text = HEADER + "\r\n" + "".join(lines)
-    small, strict = _decode_small(text), _decode_strict(text)
-    assert small is not None
-    for name in small.__dataclass_fields__:
-        a, b = getattr(small, name), getattr(strict, name)
-        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    _assert_same(_decode_small(text), _decode_strict(text))
 
 
 @pytest.mark.parametrize(
