@@ -4,6 +4,7 @@ record lost or duplicated and no command sent twice."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from drivers.capabilities import ChannelLimits, ChannelState
 from drivers.maccor import MaccorCycler
@@ -16,14 +17,15 @@ from .conftest import cycle_block
 LIMITS = ChannelLimits(v_min_V=2.0, v_max_V=3.9, i_max_A=0.01)
 
 
-def test_ten_drops_mid_step_all_recovered() -> None:
+@pytest.mark.parametrize("shared_status", [False, True], ids=["own-polls", "status-board"])
+def test_ten_drops_mid_step_all_recovered(shared_status: bool) -> None:
     async def main() -> tuple[int, int, list[np.ndarray]]:
         # replies dropped at ten points spread over the polls of four cycles
         drops = [Disconnect(start=6 + 7 * k, count=1) for k in range(10)]
         batches = []
         async with (
             serve_maccor(1, manipulators=drops) as srv,
-            MaccorCycler.from_url(srv.url) as cyc,
+            MaccorCycler.from_url(srv.url, shared_status=shared_status) as cyc,
         ):
             ch = cyc.channel(0)
             await ch.set_limits(LIMITS)
