@@ -59,16 +59,14 @@ class PollPlanner:
         # the latest duration of each kind of step (shared between a channel's blocks, so
         # a block of the same steps as the one before is planned from its first poll)
         self._last: dict[Hashable, float] = {} if history is None else history
-        self._seen = 0  # how many step ends have been learned
 
     def learn(self, ends: Sequence[StepEnd]) -> None:
-        """Take the block's step ends so far (the full list; only new ones are counted)."""
-        for end in ends[self._seen :]:
+        """Take step ends not given before (in the order the steps ended)."""
+        for end in ends:
             i = self._index.get(end.step_id)
             if i is None or end.reason in ("safety", "stopped", "pause"):
                 continue
             self._last[self._keys[i]] = end.time_s
-        self._seen = max(self._seen, len(ends))
 
     def _expected(self, i: int) -> float:
         return self._last.get(self._keys[i], 0.0)

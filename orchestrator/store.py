@@ -558,6 +558,20 @@ def _kind_values(col: pa.ChunkedArray) -> npt.NDArray[Any]:
 def _kinds(data: npt.NDArray[Any]) -> pa.Array:
     """The step-type column as the schema's int8 dictionary, built straight from the few
     distinct values (a string array, an encode and a cast cost ten times more)."""
+    if data.size > 256:  # a chunk: pandas' hash table, not a Python loop
+        import pandas as pd
+
+        codes_arr, uniques = pd.factorize(data)
+        values = list(uniques)
+        if len(values) <= 127 and all(isinstance(v, str) for v in values) and codes_arr.min() >= 0:
+            return pa.DictionaryArray.from_arrays(
+                pa.array(codes_arr.astype(np.int8)), pa.array(values, type=pa.string())
+            )
+        return (
+            pa.array(data, type=pa.string())
+            .dictionary_encode()
+            .cast(_SCHEMA.field("step_type").type)
+        )
     codes: dict[Any, int] = {}
     idx = [codes.setdefault(v, len(codes)) for v in data.tolist()]
     if len(codes) > 127 or not all(isinstance(v, str) for v in codes):

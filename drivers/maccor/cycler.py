@@ -344,7 +344,7 @@ class MaccorChannel:
                 delay = poll_s
                 if planner is not None:
                     if blk.last_rec != learned:  # records came in since: new step ends
-                        planner.learn(_step_ends(blk))
+                        planner.learn(_step_ends(blk, max(learned, 0)))
                         learned = blk.last_rec
                     delay = planner.interval(r.step - 1, r.step_time_s)
                 await asyncio.sleep(delay)
@@ -493,14 +493,19 @@ def _match_end(step: ChannelStep, reason: str, value: float) -> EndCondition | N
     return candidates[0] if candidates else None
 
 
-def _step_ends(blk: _Block) -> tuple[StepEnd, ...]:
-    if not blk.chunks:
-        return ()
-    if len(blk.chunks) > 1:
-        blk.chunks = [_concat_chunks(blk.chunks)]
-    c = blk.chunks[0]
+def _step_ends(blk: _Block, after_rec: int = 0) -> tuple[StepEnd, ...]:
+    """How the block's steps ended, from the records' end status (records after
+    ``after_rec`` only: a planner learning as records come in reads each once)."""
     out: list[StepEnd] = []
-    for i in np.flatnonzero(c.es):
+    for c in blk.chunks:
+        if len(c) and int(c.rec[-1]) > after_rec:
+            out.extend(_chunk_ends(blk, c, after_rec))
+    return tuple(out)
+
+
+def _chunk_ends(blk: _Block, c: DataChunk, after_rec: int) -> list[StepEnd]:
+    out: list[StepEnd] = []
+    for i in np.flatnonzero(c.es * (c.rec > after_rec)):
         number = int(c.step[i])
         if not 1 <= number <= len(blk.proc.steps):
             continue
@@ -535,7 +540,7 @@ def _step_ends(blk: _Block) -> tuple[StepEnd, ...]:
                 end_voltage_V=float(c.voltage_V[i]),
             )
         )
-    return tuple(out)
+    return out
 
 
 def _next_step(blk: _Block, end: StepEnd) -> int:
