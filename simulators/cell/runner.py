@@ -473,7 +473,7 @@ class _Runner:
             # move fast) and refine only where V changes by more than dV/2 between
             # neighbours: between record times V is monotone in a CC step, so nowhere
             # else can it move by dV. Far cheaper than a fine grid over the whole step.
-            base = np.union1d(tr, ta + _EARLY[t_end > _EARLY])
+            base = _merge_sorted(tr, ta + _EARLY[t_end > _EARLY])
             if base.size == 0 or base[0] > ta:
                 base = np.concatenate(([ta], base))
             base = np.append(base[base < ta + t_end], ta + t_end)
@@ -491,7 +491,7 @@ class _Runner:
                 base = np.append(base[:-1][owner] + width[owner] * offset / m[owner], base[-1])
                 vb = piece.voltage(base - ta)
             base, vb = base[:-1], vb[:-1]  # the step's end point is recorded separately
-            forced = np.isin(base, tr)
+            forced = _members(base, tr)
             tr = base[_keep_dv(vb, forced, rec.last_v, rec.dv)]
         elif rec.dv is not None and t_end > 0:
             n = max(2, math.ceil(t_end / min(self.h, 1.0)) + 1)
@@ -650,6 +650,29 @@ def run_step(
                    horizon_s).run()  # fmt: skip
 
 
+def _merge_sorted(
+    a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """``np.union1d`` of two sorted arrays (b short), without sorting ``a`` again."""
+    if b.size == 0:
+        return a if a.size < 2 or bool(np.all(a[1:] > a[:-1])) else np.unique(a)
+    out = np.insert(a, np.searchsorted(a, b), b)
+    keep = np.empty(out.size, dtype=bool)
+    keep[0] = True
+    np.greater(out[1:], out[:-1], out=keep[1:])
+    return out[keep]
+
+
+def _members(
+    x: npt.NDArray[np.float64], sorted_set: npt.NDArray[np.float64]
+) -> npt.NDArray[np.bool_]:
+    """``np.isin(x, sorted_set)`` for a sorted ``sorted_set`` (a binary search each)."""
+    if sorted_set.size == 0:
+        return np.zeros(x.shape, dtype=bool)
+    idx = np.searchsorted(sorted_set, x).clip(0, sorted_set.size - 1)
+    return sorted_set[idx] == x  # type: ignore[no-any-return]
+
+
 def _keep_dv(
     v: npt.NDArray[np.float64], forced: npt.NDArray[np.bool_], last: float | None, dv: float
 ) -> npt.NDArray[np.bool_]:
@@ -698,7 +721,11 @@ def _keep_dv(
                     break
                 k = j + int(band[0])
             else:
-                k = next((i for i in range(j, hi) if abs(vl[i] - ref) >= dv), hi)
+                k = hi
+                for i in range(j, hi):
+                    if abs(vl[i] - ref) >= dv:
+                        k = i
+                        break
                 if k == hi:
                     break
             picked.append(k)
