@@ -77,6 +77,8 @@ def test_bad_rows_in_large_chunks_are_still_rejected(bad: str) -> None:
     "odd",
     [
         "1001\t1\t1\t1.0\t0\t0\t0\t0\t3.0\tC\t0\t25\n",  # a bare LF line end
+        "1001\t1\t1\t1.0\t0\t0\t0\t0\t3.0\tC\t0\r25\r\n",  # a bare CR inside a row
+        "\r\n",  # a blank line
         '1001\t1\t1\t1.0\t0\t0\t0\t0\t3.0\t"C"\t0\t25\r\n',  # a quoted field
     ],
 )
