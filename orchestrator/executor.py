@@ -58,6 +58,7 @@ __all__ = ["Executor", "RunAborted", "RunBindings", "RunOptions", "RunOutcome", 
 
 log = logging.getLogger(__name__)
 
+SAFE_STATE_ATTEMPTS = 3
 SAFE_STATE_TIMEOUT_S = 10.0
 
 
@@ -96,6 +97,32 @@ class RunBindings:
     chamber: ChamberController | None = None
     extra_safe: list[Any] = field(default_factory=list)  # anything else with safe_state()
     booking: Booking = _no_booking
+
+
+async def _safe_state_with_retries(inst: Any) -> None:
+    """``inst.safe_state()`` under a deadline, tried again if the answer did not come in
+    time: when a whole station stops at once, the host can be too busy to read replies
+    for a while, and an instrument left running is worse than a late stop."""
+    late: list[asyncio.Future[None]] = []  # earlier attempts, still waiting for an answer
+    try:
+        for attempt in range(SAFE_STATE_ATTEMPTS):
+            call = asyncio.ensure_future(inst.safe_state())
+            try:
+                async with asyncio.timeout(SAFE_STATE_TIMEOUT_S):
+                    await asyncio.shield(call)
+                return
+            except TimeoutError:
+                late.append(call)
+                if attempt == SAFE_STATE_ATTEMPTS - 1:
+                    raise
+                name = getattr(inst, "name", inst)
+                log.warning("safe state of %s: no answer yet, asking again", name)
+    finally:
+        for call in late:  # an answer came to a later attempt: the earlier are moot
+            if not call.done():
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await call
 
 
 @dataclass
@@ -400,11 +427,10 @@ class Executor:
         targets.extend(self.bind.extra_safe)
         for inst in targets:
             try:
-                async with asyncio.timeout(SAFE_STATE_TIMEOUT_S):
-                    await asyncio.shield(inst.safe_state())
+                await _safe_state_with_retries(inst)
             except Exception as exc:  # keep going: every instrument gets its chance
                 why = (
-                    f"no answer within {SAFE_STATE_TIMEOUT_S:g} s"
+                    f"no answer within {SAFE_STATE_TIMEOUT_S * SAFE_STATE_ATTEMPTS:g} s"
                     if isinstance(exc, TimeoutError)
                     else str(exc) or type(exc).__name__
                 )
