@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -217,6 +217,8 @@ class Executor:
         self._clock: Clock | None = None
         self._abort_requested: str | None = None
         self._abandoned = False
+        # awaited after the safe state of a cancelled run, before its final writes
+        self.before_final_writes: Callable[[], Awaitable[None]] | None = None
         self._last_time = 0.0
         self._pause_requested = False
         self._resume = asyncio.Event()
@@ -367,6 +369,10 @@ class Executor:
             self.state = RunState.aborted
             self.reason = "cancelled"
             await self._safe_state_all()
+            if self.before_final_writes is not None:
+                # a station stopping at once: every run's instruments safe before any
+                # run's final writes hold the event loop
+                await self.before_final_writes()
             self._close(final=True)
             raise
         except (OSError, sqlite3.Error) as exc:

@@ -357,6 +357,7 @@ class Scheduler:
     def stop(self, *, at_once: bool, reason: str) -> None:
         """Stop every run: at the next safe point (resumable) or at once (aborted)."""
         self.closing = True
+        gate = _SafeFirst() if at_once else None
         for job in list(self._jobs.values()):
             if job.state in ENDED or job.state is JobState.detached or job.task is None:
                 continue
@@ -371,6 +372,8 @@ class Scheduler:
                     continue  # already stopped at a safe point
                 job.stop_mode = "kill"
                 job.stop_reason = reason
+                if gate is not None:
+                    ex.before_final_writes = gate.join()
                 job.task.cancel()
             elif job.stop_mode is None:
                 job.stop_mode = "park"
@@ -605,3 +608,30 @@ class Scheduler:
             self._end(job, JobState.stopped, reason)
         else:
             self._end(job, JobState.aborted, f"{reason}: safe state at once")
+
+
+class _SafeFirst:
+    """Runs stopped together put their instruments in the safe state before any of them
+    does its final writes: with a thousand runs, those writes would hold the event loop
+    long enough for the other runs' safe-state answers to time out."""
+
+    #: longest wait for the others (their safe state has deadlines of its own)
+    MAX_WAIT_S = 45.0
+
+    def __init__(self) -> None:
+        self._expected = 0
+        self._arrived = 0
+        self._all_safe = asyncio.Event()
+
+    def join(self) -> Callable[[], Awaitable[None]]:
+        self._expected += 1
+
+        async def arrive() -> None:
+            self._arrived += 1
+            if self._arrived >= self._expected:
+                self._all_safe.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.MAX_WAIT_S):
+                    await self._all_safe.wait()
+
+        return arrive

@@ -123,3 +123,67 @@ def test_first_stop_with_a_grace_time_leaves_long_blocks_to_the_instrument(
     kinds = [e["kind"] for e in _events(job.run_dir)]
     assert "run_ended" not in kinds
     assert engine_state == "running"  # the instrument goes on with the block
+
+
+class _Recorder:
+    """Notes when each channel reached its safe state and when each run began its final
+    writes, on the event loop's clock."""
+
+    def __init__(self) -> None:
+        self.safe: list[float] = []
+        self.writes: list[float] = []
+
+
+class _SlowSafe:
+    """A channel whose safe state takes ``delay_s`` to be confirmed."""
+
+    def __init__(self, inner: Any, delay_s: float, rec: _Recorder) -> None:
+        self.inner = inner
+        self.delay_s = delay_s
+        self.rec = rec
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def safe_state(self) -> None:
+        await self.inner.safe_state()
+        await asyncio.sleep(self.delay_s)
+        self.rec.safe.append(asyncio.get_running_loop().time())
+
+
+def test_a_stop_at_once_makes_every_channel_safe_before_any_run_writes(
+    tmp_path: Path,
+) -> None:
+    rec = _Recorder()
+    delays = {"ch0": 0.1, "ch1": 3.0, "ch2": 6.0}
+
+    def adapter(b: RunBindings, pos: Position) -> RunBindings:
+        from dataclasses import replace
+
+        return replace(b, cycler=_SlowSafe(b.cycler, delays[pos.name], rec))
+
+    def on_executor(ex: Any) -> None:
+        finish = ex.store.finish
+
+        def timed_finish(*a: Any, **k: Any) -> None:
+            rec.writes.append(asyncio.get_running_loop().time())
+            finish(*a, **k)
+
+        ex.store.finish = timed_finish
+
+    async def main() -> list[Any]:
+        async with Scheduler(
+            station=INPROCESS_STATION, out_dir=tmp_path, sim=True, adapter=adapter,
+            on_executor=on_executor,
+        ) as s:  # fmt: skip
+            jobs = [s.submit(spec(f"r{i}", STEPS, position=f"ch{i}")) for i in range(3)]
+            await asyncio.sleep(1800)
+            s.stop(at_once=True, reason="operator stop")
+            await s.wait_all()
+            return jobs
+
+    jobs = run_virtual_strict(main())
+    assert all(j.state is JobState.aborted for j in jobs)
+    assert len(rec.safe) >= 3 and len(rec.writes) == 3
+    # the slowest channel's safe state (6 s) came before the first run's final writes
+    assert max(rec.safe) <= min(rec.writes)
