@@ -562,27 +562,19 @@ def _kinds(data: npt.NDArray[Any]) -> pa.Array:
     if data.size > 256:  # a chunk: pandas' hash table, not a Python loop
         import pandas as pd
 
-        codes_arr, uniques = pd.factorize(data)
+        codes, uniques = pd.factorize(data, use_na_sentinel=False)
         values = list(uniques)
-        if len(values) <= 127 and all(isinstance(v, str) for v in values) and codes_arr.min() >= 0:
-            return pa.DictionaryArray.from_arrays(
-                pa.array(codes_arr.astype(np.int8)), pa.array(values, type=pa.string())
-            )
-        return (
-            pa.array(data, type=pa.string())
-            .dictionary_encode()
-            .cast(_SCHEMA.field("step_type").type)
+    else:
+        seen: dict[Any, int] = {}
+        codes = np.array([seen.setdefault(v, len(seen)) for v in data.tolist()], dtype=np.int64)
+        values = list(seen)
+    if len(values) <= 127 and all(isinstance(v, str) for v in values):
+        return pa.DictionaryArray.from_arrays(
+            pa.array(codes.astype(np.int8)), pa.array(values, type=pa.string())
         )
-    codes: dict[Any, int] = {}
-    idx = [codes.setdefault(v, len(codes)) for v in data.tolist()]
-    if len(codes) > 127 or not all(isinstance(v, str) for v in codes):
-        return (
-            pa.array(data, type=pa.string())
-            .dictionary_encode()
-            .cast(_SCHEMA.field("step_type").type)
-        )
-    return pa.DictionaryArray.from_arrays(
-        pa.array(idx, type=pa.int8()), pa.array(list(codes), type=pa.string())
+    # many kinds, or a missing one: Arrow's own encoding (nulls stay null)
+    return (
+        pa.array(data, type=pa.string()).dictionary_encode().cast(_SCHEMA.field("step_type").type)
     )
 
 
