@@ -50,7 +50,13 @@ def main() -> None:
         generate()
     import pandas as pd
 
-    from protocols.analysis import AnalysisOptions, analyze, cycle_table, load_run, segment_series
+    from labrig.protocols.analysis import (
+        AnalysisOptions,
+        analyze,
+        cycle_table,
+        load_run,
+        segment_series,
+    )
 
     cols = ["time_s", "cycle", "step", "step_type", "current_A", "voltage_V",
             "charge_capacity_Ah", "discharge_capacity_Ah"]  # fmt: skip

@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.clock import new_virtual_loop
-from orchestrator.runner import RunRequest, execute_run
-from orchestrator.thermal import ThermalOptions, ThermalOutcome
-from protocols.loader import dump_protocol_yaml, load_protocol
+from labrig.orchestrator.clock import new_virtual_loop
+from labrig.orchestrator.runner import RunRequest, execute_run
+from labrig.orchestrator.thermal import ThermalOptions, ThermalOutcome
+from labrig.protocols.loader import dump_protocol_yaml, load_protocol
 
 
 def main() -> None:

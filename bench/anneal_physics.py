@@ -15,14 +15,14 @@ import asyncio
 import time
 from typing import Literal
 
-from drivers.alicat import AlicatBus, AlicatFlow
-from drivers.capabilities import FurnaceSegment
-from drivers.eurotherm import EurothermFurnace
-from drivers.modbus_rtu import ModbusRtuClient
-from drivers.transport import transport_from_url
-from orchestrator.clock import new_virtual_loop
-from simulators.furnace import start_eurotherm_sim
-from simulators.gas import start_alicat_sim
+from labrig.drivers.alicat import AlicatBus, AlicatFlow
+from labrig.drivers.capabilities import FurnaceSegment
+from labrig.drivers.eurotherm import EurothermFurnace
+from labrig.drivers.modbus_rtu import ModbusRtuClient
+from labrig.drivers.transport import transport_from_url
+from labrig.orchestrator.clock import new_virtual_loop
+from labrig.simulators.furnace import start_eurotherm_sim
+from labrig.simulators.gas import start_alicat_sim
 
 
 async def anneal(transport: str, poll_s: float) -> dict[str, float]:

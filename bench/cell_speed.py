@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
+from labrig.simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
 
 
 def cycle_block(i_a: float, v_min: float, v_max: float, sid: int) -> list[SimStep]:

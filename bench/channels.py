@@ -55,7 +55,7 @@ def percentile(values: list[float], q: float) -> float:
 
 # ---------------------------------------------------------------------- simulator process
 async def _serve_sim(port: int, channels: int) -> None:
-    from simulators.maccor import serve_maccor
+    from labrig.simulators.maccor import serve_maccor
 
     async with serve_maccor(channels, port=port) as srv:
         print(srv.url, flush=True)
@@ -144,10 +144,10 @@ class Probe:
 
 
 async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> dict[str, Any]:
-    from orchestrator.executor import RunOptions
-    from orchestrator.scheduler import RunSpec, Scheduler, WatchdogOptions
-    from orchestrator.station import InstrumentConfig, Position, StationConfig
-    from protocols.loader import dump_protocol_yaml, load_protocol_text
+    from labrig.orchestrator.executor import RunOptions
+    from labrig.orchestrator.scheduler import RunSpec, Scheduler, WatchdogOptions
+    from labrig.orchestrator.station import InstrumentConfig, Position, StationConfig
+    from labrig.protocols.loader import dump_protocol_yaml, load_protocol_text
 
     instruments = {
         f"t{i}": InstrumentConfig(
@@ -167,7 +167,7 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
     sinks: list[Any] = []
     async with contextlib.AsyncExitStack() as stack:
         if mqtt is not None:
-            from orchestrator.mqtt import MqttPublisher
+            from labrig.orchestrator.mqtt import MqttPublisher
 
             pub = await stack.enter_async_context(
                 MqttPublisher(mqtt, channels=[p.name for p in positions])
@@ -225,8 +225,8 @@ async def _tmpdir() -> Any:
 
 
 def run(args: argparse.Namespace) -> None:
-    from orchestrator.mqtt import MqttSettings
-    from orchestrator.mqtt.testing import LocalMosquitto, MosquittoNotFound
+    from labrig.orchestrator.mqtt import MqttSettings
+    from labrig.orchestrator.mqtt.testing import LocalMosquitto, MosquittoNotFound
 
     n = args.testers * args.channels
     procs, urls = start_testers(args.testers, args.channels)

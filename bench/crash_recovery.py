@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from orchestrator.clock import new_virtual_loop
-from orchestrator.drills import DrillResult, run_with_kills
-from protocols.loader import load_protocol
+from labrig.orchestrator.clock import new_virtual_loop
+from labrig.orchestrator.drills import DrillResult, run_with_kills
+from labrig.protocols.loader import load_protocol
 
 
 def drill(protocol: str, kills: list[float]) -> tuple[DrillResult, float]:

@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.clock import new_virtual_loop
-from orchestrator.runner import RunRequest, execute_run
-from orchestrator.station import DEFAULT_STATION, INPROCESS_STATION, StationConfig
-from protocols.loader import dump_protocol_yaml, load_protocol
+from labrig.orchestrator.clock import new_virtual_loop
+from labrig.orchestrator.runner import RunRequest, execute_run
+from labrig.orchestrator.station import DEFAULT_STATION, INPROCESS_STATION, StationConfig
+from labrig.protocols.loader import dump_protocol_yaml, load_protocol
 
 
 def _wire_station() -> StationConfig | None:

@@ -13,10 +13,16 @@ import argparse
 import asyncio
 import time
 
-from drivers.capabilities import ChannelLimits, ChannelState, ChannelStep, EndCondition, RecordRule
-from drivers.maccor import MaccorCycler
-from orchestrator.clock import run_virtual
-from simulators.maccor import serve_maccor
+from labrig.drivers.capabilities import (
+    ChannelLimits,
+    ChannelState,
+    ChannelStep,
+    EndCondition,
+    RecordRule,
+)
+from labrig.drivers.maccor import MaccorCycler
+from labrig.orchestrator.clock import run_virtual
+from labrig.simulators.maccor import serve_maccor
 
 ONE_C_A = 200e-3 * 8.4e-3  # the default simulated cell: 8.4 mg CAM at 200 mA/g
 

@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.events import Telemetry  # noqa: E402
-from orchestrator.mqtt import MqttPublisher, MqttSettings, PublisherStats  # noqa: E402
-from orchestrator.mqtt.testing import LocalMosquitto  # noqa: E402
+from labrig.orchestrator.events import Telemetry  # noqa: E402
+from labrig.orchestrator.mqtt import MqttPublisher, MqttSettings, PublisherStats  # noqa: E402
+from labrig.orchestrator.mqtt.testing import LocalMosquitto  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -8,7 +8,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from protocols import ProtocolError, library_names, load_protocol, load_protocol_text, summarize
+from labrig.protocols import (
+    ProtocolError,
+    library_names,
+    load_protocol,
+    load_protocol_text,
+    summarize,
+)
 
 
 def timed(label: str, fn: Callable[[], object]) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from drivers.capabilities import InstrumentError, InstrumentProtocolError, InstrumentTimeout
+from labrig.drivers.capabilities import InstrumentError, InstrumentProtocolError, InstrumentTimeout
 
 __all__ = [
     "EXCEPTION_NAMES",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
 
-from drivers.capabilities import ChannelStep, StepEnd
+from labrig.drivers.capabilities import ChannelStep, StepEnd
 
 __all__ = ["PollPlanner", "step_signature"]
 

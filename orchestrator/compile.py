@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from drivers.capabilities import ChannelStep, EndAction, EndCondition, EndOp, RecordRule
-from protocols.models import (
+from labrig.drivers.capabilities import ChannelStep, EndAction, EndCondition, EndOp, RecordRule
+from labrig.protocols.models import (
     CellSpec,
     Condition,
     CurrentStep,
@@ -21,7 +21,7 @@ from protocols.models import (
     PulseStep,
     RestStep,
 )
-from protocols.models import RecordRule as ProtocolRecordRule
+from labrig.protocols.models import RecordRule as ProtocolRecordRule
 
 __all__ = ["CompileError", "CompiledStep", "StepCompiler", "is_cycler_step"]
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocols.loader import dump_protocol_yaml
-from protocols.models import Protocol
-from simulators.engine import ChannelEngine
+from labrig.protocols.loader import dump_protocol_yaml
+from labrig.protocols.models import Protocol
+from labrig.simulators.engine import ChannelEngine
 
 from .executor import Executor, RunBindings, RunOptions, RunOutcome
 from .runner import RunRequest, execute_run, resume_run

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from drivers.capabilities import (
+from labrig.drivers.capabilities import (
     BlockResult,
     ChamberController,
     ChannelLimits,
@@ -35,7 +35,7 @@ from drivers.capabilities import (
     RecordBatch,
     StepEnd,
 )
-from protocols.models import (
+from labrig.protocols.models import (
     CellSpec,
     ChamberStep,
     EisStep,

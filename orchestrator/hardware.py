@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from drivers.capabilities import InstrumentError
+from labrig.drivers.capabilities import InstrumentError
 
 from .executor import RunBindings
 from .station import Position, StationConfig
@@ -24,7 +24,7 @@ async def _cycler(stack: contextlib.AsyncExitStack, station: StationConfig, ref:
     if inst.address is None:
         raise InstrumentError(f"instrument {name!r} has no address")
     if inst.driver == "maccor":
-        from drivers.maccor import MaccorCycler
+        from labrig.drivers.maccor import MaccorCycler
 
         # one (4,1) status poll per tester for all its runs (drivers.maccor.board)
         options = {"shared_status": True, **inst.options}
@@ -33,7 +33,7 @@ async def _cycler(stack: contextlib.AsyncExitStack, station: StationConfig, ref:
         )
         return cycler.channel(index)
     if inst.driver == "keithley2450":
-        from drivers.keithley import K2450Channel
+        from labrig.drivers.keithley import K2450Channel
 
         return await stack.enter_async_context(
             K2450Channel.from_url(inst.address, name=name, **inst.options)
@@ -47,7 +47,7 @@ async def _impedance(stack: contextlib.AsyncExitStack, station: StationConfig, r
     if inst.address is None:
         raise InstrumentError(f"instrument {name!r} has no address")
     if inst.driver == "palmsens":
-        from drivers.palmsens import PalmSensChannel
+        from labrig.drivers.palmsens import PalmSensChannel
 
         return await stack.enter_async_context(
             PalmSensChannel.from_url(inst.address, name=name, **inst.options)
@@ -61,8 +61,8 @@ async def _chamber(stack: contextlib.AsyncExitStack, station: StationConfig, ref
     if inst.address is None:
         raise InstrumentError(f"instrument {name!r} has no address")
     if inst.driver == "espec":
-        from drivers.espec import EspecChamber
-        from drivers.transport import transport_from_url
+        from labrig.drivers.espec import EspecChamber
+        from labrig.drivers.transport import transport_from_url
 
         transport = await stack.enter_async_context(transport_from_url(inst.address))
         return EspecChamber(transport, **inst.options)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocols.models import CellSpec, Protocol
+from labrig.protocols.models import CellSpec, Protocol
 
 from .events import EventSink
 from .executor import Executor, RunBindings, RunOptions, RunOutcome
@@ -22,7 +22,7 @@ __all__ = ["RunRequest", "bind_instruments", "execute_run", "is_thermal", "resum
 
 def is_thermal(protocol: Protocol) -> bool:
     """A furnace protocol (anneal, calcination): furnace and gas steps, no cell."""
-    from protocols.models import FurnaceStep, GasStep
+    from labrig.protocols.models import FurnaceStep, GasStep
 
     steps = protocol.steps()
     return any(isinstance(s, FurnaceStep | GasStep) for s in steps) and not protocol.drives_cell()
@@ -136,7 +136,7 @@ async def resume_run(
     is adopted, not restarted), and goes on at the right step and cycle, storing every
     record exactly once. Raises :class:`JournalCorrupt` rather than guess.
     """
-    from protocols.loader import load_protocol_text
+    from labrig.protocols.loader import load_protocol_text
 
     meta = json.loads((run_dir / "run.json").read_text())
     if meta.get("state") in ("finished", "aborted", "failed"):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from drivers.capabilities import (
+from labrig.drivers.capabilities import (
     BlockResult,
     ChannelLimits,
     ChannelState,
@@ -30,9 +30,9 @@ from drivers.capabilities import (
     RecordBatch,
     StepEnd,
 )
-from protocols.models import CellSpec
-from simulators.cell import CellParams, preset
-from simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
+from labrig.protocols.models import CellSpec
+from labrig.simulators.cell import CellParams, preset
+from labrig.simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
 
 from .executor import RunBindings
 from .station import Position, StationConfig

@@ -35,7 +35,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from protocols.rundir import CYCLE_COLUMNS, DATA_COLUMNS
+from labrig.protocols.rundir import CYCLE_COLUMNS, DATA_COLUMNS
 
 from .events import Event, RunState
 

@@ -14,9 +14,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from drivers.capabilities import CyclerChannel, ImpedanceChannel, InstrumentError
-from protocols.models import CellSpec
-from simulators.engine import ChannelEngine
+from labrig.drivers.capabilities import CyclerChannel, ImpedanceChannel, InstrumentError
+from labrig.protocols.models import CellSpec
+from labrig.simulators.engine import ChannelEngine
 
 from .executor import RunBindings
 from .simstation import SimChamber, SimImpedanceChannel, sim_cell_params
@@ -29,8 +29,8 @@ __all__ = ["open_wire_sim_bindings"]
 async def _maccor(
     stack: contextlib.AsyncExitStack, engine: ChannelEngine, inst: InstrumentConfig, index: int
 ) -> AsyncIterator[CyclerChannel]:
-    from drivers.maccor import MaccorCycler
-    from simulators.maccor import serve_maccor
+    from labrig.drivers.maccor import MaccorCycler
+    from labrig.simulators.maccor import serve_maccor
 
     # The tester has as many channels as the station says; only ours has the run's cell.
     engines = [
@@ -50,8 +50,8 @@ async def _palmsens(
     Served on loopback TCP here (the lab's unit is on serial): a dry run on the virtual
     clock then needs no pseudo-terminal timing slack.
     """
-    from drivers.palmsens import PalmSensChannel
-    from simulators.palmsens import serve_palmsens
+    from labrig.drivers.palmsens import PalmSensChannel
+    from labrig.simulators.palmsens import serve_palmsens
 
     srv = await stack.enter_async_context(serve_palmsens(engine, pty=False))
     channel = PalmSensChannel.from_url(srv.url, name=name)

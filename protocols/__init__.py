@@ -2,7 +2,7 @@
 
 Typical use::
 
-    from protocols import load_protocol, summarize, render_summary
+    from labrig.protocols import load_protocol, summarize, render_summary
     p = load_protocol("endurance_1c_checkups")        # a library name, a path or YAML text
     print(render_summary(summarize(p)))
 

@@ -38,12 +38,12 @@ SIMULATORS: dict[str, SimFactory] = {}
 
 #: modules that call :func:`register` when imported (one per instrument family)
 _PROVIDERS: tuple[str, ...] = (
-    "simulators.maccor.serve",
-    "simulators.palmsens.serve",
-    "simulators.keithley.serve",
-    "simulators.furnace.serve",
-    "simulators.gas.serve",
-    "simulators.chamber.serve",
+    "labrig.simulators.maccor.serve",
+    "labrig.simulators.palmsens.serve",
+    "labrig.simulators.keithley.serve",
+    "labrig.simulators.furnace.serve",
+    "labrig.simulators.gas.serve",
+    "labrig.simulators.chamber.serve",
 )
 
 

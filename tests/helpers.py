@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from orchestrator.clock import new_virtual_loop
+from labrig.orchestrator.clock import new_virtual_loop
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ Usage::
     await n2.select_gas("N2"); await n2.set_flow(118.5)
 """
 
-from drivers.alicat._codec import (
+from labrig.drivers.alicat._codec import (
     GAS_NUMBERS,
     AlicatFrame,
     decode_frame,
@@ -21,7 +21,7 @@ from drivers.alicat._codec import (
     format_number,
     gas_number,
 )
-from drivers.alicat._driver import AlicatBus, AlicatFlow, LineStream
+from labrig.drivers.alicat._driver import AlicatBus, AlicatFlow, LineStream
 
 __all__ = [
     "GAS_NUMBERS",

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from drivers.capabilities import InstrumentProtocolError
+from labrig.drivers.capabilities import InstrumentProtocolError
 
 __all__ = [
     "GAS_NUMBERS",

@@ -6,7 +6,7 @@ import asyncio
 import math
 from typing import Protocol
 
-from drivers.alicat._codec import (
+from labrig.drivers.alicat._codec import (
     AlicatFrame,
     decode_frame,
     decode_register,
@@ -17,7 +17,7 @@ from drivers.alicat._codec import (
     encode_write_register,
     gas_number,
 )
-from drivers.capabilities import InstrumentError, InstrumentProtocolError, InstrumentTimeout
+from labrig.drivers.capabilities import InstrumentError, InstrumentProtocolError, InstrumentTimeout
 
 __all__ = ["AlicatBus", "AlicatFlow", "LineStream"]
 

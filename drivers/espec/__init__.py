@@ -6,7 +6,7 @@ Usage::
     await chamber.set_temperature(25.0)
 """
 
-from drivers.espec._codec import (
+from labrig.drivers.espec._codec import (
     MODES,
     ChamberMonitor,
     ChamberRefused,
@@ -19,7 +19,7 @@ from drivers.espec._codec import (
     encode_power,
     encode_setpoint,
 )
-from drivers.espec._driver import EspecChamber
+from labrig.drivers.espec._driver import EspecChamber
 
 __all__ = [
     "MODES",

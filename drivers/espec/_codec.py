@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from drivers.capabilities import InstrumentProtocolError
+from labrig.drivers.capabilities import InstrumentProtocolError
 
 __all__ = [
     "MODES",

@@ -6,8 +6,8 @@ import asyncio
 import math
 from typing import Protocol
 
-from drivers.capabilities import InstrumentError, InstrumentTimeout
-from drivers.espec._codec import (
+from labrig.drivers.capabilities import InstrumentError, InstrumentTimeout
+from labrig.drivers.espec._codec import (
     MODES,
     ChamberMonitor,
     ChamberTemperature,

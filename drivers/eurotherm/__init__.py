@@ -8,7 +8,7 @@ Usage::
     await furnace.run_program()
 """
 
-from drivers.eurotherm._codec import (
+from labrig.drivers.eurotherm._codec import (
     REG,
     SEGMENT_TYPES,
     EurothermSettings,
@@ -22,7 +22,7 @@ from drivers.eurotherm._codec import (
     settings_2400,
     settings_3200,
 )
-from drivers.eurotherm._driver import EurothermFurnace, SensorBreak
+from labrig.drivers.eurotherm._driver import EurothermFurnace, SensorBreak
 
 __all__ = [
     "REG",

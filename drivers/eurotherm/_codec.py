@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from drivers.capabilities import FurnaceSegment, InstrumentError, InstrumentProtocolError
+from labrig.drivers.capabilities import FurnaceSegment, InstrumentError, InstrumentProtocolError
 
 __all__ = [
     "FLOAT_BASE",

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from drivers.capabilities import (
+from labrig.drivers.capabilities import (
     FurnaceSegment,
     InstrumentError,
     InstrumentProtocolError,
     SafetyTrip,
 )
-from drivers.eurotherm._codec import (
+from labrig.drivers.eurotherm._codec import (
     RAMP_UNIT_SECONDS,
     REG,
     EurothermSettings,
@@ -23,7 +23,7 @@ from drivers.eurotherm._codec import (
     segment_address,
     settings_2400,
 )
-from drivers.modbus_rtu import ModbusRtuClient, registers_to_float
+from labrig.drivers.modbus_rtu import ModbusRtuClient, registers_to_float
 
 __all__ = ["EurothermFurnace", "SensorBreak"]
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from drivers.capabilities import (
+from labrig.drivers.capabilities import (
     BlockResult,
     ChannelLimits,
     ChannelState,
@@ -40,7 +40,7 @@ from drivers.capabilities import (
     SafetyTrip,
     StepEnd,
 )
-from drivers.transport import Transport, transport_from_url
+from labrig.drivers.transport import Transport, transport_from_url
 
 from . import codec
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from drivers.capabilities import InstrumentProtocolError
+from labrig.drivers.capabilities import InstrumentProtocolError
 
 __all__ = [
     "OVERFLOW",

@@ -19,8 +19,8 @@ import contextlib
 import weakref
 from typing import Any, ClassVar
 
-from drivers.capabilities import InstrumentError, InstrumentProtocolError
-from drivers.transport import TransportClosed
+from labrig.drivers.capabilities import InstrumentError, InstrumentProtocolError
+from labrig.drivers.transport import TransportClosed
 
 __all__ = ["StatusBoard"]
 

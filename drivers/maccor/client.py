@@ -7,8 +7,8 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from drivers.capabilities import InstrumentProtocolError, InstrumentTimeout
-from drivers.transport import Transport, TransportClosed
+from labrig.drivers.capabilities import InstrumentProtocolError, InstrumentTimeout
+from labrig.drivers.transport import Transport, TransportClosed
 
 from .codec import TERMINATOR, MacNetError, decode_reply, encode_request
 

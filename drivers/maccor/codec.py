@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.capabilities import InstrumentError, InstrumentProtocolError
+from labrig.drivers.capabilities import InstrumentError, InstrumentProtocolError
 
 __all__ = [
     "ES_REASON",

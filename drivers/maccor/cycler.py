@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from drivers.capabilities import (
+from labrig.drivers.capabilities import (
     BlockResult,
     ChannelLimits,
     ChannelState,
@@ -37,8 +37,8 @@ from drivers.capabilities import (
     RecordBatch,
     StepEnd,
 )
-from drivers.polling import PollPlanner
-from drivers.transport import Transport, TransportClosed, transport_from_url
+from labrig.drivers.polling import PollPlanner
+from labrig.drivers.transport import Transport, TransportClosed, transport_from_url
 
 from .board import StatusBoard
 from .client import MacNetClient

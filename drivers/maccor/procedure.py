@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from drivers.capabilities import ChannelStep, EndCondition, InstrumentError
+from labrig.drivers.capabilities import ChannelStep, EndCondition, InstrumentError
 
 __all__ = ["CompiledProcedure", "compile_block", "format_duration"]
 

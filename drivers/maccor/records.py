@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from drivers.capabilities import InstrumentProtocolError
+from labrig.drivers.capabilities import InstrumentProtocolError
 
 __all__ = ["DATA_COLUMNS", "DataChunk", "decode_data"]
 

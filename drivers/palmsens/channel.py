@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from drivers.capabilities import (
+from labrig.drivers.capabilities import (
     EisRequest,
     EisResult,
     InstrumentError,
     InstrumentProtocolError,
     InstrumentTimeout,
 )
-from drivers.transport import Transport, TransportClosed, transport_from_url
+from labrig.drivers.transport import Transport, TransportClosed, transport_from_url
 
 from .codec import (
     Echo,

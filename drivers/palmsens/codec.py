@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from drivers.capabilities import InstrumentError, InstrumentProtocolError
+from labrig.drivers.capabilities import InstrumentError, InstrumentProtocolError
 
 __all__ = [
     "ERROR_MEANINGS",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, runtime_checkable
 
-from drivers.capabilities import InstrumentError, InstrumentTimeout
+from labrig.drivers.capabilities import InstrumentError, InstrumentTimeout
 
 __all__ = [
     "Backoff",

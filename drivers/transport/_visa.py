@@ -14,7 +14,7 @@ import contextlib
 import math
 from typing import Any
 
-from drivers.capabilities import InstrumentTimeout
+from labrig.drivers.capabilities import InstrumentTimeout
 
 from ._base import Transport, TransportClosed
 

@@ -120,8 +120,8 @@ def submit(
     runs: RunsOpt = Path("runs"),
 ) -> None:
     """Queue PROTOCOL on the daemon's station; prints the run id."""
-    from protocols.errors import ProtocolError
-    from protocols.loader import dump_protocol_yaml, load_protocol
+    from labrig.protocols.errors import ProtocolError
+    from labrig.protocols.loader import dump_protocol_yaml, load_protocol
 
     from .run_cli import _parse_sets
 

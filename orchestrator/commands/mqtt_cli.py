@@ -2,7 +2,7 @@
 
 Other commands take the broker the same way::
 
-    from orchestrator.commands.mqtt_cli import MqttUrlOption, MqttCaOption, mqtt_settings
+    from labrig.orchestrator.commands.mqtt_cli import MqttUrlOption, MqttCaOption, mqtt_settings
 
     def run(..., mqtt: MqttUrlOption = None, mqtt_ca: MqttCaOption = None):
         settings = mqtt_settings(mqtt, station=station.name, ca_file=mqtt_ca)

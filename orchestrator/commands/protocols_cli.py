@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from protocols import (
+from labrig.protocols import (
     Protocol,
     ProtocolError,
     list_library,

@@ -36,7 +36,7 @@ def _parse_cycles(text: str | None) -> tuple[int, ...] | None:
 
 
 def _analyze(run: Path, **kw: Any) -> Any:
-    from protocols.analysis import AnalysisOptions, RunDirError, analyze, load_run
+    from labrig.protocols.analysis import AnalysisOptions, RunDirError, analyze, load_run
 
     try:
         data = load_run(run)
@@ -66,7 +66,7 @@ def report(
     ] = 2.5,
 ) -> None:
     """Write a report of RUN: key numbers, profiles, capacity, rate, dQ/dV, EIS, GITT."""
-    from protocols.analysis import DEFAULT_CIRCUIT, write_report
+    from labrig.protocols.analysis import DEFAULT_CIRCUIT, write_report
 
     fmt = fmt.lower()
     if fmt not in ("html", "png"):
@@ -93,7 +93,7 @@ def compare(
     ),
 ) -> None:
     """Overlay capacity and retention of several runs, grouped by anneal, sample or label."""
-    from protocols.analysis import write_compare
+    from labrig.protocols.analysis import write_compare
 
     if by not in ("anneal", "sample", "label"):
         raise _fail(f"--by must be anneal, sample or label, got {by!r}")
@@ -115,7 +115,7 @@ def export(
     out_path: Annotated[Path | None, typer.Option("--out", help="Output file.")] = None,
 ) -> None:
     """Export the time series of RUN in the Battery Data Format (BDF)."""
-    from protocols.analysis import RunDirError, export_bdf
+    from labrig.protocols.analysis import RunDirError, export_bdf
 
     kinds = {"bdf-csv": "csv", "bdf-parquet": "parquet"}
     if fmt not in kinds:
@@ -148,7 +148,7 @@ def analyze_cmd(
     no_eis: Annotated[bool, typer.Option("--no-eis", help="Skip the impedance fits.")] = False,
 ) -> None:
     """Print the key numbers of RUN (initial CE, capacities, retention, loss per cycle, ...)."""
-    from protocols.analysis.report import format_key_numbers
+    from labrig.protocols.analysis.report import format_key_numbers
 
     a = _analyze(run, reference_cycle=reference, fit_eis=not no_eis)
     k = a.key_numbers()

@@ -98,8 +98,8 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Run PROTOCOL and write a run directory of data and per-cycle results."""
-    from protocols.errors import ProtocolError
-    from protocols.loader import dump_protocol_yaml, load_protocol
+    from labrig.protocols.errors import ProtocolError
+    from labrig.protocols.loader import dump_protocol_yaml, load_protocol
 
     from ..executor import RunOptions
     from ..runner import RunRequest, execute_run, is_thermal
@@ -166,7 +166,7 @@ def resume(
     """
     import json
 
-    from protocols.loader import load_protocol_text
+    from labrig.protocols.loader import load_protocol_text
 
     from ..executor import RunOptions
     from ..journal import JournalCorrupt

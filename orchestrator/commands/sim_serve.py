@@ -16,7 +16,7 @@ __all__ = ["register"]
 
 
 async def _serve(name: str, port: int | None, pty: bool, speed: float) -> None:
-    from simulators.registry import ServeOptions, load_all
+    from labrig.simulators.registry import ServeOptions, load_all
 
     table = load_all()
     factory = table.get(name)

@@ -256,8 +256,8 @@ class Daemon:
             return error(str(exc))
 
     def _submit(self, sched: Scheduler, req: dict[str, Any]) -> dict[str, Any]:
-        from protocols.errors import ProtocolError
-        from protocols.loader import load_protocol_text
+        from labrig.protocols.errors import ProtocolError
+        from labrig.protocols.loader import load_protocol_text
 
         text = req.get("protocol_yaml")
         if not isinstance(text, str):
@@ -324,8 +324,8 @@ class Daemon:
         os.replace(tmp, path)
 
     def _restore_queue(self, sched: Scheduler) -> None:
-        from protocols.errors import ProtocolError
-        from protocols.loader import load_protocol_text
+        from labrig.protocols.errors import ProtocolError
+        from labrig.protocols.loader import load_protocol_text
 
         path = self.runs_dir / QUEUE_FILE
         try:

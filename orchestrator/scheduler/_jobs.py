@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from protocols.models import Protocol
+from labrig.protocols.models import Protocol
 
 from ..events import RunState
 from ..executor import Executor, RunOptions, RunOutcome

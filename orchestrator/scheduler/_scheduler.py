@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from protocols.models import EisStep, FurnaceStep, GasStep, Protocol
+from labrig.protocols.models import EisStep, FurnaceStep, GasStep, Protocol
 
 from ..clock import Clock
 from ..events import EventKind, EventSink, RunState
@@ -56,7 +56,7 @@ class SchedulerError(ValueError):
 
 def expected_eis_s(protocol: Protocol) -> float | None:
     """How long this protocol holds the impedance channel per EIS (the longest sweep)."""
-    from protocols.summary import eis_sweep_s
+    from labrig.protocols.summary import eis_sweep_s
 
     sweeps = [eis_sweep_s(s) for s in protocol.steps() if isinstance(s, EisStep)]
     return max(sweeps) if sweeps else None
@@ -64,7 +64,7 @@ def expected_eis_s(protocol: Protocol) -> float | None:
 
 def _stored_protocol(run_dir: Path) -> tuple[Protocol, int]:
     """The protocol and seed of a run directory (to open its instruments on resume)."""
-    from protocols.loader import load_protocol_text
+    from labrig.protocols.loader import load_protocol_text
 
     meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     text = (run_dir / "protocol.yaml").read_text(encoding="utf-8")

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.capabilities import (
+from labrig.drivers.capabilities import (
     BlockResult,
     ChannelLimits,
     ChannelStatus,

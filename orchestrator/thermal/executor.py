@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.capabilities import InstrumentError, SafetyTrip
-from protocols.models import Protocol
+from labrig.drivers.capabilities import InstrumentError, SafetyTrip
+from labrig.protocols.models import Protocol
 
 from ..clock import Clock
 from ..events import Event, EventKind, EventSink, RunState, RunStatus, SinkFanout

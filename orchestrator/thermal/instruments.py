@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.alicat import GAS_NUMBERS, AlicatBus, AlicatFlow
-from drivers.capabilities import InstrumentError
-from drivers.eurotherm import EurothermFurnace, settings_2400, settings_3200
-from drivers.modbus_rtu import ModbusRtuClient
-from drivers.transport import transport_from_url
+from labrig.drivers.alicat import GAS_NUMBERS, AlicatBus, AlicatFlow
+from labrig.drivers.capabilities import InstrumentError
+from labrig.drivers.eurotherm import EurothermFurnace, settings_2400, settings_3200
+from labrig.drivers.modbus_rtu import ModbusRtuClient
+from labrig.drivers.transport import transport_from_url
 
 from ..station import Position, StationConfig
 
@@ -91,8 +91,8 @@ async def open_thermal_instruments(
         sims: dict[str, Any] = {}
         addresses: dict[str, str] = {}
         if sim:
-            from simulators.furnace import start_eurotherm_sim
-            from simulators.gas import MfcParams, start_alicat_sim
+            from labrig.simulators.furnace import start_eurotherm_sim
+            from labrig.simulators.gas import MfcParams, start_alicat_sim
 
             limit = None if furnace_max_C is None else furnace_max_C + SIM_LIMIT_MARGIN_K
             fsim = await stack.enter_async_context(

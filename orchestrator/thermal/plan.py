@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from drivers.capabilities import FurnaceSegment
-from protocols.models import FurnaceStep, GasStep, Group, Loop, Protocol
+from labrig.drivers.capabilities import FurnaceSegment
+from labrig.protocols.models import FurnaceStep, GasStep, Group, Loop, Protocol
 
 __all__ = [
     "NATURAL_COOLING_TAU_S",

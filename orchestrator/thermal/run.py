@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drivers.capabilities import InstrumentError
+from labrig.drivers.capabilities import InstrumentError
 
 from ..events import EventSink, RunState
 from ..executor import RunAborted

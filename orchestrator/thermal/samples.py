@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from protocols.models import Protocol
+from labrig.protocols.models import Protocol
 
 __all__ = ["find_anneal_for_sample", "group_by_anneal", "samples_of"]
 

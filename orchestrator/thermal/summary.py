@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from protocols.models import FurnaceStep, GasStep
+from labrig.protocols.models import FurnaceStep, GasStep
 
 __all__ = ["gas_used_scc", "summarise", "summary_lines"]
 

@@ -1,7 +1,7 @@
 """Analysis of labrig run directories: pure functions usable from Python.
 
 ```python
-from protocols.analysis import analyze, load_run, write_report
+from labrig.protocols.analysis import analyze, load_run, write_report
 a = analyze("runs/20250101-120000-rate_test-ab12")
 a.cycles            # per-cycle table (pandas), recomputed from the time series
 a.key_numbers()     # initial CE, capacities, retention, loss per cycle, ...

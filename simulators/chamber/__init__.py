@@ -7,8 +7,8 @@
     await sim.aclose()
 """
 
-from simulators.chamber.model import ChamberModel, ChamberParams
-from simulators.chamber.protocol import EspecDevice
-from simulators.chamber.simulator import EspecSimulator, start_espec_sim
+from labrig.simulators.chamber.model import ChamberModel, ChamberParams
+from labrig.simulators.chamber.protocol import EspecDevice
+from labrig.simulators.chamber.simulator import EspecSimulator, start_espec_sim
 
 __all__ = ["ChamberModel", "ChamberParams", "EspecDevice", "EspecSimulator", "start_espec_sim"]

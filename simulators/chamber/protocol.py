@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from simulators.chamber.model import ChamberModel
+from labrig.simulators.chamber.model import ChamberModel
 
 __all__ = ["EspecDevice"]
 

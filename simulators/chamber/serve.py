@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 
-from simulators.chamber.simulator import start_espec_sim
-from simulators.furnace.serve import scaled_clock
-from simulators.registry import ServeOptions, register
+from labrig.simulators.chamber.simulator import start_espec_sim
+from labrig.simulators.furnace.serve import scaled_clock
+from labrig.simulators.registry import ServeOptions, register
 
 __all__ = ["serve_espec"]
 

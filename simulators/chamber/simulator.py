@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Literal
 
-from simulators.chamber.model import ChamberModel, ChamberParams
-from simulators.chamber.protocol import EspecDevice
-from simulators.furnace.serving import ReplyFaults, ServedSimulator, SimServer, serve
+from labrig.simulators.chamber.model import ChamberModel, ChamberParams
+from labrig.simulators.chamber.protocol import EspecDevice
+from labrig.simulators.furnace.serving import ReplyFaults, ServedSimulator, SimServer, serve
 
 __all__ = ["EspecSimulator", "start_espec_sim"]
 

@@ -11,13 +11,18 @@ Start one with :func:`start_eurotherm_sim`::
     await sim.aclose()
 """
 
-from simulators.furnace.controller import ControllerModel, PidParams, Segment
-from simulators.furnace.eurotherm import EurothermBank, SeriesConfig, series_2400, series_3200
-from simulators.furnace.modbus_slave import RtuSlave
-from simulators.furnace.physics import FurnaceParams, FurnacePlant, OverTempLimit
-from simulators.furnace.serving import ReplyFaults, SimServer, serve
-from simulators.furnace.sim import FurnaceSim
-from simulators.furnace.simulator import EurothermSimulator, start_eurotherm_sim
+from labrig.simulators.furnace.controller import ControllerModel, PidParams, Segment
+from labrig.simulators.furnace.eurotherm import (
+    EurothermBank,
+    SeriesConfig,
+    series_2400,
+    series_3200,
+)
+from labrig.simulators.furnace.modbus_slave import RtuSlave
+from labrig.simulators.furnace.physics import FurnaceParams, FurnacePlant, OverTempLimit
+from labrig.simulators.furnace.serving import ReplyFaults, SimServer, serve
+from labrig.simulators.furnace.sim import FurnaceSim
+from labrig.simulators.furnace.simulator import EurothermSimulator, start_eurotherm_sim
 
 __all__ = [
     "ControllerModel",

@@ -12,9 +12,9 @@ import math
 import struct
 from dataclasses import dataclass, field
 
-from simulators.furnace.controller import SEG_END, Segment
-from simulators.furnace.modbus_slave import ILLEGAL_ADDRESS, ILLEGAL_VALUE, ModbusError
-from simulators.furnace.sim import FurnaceSim
+from labrig.simulators.furnace.controller import SEG_END, Segment
+from labrig.simulators.furnace.modbus_slave import ILLEGAL_ADDRESS, ILLEGAL_VALUE, ModbusError
+from labrig.simulators.furnace.sim import FurnaceSim
 
 __all__ = ["EurothermBank", "SeriesConfig", "series_2400", "series_3200"]
 

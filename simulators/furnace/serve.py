@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from simulators.furnace.simulator import start_eurotherm_sim
-from simulators.registry import ServeOptions, register
+from labrig.simulators.furnace.simulator import start_eurotherm_sim
+from labrig.simulators.registry import ServeOptions, register
 
 __all__ = ["scaled_clock", "serve_eurotherm"]
 

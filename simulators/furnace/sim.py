@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from simulators.furnace.controller import ControllerModel, PidParams
-from simulators.furnace.physics import FurnaceParams, FurnacePlant, OverTempLimit
+from labrig.simulators.furnace.controller import ControllerModel, PidParams
+from labrig.simulators.furnace.physics import FurnaceParams, FurnacePlant, OverTempLimit
 
 __all__ = ["FurnaceSim"]
 

@@ -6,12 +6,17 @@ import asyncio
 from collections.abc import Callable
 from typing import Literal
 
-from simulators.furnace.controller import PidParams
-from simulators.furnace.eurotherm import EurothermBank, SeriesConfig, series_2400, series_3200
-from simulators.furnace.modbus_slave import RtuSlave
-from simulators.furnace.physics import FurnaceParams
-from simulators.furnace.serving import ReplyFaults, ServedSimulator, SimServer, serve
-from simulators.furnace.sim import FurnaceSim
+from labrig.simulators.furnace.controller import PidParams
+from labrig.simulators.furnace.eurotherm import (
+    EurothermBank,
+    SeriesConfig,
+    series_2400,
+    series_3200,
+)
+from labrig.simulators.furnace.modbus_slave import RtuSlave
+from labrig.simulators.furnace.physics import FurnaceParams
+from labrig.simulators.furnace.serving import ReplyFaults, ServedSimulator, SimServer, serve
+from labrig.simulators.furnace.sim import FurnaceSim
 
 __all__ = ["EurothermSimulator", "start_eurotherm_sim"]
 

@@ -9,9 +9,9 @@
     await sim.aclose()
 """
 
-from simulators.gas.bus import AlicatBusDevice, format_frame
-from simulators.gas.mfc import GAS_TABLE, MfcModel, MfcParams
-from simulators.gas.simulator import AlicatSimulator, start_alicat_sim
+from labrig.simulators.gas.bus import AlicatBusDevice, format_frame
+from labrig.simulators.gas.mfc import GAS_TABLE, MfcModel, MfcParams
+from labrig.simulators.gas.simulator import AlicatSimulator, start_alicat_sim
 
 __all__ = [
     "GAS_TABLE",

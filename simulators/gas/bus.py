@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from simulators.gas.mfc import MfcModel
+from labrig.simulators.gas.mfc import MfcModel
 
 __all__ = ["AlicatBusDevice", "format_frame"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 
-from simulators.furnace.serve import scaled_clock
-from simulators.gas.simulator import start_alicat_sim
-from simulators.registry import ServeOptions, register
+from labrig.simulators.furnace.serve import scaled_clock
+from labrig.simulators.gas.simulator import start_alicat_sim
+from labrig.simulators.registry import ServeOptions, register
 
 __all__ = ["serve_alicat"]
 

@@ -7,9 +7,9 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Literal
 
-from simulators.furnace.serving import ReplyFaults, ServedSimulator, SimServer, serve
-from simulators.gas.bus import AlicatBusDevice
-from simulators.gas.mfc import GAS_TABLE, MfcModel, MfcParams
+from labrig.simulators.furnace.serving import ReplyFaults, ServedSimulator, SimServer, serve
+from labrig.simulators.gas.bus import AlicatBusDevice
+from labrig.simulators.gas.mfc import GAS_TABLE, MfcModel, MfcParams
 
 __all__ = ["AlicatSimulator", "start_alicat_sim"]
 

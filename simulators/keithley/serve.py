@@ -14,9 +14,9 @@ import math
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from simulators.engine import ChannelEngine
-from simulators.maccor.serve import scaled_clock
-from simulators.registry import ServeOptions, register
+from labrig.simulators.engine import ChannelEngine
+from labrig.simulators.maccor.serve import scaled_clock
+from labrig.simulators.registry import ServeOptions, register
 
 from .smu import Smu2450
 

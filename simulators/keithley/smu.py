@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from simulators.engine import ChannelEngine, EngineError, SimRecord, SimStep
+from labrig.simulators.engine import ChannelEngine, EngineError, SimRecord, SimStep
 
 from .scpi import Command, Pattern, ScpiError, match, parse_units, split_line, split_params
 

@@ -22,8 +22,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from simulators.engine import ChannelEngine, EngineError, SimStep, SimStepResult
-from simulators.maccor.procedure import FlatProcedure, ProcedureError, parse_procedure
+from labrig.simulators.engine import ChannelEngine, EngineError, SimStep, SimStepResult
+from labrig.simulators.maccor.procedure import FlatProcedure, ProcedureError, parse_procedure
 
 __all__ = ["DATA_COLUMNS", "SimChannel"]
 
@@ -226,7 +226,7 @@ class SimChannel:
         if not isinstance(dt, int | float) or not math.isfinite(dt) or dt < 0:
             return None
         sign = {"C": 1.0, "D": -1.0, "R": 0.0}[str(mode)]
-        from simulators.engine import SimEnd, SimRecord
+        from labrig.simulators.engine import SimEnd, SimRecord
 
         horizon = 1e7
         step = SimStep(

@@ -17,7 +17,7 @@ import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from simulators.cell.steps import SimEnd, SimRecord, SimStep
+from labrig.simulators.cell.steps import SimEnd, SimRecord, SimStep
 
 __all__ = ["FlatProcedure", "ProcedureError", "parse_procedure", "parse_step_time"]
 

@@ -7,10 +7,10 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from simulators.engine import ChannelEngine
-from simulators.maccor.channel import SimChannel
-from simulators.maccor.server import MacNetServer, MacNetTester
-from simulators.registry import ServeOptions, register
+from labrig.simulators.engine import ChannelEngine
+from labrig.simulators.maccor.channel import SimChannel
+from labrig.simulators.maccor.server import MacNetServer, MacNetTester
+from labrig.simulators.registry import ServeOptions, register
 
 __all__ = ["make_tester", "scaled_clock", "serve_maccor"]
 

@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from simulators.faults import apply_manipulators
-from simulators.maccor.channel import SimChannel
-from simulators.maccor.framing import Garbage, JsonFramer
+from labrig.simulators.faults import apply_manipulators
+from labrig.simulators.maccor.channel import SimChannel
+from labrig.simulators.maccor.framing import Garbage, JsonFramer
 
 __all__ = ["ERROR_CODES", "MacNetServer", "MacNetTester"]
 

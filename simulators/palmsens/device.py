@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from simulators.engine import ChannelEngine, EngineError, SimStep
+from labrig.simulators.engine import ChannelEngine, EngineError, SimStep
 
 from .script import (
     CODE_BUSY,

@@ -19,10 +19,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from simulators.engine import ChannelEngine
-from simulators.faults import apply_manipulators
-from simulators.maccor.serve import scaled_clock
-from simulators.registry import ServeOptions, register
+from labrig.simulators.engine import ChannelEngine
+from labrig.simulators.faults import apply_manipulators
+from labrig.simulators.maccor.serve import scaled_clock
+from labrig.simulators.registry import ServeOptions, register
 
 from .device import MethodScriptDevice
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.events import RunState
-from orchestrator.executor import Executor
-from orchestrator.runner import RunRequest, execute_run
-from orchestrator.station import INPROCESS_STATION
-from protocols.loader import dump_protocol_yaml, load_protocol
+from labrig.orchestrator.events import RunState
+from labrig.orchestrator.executor import Executor
+from labrig.orchestrator.runner import RunRequest, execute_run
+from labrig.orchestrator.station import INPROCESS_STATION
+from labrig.protocols.loader import dump_protocol_yaml, load_protocol
 from tests.helpers import run_virtual_strict
 
 

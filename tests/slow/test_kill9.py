@@ -22,7 +22,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-LABRIG = [sys.executable, "-m", "orchestrator.cli"]
+LABRIG = [sys.executable, "-m", "labrig.orchestrator.cli"]
 
 PROTOCOL = """\
 name: kill drill

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from orchestrator.clock import Clock
+from labrig.orchestrator.clock import Clock
 from tests.helpers import run_virtual_strict
 
 

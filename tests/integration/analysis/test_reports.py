@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
-from protocols.analysis import (
+from labrig.orchestrator.cli import app
+from labrig.protocols.analysis import (
     BDF_COLUMNS,
     RunDirError,
     analyze,
@@ -25,7 +25,7 @@ from protocols.analysis import (
     write_compare,
     write_report,
 )
-from protocols.analysis.report import group_key, image_stats
+from labrig.protocols.analysis.report import group_key, image_stats
 from tests.unit.analysis.synth import write_cycling_run
 
 RATES = [0.1] * 3 + [0.25] * 3 + [0.5] * 3 + [1.0] * 5 + [2.0] * 5 + [0.25] * 6
@@ -199,7 +199,7 @@ def test_cli_bad_input_is_a_clear_error(tmp_path: Path, full_run: Path) -> None:
 
 
 def test_image_stats_sees_blank() -> None:
-    from protocols.analysis.plots import new_figure
+    from labrig.protocols.analysis.plots import new_figure
 
     fig = new_figure(2, 2)
     buf = io.BytesIO()

@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from protocols.analysis import analyze, fit_spectrum, write_report
-from protocols.analysis.loader import Spectrum
-from protocols.analysis.report import image_stats
+from labrig.protocols.analysis import analyze, fit_spectrum, write_report
+from labrig.protocols.analysis.loader import Spectrum
+from labrig.protocols.analysis.report import image_stats
 from tests.helpers import run_virtual_strict
 
 
 def _sim_run(protocol: str, out: Path) -> Path:
-    from orchestrator.runner import RunRequest, execute_run
-    from protocols.loader import dump_protocol_yaml, load_protocol
+    from labrig.orchestrator.runner import RunRequest, execute_run
+    from labrig.protocols.loader import dump_protocol_yaml, load_protocol
 
     proto = load_protocol(protocol)
     req = RunRequest(protocol=proto, protocol_yaml=dump_protocol_yaml(proto), out_dir=out,
@@ -86,7 +86,7 @@ def test_report_of_simulated_run(rate_run: Path, tmp_path: Path) -> None:
 
 
 def test_eis_fit_recovers_the_simulated_charge_transfer_resistance() -> None:
-    from simulators.cell import CellModel, circuit_elements, impedance, preset
+    from labrig.simulators.cell import CellModel, circuit_elements, impedance, preset
 
     model = CellModel(preset())
     rng = np.random.default_rng(7)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
+from labrig.orchestrator.cli import app
 
 runner = CliRunner()
 

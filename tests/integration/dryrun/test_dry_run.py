@@ -11,12 +11,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.events import RunState
-from orchestrator.executor import Executor, RunOptions
-from orchestrator.runner import RunRequest, execute_run
-from orchestrator.station import INPROCESS_STATION
-from orchestrator.store import CYCLE_COLUMNS, DATA_COLUMNS
-from protocols.loader import dump_protocol_yaml, load_protocol, load_protocol_text
+from labrig.orchestrator.events import RunState
+from labrig.orchestrator.executor import Executor, RunOptions
+from labrig.orchestrator.runner import RunRequest, execute_run
+from labrig.orchestrator.station import INPROCESS_STATION
+from labrig.orchestrator.store import CYCLE_COLUMNS, DATA_COLUMNS
+from labrig.protocols.loader import dump_protocol_yaml, load_protocol, load_protocol_text
 from tests.helpers import run_virtual_strict
 
 ISSUE_CYCLE_COLUMNS = [

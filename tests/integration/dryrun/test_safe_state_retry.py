@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.events import RunState
-from orchestrator.executor import RunBindings
-from orchestrator.runner import RunRequest, execute_run
-from orchestrator.simstation import SimCyclerChannel, sim_cell_params
-from protocols.loader import dump_protocol_yaml, load_protocol_text
-from simulators.engine import ChannelEngine
+from labrig.orchestrator.events import RunState
+from labrig.orchestrator.executor import RunBindings
+from labrig.orchestrator.runner import RunRequest, execute_run
+from labrig.orchestrator.simstation import SimCyclerChannel, sim_cell_params
+from labrig.protocols.loader import dump_protocol_yaml, load_protocol_text
+from labrig.simulators.engine import ChannelEngine
 from tests.helpers import run_virtual_strict
 
 PROTOCOL = """

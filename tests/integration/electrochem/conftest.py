@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drivers.capabilities import ChannelStep, EndCondition, RecordRule
+from labrig.drivers.capabilities import ChannelStep, EndCondition, RecordRule
 
 #: default preset cell: 8.4 mg CAM, 1C = 200 mA/g -> 1.68 mA
 ONE_C_A = 200e-3 * 8.4e-3

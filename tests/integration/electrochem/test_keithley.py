@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from drivers.capabilities import (
+from labrig.drivers.capabilities import (
     ChannelLimits,
     ChannelState,
     ChannelStep,
@@ -16,10 +16,10 @@ from drivers.capabilities import (
     InstrumentTimeout,
     RecordRule,
 )
-from drivers.keithley import K2450Channel
-from simulators.engine import ChannelEngine
-from simulators.faults import Garbage, Stall
-from simulators.keithley import serve_k2450
+from labrig.drivers.keithley import K2450Channel
+from labrig.simulators.engine import ChannelEngine
+from labrig.simulators.faults import Garbage, Stall
+from labrig.simulators.keithley import serve_k2450
 from tests.helpers import run_virtual_strict
 
 from .conftest import ONE_C_A, V_MAX

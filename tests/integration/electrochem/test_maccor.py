@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from drivers.capabilities import ChannelLimits, ChannelState, CyclerChannel
-from drivers.maccor import MaccorCycler
-from simulators.maccor import serve_maccor
+from labrig.drivers.capabilities import ChannelLimits, ChannelState, CyclerChannel
+from labrig.drivers.maccor import MaccorCycler
+from labrig.simulators.maccor import serve_maccor
 from tests.helpers import run_virtual_strict
 
 from .conftest import ONE_C_A, V_MAX, V_MIN, cycle_block

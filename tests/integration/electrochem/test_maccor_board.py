@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from drivers.capabilities import ChannelLimits, ChannelState, InstrumentTimeout
-from drivers.maccor import MaccorCycler
-from drivers.maccor.board import StatusBoard
-from simulators.faults import Piece
-from simulators.maccor import serve_maccor
+from labrig.drivers.capabilities import ChannelLimits, ChannelState, InstrumentTimeout
+from labrig.drivers.maccor import MaccorCycler
+from labrig.drivers.maccor.board import StatusBoard
+from labrig.simulators.faults import Piece
+from labrig.simulators.maccor import serve_maccor
 from tests.helpers import run_virtual_strict
 
 from .conftest import cycle_block

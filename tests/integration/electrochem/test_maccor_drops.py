@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivers.capabilities import ChannelLimits, ChannelState
-from drivers.maccor import MaccorCycler
-from simulators.faults import Disconnect
-from simulators.maccor import serve_maccor
+from labrig.drivers.capabilities import ChannelLimits, ChannelState
+from labrig.drivers.maccor import MaccorCycler
+from labrig.simulators.faults import Disconnect
+from labrig.simulators.maccor import serve_maccor
 from tests.helpers import run_virtual_strict
 
 from .conftest import cycle_block

@@ -7,16 +7,16 @@ import asyncio
 import numpy as np
 import pytest
 
-from drivers.capabilities import (
+from labrig.drivers.capabilities import (
     ChannelLimits,
     ChannelState,
     InstrumentProtocolError,
     InstrumentTimeout,
     RecordBatch,
 )
-from drivers.maccor import MaccorChannel, MaccorCycler
-from simulators.faults import Disconnect, Garbage, Split, Stall
-from simulators.maccor import serve_maccor
+from labrig.drivers.maccor import MaccorChannel, MaccorCycler
+from labrig.simulators.faults import Disconnect, Garbage, Split, Stall
+from labrig.simulators.maccor import serve_maccor
 from tests.helpers import run_virtual_strict
 
 from .conftest import cycle_block

@@ -7,10 +7,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from drivers.capabilities import EisRequest, ImpedanceChannel, InstrumentError
-from drivers.palmsens import MethodScriptError, PalmSensChannel
-from simulators.engine import ChannelEngine, SimStep
-from simulators.palmsens import serve_palmsens
+from labrig.drivers.capabilities import EisRequest, ImpedanceChannel, InstrumentError
+from labrig.drivers.palmsens import MethodScriptError, PalmSensChannel
+from labrig.simulators.engine import ChannelEngine, SimStep
+from labrig.simulators.palmsens import serve_palmsens
 from tests.helpers import run_virtual_strict
 
 GRACE = 0.002

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivers.capabilities import EisRequest, InstrumentProtocolError, InstrumentTimeout
-from drivers.palmsens import PalmSensChannel
-from simulators.faults import Garbage, Split, Stall
-from simulators.palmsens import serve_palmsens
+from labrig.drivers.capabilities import EisRequest, InstrumentProtocolError, InstrumentTimeout
+from labrig.drivers.palmsens import PalmSensChannel
+from labrig.simulators.faults import Garbage, Split, Stall
+from labrig.simulators.palmsens import serve_palmsens
 from tests.helpers import run_virtual_strict
 
 GRACE = 0.002

@@ -9,14 +9,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from orchestrator.events import RunState
-from orchestrator.runner import RunRequest, execute_run
-from orchestrator.station import InstrumentConfig, Position, StationConfig
-from protocols.loader import dump_protocol_yaml, load_protocol_text
-from simulators.chamber import start_espec_sim
-from simulators.engine import ChannelEngine
-from simulators.maccor import serve_maccor
-from simulators.palmsens import serve_palmsens
+from labrig.orchestrator.events import RunState
+from labrig.orchestrator.runner import RunRequest, execute_run
+from labrig.orchestrator.station import InstrumentConfig, Position, StationConfig
+from labrig.protocols.loader import dump_protocol_yaml, load_protocol_text
+from labrig.simulators.chamber import start_espec_sim
+from labrig.simulators.engine import ChannelEngine
+from labrig.simulators.maccor import serve_maccor
+from labrig.simulators.palmsens import serve_palmsens
 from tests.helpers import run_virtual_strict
 
 PROTOCOL = """

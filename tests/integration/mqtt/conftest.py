@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.mqtt.testing import LocalMosquitto, mosquitto_binary
+from labrig.orchestrator.mqtt.testing import LocalMosquitto, mosquitto_binary
 
 MakeBroker = Callable[..., LocalMosquitto]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from orchestrator.mqtt import MqttPublisher, MqttSettings
+from labrig.orchestrator.mqtt import MqttPublisher, MqttSettings
 
 
 async def main(url: str, station: str) -> None:

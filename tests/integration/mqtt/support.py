@@ -12,9 +12,9 @@ from typing import Any
 
 import aiomqtt
 
-from orchestrator.events import Event, EventKind, RunState, RunStatus, Telemetry
-from orchestrator.mqtt import MqttSettings
-from orchestrator.mqtt.testing import LocalMosquitto
+from labrig.orchestrator.events import Event, EventKind, RunState, RunStatus, Telemetry
+from labrig.orchestrator.mqtt import MqttSettings
+from labrig.orchestrator.mqtt.testing import LocalMosquitto
 
 STATION = "rig-a"  # the orchestrator account of the shipped ACL example
 PREFIX = f"labrig/{STATION}"

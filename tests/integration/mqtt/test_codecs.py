@@ -12,11 +12,17 @@ from pathlib import Path
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
-from orchestrator.events import Event, EventKind, RunState
-from orchestrator.mqtt import MqttConfigError, MqttSettings, Outbox, StationDescription, Topics
-from orchestrator.mqtt.monitor import MonitorModel, check_filter_prefix
-from orchestrator.mqtt.pacing import Pacer
-from orchestrator.mqtt.payloads import (
+from labrig.orchestrator.events import Event, EventKind, RunState
+from labrig.orchestrator.mqtt import (
+    MqttConfigError,
+    MqttSettings,
+    Outbox,
+    StationDescription,
+    Topics,
+)
+from labrig.orchestrator.mqtt.monitor import MonitorModel, check_filter_prefix
+from labrig.orchestrator.mqtt.pacing import Pacer
+from labrig.orchestrator.mqtt.payloads import (
     CommandRecord,
     decode_command,
     encode_event,
@@ -25,8 +31,8 @@ from orchestrator.mqtt.payloads import (
     encode_status,
     encode_telemetry,
 )
-from orchestrator.mqtt.schemas import SCHEMAS
-from orchestrator.mqtt.testing import render_config
+from labrig.orchestrator.mqtt.schemas import SCHEMAS
+from labrig.orchestrator.mqtt.testing import render_config
 
 from .support import event, status, telemetry
 

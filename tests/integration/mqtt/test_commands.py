@@ -9,9 +9,9 @@ import aiomqtt
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
-from orchestrator.mqtt import CommandRecord, MqttPublisher
-from orchestrator.mqtt.schemas import SCHEMAS
-from orchestrator.mqtt.testing import LocalMosquitto
+from labrig.orchestrator.mqtt import CommandRecord, MqttPublisher
+from labrig.orchestrator.mqtt.schemas import SCHEMAS
+from labrig.orchestrator.mqtt.testing import LocalMosquitto
 
 from .support import PREFIX, recording, settings_for, status
 

@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from orchestrator.events import RunState
-from orchestrator.mqtt import MqttPublisher
-from orchestrator.mqtt.testing import LocalMosquitto
+from labrig.orchestrator.events import RunState
+from labrig.orchestrator.mqtt import MqttPublisher
+from labrig.orchestrator.mqtt.testing import LocalMosquitto
 
 from .support import PREFIX, settings_for, status, telemetry
 
@@ -21,7 +21,7 @@ async def labrig(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "orchestrator.cli",
+        "labrig.orchestrator.cli",
         *args,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import jsonschema  # type: ignore[import-untyped]
 
-from orchestrator.events import EventKind, RunState
-from orchestrator.mqtt import InstrumentInfo, MqttPublisher, StationDescription
-from orchestrator.mqtt.schemas import SCHEMAS
-from orchestrator.mqtt.testing import LocalMosquitto
+from labrig.orchestrator.events import EventKind, RunState
+from labrig.orchestrator.mqtt import InstrumentInfo, MqttPublisher, StationDescription
+from labrig.orchestrator.mqtt.schemas import SCHEMAS
+from labrig.orchestrator.mqtt.testing import LocalMosquitto
 
 from .support import PREFIX, event, recording, settings_for, status, telemetry
 

@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.events import RunState
-from orchestrator.mqtt import MqttPublisher, Outbox
+from labrig.orchestrator.events import RunState
+from labrig.orchestrator.mqtt import MqttPublisher, Outbox
 
 from .conftest import MakeBroker
 from .support import PREFIX, event, recording, settings_for, status, telemetry

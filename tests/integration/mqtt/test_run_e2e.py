@@ -16,16 +16,16 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from orchestrator.events import Event, RunState, RunStatus, Telemetry
-from orchestrator.mqtt import Outbox, attach_executor, open_publisher_for_run
-from orchestrator.mqtt.schemas import SCHEMAS
-from orchestrator.mqtt.testing import LocalMosquitto
+from labrig.orchestrator.events import Event, RunState, RunStatus, Telemetry
+from labrig.orchestrator.mqtt import Outbox, attach_executor, open_publisher_for_run
+from labrig.orchestrator.mqtt.schemas import SCHEMAS
+from labrig.orchestrator.mqtt.testing import LocalMosquitto
 from tests.helpers import run_virtual_strict
 
 from .support import PREFIX, recording, settings_for
 
-runner = pytest.importorskip("orchestrator.runner")
-models = pytest.importorskip("protocols.models")
+runner = pytest.importorskip("labrig.orchestrator.runner")
+models = pytest.importorskip("labrig.protocols.models")
 
 
 def _protocol(repeat: int) -> tuple[Any, str]:

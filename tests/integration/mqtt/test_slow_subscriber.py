@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 import struct
 
-from orchestrator.mqtt import MqttPublisher
-from orchestrator.mqtt.testing import LocalMosquitto
+from labrig.orchestrator.mqtt import MqttPublisher
+from labrig.orchestrator.mqtt.testing import LocalMosquitto
 
 from .support import PREFIX, event, recording, settings_for, status, telemetry
 

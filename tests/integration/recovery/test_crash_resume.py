@@ -13,9 +13,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.drills import run_with_kills
-from orchestrator.events import RunState
-from protocols.loader import load_protocol_text
+from labrig.orchestrator.drills import run_with_kills
+from labrig.orchestrator.events import RunState
+from labrig.protocols.loader import load_protocol_text
 from tests.helpers import run_virtual_strict
 
 PROTOCOL = """

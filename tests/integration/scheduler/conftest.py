@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from orchestrator.executor import RunBindings
-from orchestrator.scheduler import RunSpec
-from orchestrator.station import Position
-from protocols.loader import dump_protocol_yaml, load_protocol_text
+from labrig.orchestrator.executor import RunBindings
+from labrig.orchestrator.scheduler import RunSpec
+from labrig.orchestrator.station import Position
+from labrig.protocols.loader import dump_protocol_yaml, load_protocol_text
 
 HEAD = """
 name: {name}

@@ -17,10 +17,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
-from orchestrator.daemon import Daemon
-from orchestrator.daemon._wire import decode, encode
-from orchestrator.station import INPROCESS_STATION
+from labrig.orchestrator.cli import app
+from labrig.orchestrator.daemon import Daemon
+from labrig.orchestrator.daemon._wire import decode, encode
+from labrig.orchestrator.station import INPROCESS_STATION
 
 from .conftest import protocol_text
 
@@ -105,7 +105,7 @@ def _serve(runs: Path) -> subprocess.Popen[str]:
         [
             sys.executable,
             "-m",
-            "orchestrator.cli",
+            "labrig.orchestrator.cli",
             "serve",
             "--sim",
             "--runs",

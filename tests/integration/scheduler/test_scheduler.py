@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.events import RunState
-from orchestrator.scheduler import JobState, Scheduler
-from orchestrator.station import INPROCESS_STATION
+from labrig.orchestrator.events import RunState
+from labrig.orchestrator.scheduler import JobState, Scheduler
+from labrig.orchestrator.station import INPROCESS_STATION
 from tests.helpers import run_virtual_strict
 
 from .conftest import BROKEN, CYCLE, spec, without_impedance

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from drivers.capabilities import ChannelStatus, EisRequest, EisResult, RecordBatch
-from orchestrator.executor import RunBindings
-from orchestrator.scheduler import JobState, Scheduler
-from orchestrator.station import InstrumentConfig, Position, StationConfig
+from labrig.drivers.capabilities import ChannelStatus, EisRequest, EisResult, RecordBatch
+from labrig.orchestrator.executor import RunBindings
+from labrig.orchestrator.scheduler import JobState, Scheduler
+from labrig.orchestrator.station import InstrumentConfig, Position, StationConfig
 from tests.helpers import run_virtual_strict
 
 from .conftest import CYCLE, EIS, spec

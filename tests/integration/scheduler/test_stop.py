@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.executor import RunBindings
-from orchestrator.scheduler import JobState, Scheduler
-from orchestrator.station import INPROCESS_STATION, Position
+from labrig.orchestrator.executor import RunBindings
+from labrig.orchestrator.scheduler import JobState, Scheduler
+from labrig.orchestrator.station import INPROCESS_STATION, Position
 from tests.helpers import run_virtual_strict
 
 from .conftest import CYCLE, EIS, spec

@@ -7,16 +7,16 @@ import asyncio
 
 import pytest
 
-from drivers.capabilities import (
+from labrig.drivers.capabilities import (
     Furnace,
     FurnaceSegment,
     InstrumentProtocolError,
     InstrumentTimeout,
 )
-from drivers.eurotherm import EurothermFurnace, settings_2400, settings_3200
-from drivers.modbus_rtu import ModbusProtocolError, ModbusRtuClient, with_crc
-from drivers.transport import transport_from_url
-from simulators.furnace import start_eurotherm_sim
+from labrig.drivers.eurotherm import EurothermFurnace, settings_2400, settings_3200
+from labrig.drivers.modbus_rtu import ModbusProtocolError, ModbusRtuClient, with_crc
+from labrig.drivers.transport import transport_from_url
+from labrig.simulators.furnace import start_eurotherm_sim
 from tests.helpers import run_virtual_strict
 
 # Real pty latency on a loaded machine can exceed half a millisecond; a missed grace

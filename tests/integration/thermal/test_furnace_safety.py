@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import asyncio
 
-from drivers.alicat import AlicatBus, AlicatFlow
-from drivers.capabilities import Furnace, FurnaceSegment, GasFlow, InstrumentError, SafetyTrip
-from drivers.eurotherm import EurothermFurnace, SensorBreak
-from drivers.modbus_rtu import ModbusRtuClient
-from drivers.transport import transport_from_url
-from simulators.furnace import EurothermSimulator, start_eurotherm_sim
-from simulators.gas import AlicatSimulator, start_alicat_sim
+from labrig.drivers.alicat import AlicatBus, AlicatFlow
+from labrig.drivers.capabilities import (
+    Furnace,
+    FurnaceSegment,
+    GasFlow,
+    InstrumentError,
+    SafetyTrip,
+)
+from labrig.drivers.eurotherm import EurothermFurnace, SensorBreak
+from labrig.drivers.modbus_rtu import ModbusRtuClient
+from labrig.drivers.transport import transport_from_url
+from labrig.simulators.furnace import EurothermSimulator, start_eurotherm_sim
+from labrig.simulators.gas import AlicatSimulator, start_alicat_sim
 from tests.helpers import run_virtual_strict
 
 HOST_LIMIT_C = 420.0

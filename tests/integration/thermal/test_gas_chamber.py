@@ -6,18 +6,18 @@ import asyncio
 
 import pytest
 
-from drivers.alicat import AlicatBus, AlicatFlow
-from drivers.capabilities import (
+from labrig.drivers.alicat import AlicatBus, AlicatFlow
+from labrig.drivers.capabilities import (
     ChamberController,
     GasFlow,
     InstrumentError,
     InstrumentProtocolError,
     InstrumentTimeout,
 )
-from drivers.espec import EspecChamber
-from drivers.transport import transport_from_url
-from simulators.chamber import start_espec_sim
-from simulators.gas import start_alicat_sim
+from labrig.drivers.espec import EspecChamber
+from labrig.drivers.transport import transport_from_url
+from labrig.simulators.chamber import start_espec_sim
+from labrig.simulators.gas import start_alicat_sim
 from tests.helpers import run_virtual_strict
 
 

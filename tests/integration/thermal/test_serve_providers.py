@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 
-from drivers.alicat import AlicatBus, AlicatFlow
-from drivers.espec import EspecChamber
-from drivers.eurotherm import EurothermFurnace
-from drivers.modbus_rtu import ModbusRtuClient
-from drivers.transport import transport_from_url
-from simulators.registry import ServeOptions, load_all
+from labrig.drivers.alicat import AlicatBus, AlicatFlow
+from labrig.drivers.espec import EspecChamber
+from labrig.drivers.eurotherm import EurothermFurnace
+from labrig.drivers.modbus_rtu import ModbusRtuClient
+from labrig.drivers.transport import transport_from_url
+from labrig.simulators.registry import ServeOptions, load_all
 from tests.helpers import run_virtual_strict
 
-PROVIDERS = ("simulators.furnace.serve", "simulators.gas.serve", "simulators.chamber.serve")
+PROVIDERS = (
+    "labrig.simulators.furnace.serve",
+    "labrig.simulators.gas.serve",
+    "labrig.simulators.chamber.serve",
+)
 
 
 def test_factories_serve_reachable_instruments() -> None:

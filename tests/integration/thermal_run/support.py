@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.runner import RunRequest, execute_run
-from orchestrator.thermal import FurnaceExecutor, ThermalOptions, ThermalOutcome, read_series
-from protocols.loader import dump_protocol_yaml, load_protocol
+from labrig.orchestrator.runner import RunRequest, execute_run
+from labrig.orchestrator.thermal import FurnaceExecutor, ThermalOptions, ThermalOutcome, read_series
+from labrig.protocols.loader import dump_protocol_yaml, load_protocol
 from tests.helpers import run_virtual_strict
 
 FAST = ThermalOptions(poll_s=60.0, safety_period_s=60.0)

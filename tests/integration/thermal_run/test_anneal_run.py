@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.events import RunState
+from labrig.orchestrator.events import RunState
 
 from .support import SHORT, run_thermal
 
@@ -89,12 +89,12 @@ def test_samples_are_recorded_and_cool_step_waits_for_the_furnace(tmp_path: Path
 
 def test_hardware_path_opens_drivers_from_station_addresses(tmp_path: Path) -> None:
     """sim=False: drivers built from a station file's URLs (here served by simulators)."""
-    from orchestrator.runner import RunRequest, execute_run
-    from orchestrator.station import InstrumentConfig, Position, StationConfig
-    from orchestrator.thermal import ThermalOptions, ThermalOutcome, read_series
-    from protocols.loader import dump_protocol_yaml, load_protocol
-    from simulators.furnace import start_eurotherm_sim
-    from simulators.gas import start_alicat_sim
+    from labrig.orchestrator.runner import RunRequest, execute_run
+    from labrig.orchestrator.station import InstrumentConfig, Position, StationConfig
+    from labrig.orchestrator.thermal import ThermalOptions, ThermalOutcome, read_series
+    from labrig.protocols.loader import dump_protocol_yaml, load_protocol
+    from labrig.simulators.furnace import start_eurotherm_sim
+    from labrig.simulators.gas import start_alicat_sim
     from tests.helpers import run_virtual_strict
 
     proto = load_protocol(SHORT)

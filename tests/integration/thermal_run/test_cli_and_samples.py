@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
-from orchestrator.thermal import (
+from labrig.orchestrator.cli import app
+from labrig.orchestrator.thermal import (
     GasPhase,
     PlanError,
     ProgrammePhase,
@@ -17,8 +17,8 @@ from orchestrator.thermal import (
     find_anneal_for_sample,
     group_by_anneal,
 )
-from protocols.library import library_names
-from protocols.loader import load_protocol
+from labrig.protocols.library import library_names
+from labrig.protocols.loader import load_protocol
 
 runner = CliRunner()
 

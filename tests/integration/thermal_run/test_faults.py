@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.events import RunState
-from orchestrator.thermal import FurnaceExecutor, ThermalOptions
+from labrig.orchestrator.events import RunState
+from labrig.orchestrator.thermal import FurnaceExecutor, ThermalOptions
 
 from .support import SHORT, Result, at_time, run_thermal
 

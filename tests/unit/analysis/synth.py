@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from orchestrator.store import RunStore
+from labrig.orchestrator.store import RunStore
 
 FloatArr = npt.NDArray[np.float64]
 
@@ -203,7 +203,7 @@ def write_cycling_run(
             f, z = synthetic_spectrum(r2=eis_r2(n), seed=seed + n)
             store.write_eis(n, f, z.real, z.imag, meta={"dc_voltage_V": 3.1})
     if finish:
-        from orchestrator.events import RunState
+        from labrig.orchestrator.events import RunState
 
         store.finish(RunState.finished)
     else:
@@ -318,7 +318,7 @@ def write_gitt_run(
             "record_seq": np.arange(seq, seq + nrec, dtype=np.int64)})  # fmt: skip
         seq += nrec
         t = float(tt[-1])
-    from orchestrator.events import RunState
+    from labrig.orchestrator.events import RunState
 
     store.finish(RunState.finished)
     store.close()

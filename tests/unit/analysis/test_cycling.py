@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from protocols.analysis import (
+from labrig.protocols.analysis import (
     analyze,
     cycle_table,
     dc_resistance,
@@ -20,7 +20,7 @@ from protocols.analysis import (
     retention,
     segment_series,
 )
-from protocols.analysis.loader import TimeSeries
+from labrig.protocols.analysis.loader import TimeSeries
 
 from .synth import SynthCell, write_cycling_run
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from protocols.analysis import (
+from labrig.protocols.analysis import (
     GittGeometry,
     fit_spectrum,
     gitt_analysis,
@@ -16,9 +16,9 @@ from protocols.analysis import (
     load_run,
     weppner_huggins_D,
 )
-from protocols.analysis import dqdv as dqdv_fn
-from protocols.analysis.eis import DEFAULT_CIRCUIT
-from protocols.analysis.loader import Spectrum
+from labrig.protocols.analysis import dqdv as dqdv_fn
+from labrig.protocols.analysis.eis import DEFAULT_CIRCUIT
+from labrig.protocols.analysis.loader import Spectrum
 
 from .synth import SynthCell, synthetic_spectrum, write_cycling_run, write_gitt_run
 

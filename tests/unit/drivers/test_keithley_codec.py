@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.capabilities import InstrumentProtocolError
-from drivers.keithley import codec
-from simulators.engine import ChannelEngine
-from simulators.keithley import Smu2450
-from simulators.keithley.scpi import Pattern, match
-from simulators.registry import names
+from labrig.drivers.capabilities import InstrumentProtocolError
+from labrig.drivers.keithley import codec
+from labrig.simulators.engine import ChannelEngine
+from labrig.simulators.keithley import Smu2450
+from labrig.simulators.keithley.scpi import Pattern, match
+from labrig.simulators.registry import names
 
 
 def test_command_text_is_exact() -> None:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.capabilities import InstrumentError, InstrumentProtocolError
-from drivers.maccor.codec import (
+from labrig.drivers.capabilities import InstrumentError, InstrumentProtocolError
+from labrig.drivers.maccor.codec import (
     MacNetError,
     decode_reading,
     decode_reply,
@@ -19,7 +19,7 @@ from drivers.maccor.codec import (
     encode_request,
     expect_ok,
 )
-from drivers.maccor.records import HEADER, decode_data, encode_data_row
+from labrig.drivers.maccor.records import HEADER, decode_data, encode_data_row
 
 CMD = b"cmd"
 

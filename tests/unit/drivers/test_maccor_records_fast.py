@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.capabilities import InstrumentProtocolError
-from drivers.maccor.records import (
+from labrig.drivers.capabilities import InstrumentProtocolError
+from labrig.drivers.maccor.records import (
     HEADER,
     DataChunk,
     _decode_fast,

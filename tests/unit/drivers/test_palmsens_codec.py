@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.capabilities import InstrumentProtocolError
-from drivers.palmsens.codec import (
+from labrig.drivers.capabilities import InstrumentProtocolError
+from labrig.drivers.palmsens.codec import (
     Echo,
     EisSegment,
     LoopEnd,
@@ -30,7 +30,7 @@ from drivers.palmsens.codec import (
     parse_firmware,
     parse_serial,
 )
-from simulators.palmsens.script import encode_value, parse_number
+from labrig.simulators.palmsens.script import encode_value, parse_number
 
 
 @pytest.mark.parametrize(

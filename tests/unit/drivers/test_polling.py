@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.capabilities import ChannelStep, EndCondition, StepEnd
-from drivers.polling import PollPlanner
+from labrig.drivers.capabilities import ChannelStep, EndCondition, StepEnd
+from labrig.drivers.polling import PollPlanner
 
 
 def _cycle(first_id: int, *, exit_on_discharge: bool = False) -> list[ChannelStep]:

@@ -7,14 +7,14 @@ import os
 
 import pytest
 
-from drivers.capabilities import InstrumentTimeout
-from drivers.transport import (
+from labrig.drivers.capabilities import InstrumentTimeout
+from labrig.drivers.transport import (
     SerialTransport,
     TcpTransport,
     TransportClosed,
     transport_from_url,
 )
-from simulators.faults import Corrupt, Disconnect, Drop, Split
+from labrig.simulators.faults import Corrupt, Disconnect, Drop, Split
 from tests.helpers import run_virtual_strict
 
 

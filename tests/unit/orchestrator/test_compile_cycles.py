@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.compile import CompileError, StepCompiler
-from orchestrator.cycles import CycleCounter
-from protocols.models import CellSpec, CurrentStep, Protocol, PulseStep, RestStep
+from labrig.orchestrator.compile import CompileError, StepCompiler
+from labrig.orchestrator.cycles import CycleCounter
+from labrig.protocols.models import CellSpec, CurrentStep, Protocol, PulseStep, RestStep
 
 LIMITS = {"voltage_V": [2.0, 3.8], "current_abs_mA": 10}
 

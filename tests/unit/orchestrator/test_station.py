@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.station import DEFAULT_STATION, StationError, load_station
+from labrig.orchestrator.station import DEFAULT_STATION, StationError, load_station
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 

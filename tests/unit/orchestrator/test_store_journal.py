@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.events import Event, EventKind, RunState
-from orchestrator.journal import Journal, JournalCorrupt
-from orchestrator.store import CYCLE_COLUMNS, DATA_COLUMNS, RunStore
+from labrig.orchestrator.events import Event, EventKind, RunState
+from labrig.orchestrator.journal import Journal, JournalCorrupt
+from labrig.orchestrator.store import CYCLE_COLUMNS, DATA_COLUMNS, RunStore
 
 
 def _rows(n: int, start: int) -> dict[str, np.ndarray]:
@@ -107,7 +107,7 @@ def test_journal_round_trip_and_corruption_detected(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("window", [1 << 16, 64])
 def test_events_file_reconciled_with_journal_after_a_crash(tmp_path: Path, window: int) -> None:
-    import orchestrator.store as store_mod
+    import labrig.orchestrator.store as store_mod
 
     store = RunStore.create(tmp_path, "r1", protocol_yaml="", meta={}, durable=False)
     j = Journal(tmp_path / "j.sqlite", durable=False)
@@ -164,7 +164,7 @@ def test_grouped_staging_writes_only_on_sync(tmp_path: Path) -> None:
 def test_many_small_stagings_are_compacted_and_a_restart_reads_each_row_once(
     tmp_path: Path,
 ) -> None:
-    import orchestrator.store as store_mod
+    import labrig.orchestrator.store as store_mod
 
     store = _staged_store(tmp_path)
     for k in range(store_mod.STAGING_BATCHES * 3 + 5):  # a few compactions

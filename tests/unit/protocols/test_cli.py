@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
+from labrig.orchestrator.cli import app
 
 runner = CliRunner()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocols import (
+from labrig.protocols import (
     dump_protocol_yaml,
     library_names,
     library_path,
@@ -14,8 +14,8 @@ from protocols import (
     render_summary,
     summarize,
 )
-from protocols.models import EisStep
-from protocols.summary import eis_sweep_s
+from labrig.protocols.models import EisStep
+from labrig.protocols.summary import eis_sweep_s
 
 EXPECTED = {
     "rate_test",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from protocols import ProtocolError, dump_protocol_yaml, load_protocol, load_protocol_text
-from protocols.models import CurrentStep, Loop
+from labrig.protocols import ProtocolError, dump_protocol_yaml, load_protocol, load_protocol_text
+from labrig.protocols.models import CurrentStep, Loop
 
 GOOD = """\
 name: test

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from protocols import Dimension, ProtocolError, Step, UnitError, parse_quantity, parse_step
-from protocols.stepstrings import parse_conditions, parse_loop_condition
+from labrig.protocols import Dimension, ProtocolError, Step, UnitError, parse_quantity, parse_step
+from labrig.protocols.stepstrings import parse_conditions, parse_loop_condition
 
 STEP: TypeAdapter[Any] = TypeAdapter(Step)
 PREFIXES = {"n": 1e-9, "u": 1e-6, "µ": 1e-6, "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6}

@@ -7,8 +7,21 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from protocols import Step, StepSyntaxError, parse_conditions, parse_loop_condition, parse_step
-from protocols.models import ChamberStep, CurrentStep, EisStep, FurnaceStep, PulseStep, RestStep
+from labrig.protocols import (
+    Step,
+    StepSyntaxError,
+    parse_conditions,
+    parse_loop_condition,
+    parse_step,
+)
+from labrig.protocols.models import (
+    ChamberStep,
+    CurrentStep,
+    EisStep,
+    FurnaceStep,
+    PulseStep,
+    RestStep,
+)
 
 STEP: TypeAdapter[Any] = TypeAdapter(Step)
 

@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
+from labrig.simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
 
 V_MIN, V_MAX = 2.0, 3.7
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulators.cell import CellModel, Limits, Progress, preset, run_step
-from simulators.engine import SimEnd, SimRecord, SimStep
+from labrig.simulators.cell import CellModel, Limits, Progress, preset, run_step
+from labrig.simulators.engine import SimEnd, SimRecord, SimStep
 
 from .conftest import V_MAX, V_MIN, cc, engine, rest, run_block, trapz
 

@@ -8,8 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from simulators.cell import CellModel, OcvCurve, circuit_elements, impedance, preset
-from simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
+from labrig.simulators.cell import CellModel, OcvCurve, circuit_elements, impedance, preset
+from labrig.simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
 
 from .conftest import V_MAX, V_MIN, cc, engine, rest, run_block
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulators.cell import CellModel, Limits, Progress, run_step
-from simulators.engine import (
+from labrig.simulators.cell import CellModel, Limits, Progress, run_step
+from labrig.simulators.engine import (
     ChannelEngine,
     EngineBusy,
     EngineError,

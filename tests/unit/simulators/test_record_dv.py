@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulators.cell.runner import _keep_dv
+from labrig.simulators.cell.runner import _keep_dv
 
 
 def _walk(v: np.ndarray, forced: np.ndarray, last: float | None, dv: float) -> np.ndarray:
@@ -35,7 +35,7 @@ def test_keep_dv_matches_the_sequential_rule(
 def test_engine_dv_rule_leaves_no_voltage_gap_bigger_than_dv() -> None:
     """Records every 60 s plus whenever V moved by 5 mV: no two neighbouring records of a
     CC step differ by much more than 5 mV, and steep parts get extra records."""
-    from simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
+    from labrig.simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
 
     eng = ChannelEngine(None, noise=0.0)
     rec = SimRecord(every_s=60.0, dV_V=0.005)

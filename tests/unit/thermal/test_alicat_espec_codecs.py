@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.alicat import (
+from labrig.drivers.alicat import (
     decode_frame,
     decode_register,
     encode_gas,
@@ -18,8 +18,8 @@ from drivers.alicat import (
     encode_write_register,
     gas_number,
 )
-from drivers.capabilities import InstrumentProtocolError
-from drivers.espec import (
+from labrig.drivers.capabilities import InstrumentProtocolError
+from labrig.drivers.espec import (
     ChamberRefused,
     decode_monitor,
     decode_ok,
@@ -28,7 +28,7 @@ from drivers.espec import (
     encode_mode,
     encode_power,
 )
-from drivers.espec import (
+from labrig.drivers.espec import (
     encode_setpoint as chamber_setpoint,
 )
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.capabilities import FurnaceSegment, InstrumentError, InstrumentProtocolError
-from drivers.eurotherm import (
+from labrig.drivers.capabilities import FurnaceSegment, InstrumentError, InstrumentProtocolError
+from labrig.drivers.eurotherm import (
     SEGMENT_TYPES,
     SegmentLayout,
     decode_scaled,

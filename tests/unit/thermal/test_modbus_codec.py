@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pymodbus.framer.rtu import FramerRTU
 
-from drivers.capabilities import FurnaceSegment, InstrumentProtocolError
-from drivers.eurotherm import SegmentLayout, encode_segments, segment_address
-from drivers.modbus_rtu import (
+from labrig.drivers.capabilities import FurnaceSegment, InstrumentProtocolError
+from labrig.drivers.eurotherm import SegmentLayout, encode_segments, segment_address
+from labrig.drivers.modbus_rtu import (
     ModbusException,
     ModbusProtocolError,
     crc16,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from simulators.chamber import ChamberModel, EspecDevice
-from simulators.furnace import (
+from labrig.simulators.chamber import ChamberModel, EspecDevice
+from labrig.simulators.furnace import (
     EurothermBank,
     FurnaceSim,
     OverTempLimit,
@@ -13,9 +13,9 @@ from simulators.furnace import (
     Segment,
     series_2400,
 )
-from simulators.furnace.controller import SEG_DWELL, SEG_END, SEG_RATE
-from simulators.furnace.modbus_slave import crc_bytes
-from simulators.gas import AlicatBusDevice, MfcModel, MfcParams
+from labrig.simulators.furnace.controller import SEG_DWELL, SEG_END, SEG_RATE
+from labrig.simulators.furnace.modbus_slave import crc_bytes
+from labrig.simulators.gas import AlicatBusDevice, MfcModel, MfcParams
 
 H = bytes.fromhex
 
