@@ -71,6 +71,24 @@ def _start(args: list[str]) -> subprocess.Popen[bytes]:
     )
 
 
+def _event_count(out: Path) -> int:
+    runs = list(out.iterdir()) if out.exists() else []
+    if len(runs) != 1 or not (runs[0] / "events.jsonl").exists():
+        return 0
+    return (runs[0] / "events.jsonl").read_bytes().count(b"\n")
+
+
+def _wait_for_events(out: Path, *, more_than: int, proc: subprocess.Popen[bytes]) -> int:
+    """Wait (up to a minute) until the run directory holds more events than before."""
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline and proc.poll() is None:
+        n = _event_count(out)
+        if n > more_than:
+            return n
+        time.sleep(0.05)
+    return _event_count(out)
+
+
 def test_kill_minus_nine_then_resume(tester: str, tmp_path: Path) -> None:
     (tmp_path / "drill.yaml").write_text(PROTOCOL)
     (tmp_path / "station.yaml").write_text(
@@ -83,14 +101,20 @@ def test_kill_minus_nine_then_resume(tester: str, tmp_path: Path) -> None:
     proc = _start(["run", str(tmp_path / "drill.yaml"), "--station",
                    str(tmp_path / "station.yaml"), "--out", str(out)])  # fmt: skip
     kills = 0
-    root: Path | None = None
+    seen = 0  # events the run directory held at the last kill
     for _ in range(5):
-        time.sleep(rng.uniform(2.0, 4.0))
+        # kill only once this process has made progress of its own (a busy machine
+        # can take seconds to start one), then at a seeded moment after that
+        seen = _wait_for_events(out, more_than=seen, proc=proc)
+        if proc.poll() is not None:
+            break
+        time.sleep(rng.uniform(0.0, 1.5))
         if proc.poll() is not None:
             break
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         kills += 1
+        seen = _event_count(out)
         (root,) = list(out.iterdir())
         proc = _start(["resume", str(root)])
     assert proc.wait(180) == 0

@@ -196,9 +196,28 @@ def test_alias_step_budget() -> None:
     assert any("steps (after aliases) is more than 100,000" in m for _, _, m in found)
 
 
-def test_deep_nesting_is_rejected() -> None:
-    ((line, _, msg),) = issues("name: x\nsequence: " + "[" * 5000 + "]" * 5000 + "\n")
+def test_nesting_beyond_our_bound_is_rejected_at_its_line() -> None:
+    ((line, _, msg),) = issues("name: x\nsequence: " + "[" * 60 + "]" * 60 + "\n")
     assert "nesting deeper than 50" in msg and line == 2
+
+
+def test_very_deep_nesting_is_refused_by_the_cli_without_a_run(tmp_path: Path) -> None:
+    """Whichever layer stops it first (PyYAML has a bound of its own, worded its own way),
+    the user gets exit 2, the file and line, and no run directory."""
+    from typer.testing import CliRunner
+
+    from labrig.orchestrator.cli import app
+
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("name: x\nsequence: " + "[" * 5000 + "]" * 5000 + "\n")
+    out = tmp_path / "runs"
+    for args in (["validate", str(deep)], ["run", str(deep), "--sim", "--out", str(out)]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"{deep}:2: "), result.stderr
+        assert "nesting" in result.stderr.lower()
+        assert "Traceback" not in result.output
+    assert not out.exists()
 
 
 def test_ten_megabyte_file_is_rejected(tmp_path: Path) -> None:
