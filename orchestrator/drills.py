@@ -20,7 +20,8 @@ from labrig.protocols.loader import dump_protocol_yaml
 from labrig.protocols.models import Protocol
 from labrig.simulators.engine import ChannelEngine
 
-from .executor import Executor, RunBindings, RunOptions, RunOutcome
+from .executor import Executor, RunOptions, RunOutcome
+from .run.bindings import RunBindings
 from .runner import RunRequest, execute_run, resume_run
 from .simstation import SimCyclerChannel, SimImpedanceChannel, sim_cell_params
 

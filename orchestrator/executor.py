@@ -16,8 +16,8 @@ import contextlib
 import logging
 import math
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -25,10 +25,8 @@ import numpy.typing as npt
 
 from labrig.drivers.capabilities import (
     BlockResult,
-    ChamberController,
     ChannelLimits,
     ChannelState,
-    CyclerChannel,
     EisRequest,
     ImpedanceChannel,
     InstrumentError,
@@ -52,6 +50,7 @@ from .compile import CompiledStep, StepCompiler, is_cycler_step
 from .cycles import CycleCounter, CycleFigures
 from .events import Event, EventKind, EventSink, RunState, RunStatus, SinkFanout, Telemetry
 from .journal import Journal
+from .run.bindings import RunBindings
 from .store import RunStore
 
 __all__ = ["Executor", "RunAborted", "RunBindings", "RunOptions", "RunOutcome", "count_steps"]
@@ -73,30 +72,6 @@ class RunAborted(Exception):
 
 class _EndLoop(Exception):
     pass
-
-
-Booking = Callable[[str], contextlib.AbstractAsyncContextManager[Any]]
-
-
-@contextlib.asynccontextmanager
-async def _no_booking(_resource: str) -> AsyncIterator[None]:
-    yield None
-
-
-@dataclass
-class RunBindings:
-    """The instruments serving one cell.
-
-    ``booking(resource)`` is entered around every use of a shared instrument (the
-    impedance channel behind a multiplexer): the scheduler makes runs take turns there.
-    While a run waits, its cycler channel is at open circuit (a safe point).
-    """
-
-    cycler: CyclerChannel
-    impedance: ImpedanceChannel | None = None
-    chamber: ChamberController | None = None
-    extra_safe: list[Any] = field(default_factory=list)  # anything else with safe_state()
-    booking: Booking = _no_booking
 
 
 async def _safe_state_with_retries(inst: Any) -> None:

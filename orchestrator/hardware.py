@@ -12,7 +12,7 @@ from typing import Any
 
 from labrig.drivers.capabilities import InstrumentError
 
-from .executor import RunBindings
+from .run.bindings import RunBindings
 from .station import Position, StationConfig
 
 __all__ = ["open_hardware_bindings"]

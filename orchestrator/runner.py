@@ -12,8 +12,9 @@ from typing import Any
 from labrig.protocols.models import CellSpec, Protocol
 
 from .events import EventSink
-from .executor import Executor, RunBindings, RunOptions, RunOutcome
+from .executor import Executor, RunOptions, RunOutcome
 from .journal import Journal
+from .run.bindings import RunBindings
 from .station import DEFAULT_STATION, Position, StationConfig
 from .store import RunStore, new_run_id
 

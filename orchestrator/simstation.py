@@ -34,7 +34,7 @@ from labrig.protocols.models import CellSpec
 from labrig.simulators.cell import CellParams, preset
 from labrig.simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
 
-from .executor import RunBindings
+from .run.bindings import RunBindings
 from .station import Position, StationConfig
 
 __all__ = ["SimChamber", "SimCyclerChannel", "SimImpedanceChannel", "open_sim_bindings"]

@@ -18,7 +18,7 @@ from labrig.drivers.capabilities import CyclerChannel, ImpedanceChannel, Instrum
 from labrig.protocols.models import CellSpec
 from labrig.simulators.engine import ChannelEngine
 
-from .executor import RunBindings
+from .run.bindings import RunBindings
 from .simstation import SimChamber, SimImpedanceChannel, sim_cell_params
 from .station import InstrumentConfig, Position, StationConfig
 

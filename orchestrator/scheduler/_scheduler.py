@@ -33,7 +33,8 @@ from labrig.protocols.models import EisStep, FurnaceStep, GasStep, Protocol
 
 from ..clock import Clock
 from ..events import EventKind, EventSink, RunState
-from ..executor import Executor, RunBindings, RunOptions, RunOutcome
+from ..executor import Executor, RunOptions, RunOutcome
+from ..run.bindings import RunBindings
 from ..station import Position, StationConfig
 from ..store import new_run_id
 from ._booking import Booker, ResourceTimeline

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from labrig.orchestrator.events import RunState
-from labrig.orchestrator.executor import RunBindings
+from labrig.orchestrator.run import RunBindings
 from labrig.orchestrator.runner import RunRequest, execute_run
 from labrig.orchestrator.simstation import SimCyclerChannel, sim_cell_params
 from labrig.protocols.loader import dump_protocol_yaml, load_protocol_text

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from labrig.orchestrator.executor import RunBindings
+from labrig.orchestrator.run import RunBindings
 from labrig.orchestrator.scheduler import RunSpec
 from labrig.orchestrator.station import Position
 from labrig.protocols.loader import dump_protocol_yaml, load_protocol_text

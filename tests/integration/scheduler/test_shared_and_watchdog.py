@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from labrig.drivers.capabilities import ChannelStatus, EisRequest, EisResult, RecordBatch
-from labrig.orchestrator.executor import RunBindings
+from labrig.orchestrator.run import RunBindings
 from labrig.orchestrator.scheduler import JobState, Scheduler
 from labrig.orchestrator.station import InstrumentConfig, Position, StationConfig
 from tests.helpers import run_virtual_strict

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from labrig.orchestrator.executor import RunBindings
+from labrig.orchestrator.run import RunBindings
 from labrig.orchestrator.scheduler import JobState, Scheduler
 from labrig.orchestrator.station import INPROCESS_STATION, Position
 from tests.helpers import run_virtual_strict
