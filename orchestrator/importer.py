@@ -97,9 +97,9 @@ def _cycle_rows(run: NormalizedRun, cell: Mapping[str, Any]) -> list[dict[str, A
     src = {r["cycle"]: r for r in run.cycle_map}
     rows: list[dict[str, Any]] = []
     for rec in table.to_dict(orient="records"):
-        row = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-               for k, v in rec.items()}  # fmt: skip
-        m = src.get(int(row["cycle"]), {})
+        row: dict[str, Any] = {str(k): (None if isinstance(v, float) and not np.isfinite(v)
+                                        else v) for k, v in rec.items()}  # fmt: skip
+        m = src.get(int(rec["cycle"]), {})
         row["source_cycle"] = m.get("source_cycle")
         row["source_cycle_last"] = m.get("source_cycle_last")
         rows.append(row)

@@ -139,7 +139,8 @@ def read_mpr(path: Path) -> VendorData:
     if magic != MPR_MAGIC:
         raise IngestError(path, "not a BioLogic .mpr file (expected 'BIO-LOGIC MODULAR FILE')")
     try:
-        mpr = BioLogic.MPRfile(str(path))
+        with open(path, "rb") as fh:  # galvani leaves a file it opened itself unclosed
+            mpr = BioLogic.MPRfile(fh)
         data = mpr.data
         cols: Cols = {name: np.asarray(data[name]) for name in data.dtype.names or ()}
         mode = mpr.get_flag("mode") if "mode" in mpr.flags_dict else None
