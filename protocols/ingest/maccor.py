@@ -154,21 +154,28 @@ def _read_table(path: Path, k: int, sep: str, fields: list[str], lines: list[str
         raise IngestError(path, f"MACCOR export without the column(s) {wanted}")
     types: dict[str, pa.DataType] = {f"c{i}": pa.float64() for i in cols.values()}
     types[f"c{cols['state']}"] = pa.string()
-    types[f"c{cols['time']}"] = pa.string()
+    del types[f"c{cols['time']}"]  # seconds (float) or "Nd HH:MM:SS" (text): Arrow decides
+    include = [*types, f"c{cols['time']}"]
     for c in ("cycle", "step"):
         types[f"c{cols[c]}"] = pa.int64()
-    try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(skip_rows=k + 1, column_names=names,
-                                           block_size=1 << 24, encoding="latin-1"),
-            parse_options=pacsv.ParseOptions(delimiter=sep, quote_char=False),
-            convert_options=pacsv.ConvertOptions(include_columns=list(types),
-                                                 column_types=types, strings_can_be_null=True),
-        )  # fmt: skip
-    except (pa.ArrowInvalid, OSError) as exc:
-        msg = str(exc).splitlines()[0]
-        raise IngestError(path, f"unreadable MACCOR export ({msg})") from None
+    convert = pacsv.ConvertOptions(include_columns=include, column_types=types,
+                                   strings_can_be_null=True)  # fmt: skip
+    parse = pacsv.ParseOptions(delimiter=sep, quote_char=False)
+    table = None
+    # UTF-8 first: Arrow decodes it natively; other encodings go through Python's codecs
+    for encoding in ("utf8", "latin-1"):
+        read = pacsv.ReadOptions(skip_rows=k + 1, column_names=names, block_size=1 << 24,
+                                 encoding=encoding)  # fmt: skip
+        try:
+            table = pacsv.read_csv(path, read_options=read, parse_options=parse,
+                                   convert_options=convert)  # fmt: skip
+            break
+        except (pa.ArrowInvalid, OSError) as exc:
+            msg = str(exc).splitlines()[0]
+            if encoding == "utf8" and "UTF8" in msg.upper().replace("-", ""):
+                continue
+            raise IngestError(path, f"unreadable MACCOR export ({msg})") from None
+    assert table is not None
     return table.rename_columns([_rename(n, cols) for n in table.column_names])
 
 
