@@ -1,0 +1,60 @@
+"""The in-process simulators as registry entries: ``sim``, ``sim-eis``, ``sim-chamber``.
+
+No wire and no driver: capability adapters over the position's simulated cell
+(:mod:`.inprocess`). The quickest dry run of all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from pydantic import Field
+
+from labrig.drivers.capabilities import CyclerChannel, ImpedanceChannel
+
+from ..registry import Handle, InstrumentOptions, NoOptions, SimRequest, SimStarted
+
+__all__ = ["SimChamberOptions", "simulate_chamber", "simulate_cycler", "simulate_eis"]
+
+
+class SimChamberOptions(InstrumentOptions):
+    tau_s: float = Field(600.0, gt=0, description="time constant of the air, s")
+    room_C: float = Field(25.0, ge=-40, le=60, description="where the air drifts in standby")
+
+
+@contextlib.asynccontextmanager
+async def simulate_cycler(req: SimRequest[NoOptions]) -> AsyncIterator[SimStarted]:
+    """Cycler channels on the position's cell; each call makes a new channel object over
+    the same engine (as a host reconnecting to a tester that kept running)."""
+    from .inprocess import SimCyclerChannel
+
+    cell, name = req.cell, req.name
+
+    def channel(index: int) -> CyclerChannel:
+        return SimCyclerChannel(f"{name}/{index}", cell.engine)
+
+    yield SimStarted(handle=Handle(name, cycler=channel), model=cell)
+
+
+@contextlib.asynccontextmanager
+async def simulate_eis(req: SimRequest[NoOptions]) -> AsyncIterator[SimStarted]:
+    """An impedance channel measuring the position's cell."""
+    from .inprocess import SimImpedanceChannel
+
+    cell, name = req.cell, req.name
+
+    def channel(index: int) -> ImpedanceChannel:
+        return SimImpedanceChannel(f"{name}/{index}", cell.engine)
+
+    yield SimStarted(handle=Handle(name, impedance=channel), model=cell)
+
+
+@contextlib.asynccontextmanager
+async def simulate_chamber(req: SimRequest[SimChamberOptions]) -> AsyncIterator[SimStarted]:
+    """A chamber setting the temperature of the position's cell."""
+    from .inprocess import SimChamber
+
+    o = req.options
+    chamber = SimChamber(req.name, [req.cell], tau_s=o.tau_s, room_C=o.room_C)
+    yield SimStarted(handle=Handle(req.name, chamber=lambda _index: chamber), model=chamber)
