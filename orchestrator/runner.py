@@ -51,7 +51,7 @@ async def bind_instruments(
     station: StationConfig, position: Position, cell: CellSpec | None, *, sim: bool, seed: int
 ) -> AsyncIterator[RunBindings]:
     """Open the instruments serving ``position`` (simulated when ``sim``) for one run."""
-    from .instruments.binding import open_cell_bindings
+    from .run.instruments import open_cell_bindings
 
     async with open_cell_bindings(station, position, cell, sim=sim, seed=seed) as bindings:
         yield bindings

@@ -1,9 +1,9 @@
 """The instrument registry: one table, keyed by driver name, of every instrument labrig
 can open, simulate and serve (see :mod:`.table` and docs/adding-an-instrument.md).
 
-Opening a station position's instruments lives in :mod:`.binding` (hardware or
-``--sim``); the simulated station in :mod:`.sim`, the only orchestrator code that
-imports ``labrig.simulators``.
+Opening a station position's instruments through it lives in
+:mod:`orchestrator.run.instruments` (hardware or ``--sim``); the simulated station in
+:mod:`.sim`, the only orchestrator code that imports ``labrig.simulators``.
 """
 
 from .registry import (

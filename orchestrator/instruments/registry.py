@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,9 +28,6 @@ from labrig.drivers.capabilities import (
     ImpedanceChannel,
     InstrumentError,
 )
-
-if TYPE_CHECKING:
-    from .sim.cell import SimCell
 
 __all__ = [
     "Capability",
@@ -47,6 +44,7 @@ __all__ = [
     "SimRequest",
     "SimStarted",
     "SimStarter",
+    "SimulatedCell",
     "Source",
 ]
 
@@ -146,6 +144,16 @@ class OpenRequest(Generic[Opt]):
     labels: Mapping[int, str] = field(default_factory=dict)
 
 
+class SimulatedCell(Protocol):
+    """The one simulated cell of a position, shared by the simulators that stand in for
+    its instruments. What it is made of belongs to the simulated station
+    (:class:`orchestrator.instruments.sim.cell.SimCell`)."""
+
+    def follow(self, ambient_C: float) -> None:
+        """The air around the cell is at ``ambient_C`` now."""
+        ...
+
+
 @dataclass(frozen=True)
 class SimRequest(Generic[Opt]):
     """What a simulator needs to stand in for one instrument of a position.
@@ -159,7 +167,7 @@ class SimRequest(Generic[Opt]):
     channels: int
     options: Opt
     labels: Mapping[int, str]
-    cell: SimCell
+    cell: SimulatedCell
     seed: int = 0
     furnace_limit_C: float | None = None
 

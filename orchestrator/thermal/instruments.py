@@ -16,7 +16,7 @@ from typing import Any
 from labrig.drivers.alicat import GAS_NUMBERS
 from labrig.drivers.capabilities import Furnace, GasFlow, InstrumentError
 
-from ..instruments.binding import open_position, source_for
+from ..run.instruments import open_position, source_for
 from ..station import Position, StationConfig
 
 __all__ = ["SIM_LIMIT_MARGIN_K", "ThermalInstruments", "open_thermal_instruments"]

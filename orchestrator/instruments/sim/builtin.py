@@ -27,12 +27,13 @@ class SimChamberOptions(InstrumentOptions):
 async def simulate_cycler(req: SimRequest[NoOptions]) -> AsyncIterator[SimStarted]:
     """Cycler channels on the position's cell; each call makes a new channel object over
     the same engine (as a host reconnecting to a tester that kept running)."""
+    from .cell import engine_of
     from .inprocess import SimCyclerChannel
 
     cell, name = req.cell, req.name
 
     def channel(index: int) -> CyclerChannel:
-        return SimCyclerChannel(f"{name}/{index}", cell.engine)
+        return SimCyclerChannel(f"{name}/{index}", engine_of(cell))
 
     yield SimStarted(handle=Handle(name, cycler=channel), model=cell)
 
@@ -40,12 +41,13 @@ async def simulate_cycler(req: SimRequest[NoOptions]) -> AsyncIterator[SimStarte
 @contextlib.asynccontextmanager
 async def simulate_eis(req: SimRequest[NoOptions]) -> AsyncIterator[SimStarted]:
     """An impedance channel measuring the position's cell."""
+    from .cell import engine_of
     from .inprocess import SimImpedanceChannel
 
     cell, name = req.cell, req.name
 
     def channel(index: int) -> ImpedanceChannel:
-        return SimImpedanceChannel(f"{name}/{index}", cell.engine)
+        return SimImpedanceChannel(f"{name}/{index}", engine_of(cell))
 
     yield SimStarted(handle=Handle(name, impedance=channel), model=cell)
 

@@ -9,7 +9,9 @@ from labrig.protocols.models import CellSpec
 from labrig.simulators.cell import CellParams, preset
 from labrig.simulators.engine import ChannelEngine
 
-__all__ = ["SimCell", "sim_cell_params"]
+from ..registry import SimulatedCell
+
+__all__ = ["SimCell", "engine_of", "sim_cell_params"]
 
 
 def sim_cell_params(cell: CellSpec | None) -> CellParams:
@@ -54,3 +56,10 @@ class SimCell:
             return
         self._pushed = ambient_C
         self.engine.set_temperature(ambient_C, asyncio.get_running_loop().time())
+
+
+def engine_of(cell: SimulatedCell) -> ChannelEngine:
+    """The engine of a position's simulated cell (the simulated station makes SimCells)."""
+    if not isinstance(cell, SimCell):
+        raise TypeError(f"a simulated cell of this station is a SimCell, not {type(cell)}")
+    return cell.engine

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from labrig.drivers.capabilities import ChamberController
 
 from ..hw.espec import EspecOptions
-from ..registry import Handle, ServeOptions, SimRequest, SimStarted
-
-if TYPE_CHECKING:
-    from .cell import SimCell
+from ..registry import Handle, ServeOptions, SimRequest, SimStarted, SimulatedCell
 
 __all__ = ["CellFollowsChamber", "serve_espec", "simulate_espec"]
 
@@ -21,7 +17,7 @@ class CellFollowsChamber:
     """The chamber's driver, with the position's simulated cell at the air temperature
     the chamber reports (each time it is read or set)."""
 
-    def __init__(self, chamber: ChamberController, cell: SimCell) -> None:
+    def __init__(self, chamber: ChamberController, cell: SimulatedCell) -> None:
         self.chamber = chamber
         self.cell = cell
 

@@ -27,7 +27,7 @@ from labrig.drivers.capabilities import (
 )
 from labrig.simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
 
-from .cell import SimCell
+from ..registry import SimulatedCell
 
 __all__ = ["SimChamber", "SimCyclerChannel", "SimImpedanceChannel"]
 
@@ -208,7 +208,7 @@ class SimChamber:
     def __init__(
         self,
         name: str,
-        cells: Sequence[SimCell],
+        cells: Sequence[SimulatedCell],
         tau_s: float = 600.0,
         room_C: float = 25.0,
     ) -> None:

@@ -16,7 +16,9 @@ async def simulate_k2450(req: SimRequest[K2450Options]) -> AsyncIterator[SimStar
     """An SMU sourcing into the position's cell."""
     from labrig.simulators.keithley import serve_k2450 as serve
 
-    async with serve(req.cell.engine) as srv:
+    from .cell import engine_of
+
+    async with serve(engine_of(req.cell)) as srv:
         yield SimStarted(address=srv.url, model=srv)
 
 

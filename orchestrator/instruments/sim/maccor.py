@@ -18,9 +18,11 @@ async def simulate_maccor(req: SimRequest[MaccorOptions]) -> AsyncIterator[SimSt
     from labrig.simulators.engine import ChannelEngine
     from labrig.simulators.maccor import serve_maccor as serve
 
+    from .cell import engine_of
+
     now = asyncio.get_running_loop().time()
     engines = [
-        req.cell.engine if i in req.labels else ChannelEngine(None, now=now)
+        engine_of(req.cell) if i in req.labels else ChannelEngine(None, now=now)
         for i in range(req.channels)
     ]
     async with serve(engines) as srv:

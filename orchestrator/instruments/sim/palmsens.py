@@ -20,7 +20,9 @@ async def simulate_palmsens(req: SimRequest[PalmSensOptions]) -> AsyncIterator[S
     """
     from labrig.simulators.palmsens import serve_palmsens as serve
 
-    async with serve(req.cell.engine, pty=False) as srv:
+    from .cell import engine_of
+
+    async with serve(engine_of(req.cell), pty=False) as srv:
         yield SimStarted(address=srv.url, model=srv)
 
 

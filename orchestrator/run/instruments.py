@@ -1,4 +1,4 @@
-"""Open the instruments a station position uses, through the registry.
+"""Open the instruments a station position uses, through the instrument registry.
 
 One walk serves every kind of position and both sources: each instrument the position
 references is opened once (its entry's hardware opener, or ``--sim`` its simulator), then
@@ -22,10 +22,9 @@ from labrig.drivers.capabilities import (
 )
 from labrig.protocols.models import CellSpec
 
-from ..run.bindings import RunBindings
+from ..instruments import Handle, InstrumentUse, Opened, OpenRequest, Source, entry
 from ..station import Position, StationConfig
-from .registry import Handle, InstrumentUse, Opened, OpenRequest, Source
-from .table import entry
+from .bindings import RunBindings
 
 __all__ = [
     "HardwareSource",
@@ -62,7 +61,7 @@ def source_for(
     """The lab's hardware, or (``sim``) simulators sharing one simulated cell."""
     if not sim:
         return HardwareSource()
-    from .sim.station import SimSource  # the simulated station, only when asked for
+    from ..instruments.sim.station import SimSource  # the simulated station, when asked for
 
     return SimSource(cell, seed=seed, furnace_limit_C=furnace_limit_C)
 
