@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from labrig.drivers.capabilities import CyclerChannel, ImpedanceChannel
 
@@ -21,6 +21,14 @@ __all__ = ["SimChamberOptions", "simulate_chamber", "simulate_cycler", "simulate
 class SimChamberOptions(InstrumentOptions):
     tau_s: float = Field(600.0, gt=0, description="time constant of the air, s")
     room_C: float = Field(25.0, ge=-40, le=60, description="where the air drifts in standby")
+    min_C: float = Field(-40.0, description="lowest setpoint the chamber holds")
+    max_C: float = Field(100.0, description="highest setpoint the chamber holds")
+
+    @model_validator(mode="after")
+    def _range(self) -> SimChamberOptions:
+        if not self.min_C < self.max_C:
+            raise ValueError(f"min_C {self.min_C} must be below max_C {self.max_C}")
+        return self
 
 
 @contextlib.asynccontextmanager
@@ -58,5 +66,7 @@ async def simulate_chamber(req: SimRequest[SimChamberOptions]) -> AsyncIterator[
     from .inprocess import SimChamber
 
     o = req.options
-    chamber = SimChamber(req.name, [req.cell], tau_s=o.tau_s, room_C=o.room_C)
+    chamber = SimChamber(
+        req.name, [req.cell], tau_s=o.tau_s, room_C=o.room_C, min_C=o.min_C, max_C=o.max_C
+    )
     yield SimStarted(handle=Handle(req.name, chamber=lambda _index: chamber), model=chamber)

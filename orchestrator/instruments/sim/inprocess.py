@@ -202,7 +202,8 @@ class SimImpedanceChannel:
 class SimChamber:
     """A climate chamber setting its cells' temperature (first-order lag, ``tau_s``).
 
-    ``safe_state`` stops conditioning: the air drifts back to ``room_C``.
+    Setpoints outside ``min_C``..``max_C`` are refused; ``safe_state`` stops
+    conditioning: the air drifts back to ``room_C``.
     """
 
     def __init__(
@@ -211,11 +212,15 @@ class SimChamber:
         cells: Sequence[SimulatedCell],
         tau_s: float = 600.0,
         room_C: float = 25.0,
+        min_C: float = -40.0,
+        max_C: float = 100.0,
     ) -> None:
         self._name = name
         self.cells = list(cells)
         self.tau_s = tau_s
         self.room_C = room_C
+        self.min_C = min_C
+        self.max_C = max_C
         self._loop = asyncio.get_running_loop()
         self._setpoint = room_C
         self._temp = room_C
@@ -238,6 +243,10 @@ class SimChamber:
     async def set_temperature(self, celsius: float) -> None:
         if not math.isfinite(celsius):
             raise InstrumentError(f"{self._name}: setpoint must be finite, got {celsius}")
+        if not self.min_C <= celsius <= self.max_C:
+            raise InstrumentError(
+                f"{self._name}: {celsius} °C is outside the chamber's {self.min_C}..{self.max_C} °C"
+            )
         self._advance()
         self._setpoint = celsius
 
