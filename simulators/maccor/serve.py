@@ -10,7 +10,6 @@ from typing import Any
 from labrig.simulators.engine import ChannelEngine
 from labrig.simulators.maccor.channel import SimChannel
 from labrig.simulators.maccor.server import MacNetServer, MacNetTester
-from labrig.simulators.registry import ServeOptions, register
 
 __all__ = ["make_tester", "scaled_clock", "serve_maccor"]
 
@@ -62,16 +61,3 @@ async def serve_maccor(
     tester = make_tester(channels, cell=cell, now=scaled_clock(speed), noise=noise)
     async with MacNetServer(tester, host=host, port=port, manipulators=manipulators) as srv:
         yield srv
-
-
-async def _factory(opts: ServeOptions, stack: contextlib.AsyncExitStack) -> str:
-    if opts.pty:
-        raise ValueError("the MACCOR tester speaks MacNet over TCP only; use --port")
-    port = JSON_PORT if opts.port is None else opts.port
-    srv = await stack.enter_async_context(
-        serve_maccor(8, host=opts.host, port=port, speed=opts.speed)
-    )
-    return str(srv.url)
-
-
-register("maccor", _factory)
