@@ -55,6 +55,8 @@ def _call(conn: Any, sql: str, args: tuple[Any, ...]) -> Any:
         raise LabRefused(_msg(exc)) from None
     except psycopg.OperationalError as exc:
         raise LabUnavailable(f"lab database: {_msg(exc)}") from None
+    except psycopg.Error as exc:
+        raise LabRefused(f"the lab database refused: {_msg(exc)}") from None
 
 
 def _msg(exc: BaseException) -> str:
@@ -87,7 +89,8 @@ def submit(
     try:
         row = _call(
             c,
-            "SELECT * FROM labrig_submit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "SELECT * FROM labrig_submit(%s, %s, %s, %s::text[], %s, %s, %s, %s, %s::integer, "
+            "%s::timestamptz, %s)",
             (
                 run_id,
                 position,
@@ -118,7 +121,7 @@ def command(
     c = connect(url, app="labrig command") if own else conn
     try:
         cid, state, reason = _call(
-            c, "SELECT * FROM labrig_command(%s, %s, %s, %s)", (run_id, op, note, max(wait_s, 1))
+            c, "SELECT * FROM labrig_command(%s, %s, %s, %s::real)", (run_id, op, note, max(wait_s, 1))
         )
         deadline = time.monotonic() + wait_s
         while cid is not None and state == "pending" and time.monotonic() < deadline:
