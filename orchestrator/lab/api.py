@@ -1,5 +1,8 @@
 """The agent's HTTP API (FastAPI, served by uvicorn on the agent's event loop).
 
+This module imports FastAPI at its top: it is imported only by an agent that serves
+shared instruments (FastAPI resolves the handlers' annotations from module globals).
+
 Every request needs ``Authorization: Bearer <token>`` (:mod:`.security`); over TLS with
 the lab's certificates, and by default a client certificate of the lab CA as well.
 ``GET /v1/health`` and ``GET /v1/instruments`` need a viewer; ``POST
@@ -25,6 +28,8 @@ import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+
+from fastapi import Body, Depends, FastAPI, HTTPException, Request
 
 from labrig.drivers.capabilities import InstrumentError
 
@@ -56,10 +61,8 @@ def client_ssl_context(tls: TlsFiles | None) -> ssl.SSLContext | bool:
     return ctx
 
 
-def make_app(service: SharedInstruments, secret: str, *, agent: str) -> Any:
+def make_app(service: SharedInstruments, secret: str, *, agent: str) -> FastAPI:
     """The FastAPI application serving ``service``."""
-    from fastapi import Body, Depends, FastAPI, HTTPException, Request
-
     app = FastAPI(
         title=f"labrig agent {agent}",
         version="1",

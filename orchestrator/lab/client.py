@@ -121,7 +121,9 @@ def command(
     c = connect(url, app="labrig command") if own else conn
     try:
         cid, state, reason = _call(
-            c, "SELECT * FROM labrig_command(%s, %s, %s, %s::real)", (run_id, op, note, max(wait_s, 1))
+            c,
+            "SELECT * FROM labrig_command(%s, %s, %s, %s::real)",
+            (run_id, op, note, max(wait_s, 1)),
         )
         deadline = time.monotonic() + wait_s
         while cid is not None and state == "pending" and time.monotonic() < deadline:
