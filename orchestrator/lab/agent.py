@@ -91,6 +91,7 @@ class LabAgent:
         self._finalized: set[str] = set()
         self._queue_sig: list[str] | None = None
         self._links: list[AsyncLink] = []
+        self.db_down = False
 
     # ------------------------------------------------------------------ stopping
     def signal(self, why: str = "SIGTERM") -> None:
@@ -398,8 +399,13 @@ class LabAgent:
                 elif not await control.call(lambda c: registry.heartbeat(c, self.cfg.name)):
                     registered = False
                     continue
+                if self.db_down:
+                    log.warning("lab database back")
+                self.db_down = False
             except LabUnavailable as exc:
-                log.warning("lab database unreachable (%s); runs go on", exc)
+                if not self.db_down:
+                    log.warning("lab database unreachable (%s); runs go on", exc)
+                self.db_down = True
             await asyncio.sleep(beat)
 
     async def _claims(self, control: AsyncLink, notifier: Notifier) -> None:

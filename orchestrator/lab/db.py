@@ -104,14 +104,14 @@ class AsyncLink:
                     return await fn(self._conn)
             except psycopg.errors.InsufficientPrivilege:
                 raise
-            except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError, OSError) as exc:
-                self.failures += 1
-                await self._drop()
-                raise LabUnavailable(f"lab database: {_first_line(exc)}") from None
             except LabUnavailable:
                 self.failures += 1
                 await self._drop()
                 raise
+            except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError, OSError) as exc:
+                self.failures += 1
+                await self._drop()
+                raise LabUnavailable(f"lab database: {_first_line(exc)}") from None
 
     async def _drop(self) -> None:
         import asyncio
