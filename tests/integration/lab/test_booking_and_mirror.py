@@ -29,7 +29,8 @@ def _resource(lab: TempLab, owner: str) -> str:
             (owner,),
         )
         conn.execute(
-            "INSERT INTO resources (resource, agent, instrument, channel) VALUES (%s, %s, 'eis', 0)",
+            "INSERT INTO resources (resource, agent, instrument, channel) "
+            "VALUES (%s, %s, 'eis', 0)",
             (res, owner),
         )
     return res
