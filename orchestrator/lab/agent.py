@@ -293,9 +293,8 @@ class LabAgent:
         for job in sched.jobs():
             if job.ended_state and job.run_id not in self._finalized:
                 self._finalized.add(job.run_id)
-                if job.run_dir is not None:
-                    self.mirror.backfill(job.run_dir)
-                self.mirror.final(job.run_id, job.state.value, job.reason)
+                last = self.mirror.backfill(job.run_dir) if job.run_dir is not None else 0
+                self.mirror.final(job.run_id, job.state.value, job.reason, last or None)
                 if self.hub is not None:
                     self.hub.detach(job.run_id)
                 self._wake_claims.set()
@@ -371,10 +370,10 @@ class LabAgent:
                 continue
             run_dir = self.runs_dir / run_id
             if (run_dir / "run.json").exists():
-                self.mirror.backfill(run_dir)
+                last = self.mirror.backfill(run_dir)
                 meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
                 if meta.get("state") in ("finished", "aborted", "failed"):
-                    self.mirror.final(run_id, meta["state"], meta.get("reason"))
+                    self.mirror.final(run_id, meta["state"], meta.get("reason"), last or None)
             elif state == "claimed":
                 self._submit(
                     sched,

@@ -103,16 +103,26 @@ class Mirror:
         return None  # live readings go to MQTT, not to the database
 
     # ------------------------------------------------------------------ more input
-    def final(self, run_id: str, state: str, reason: str | None) -> None:
-        """A run's state as the agent ended or parked it (also without any event)."""
+    def final(
+        self, run_id: str, state: str, reason: str | None, last_seq: int | None = None
+    ) -> None:
+        """A run's state as the agent ended or parked it (also without any event).
+
+        ``last_seq``: the run's events end there (its events.jsonl, read after the run
+        ended); mirrored events numbered after it are removed.
+        """
         self.db.execute(
-            "INSERT INTO items (kind, run_id, seq, body) VALUES ('final', ?, NULL, ?)",
-            (run_id, _dumps({"state": state, "reason": reason})),
+            "INSERT INTO items (kind, run_id, seq, body) VALUES ('final', ?, ?, ?)",
+            (run_id, last_seq, _dumps({"state": state, "reason": reason})),
         )
 
     def backfill(self, run_dir: Path) -> int:
-        """Queue every event of ``run_dir/events.jsonl`` again (the drain ignores those
-        the database has); returns how many lines were read."""
+        """Queue every event of ``run_dir/events.jsonl`` again; returns the highest seq.
+
+        The journal is authoritative: an event emitted just before the process was killed
+        may not have reached it, and the resumed run then numbers a new event the same.
+        Inserts therefore overwrite what the mirror holds under that number.
+        """
         path = run_dir / "events.jsonl"
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
@@ -131,7 +141,7 @@ class Mirror:
             self.db.executemany(
                 "INSERT INTO items (kind, run_id, seq, body) VALUES ('event', ?, ?, ?)", rows
             )
-        return len(rows)
+        return max((r[1] for r in rows), default=0)
 
     def pending(self) -> int:
         (n,) = self.db.execute("SELECT count(*) FROM items").fetchone()
@@ -162,7 +172,9 @@ class Mirror:
 
 _INSERT_EVENT = """
 INSERT INTO events (run_id, seq, kind, wall_time, run_time_s, data)
-VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (run_id, seq) DO NOTHING
+VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (run_id, seq) DO UPDATE SET
+    kind = EXCLUDED.kind, wall_time = EXCLUDED.wall_time, run_time_s = EXCLUDED.run_time_s,
+    data = EXCLUDED.data
 """
 _STATE = """
 UPDATE runs SET state = %s, state_seq = %s,
@@ -216,6 +228,10 @@ async def _apply(conn: Any, items: list[Any], statuses: list[Any]) -> None:
         else:
             ended = d["state"] in FINAL_STATES
             effects.append((_FINAL, (d["state"], d.get("reason"), ended, run_id)))
+            if seq is not None and ended:
+                effects.append(("DELETE FROM events WHERE run_id = %s AND seq > %s", (run_id, seq)))
+                effects.append((
+                    "UPDATE runs SET last_seq = %s WHERE run_id = %s", (seq, run_id)))  # fmt: skip
     async with conn.transaction(), conn.cursor() as cur:
         if events:
             await cur.executemany(_INSERT_EVENT, events)
