@@ -31,6 +31,12 @@ RunsOpt = Annotated[
     ),
 ]
 _FINAL = ("finished", "aborted", "failed")
+LabOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lab", envvar="LABRIG_LAB", help="Lab database URL: act on the whole lab (docs/lab.md)."
+    ),
+]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -118,8 +124,9 @@ def submit(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of a simulated cell's noise.")] = 0,
     runs: RunsOpt = Path("runs"),
+    lab: LabOpt = None,
 ) -> None:
-    """Queue PROTOCOL on the daemon's station; prints the run id."""
+    """Queue PROTOCOL on the daemon's station (or the lab's); prints the run id."""
     from labrig.protocols.errors import ProtocolError
     from labrig.protocols.loader import dump_protocol_yaml, load_protocol
 
@@ -137,6 +144,13 @@ def submit(
         raise typer.Exit(2) from None
     except (ValueError, typer.BadParameter) as exc:
         raise _fail(str(exc)) from None
+    if lab is not None:
+        from ._lab_routes import lab_submit
+
+        text = dump_protocol_yaml(proto)
+        lab_submit(lab, proto, text, source=protocol, position=position, not_before=not_before,
+                   after=after, seed=seed)  # fmt: skip
+        return
     reply = _call(
         runs,
         {
@@ -166,8 +180,15 @@ def _fmt_eta(seconds: float | None) -> str:
 def ls(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     runs: RunsOpt = Path("runs"),
+    lab: LabOpt = None,
+    limit: Annotated[int, typer.Option("--limit", help="With --lab: newest N runs.")] = 100_000,
 ) -> None:
-    """List the daemon's runs: position, protocol, state, cycle, step, ETA."""
+    """List the daemon's runs (or the lab's, with their agents): state, cycle, step, ETA."""
+    if lab is not None:
+        from ._lab_routes import lab_ls
+
+        lab_ls(lab, as_json, limit)
+        return
     reply = _call(runs, {"op": "ls"})
     if as_json:
         out.print_json(json.dumps({k: v for k, v in reply.items() if k != "ok"}))
@@ -204,7 +225,13 @@ def _command(op: str) -> Any:
     def cmd(
         run: Annotated[str, typer.Argument(help="Run id (see `labrig ls`).")],
         runs: RunsOpt = Path("runs"),
+        lab: LabOpt = None,
     ) -> None:
+        if lab is not None:
+            from ._lab_routes import lab_command
+
+            lab_command(lab, run, op)
+            return
         reply = _call(runs, {"op": op, "run": run})
         out.print(f"{run}: {reply['message']}", highlight=False)
 

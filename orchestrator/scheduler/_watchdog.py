@@ -135,6 +135,17 @@ class WatchedCycler:
         self._running = True
         self._life()
 
+    async def attach_block(
+        self, block_id: int, steps: Sequence[ChannelStep], *, time_base_s: float = 0.0
+    ) -> None:
+        """A resumed run re-attaches to its block: watched as if it had just started."""
+        await self.inner.attach_block(block_id, steps, time_base_s=time_base_s)
+        self._periods = {s.step_id: s.record.every_s for s in steps}
+        self._block_period = steps[0].record.every_s if steps else None
+        self._step_id = steps[0].step_id if steps else None
+        self._running = True
+        self._life()
+
     async def status(self) -> ChannelStatus:
         st = await self.inner.status()
         self._saw_status(st)

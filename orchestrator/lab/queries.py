@@ -1,0 +1,117 @@
+"""Read the lab database: runs, agents, bookings, events. For ``labrig ls --lab``, the web
+app and scripts; every function takes a psycopg (sync) connection and returns plain
+JSON-ready dicts. A viewer role is enough for all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["AGENT_OFFLINE", "list_agents", "list_bookings", "list_runs", "run_cycles",
+           "run_events"]  # fmt: skip
+
+#: an agent whose last heartbeat is older than this many heartbeat periods is offline
+AGENT_OFFLINE = 3
+
+_RUNS = """
+SELECT r.run_id, r.agent, r.position, r.protocol, r.cell_id, r.state, r.reason, r.cycle,
+       r.step, r.eta_s, r.run_time_s, extract(epoch FROM r.submitted_at), r.submitted_by,
+       extract(epoch FROM r.started_at), extract(epoch FROM r.ended_at), r.last_seq,
+       coalesce(a.state = 'online' AND a.heartbeat_at > clock_timestamp()
+                - make_interval(secs => a.heartbeat_s * {k}), false),
+       extract(epoch FROM clock_timestamp() - a.heartbeat_at)
+FROM runs r LEFT JOIN agents a ON a.name = r.agent
+{where}
+ORDER BY r.submitted_at DESC, r.run_id
+LIMIT %(limit)s
+"""
+_RUN_COLS = ("run_id", "agent", "position", "protocol", "cell_id", "state", "reason", "cycle",
+             "step", "eta_s", "run_time_s", "submitted", "submitted_by", "started", "ended",
+             "last_seq", "agent_online", "heartbeat_age_s")  # fmt: skip
+
+
+def _num(x: Any) -> Any:
+    return float(x) if x is not None and not isinstance(x, bool | int | str) else x
+
+
+def list_runs(
+    conn: Any,
+    *,
+    agent: str | None = None,
+    states: list[str] | None = None,
+    limit: int = 100_000,
+) -> list[dict[str, Any]]:
+    """Every run (newest first) with its agent and whether that agent is online."""
+    cond, args = [], {"limit": limit, "agent": agent, "states": states}
+    if agent is not None:
+        cond.append("r.agent = %(agent)s")
+    if states:
+        cond.append("r.state = ANY(%(states)s)")
+    where = ("WHERE " + " AND ".join(cond)) if cond else ""
+    with conn.cursor() as cur:
+        cur.execute(_RUNS.format(where=where, k=AGENT_OFFLINE), args)
+        rows = cur.fetchall()
+    return [{k: _num(v) for k, v in zip(_RUN_COLS, row, strict=True)} for row in rows]
+
+
+def list_agents(conn: Any) -> list[dict[str, Any]]:
+    """Every agent: host, API address, heartbeat age, online, its positions and runs."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""SELECT a.name, a.host, a.pid, a.api_url, a.state,
+                   extract(epoch FROM clock_timestamp() - a.heartbeat_at), a.heartbeat_s,
+                   a.state = 'online' AND a.heartbeat_at > clock_timestamp()
+                       - make_interval(secs => a.heartbeat_s * {AGENT_OFFLINE}),
+                   (SELECT count(*) FROM positions p WHERE p.agent = a.name),
+                   (SELECT count(*) FROM runs r WHERE r.agent = a.name
+                    AND r.state IN ('claimed', 'running', 'paused'))
+            FROM agents a ORDER BY a.name"""
+        )
+        rows = cur.fetchall()
+    cols = ("name", "host", "pid", "api_url", "state", "heartbeat_age_s", "heartbeat_s",
+            "online", "positions", "active_runs")  # fmt: skip
+    out = [{k: _num(v) for k, v in zip(cols, row, strict=True)} for row in rows]
+    for a in out:
+        a["status"] = "online" if a["online"] else (
+            "stopped" if a["state"] == "stopped" else "offline")  # fmt: skip
+    return out
+
+
+def list_bookings(
+    conn: Any, *, active_only: bool = True, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """Bookings of shared instruments (holders first, then the queue, in order)."""
+    where = "WHERE b.state IN ('waiting', 'holding')" if active_only else ""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""SELECT b.id, b.resource, b.run_id, b.holder, b.state, b.token,
+                   extract(epoch FROM b.requested_at), extract(epoch FROM b.granted_at),
+                   extract(epoch FROM b.expires_at), extract(epoch FROM b.ended_at), b.end_reason
+            FROM bookings b {where}
+            ORDER BY b.resource, (b.state = 'holding') DESC, b.id LIMIT %s""",
+            (limit,),
+        )
+        rows = cur.fetchall()
+    cols = ("id", "resource", "run_id", "holder", "state", "token", "requested", "granted",
+            "expires", "ended", "end_reason")  # fmt: skip
+    return [{k: _num(v) for k, v in zip(cols, row, strict=True)} for row in rows]
+
+
+def run_events(conn: Any, run_id: str, *, after_seq: int = 0) -> list[dict[str, Any]]:
+    """A run's mirrored events, in order."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT run_id, seq, kind, wall_time, run_time_s, data FROM events "
+            "WHERE run_id = %s AND seq > %s ORDER BY seq",
+            (run_id, after_seq),
+        )
+        rows = cur.fetchall()
+    cols = ("run_id", "seq", "kind", "wall_time", "run_time_s", "data")
+    return [dict(zip(cols, row, strict=True)) for row in rows]
+
+
+def run_cycles(conn: Any, run_id: str) -> list[dict[str, Any]]:
+    """A run's per-cycle rows (as in its cycles.csv), in order."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT data FROM cycles WHERE run_id = %s ORDER BY cycle", (run_id,))
+        return [dict(r[0]) for r in cur.fetchall()]
