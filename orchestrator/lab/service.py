@@ -22,6 +22,7 @@ from typing import Any
 
 from labrig.drivers.capabilities import InstrumentError
 
+from ..instruments import Capability
 from ..station import InstrumentConfig
 from .booking import Fences, LeaseLost, StaleToken
 from .wire import decode_args, encode_result
@@ -32,31 +33,41 @@ log = logging.getLogger("labrig.lab.service")
 audit = logging.getLogger("labrig.lab.audit")
 
 SAFE_STATE_DEADLINE_S = 10.0
-KINDS = {"palmsens": "impedance", "espec": "chamber"}
+#: what another agent's runs may use of an instrument this agent owns
+SHAREABLE = (Capability.impedance, Capability.chamber)
 
 
 async def open_shared_instrument(
     stack: contextlib.AsyncExitStack, name: str, inst: InstrumentConfig
 ) -> tuple[str, list[Any]]:
-    """``(kind, [one capability object per channel])`` for a shared instrument."""
+    """``(kind, [one capability object per channel])`` for a shared instrument, opened
+    through the instrument registry."""
+    from ..instruments import OpenRequest, entry
+
     if inst.address is None:
         raise InstrumentError(f"shared instrument {name!r} has no address")
-    if inst.driver == "palmsens":
-        from labrig.drivers.palmsens import PalmSensChannel
-
-        ch = PalmSensChannel.from_url(inst.address, name=name, **inst.options)
-        await stack.enter_async_context(ch)
-        return "impedance", [ch]
-    if inst.driver == "espec":
-        from labrig.drivers.espec import EspecChamber
-        from labrig.drivers.transport import transport_from_url
-
-        transport = await stack.enter_async_context(transport_from_url(inst.address))
-        return "chamber", [EspecChamber(transport, **inst.options)]
-    raise InstrumentError(
-        f"instrument {name!r} (driver {inst.driver}) cannot be shared yet "
-        f"(shareable: {', '.join(sorted(KINDS))})"
+    found = entry(inst.driver)
+    kind = next((k for k in SHAREABLE if k in found.capabilities), None)
+    if found.open is None or kind is None:
+        raise InstrumentError(
+            f"instrument {name!r} (driver {inst.driver}) cannot be shared "
+            f"(shareable: an instrument offering {' or '.join(c.value for c in SHAREABLE)})"
+        )
+    request = OpenRequest(
+        name=name,
+        address=inst.address,
+        channels=inst.channels,
+        options=found.parse_options(inst.options),
+        labels={i: kind.value for i in range(inst.channels)},
     )
+    handle = await stack.enter_async_context(found.open(request))
+    channels: list[Any] = [
+        handle.impedance_channel(i)
+        if kind is Capability.impedance
+        else handle.chamber_controller(i)
+        for i in range(inst.channels)
+    ]
+    return kind.value, channels
 
 
 @dataclass(slots=True)
