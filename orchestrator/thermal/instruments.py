@@ -16,7 +16,6 @@ from typing import Any
 from labrig.drivers.alicat import GAS_NUMBERS, AlicatBus, AlicatFlow
 from labrig.drivers.capabilities import InstrumentError
 from labrig.drivers.eurotherm import EurothermFurnace, settings_2400, settings_3200
-from labrig.drivers.modbus_rtu import ModbusRtuClient
 from labrig.drivers.transport import transport_from_url
 
 from ..station import Position, StationConfig
@@ -115,8 +114,9 @@ async def open_thermal_instruments(
                 if address is None:
                     raise InstrumentError(f"instrument {name!r} has no address")
                 addresses[name] = address
-        flink = await stack.enter_async_context(transport_from_url(addresses[fname]))
-        furnace = EurothermFurnace(ModbusRtuClient(flink), slave, settings, name=fname)
+        furnace = await stack.enter_async_context(
+            EurothermFurnace.from_url(addresses[fname], slave, settings, name=fname)
+        )
         gases: dict[str, AlicatFlow] = {}
         bus_objs: dict[str, AlicatBus] = {}
         for bus in buses:

@@ -7,7 +7,6 @@ import contextlib
 from labrig.drivers.alicat import AlicatBus, AlicatFlow
 from labrig.drivers.espec import EspecChamber
 from labrig.drivers.eurotherm import EurothermFurnace
-from labrig.drivers.modbus_rtu import ModbusRtuClient
 from labrig.drivers.transport import transport_from_url
 from labrig.simulators.registry import ServeOptions, load_all
 from tests.helpers import run_virtual_strict
@@ -28,11 +27,11 @@ def test_factories_serve_reachable_instruments() -> None:
             chamber_url = await table["espec"](ServeOptions(speed=10.0), stack)
             assert furnace_url.startswith("tcp://127.0.0.1:")
             assert gas_url.startswith("serial:///dev/pts/")
-            f = await stack.enter_async_context(transport_from_url(furnace_url))
+            f = await stack.enter_async_context(EurothermFurnace.from_url(furnace_url))
             g = await stack.enter_async_context(transport_from_url(gas_url))
             c = await stack.enter_async_context(transport_from_url(chamber_url))
             return (
-                await EurothermFurnace(ModbusRtuClient(f)).read_temperature(),
+                await f.read_temperature(),
                 (await AlicatFlow(AlicatBus(g), "B").read_frame()).setpoint,
                 await EspecChamber(c).read_temperature(),
             )
