@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from labrig.simulators.chamber.simulator import start_espec_sim
-from labrig.simulators.furnace.serve import scaled_clock
+from labrig.simulators.clock import scaled_clock
 from labrig.simulators.registry import ServeOptions, register
 
 __all__ = ["serve_espec"]

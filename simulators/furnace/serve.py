@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Callable
 
+from labrig.simulators.clock import scaled_clock
 from labrig.simulators.furnace.simulator import start_eurotherm_sim
 from labrig.simulators.registry import ServeOptions, register
 
-__all__ = ["scaled_clock", "serve_eurotherm"]
-
-
-def scaled_clock(speed: float) -> Callable[[], float]:
-    """The loop's clock, running ``speed`` times faster from now (for real-clock serving)."""
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    if speed == 1.0:
-        return loop.time
-    return lambda: t0 + (loop.time() - t0) * speed
+__all__ = ["serve_eurotherm"]
 
 
 async def serve_eurotherm(options: ServeOptions, stack: contextlib.AsyncExitStack) -> str:

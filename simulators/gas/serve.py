@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from labrig.simulators.furnace.serve import scaled_clock
+from labrig.simulators.clock import scaled_clock
 from labrig.simulators.gas.simulator import start_alicat_sim
 from labrig.simulators.registry import ServeOptions, register
 
