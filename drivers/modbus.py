@@ -138,6 +138,8 @@ class ModbusRtuBus:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
+        if not math.isfinite(quiet_s) or quiet_s < 0:
+            raise ValueError(f"quiet_s must be >= 0, got {quiet_s}")
         self.url = url
         self.timeout_s = timeout_s
         self.retries = retries

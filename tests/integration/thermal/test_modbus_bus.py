@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from labrig.drivers.capabilities import (
     FurnaceSegment,
+    InstrumentError,
     InstrumentProtocolError,
     InstrumentTimeout,
 )
@@ -214,3 +217,29 @@ def test_a_cancelled_request_leaves_the_bus_usable() -> None:
 def test_protocol_errors_are_instrument_errors() -> None:
     assert issubclass(ModbusProtocolError, InstrumentProtocolError)
     assert issubclass(ModbusException, ModbusProtocolError)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=40), st.booleans())
+def test_any_reply_bytes_give_a_reading_or_our_typed_error(junk: bytes, with_crc: bool) -> None:
+    """RELIABILITY: garbage, truncated and oversized replies (fuzzed) end in the driver's
+    own typed error - never another exception, never a hang - and the bus recovers."""
+    reply = junk + crc_bytes(junk) if with_crc else junk
+
+    async def main() -> tuple[object, float]:
+        async with (
+            await start_eurotherm_sim() as sim,
+            ModbusRtuBus(sim.address, timeout_s=0.2, retries=1) as bus,
+        ):
+            furnace = EurothermFurnace(bus, 1)
+            sim.faults.extra.append(lambda _: reply)
+            try:
+                outcome: object = await furnace.read_temperature()
+            except InstrumentError as exc:
+                outcome = exc
+            sim.faults.clear()
+            return outcome, await furnace.read_temperature()
+
+    outcome, after = run_virtual_strict(main())
+    assert isinstance(outcome, float | InstrumentError)
+    assert after == 25.0
