@@ -18,7 +18,6 @@ from typing import Literal
 from labrig.drivers.alicat import AlicatBus, AlicatFlow
 from labrig.drivers.capabilities import FurnaceSegment
 from labrig.drivers.eurotherm import EurothermFurnace
-from labrig.drivers.modbus_rtu import ModbusRtuClient
 from labrig.drivers.transport import transport_from_url
 from labrig.orchestrator.clock import new_virtual_loop
 from labrig.simulators.furnace import start_eurotherm_sim
@@ -31,10 +30,9 @@ async def anneal(transport: str, poll_s: float) -> dict[str, float]:
     async with (
         await start_eurotherm_sim(transport=kind, limit_C=650.0) as fsim,
         await start_alicat_sim(transport=kind) as gsim,
-        transport_from_url(fsim.address) as flink,
+        EurothermFurnace.from_url(fsim.address, 1) as furnace,
         transport_from_url(gsim.address) as glink,
     ):
-        furnace = EurothermFurnace(ModbusRtuClient(flink), 1)
         bus = AlicatBus(glink)
         n2, o2 = AlicatFlow(bus, "A"), AlicatFlow(bus, "B")
         await n2.set_flow(118.5)

@@ -11,13 +11,17 @@ shape), so one seeded fault plan can act at either end.
 Every manipulator only acts on the directions it was given and counts what it did, so a
 test can assert that the fault really happened. Randomness comes from a seeded
 ``random.Random`` so a failing scenario can be replayed from its seed.
+
+:class:`ReplyFaults` is a switchboard of the common reply faults (silent, garbage,
+truncated, corrupted, late) that a test or a drill flips on and off while a simulator
+runs; it is a manipulator too, and the thermal simulators expose it as ``sim.faults``.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,6 +33,7 @@ __all__ = [
     "Drop",
     "Garbage",
     "Piece",
+    "ReplyFaults",
     "Split",
     "Stall",
     "apply_manipulators",
@@ -156,6 +161,66 @@ class Chain:
 
     def transform(self, direction: Direction, data: bytes) -> Sequence[Piece]:
         return apply_manipulators(self.parts, direction, data)
+
+
+@dataclass
+class ReplyFaults:
+    """Switches that manipulate replies (direction ``"tx"``) on their way out; seeded.
+
+    ``silent``: drop every reply. ``garbage``: replace each reply by random bytes of the
+    same length. ``truncate_to``: keep only the first n bytes. ``corrupt``: flip one bit
+    of one byte. ``delay_s``: answer that much later. ``drop_next``: drop only the next
+    n replies. ``extra``: further callables applied in order (return None to drop).
+    ``dropped`` counts the replies swallowed.
+    """
+
+    silent: bool = False
+    garbage: bool = False
+    truncate_to: int | None = None
+    corrupt: bool = False
+    delay_s: float = 0.0
+    drop_next: int = 0
+    seed: int = 0
+    extra: list[Callable[[bytes], bytes | None]] = field(default_factory=list)
+    dropped: int = 0
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def clear(self) -> None:
+        """Every switch off (the counters stay)."""
+        self.silent = self.garbage = self.corrupt = False
+        self.truncate_to = None
+        self.delay_s = 0.0
+        self.drop_next = 0
+        self.extra.clear()
+
+    def apply(self, reply: bytes) -> bytes | None:
+        """The reply as it goes out, or None when it is swallowed."""
+        if self.silent or self.drop_next > 0:
+            self.drop_next = max(0, self.drop_next - 1)
+            self.dropped += 1
+            return None
+        data = reply
+        if self.garbage:
+            data = self._rng.randbytes(len(reply))
+        if self.truncate_to is not None:
+            data = data[: self.truncate_to]
+        if self.corrupt and data:
+            i = self._rng.randrange(len(data))
+            data = data[:i] + bytes([data[i] ^ (1 << self._rng.randrange(8))]) + data[i + 1 :]
+        out: bytes | None = data
+        for f in self.extra:
+            if out is None:
+                break
+            out = f(out)
+        return out
+
+    def transform(self, direction: Direction, data: bytes) -> Sequence[Piece]:
+        if direction != "tx":
+            return [(0.0, data)]
+        out = self.apply(data)
+        return [(self.delay_s, out)] if out else []
 
 
 def apply_manipulators(manipulators: Sequence[Any], direction: str, data: bytes) -> list[Piece]:

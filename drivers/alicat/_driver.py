@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 from labrig.drivers.alicat._codec import (
@@ -18,6 +19,7 @@ from labrig.drivers.alicat._codec import (
     gas_number,
 )
 from labrig.drivers.capabilities import InstrumentError, InstrumentProtocolError, InstrumentTimeout
+from labrig.drivers.retry import NO_WAIT, Retry
 
 __all__ = ["AlicatBus", "AlicatFlow", "LineStream"]
 
@@ -49,35 +51,39 @@ class AlicatBus:
         if drain is not None:
             await drain()
 
+    def _policy(
+        self, on: type[InstrumentError], when: Callable[[BaseException], bool] | None = None
+    ) -> Retry:
+        # commands here set absolute values: sending one again at once is harmless
+        return Retry(on=on, when=when, attempts=self.retries + 1, backoff=NO_WAIT)
+
     async def exchange(self, command: bytes) -> bytes:
         """Send one command, return the reply line (with its CR)."""
-        last: InstrumentError | None = None
         async with self._lock:
-            for _ in range(self.retries + 1):
-                try:
-                    await self._drain()
-                    async with asyncio.timeout(self.timeout_s):
-                        await self._stream.write(command)
-                        return await self._stream.read_until(b"\r")
-                except (TimeoutError, InstrumentTimeout):
-                    last = InstrumentTimeout(
-                        f"no Alicat reply within {self.timeout_s} s (sent {command!r})"
-                    )
-        assert last is not None
-        raise last
+            return await self._policy(InstrumentTimeout).call(lambda: self._exchange(command))
+
+    async def _exchange(self, command: bytes) -> bytes:
+        try:
+            await self._drain()
+            async with asyncio.timeout(self.timeout_s):
+                await self._stream.write(command)
+                return await self._stream.read_until(b"\r")
+        except (TimeoutError, InstrumentTimeout) as exc:
+            raise InstrumentTimeout(
+                f"no Alicat reply within {self.timeout_s} s (sent {command!r})"
+            ) from exc
 
     async def query_frame(self, unit: str, command: bytes) -> AlicatFrame:
-        last: InstrumentProtocolError | None = None
-        for _ in range(self.retries + 1):
+        reply = b""
+
+        async def once() -> AlicatFrame:
+            nonlocal reply
             reply = await self.exchange(command)
-            try:
-                return decode_frame(unit, reply, command)
-            except InstrumentProtocolError as exc:
-                if b"?" in reply:
-                    raise  # refused: an answer, not noise
-                last = exc
-        assert last is not None
-        raise last
+            return decode_frame(unit, reply, command)
+
+        # a refusal ("?") is an answer, not noise: only garbled replies are asked again
+        policy = self._policy(InstrumentProtocolError, when=lambda _: b"?" not in reply)
+        return await policy.call(once)
 
 
 class AlicatFlow:

@@ -1,11 +1,15 @@
 """Eurotherm 2400 / 3200 furnace controllers over Modbus RTU.
 
-Usage::
+Modbus RTU goes through pymodbus (:class:`~drivers.modbus.ModbusRtuBus`). Usage::
 
-    client = ModbusRtuClient(stream)            # one per bus
-    furnace = EurothermFurnace(client, address=1, settings=settings_2400())
-    await furnace.load_program([FurnaceSegment("ramp", 400.0, rate_K_per_s=2 / 60), ...])
-    await furnace.run_program()
+    async with EurothermFurnace.from_url("serial:///dev/ttyUSB0?baudrate=9600", 1) as furnace:
+        await furnace.load_program([FurnaceSegment("ramp", 400.0, rate_K_per_s=2 / 60), ...])
+        await furnace.run_program()
+
+or, for several controllers on one line::
+
+    async with ModbusRtuBus("serial:///dev/ttyUSB0?baudrate=9600") as bus:
+        furnace = EurothermFurnace(bus, address=1, settings=settings_2400())
 """
 
 from labrig.drivers.eurotherm._codec import (

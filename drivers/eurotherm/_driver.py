@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from types import TracebackType
 
 from labrig.drivers.capabilities import (
     FurnaceSegment,
@@ -23,7 +24,7 @@ from labrig.drivers.eurotherm._codec import (
     segment_address,
     settings_2400,
 )
-from labrig.drivers.modbus_rtu import ModbusRtuClient, registers_to_float
+from labrig.drivers.modbus import ModbusRtuBus
 
 __all__ = ["EurothermFurnace", "SensorBreak"]
 
@@ -33,25 +34,64 @@ class SensorBreak(SafetyTrip):
 
 
 class EurothermFurnace:
-    """One controller (slave ``address``) on a :class:`ModbusRtuClient` bus.
+    """One controller (slave ``address``) on a :class:`~drivers.modbus.ModbusRtuBus`.
 
     Programmes are written into the controller, which then runs the ramps and dwells
     itself; the host only starts, watches and resets them. ``safe_state`` switches the loop
     to manual with output 0 and resets the programme, and verifies the output read back.
+
+    Several controllers may share one bus; :meth:`from_url` gives one with a bus of its
+    own, opened and closed with the furnace (``async with``).
     """
 
     def __init__(
         self,
-        client: ModbusRtuClient,
+        bus: ModbusRtuBus,
         address: int = 1,
         settings: EurothermSettings | None = None,
         *,
         name: str = "furnace",
     ) -> None:
-        self._client = client
+        self._bus = bus
         self._address = address
         self.settings = settings if settings is not None else settings_2400()
         self._name = name
+        self._owns_bus = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        address: int = 1,
+        settings: EurothermSettings | None = None,
+        *,
+        name: str = "furnace",
+        timeout_s: float = 1.0,
+        retries: int = 2,
+    ) -> EurothermFurnace:
+        """``async with EurothermFurnace.from_url("serial:///dev/ttyUSB0?baudrate=9600")``."""
+        furnace = cls(ModbusRtuBus(url, timeout_s=timeout_s, retries=retries), address,
+                      settings, name=name)  # fmt: skip
+        furnace._owns_bus = True
+        return furnace
+
+    @property
+    def bus(self) -> ModbusRtuBus:
+        return self._bus
+
+    async def __aenter__(self) -> EurothermFurnace:
+        if self._owns_bus:
+            await self._bus.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._owns_bus:
+            await self._bus.close()
 
     @property
     def name(self) -> str:
@@ -60,14 +100,13 @@ class EurothermFurnace:
     # ------------------------------------------------------------------ register access
 
     async def _read(self, register: int) -> int:
-        return (await self._client.read_registers(self._address, register, 1))[0]
+        return (await self._bus.read_registers(self._address, register, 1))[0]
 
     async def _write(self, register: int, raw: int) -> None:
-        await self._client.write_register(self._address, register, raw)
+        await self._bus.write_register(self._address, register, raw)
 
     async def _read_float(self, register: int) -> float:
-        hi, lo = await self._client.read_registers(self._address, float_address(register), 2)
-        return registers_to_float(hi, lo)
+        return await self._bus.read_float(self._address, float_address(register))
 
     async def _read_value(self, register: int, decimals: int) -> float:
         if self.settings.use_float_registers:
@@ -157,9 +196,9 @@ class EurothermFurnace:
         if status in ("running", "hold", "holdback"):
             raise InstrumentError(f"{self._name}: cannot load a programme while {status}")
         for i, regs in enumerate(encoded, start=1):
-            await self._client.write_registers(self._address, segment_address(layout, i), regs)
+            await self._bus.write_registers(self._address, segment_address(layout, i), regs)
         for i, regs in enumerate(encoded, start=1):
-            back = await self._client.read_registers(
+            back = await self._bus.read_registers(
                 self._address, segment_address(layout, i), len(regs)
             )
             if back != regs:

@@ -65,7 +65,8 @@ class K2450Channel:
     """A 2450 run as a galvanostat; a :class:`~drivers.capabilities.CyclerChannel`.
 
     ``K2450Channel.from_url("visa://TCPIP::10.0.0.7::5025::SOCKET")``; use as an async
-    context manager (its supervisor task lives inside it).
+    context manager: its supervisor task runs under a TaskGroup entered by :meth:`open`
+    and ended by :meth:`close`.
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class K2450Channel:
         self._limits: ChannelLimits | None = None
         self._run: _Run | None = None
         self._task: asyncio.Task[None] | None = None
+        self._group: asyncio.TaskGroup | None = None
         self._resume = asyncio.Event()
         self._resume.set()
         self._records: list[tuple[float, ...]] = []
@@ -126,13 +128,21 @@ class K2450Channel:
 
     # ------------------------------------------------------------------ life cycle
     async def open(self) -> None:
-        await self.transport.open()
-        self._t0 = asyncio.get_running_loop().time()
-        self.identity = codec.decode_idn(await self.query("*IDN?"))
-        await self.write(codec.output(False))
-        for cmd in codec.SETUP:
-            await self.write(cmd)
-        await self.check_errors("setup")
+        if self._group is None:
+            self._group = asyncio.TaskGroup()
+            await self._group.__aenter__()
+        try:
+            await self.transport.open()
+            self._t0 = asyncio.get_running_loop().time()
+            self.identity = codec.decode_idn(await self.query("*IDN?"))
+            await self.write(codec.output(False))
+            for cmd in codec.SETUP:
+                await self.write(cmd)
+            await self.check_errors("setup")
+        except BaseException:
+            await self._end_tasks()
+            await self.transport.close()
+            raise
 
     async def close(self) -> None:
         try:
@@ -140,7 +150,16 @@ class K2450Channel:
         except InstrumentError:
             pass  # closing must not mask the error that brought us here
         finally:
+            await self._end_tasks()
             await self.transport.close()
+
+    async def _end_tasks(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        group, self._group = self._group, None
+        if group is not None:
+            await group.__aexit__(None, None, None)
 
     async def __aenter__(self) -> K2450Channel:
         await self.open()
@@ -207,9 +226,11 @@ class K2450Channel:
                 )
         if not steps:
             raise InstrumentError(f"{self.name}: a block needs at least one step")
+        if self._group is None:
+            raise InstrumentError(f"{self.name}: not open (use 'async with' or open())")
         self._run = _Run(block_id, tuple(steps), [])
         self._resume.set()
-        self._task = asyncio.get_running_loop().create_task(
+        self._task = self._group.create_task(
             self._supervise(self._run), name=f"{self.name}-block-{block_id}"
         )
 

@@ -8,11 +8,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from labrig.drivers.capabilities import InstrumentProtocolError, InstrumentTimeout
+from labrig.drivers.retry import NO_WAIT, Retry
 from labrig.drivers.transport import Transport, TransportClosed
 
 from .codec import TERMINATOR, MacNetError, decode_reply, encode_request
 
 __all__ = ["MacNetClient"]
+
+_OUT_OF_STEP = (InstrumentTimeout, InstrumentProtocolError, TransportClosed)
 
 
 class MacNetClient:
@@ -56,18 +59,26 @@ class MacNetClient:
         idempotent: bool = True,
     ) -> dict[str, Any]:
         """One request and its checked ``result`` (see :func:`decode_reply`)."""
-        attempt = 0
-        while True:
-            try:
-                async with self._lock:
-                    return await self._once(fclass, fnum, chan, params)
-            except (InstrumentTimeout, InstrumentProtocolError, TransportClosed) as exc:
-                # the stream is out of step or gone: start again on a fresh link
-                async with self._lock:
-                    await self.transport.reconnect(self.reconnect_s)
-                if not idempotent or attempt >= self.retries:
-                    raise exc
-                attempt += 1
+        policy = Retry(
+            on=_OUT_OF_STEP,
+            # another try only on a link that could be made again
+            when=lambda _: self.transport.is_open,
+            attempts=1 + (self.retries if idempotent else 0),
+            backoff=NO_WAIT,
+        )
+        return await policy.call(lambda: self._resynchronising(fclass, fnum, chan, params))
+
+    async def _resynchronising(
+        self, fclass: int, fnum: int, chan: int, params: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        try:
+            async with self._lock:
+                return await self._once(fclass, fnum, chan, params)
+        except _OUT_OF_STEP:
+            # the stream is out of step or gone: start again on a fresh link
+            async with self._lock:
+                await self.transport.reconnect(self.reconnect_s)
+            raise
 
     async def _once(
         self, fclass: int, fnum: int, chan: int, params: Mapping[str, Any] | None

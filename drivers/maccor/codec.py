@@ -32,6 +32,7 @@ __all__ = [
     "decode_reading",
     "decode_reply",
     "decode_safety_limits",
+    "decode_statuses",
     "encode_request",
     "expect_ok",
 ]
@@ -164,6 +165,16 @@ def decode_reply(
         if got != want or isinstance(got, bool):
             raise bad(f"echoes {key}={got!r}, expected {want}")
     return result
+
+
+def decode_statuses(result: Mapping[str, Any], command: bytes) -> list[dict[str, Any]]:
+    """The rows of a (4,1) short-status reply (one dict per channel)."""
+    rows = result.get("Status")
+    if not isinstance(rows, list):
+        raise InstrumentProtocolError(
+            "MacNet (4,1) reply has no Status list", command=command, reply=repr(result)[:300]
+        )
+    return [r for r in rows if isinstance(r, dict)]
 
 
 def _field(result: Mapping[str, Any], key: str, kind: type, command: bytes) -> Any:

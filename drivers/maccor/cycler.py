@@ -51,6 +51,7 @@ from .codec import (
     Stat,
     decode_reading,
     decode_safety_limits,
+    decode_statuses,
     expect_ok,
 )
 from .procedure import CompiledProcedure, compile_block
@@ -163,11 +164,7 @@ class MaccorCycler:
 
     async def statuses(self, first: int, count: int) -> list[dict[str, Any]]:
         """(4,1): short status of ``count`` channels from ``first``."""
-        result = await self.client.call(4, 1, first, {"Len": count})
-        rows = result.get("Status")
-        if not isinstance(rows, list):
-            raise InstrumentError(f"(4,1) reply has no Status list: {result!r}"[:300])
-        return [r for r in rows if isinstance(r, dict)]
+        return decode_statuses(await self.client.call(4, 1, first, {"Len": count}), b"(4,1)")
 
 
 @dataclass

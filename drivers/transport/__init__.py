@@ -10,7 +10,7 @@ injection goes through *manipulators* (see :class:`Manipulator`).
 from ._base import Backoff, Direction, Manipulator, Transport, TransportClosed
 from ._serial import SerialTransport
 from ._tcp import TcpTransport
-from ._url import transport_from_url
+from ._url import serial_settings, transport_from_url
 from ._visa import VisaTransport
 
 __all__ = [
@@ -22,5 +22,6 @@ __all__ = [
     "Transport",
     "TransportClosed",
     "VisaTransport",
+    "serial_settings",
     "transport_from_url",
 ]

@@ -22,11 +22,11 @@ import contextlib
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, runtime_checkable
 
 from labrig.drivers.capabilities import InstrumentError, InstrumentTimeout
+from labrig.drivers.retry import Backoff, Retry
 
 __all__ = [
     "Backoff",
@@ -53,18 +53,6 @@ class Manipulator(Protocol):
     def transform(self, direction: Direction, data: bytes) -> Sequence[tuple[float, bytes | None]]:
         """Pieces ``(delay_s, chunk)`` to deliver instead of ``data``; ``None`` drops the link."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff between reconnect attempts: ``first_s * factor**k``, capped."""
-
-    first_s: float = 0.1
-    factor: float = 2.0
-    max_s: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        return min(self.max_s, self.first_s * self.factor**attempt)
 
 
 class Transport(abc.ABC):
@@ -166,29 +154,21 @@ class Transport(abc.ABC):
         await self.close()
 
     async def reconnect(self, give_up_after: float | None = 30.0) -> None:
-        """Close and open again, retrying with exponential backoff.
+        """Close and open again, retrying with :attr:`backoff`.
 
         Raises :class:`TransportClosed` when ``give_up_after`` seconds pass without a link.
         """
         loop = asyncio.get_running_loop()
         end = math.inf if give_up_after is None else loop.time() + give_up_after
         await self.close()
-        attempt = 0
-        last: Exception | None = None
-        while True:
-            try:
-                await self.open(min(end, self.deadline()))
-                self.reconnects += 1
-                return
-            except (TransportClosed, InstrumentTimeout) as exc:
-                last = exc
-            wait = self.backoff.delay(attempt)
-            attempt += 1
-            if loop.time() + wait >= end:
-                raise TransportClosed(
-                    f"{self.address}: no link after {attempt} attempts ({last})"
-                ) from last
-            await asyncio.sleep(wait)
+        policy = Retry(on=(TransportClosed, InstrumentTimeout), deadline=end, backoff=self.backoff)
+        try:
+            await policy.call(lambda: self.open(min(end, self.deadline())))
+        except (TransportClosed, InstrumentTimeout) as exc:
+            raise TransportClosed(
+                f"{self.address}: no link after {policy.failures} attempts ({exc})"
+            ) from exc
+        self.reconnects += 1
 
     # --------------------------------------------------------------------- writing
     async def write(self, data: bytes, deadline: float | None = None) -> None:

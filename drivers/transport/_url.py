@@ -10,10 +10,35 @@ from ._serial import SerialTransport
 from ._tcp import TcpTransport
 from ._visa import VisaTransport
 
-__all__ = ["transport_from_url"]
+__all__ = ["serial_settings", "transport_from_url"]
 
 _PYSERIAL_SCHEMES = {"socket", "rfc2217", "loop", "spy", "hwgrep", "alt"}
 _SERIAL_INT = {"baudrate", "bytesize"}
+
+
+def serial_settings(url: str) -> tuple[str, dict[str, Any]]:
+    """``serial:///dev/ttyUSB0?baudrate=9600&parity=E`` -> ``("/dev/ttyUSB0", {...})``.
+
+    Settings are pyserial's (``baudrate``, ``bytesize``, ``parity``, ``stopbits``).
+    """
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() != "serial":
+        raise ValueError(f"transport URL {url!r}: expected serial:///dev/ttyX")
+    path, _, query = rest.partition("?")
+    if not path:
+        raise ValueError(f"transport URL {url!r}: expected serial:///dev/ttyX")
+    settings: dict[str, Any] = {}
+    for key, value in parse_qsl(query, keep_blank_values=False):
+        if key not in (*_SERIAL_INT, "stopbits", "parity"):
+            raise ValueError(f"transport URL {url!r}: unknown serial setting {key!r}")
+        if key == "parity":
+            settings[key] = value.upper()
+            continue
+        try:
+            settings[key] = int(value) if key in _SERIAL_INT else float(value)
+        except ValueError:
+            raise ValueError(f"transport URL {url!r}: {key}={value!r} is not a number") from None
+    return path, settings
 
 
 def transport_from_url(url: str, **kwargs: Any) -> Transport:
@@ -37,19 +62,7 @@ def transport_from_url(url: str, **kwargs: Any) -> Transport:
             raise ValueError(f"transport URL {url!r}: expected tcp://host:port")
         return TcpTransport(parts.hostname, parts.port, **kwargs)
     if scheme == "serial":
-        path, _, query = rest.partition("?")
-        if not path:
-            raise ValueError(f"transport URL {url!r}: expected serial:///dev/ttyX")
-        settings: dict[str, Any] = {}
-        for key, value in parse_qsl(query, keep_blank_values=False):
-            if key in _SERIAL_INT:
-                settings[key] = int(value)
-            elif key == "stopbits":
-                settings[key] = float(value)
-            elif key == "parity":
-                settings[key] = value.upper()
-            else:
-                raise ValueError(f"transport URL {url!r}: unknown serial setting {key!r}")
+        path, settings = serial_settings(url)
         return SerialTransport(path, **settings, **kwargs)
     if scheme in _PYSERIAL_SCHEMES:
         return SerialTransport(url, **kwargs)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import ssl
 import threading
 from collections import deque
@@ -25,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiomqtt
+
+from labrig.drivers.retry import Backoff, Retry
 
 from ..events import Event, RunStatus, Telemetry
 from .outbox import Outbox
@@ -176,6 +177,14 @@ class Engine:
         self.wake: asyncio.Event | None = None
         self.stop: asyncio.Event | None = None
         self.ready = threading.Event()
+        s = self.settings
+        self._reconnect = Retry(
+            on=Exception,
+            # jitter spreads many stations reconnecting to one restarted broker
+            backoff=Backoff(s.reconnect_min_s, 2.0, s.reconnect_max_s, jitter=1.0),
+            on_retry=self._connection_failed,
+            sleep=self._pause,
+        )
         with shared.lock:
             shared.pending_events = store.count()
 
@@ -247,12 +256,6 @@ class Engine:
             self._persist_now()
             self._sendable.set()
 
-    def _backoff(self, attempt: int) -> float:
-        s = self.settings
-        base = min(s.reconnect_max_s, s.reconnect_min_s * (2.0**attempt))
-        # Jitter spreads many stations reconnecting to one restarted broker.
-        return min(s.reconnect_max_s, base * (1.0 + random.random()))
-
     def _client(self) -> aiomqtt.Client:
         s = self.settings
         tls_context: ssl.SSLContext | None = None
@@ -275,32 +278,42 @@ class Engine:
         )
 
     async def _connection_loop(self) -> None:
+        """Connect and serve until stopped; after a failure, back off and connect again.
+
+        Every error is retried: a bug must not end publishing for the rest of the run
+        (it is logged loudly). The back-off starts over once a connection is up.
+        """
+        await self._reconnect.call(self._connect_once)
+
+    async def _connect_once(self) -> None:
         assert self.stop is not None
-        attempt = 0
-        while not self.stop.is_set():
-            try:
-                client = self._client()
-                async with client:
-                    attempt = 0
-                    await self._session(client)
-                    return  # stopped while connected, drained and said goodbye
-            except* (aiomqtt.MqttError, OSError, ssl.SSLError) as group:
-                with self.shared.lock:
-                    self.shared.counters.connection_failures += 1
-                log.warning("MQTT %s: %s; retrying", self.settings.url, group.exceptions[0])
-            except* Exception as group:
-                # A bug must not end publishing for the rest of the run: log it loudly
-                # and go round again after the back-off.
-                with self.shared.lock:
-                    self.shared.counters.connection_failures += 1
-                log.error("MQTT publisher error; retrying", exc_info=group.exceptions[0])
-            finally:
-                self._on_disconnected()
-            delay = self._backoff(attempt)
-            attempt += 1
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self.stop.wait()
+        if self.stop.is_set():
+            return
+        try:
+            async with self._client() as client:
+                self._reconnect.reset()
+                await self._session(client)  # returns once stopped, drained, said goodbye
+        finally:
+            self._on_disconnected()
+
+    async def _pause(self, delay: float) -> None:
+        """The back-off wait, cut short when the engine is asked to stop."""
+        assert self.stop is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self.stop.wait()
+
+    def _connection_failed(self, exc: BaseException, failures: int, delay: float) -> None:
+        with self.shared.lock:
+            self.shared.counters.connection_failures += 1
+        group = exc if isinstance(exc, BaseExceptionGroup) else BaseExceptionGroup("", [exc])
+        expected, bug = group.split((aiomqtt.MqttError, OSError, ssl.SSLError))
+        if expected is not None:
+            log.warning(
+                "MQTT %s: %s; retrying in %.1f s", self.settings.url, expected.exceptions[0], delay
+            )
+        if bug is not None:
+            log.error("MQTT publisher error; retrying", exc_info=bug.exceptions[0])
 
     def _on_disconnected(self) -> None:
         sh = self.shared

@@ -11,6 +11,8 @@ Start one with :func:`start_eurotherm_sim`::
     await sim.aclose()
 """
 
+from labrig.simulators._serving import SimServer, serve
+from labrig.simulators.faults import ReplyFaults
 from labrig.simulators.furnace.controller import ControllerModel, PidParams, Segment
 from labrig.simulators.furnace.eurotherm import (
     EurothermBank,
@@ -20,7 +22,6 @@ from labrig.simulators.furnace.eurotherm import (
 )
 from labrig.simulators.furnace.modbus_slave import RtuSlave
 from labrig.simulators.furnace.physics import FurnaceParams, FurnacePlant, OverTempLimit
-from labrig.simulators.furnace.serving import ReplyFaults, SimServer, serve
 from labrig.simulators.furnace.sim import FurnaceSim
 from labrig.simulators.furnace.simulator import EurothermSimulator, start_eurotherm_sim
 

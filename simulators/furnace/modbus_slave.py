@@ -4,25 +4,42 @@ Requests are framed by their function code's known length and the CRC; a byte th
 start a valid frame is dropped (hunting), and a pause longer than ``gap_s`` between chunks
 discards a partial frame, as the RTU 3.5-character silence does on a real line. Frames for
 other slave addresses are ignored; broadcasts (address 0) are executed without a reply.
-The CRC comes from pymodbus, a helper that belongs to neither side of the wire.
+The CRC is computed here from the specification (the drivers use pymodbus'), so the
+simulator stays an independent reading of the wire format. ``history`` keeps the last
+request and reply frames, for conversation tests.
 """
 
 from __future__ import annotations
 
 import struct
+from collections import deque
 from typing import Protocol
-
-from pymodbus.framer.rtu import FramerRTU
 
 __all__ = ["ModbusError", "RegisterBank", "RtuSlave", "crc_bytes"]
 
 ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE = 1, 2, 3
 
 
+def _crc_table() -> tuple[int, ...]:
+    # CRC-16/MODBUS: polynomial 0xA001 (reflected 0x8005), initial 0xFFFF
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc_table()
+
+
 def crc_bytes(frame: bytes) -> bytes:
-    """The two CRC bytes to append (pymodbus returns them as a big-endian integer)."""
-    crc: int = FramerRTU.compute_CRC(frame)
-    return crc.to_bytes(2, "big")
+    """The two CRC bytes to append to ``frame``, low byte first as RTU sends them."""
+    crc = 0xFFFF
+    for b in frame:
+        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ b) & 0xFF]
+    return crc.to_bytes(2, "little")
 
 
 class ModbusError(Exception):
@@ -50,6 +67,7 @@ class RtuSlave:
         self._last_rx = float("-inf")
         self.frames_ok = 0
         self.frames_bad = 0
+        self.history: deque[tuple[bytes, bytes | None]] = deque(maxlen=64)
 
     def _frame_length(self) -> int | None:
         """Length of the frame at the buffer start, None if unknown yet, -1 if invalid."""
@@ -87,6 +105,7 @@ class RtuSlave:
             if frame[0] not in (0, self.address):
                 continue
             reply = self._execute(frame)
+            self.history.append((frame, reply if frame[0] != 0 else None))
             if frame[0] != 0:
                 replies.append(reply)
         return replies

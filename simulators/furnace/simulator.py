@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Literal
 
+from labrig.simulators._serving import Replying, ServedSimulator, SimServer, serve
+from labrig.simulators.clock import Now, loop_clock
+from labrig.simulators.faults import ReplyFaults
 from labrig.simulators.furnace.controller import PidParams
 from labrig.simulators.furnace.eurotherm import (
     EurothermBank,
@@ -15,7 +16,6 @@ from labrig.simulators.furnace.eurotherm import (
 )
 from labrig.simulators.furnace.modbus_slave import RtuSlave
 from labrig.simulators.furnace.physics import FurnaceParams
-from labrig.simulators.furnace.serving import ReplyFaults, ServedSimulator, SimServer, serve
 from labrig.simulators.furnace.sim import FurnaceSim
 
 __all__ = ["EurothermSimulator", "start_eurotherm_sim"]
@@ -26,9 +26,14 @@ class EurothermSimulator(ServedSimulator):
     switches and inspection (``furnace``, ``bank``, ``slave``, ``faults``)."""
 
     def __init__(
-        self, server: SimServer, furnace: FurnaceSim, bank: EurothermBank, slave: RtuSlave
+        self,
+        server: SimServer,
+        faults: ReplyFaults,
+        furnace: FurnaceSim,
+        bank: EurothermBank,
+        slave: RtuSlave,
     ) -> None:
-        super().__init__(server)
+        super().__init__(server, faults)
         self.furnace = furnace
         self.bank = bank
         self.slave = slave
@@ -45,7 +50,7 @@ async def start_eurotherm_sim(
     params: FurnaceParams | None = None,
     pid: PidParams | None = None,
     faults: ReplyFaults | None = None,
-    now: Callable[[], float] | None = None,
+    now: Now | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
 ) -> EurothermSimulator:
@@ -54,7 +59,6 @@ async def start_eurotherm_sim(
     ``limit_C`` adds the independent latching over-temperature limit. ``now`` defaults to
     the running loop's clock (virtual in dry runs).
     """
-    loop = asyncio.get_running_loop()
     config = (
         series
         if isinstance(series, SeriesConfig)
@@ -63,7 +67,7 @@ async def start_eurotherm_sim(
         else series_3200()
     )
     furnace = FurnaceSim(
-        now if now is not None else loop.time,
+        loop_clock(now),
         params=params,
         pid=pid,
         limit_C=limit_C,
@@ -71,7 +75,9 @@ async def start_eurotherm_sim(
     )
     bank = EurothermBank(furnace, config)
     slave = RtuSlave(address, bank)
+    faults = faults if faults is not None else ReplyFaults()
     server = await serve(
-        slave, transport=transport, baudrate=baudrate, faults=faults, host=host, port=port
-    )
-    return EurothermSimulator(server, furnace, bank, slave)
+        Replying(slave), transport=transport, baudrate=baudrate, host=host, port=port,
+        manipulators=[faults],
+    )  # fmt: skip
+    return EurothermSimulator(server, faults, furnace, bank, slave)

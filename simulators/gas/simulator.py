@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Literal
 
-from labrig.simulators.furnace.serving import ReplyFaults, ServedSimulator, SimServer, serve
+from labrig.simulators._serving import Replying, ServedSimulator, SimServer, serve
+from labrig.simulators.clock import Now, loop_clock
+from labrig.simulators.faults import ReplyFaults
 from labrig.simulators.gas.bus import AlicatBusDevice
 from labrig.simulators.gas.mfc import GAS_TABLE, MfcModel, MfcParams
 
@@ -19,8 +20,8 @@ _GAS_BY_NAME = {v.lower(): k for k, v in GAS_TABLE.items()}
 class AlicatSimulator(ServedSimulator):
     """A served bus: ``address``, ``units`` (the models, for fault switches), ``faults``."""
 
-    def __init__(self, server: SimServer, device: AlicatBusDevice) -> None:
-        super().__init__(server)
+    def __init__(self, server: SimServer, faults: ReplyFaults, device: AlicatBusDevice) -> None:
+        super().__init__(server, faults)
         self.device = device
 
     @property
@@ -35,12 +36,12 @@ async def start_alicat_sim(
     baudrate: int = 19200,
     params: MfcParams | None = None,
     faults: ReplyFaults | None = None,
-    now: Callable[[], float] | None = None,
+    now: Now | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
 ) -> AlicatSimulator:
     """Serve controllers ``units`` (unit id -> initial gas name; default A: N2, B: O2)."""
-    clock = now if now is not None else asyncio.get_running_loop().time
+    clock = loop_clock(now)
     base = params if params is not None else MfcParams()
     models: dict[str, MfcModel] = {}
     for i, (unit, gas) in enumerate((units or {"A": "N2", "B": "O2"}).items()):
@@ -55,7 +56,9 @@ async def start_alicat_sim(
         p = dataclasses.replace(base, seed=base.seed + i)
         models[unit] = MfcModel(clock, p, gas_number=number)
     device = AlicatBusDevice(models)
+    faults = faults if faults is not None else ReplyFaults()
     server = await serve(
-        device, transport=transport, baudrate=baudrate, faults=faults, host=host, port=port
-    )
-    return AlicatSimulator(server, device)
+        Replying(device), transport=transport, baudrate=baudrate, host=host, port=port,
+        manipulators=[faults],
+    )  # fmt: skip
+    return AlicatSimulator(server, faults, device)

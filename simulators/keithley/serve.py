@@ -2,99 +2,89 @@
 
 ``async with serve_k2450(engine) as srv: srv.url`` gives
 ``visa://TCPIP::127.0.0.1::<port>::SOCKET`` for pyvisa-py. Program lines end ``\\n``;
-every line with queries gets one reply line. Replies pass the fault manipulators
-(:mod:`simulators.faults`, direction ``"tx"``); an infinite delay stalls the socket.
+every line with queries gets one reply line, lines of one connection run in order.
+Serving, the fault manipulators (:mod:`simulators.faults`, ``"tx"`` on replies; an
+infinite delay stalls the socket) and the tasks are the shared shell's
+(:mod:`simulators._serving`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from labrig.simulators._serving import Link, SimServer
+from labrig.simulators.clock import scaled_clock
 from labrig.simulators.engine import ChannelEngine
-from labrig.simulators.maccor.serve import scaled_clock
 
 from .smu import Smu2450
 
 __all__ = ["ScpiServer", "serve_k2450"]
 
 SCPI_PORT = 5025
+#: a program line longer than this is not a host talking: the line is dropped
+MAX_LINE = 1 << 16
+
+
+class _ScpiSession:
+    """One connection: lines in, run one after another, one reply line per query line."""
+
+    def __init__(self, smu: Smu2450, link: Link) -> None:
+        self._smu = smu
+        self._link = link
+        self._buf = bytearray()
+        self._lines: asyncio.Queue[str] = asyncio.Queue()
+        link.start(self._run(), name=f"k2450-sim-connection-{link.number}")
+
+    def received(self, data: bytes) -> None:
+        self._buf += data
+        while (i := self._buf.find(b"\n")) >= 0:
+            line = bytes(self._buf[:i]).decode("ascii", "replace").strip()
+            del self._buf[: i + 1]
+            if line:
+                self._lines.put_nowait(line)
+        if len(self._buf) > MAX_LINE:
+            self._buf.clear()
+
+    async def _run(self) -> None:
+        while True:
+            reply = await self._smu.execute(await self._lines.get())
+            if reply is not None:
+                self._link.send(reply.encode("ascii") + b"\n")
+
+    def closed(self) -> None:
+        pass
+
+
+class _ScpiDevice:
+    def __init__(self, smu: Smu2450) -> None:
+        self.smu = smu
+
+    def open_session(self, link: Link) -> _ScpiSession:
+        return _ScpiSession(self.smu, link)
 
 
 class ScpiServer:
-    """One SMU behind a TCP listener; connections are served one line at a time."""
+    """One SMU behind a TCP listener (the shell); ``url`` is its VISA resource."""
 
     def __init__(self, smu: Smu2450, manipulators: Sequence[Any] = ()) -> None:
         self.smu = smu
-        self.manipulators = list(manipulators)
-        self.url = ""
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.server = SimServer(_ScpiDevice(smu), manipulators=manipulators)
+        smu.spawn = self.server.start  # the SMU's trigger model runs under the shell
 
-    async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._handle, host, port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        self.url = f"visa://TCPIP::{host}::{self.port}::SOCKET"
+    @property
+    def port(self) -> int:
+        return self.server.port or 0
 
-    def _pieces(self, data: bytes) -> list[tuple[float, bytes | None]]:
-        pieces: list[tuple[float, bytes | None]] = [(0.0, data)]
-        for m in self.manipulators:
-            nxt: list[tuple[float, bytes | None]] = []
-            for delay, chunk in pieces:
-                if chunk is None:
-                    nxt.append((delay, None))
-                    continue
-                more = list(m.transform("tx", chunk))
-                if more:
-                    more[0] = (more[0][0] + delay, more[0][1])
-                nxt.extend(more)
-            pieces = nxt
-        return pieces
+    @property
+    def url(self) -> str:
+        return f"visa://TCPIP::{self.server.host}::{self.port}::SOCKET"
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        stalled = False
-        try:
-            while raw := await reader.readline():
-                line = raw.decode("ascii", "replace").strip()
-                if not line:
-                    continue
-                reply = await self.smu.execute(line)
-                if reply is None or stalled:
-                    continue
-                for delay, chunk in self._pieces(reply.encode("ascii") + b"\n"):
-                    if math.isinf(delay):
-                        stalled = True
-                        break
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    if chunk is None:
-                        return
-                    writer.write(chunk)
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-            self._tasks.discard(task)
-
-    async def aclose(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-        await self.smu.aclose()
+    @property
+    def manipulators(self) -> list[Any]:
+        return self.server.manipulators
 
 
 @contextlib.asynccontextmanager
@@ -114,8 +104,9 @@ async def serve_k2450(
     if engine is None:
         engine = ChannelEngine(cell, seed=seed, noise=noise, now=now())
     srv = ScpiServer(Smu2450(engine, now=now, speed=speed), manipulators)
-    try:
-        await srv.start(host, port)
-        yield srv
-    finally:
-        await srv.aclose()
+    async with srv.server:
+        await srv.server.listen_tcp(host, port)
+        try:
+            yield srv
+        finally:
+            await srv.smu.aclose()

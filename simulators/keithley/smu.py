@@ -22,8 +22,9 @@ import contextlib
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from labrig.simulators.engine import ChannelEngine, EngineError, SimRecord, SimStep
 
@@ -79,8 +80,18 @@ class _Acquisition:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class Spawn(Protocol):
+    """Where the SMU runs background work: the serving shell's ``SimServer.start``."""
+
+    def __call__(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]: ...
+
+
 class Smu2450:
-    """The instrument state machine; :meth:`execute` runs one program line."""
+    """The instrument state machine; :meth:`execute` runs one program line.
+
+    A triggered acquisition (``INIT``) runs as a task through :attr:`spawn`, which the
+    server that serves the SMU sets; without one, ``INIT`` is refused.
+    """
 
     def __init__(
         self,
@@ -99,6 +110,7 @@ class Smu2450:
         self._acq: _Acquisition | None = None
         self._acq_task: asyncio.Task[None] | None = None
         self._trigger: tuple[int, float] | None = None
+        self.spawn: Spawn | None = None
         self.reset()
 
     def now(self) -> float:
@@ -315,12 +327,12 @@ class Smu2450:
             raise ScpiError(-221, "Settings conflict; no trigger model loaded")
         if not self.output:
             raise ScpiError(-221, "Settings conflict; output is off")
+        if self.spawn is None:
+            raise ScpiError(-221, "Settings conflict; trigger model not available")
         self.stop_acquisition()
         n, delay = self._trigger
         acq = self._acq = _Acquisition(n, delay)
-        self._acq_task = asyncio.get_running_loop().create_task(
-            self._acquire(acq), name="k2450-sim-acquisition"
-        )
+        self._acq_task = self.spawn(self._acquire(acq), name="k2450-sim-acquisition")
         return None
 
     async def _acquire(self, acq: _Acquisition) -> None:
@@ -330,6 +342,8 @@ class Smu2450:
                     await asyncio.sleep(acq.delay_s / self.speed)
                 v, i = self.reading()
                 acq.readings.append((self.now(), v, i))
+        except ScpiError as exc:
+            self.errors.append((exc.code, exc.text))
         finally:
             acq.done.set()
 

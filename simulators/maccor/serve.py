@@ -2,41 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from labrig.simulators.clock import Now, loop_clock, scaled_clock
 from labrig.simulators.engine import ChannelEngine
 from labrig.simulators.maccor.channel import SimChannel
 from labrig.simulators.maccor.server import MacNetServer, MacNetTester
 
-__all__ = ["make_tester", "scaled_clock", "serve_maccor"]
+__all__ = ["make_tester", "serve_maccor"]
 
 JSON_PORT = 57570
-
-
-def scaled_clock(speed: float = 1.0) -> Callable[[], float]:
-    """The running loop's time, ``speed`` times faster from now on (1.0: the loop's own)."""
-    if speed <= 0:
-        raise ValueError(f"speed must be > 0, got {speed}")
-    loop = asyncio.get_running_loop()
-    if speed == 1.0:
-        return loop.time
-    t0 = loop.time()
-    return lambda: t0 + speed * (loop.time() - t0)
 
 
 def make_tester(
     channels: int | Sequence[ChannelEngine] = 8,
     *,
     cell: Any = None,
-    now: Callable[[], float] | None = None,
+    now: Now | None = None,
     seed: int = 0,
     noise: float = 1.0,
 ) -> MacNetTester:
     """A tester with ``channels`` engines (or the given ones, e.g. to share a cell)."""
-    clock = now if now is not None else asyncio.get_running_loop().time
+    clock = loop_clock(now)
     if isinstance(channels, int):
         engines = [
             ChannelEngine(cell, seed=seed + i, noise=noise, now=clock()) for i in range(channels)

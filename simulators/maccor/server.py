@@ -9,21 +9,21 @@ error *codes* are not in our sources: we use JSON-RPC's -32700 (Parse error) and
 The native binary port (57560) is out of scope: :class:`MacNetServer` can listen on it
 and closes every connection at once, so a client probing it sees a refusal, not a hang.
 
-Faults come from manipulators (:mod:`simulators.faults`) applied to each connection's
-bytes: ``tx`` on replies, ``rx`` on requests.
+Serving, faults (manipulators of :mod:`simulators.faults`: ``tx`` on replies, ``rx`` on
+requests) and connections are the shared shell's (:mod:`simulators._serving`); this
+module is the tester and its JSON framing per connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from labrig.simulators.faults import apply_manipulators
+from labrig.simulators._serving import Link, SimServer
 from labrig.simulators.maccor.channel import SimChannel
 from labrig.simulators.maccor.framing import Garbage, JsonFramer
 
@@ -224,6 +224,44 @@ class MacNetTester:
         raise _Refusal("Invalid FClass")
 
 
+class _MacNetSession:
+    """One TCP connection: its own framing, the tester's answers in order."""
+
+    def __init__(self, tester: MacNetTester, link: Link) -> None:
+        self._tester = tester
+        self._link = link
+        self._framer = JsonFramer()
+
+    def received(self, data: bytes) -> None:
+        for frame in self._framer.feed(data):
+            self._link.send(self._tester.handle(frame))
+
+    def closed(self) -> None:
+        pass
+
+
+class _MacNetDevice:
+    def __init__(self, tester: MacNetTester) -> None:
+        self.tester = tester
+
+    def open_session(self, link: Link) -> _MacNetSession:
+        return _MacNetSession(self.tester, link)
+
+
+class _RefuseAll:
+    """The binary port: every connection is closed at once."""
+
+    def open_session(self, link: Link) -> _RefuseAll:
+        asyncio.get_running_loop().call_soon(link.hang_up)
+        return self
+
+    def received(self, data: bytes) -> None:
+        pass
+
+    def closed(self) -> None:
+        pass
+
+
 class MacNetServer:
     """Serves a :class:`MacNetTester` on loopback TCP; an async context manager.
 
@@ -244,25 +282,35 @@ class MacNetServer:
         self.host = host
         self.port = port
         self.binary_port = binary_port
-        self.manipulators = list(manipulators)
-        self.connections = 0
-        self._servers: list[asyncio.Server] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._closing = asyncio.Event()
+        self.server = SimServer(_MacNetDevice(tester), manipulators=manipulators)
+        self._refusing: SimServer | None = None
 
     @property
     def url(self) -> str:
         return f"tcp://{self.host}:{self.port}"
 
+    @property
+    def manipulators(self) -> list[Any]:
+        return self.server.manipulators
+
+    @property
+    def connections(self) -> int:
+        return self.server.connections
+
     async def __aenter__(self) -> MacNetServer:
-        srv = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = srv.sockets[0].getsockname()[1]
-        self._servers.append(srv)
-        if self.binary_port is not None:
-            bsrv = await asyncio.start_server(self._refuse, self.host, self.binary_port)
-            self.binary_port = bsrv.sockets[0].getsockname()[1]
-            self._servers.append(bsrv)
+        await self.server.__aenter__()
+        try:
+            await self.server.listen_tcp(self.host, self.port)
+            assert self.server.port is not None
+            self.port = self.server.port
+            if self.binary_port is not None:
+                self._refusing = SimServer(_RefuseAll())
+                await self._refusing.__aenter__()
+                await self._refusing.listen_tcp(self.host, self.binary_port)
+                self.binary_port = self._refusing.port
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(
@@ -274,84 +322,10 @@ class MacNetServer:
         await self.aclose()
 
     async def aclose(self) -> None:
-        for srv in self._servers:
-            srv.close()
-        for w in list(self._writers):
-            w.close()
-        # connection handlers belong to the server: end them with it (a stalled one
-        # would otherwise wait for ever)
-        self._closing.set()
-        # a connection accepted just now has its handler scheduled but not yet running:
-        # let it start (and see the closed writer) so it is ended with the others
-        for _ in range(3):
-            await asyncio.sleep(0)
-        for w in list(self._writers):
-            w.close()
-        handlers = list(self._handlers)
-        if handlers:
-            _, late = await asyncio.wait(handlers, timeout=2.0)
-            for task in late:
-                task.cancel()
-            for task in late:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        for srv in self._servers:
-            with contextlib.suppress(OSError, TimeoutError):
-                async with asyncio.timeout(2.0):
-                    await srv.wait_closed()
-        self._servers.clear()
+        if self._refusing is not None:
+            await self._refusing.aclose()
+        await self.server.aclose()
 
     def drop_connections(self) -> None:
         """Close every client connection now (a link failure seen from the tester)."""
-        for w in list(self._writers):
-            w.close()
-
-    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-    def _transform(self, direction: str, data: bytes) -> list[tuple[float, bytes | None]]:
-        return apply_manipulators(self.manipulators, direction, data)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
-        self._writers.add(writer)
-        framer = JsonFramer()
-        try:
-            while True:
-                data = await reader.read(1 << 16)
-                if not data:
-                    return
-                for _, chunk in self._transform("rx", data):
-                    if chunk is None:
-                        return
-                    for frame in framer.feed(chunk):
-                        if not await self._send(writer, self.tester.handle(frame)):
-                            return
-        except (ConnectionError, OSError):
-            return
-        finally:
-            if task is not None:
-                self._handlers.discard(task)
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(OSError, ConnectionError):
-                await writer.wait_closed()
-
-    async def _send(self, writer: asyncio.StreamWriter, reply: bytes) -> bool:
-        for delay, chunk in self._transform("tx", reply):
-            if delay == math.inf:
-                # a stalled tester: hold the connection silently until the server closes
-                await self._closing.wait()
-                return False
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if chunk is None:
-                return False
-            writer.write(chunk)
-            await writer.drain()
-        return True
+        self.server.drop_connections()

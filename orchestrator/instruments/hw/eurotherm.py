@@ -27,11 +27,8 @@ class EurothermOptions(InstrumentOptions):
 @contextlib.asynccontextmanager
 async def open_eurotherm(req: OpenRequest[EurothermOptions]) -> AsyncIterator[Handle]:
     from labrig.drivers.eurotherm import EurothermFurnace, settings_2400, settings_3200
-    from labrig.drivers.modbus_rtu import ModbusRtuClient
-    from labrig.drivers.transport import transport_from_url
 
     o = req.options
     settings = (settings_2400 if o.series == "2400" else settings_3200)(decimals=o.decimals)
-    async with transport_from_url(req.address) as link:
-        furnace = EurothermFurnace(ModbusRtuClient(link), o.unit, settings, name=req.name)
+    async with EurothermFurnace.from_url(req.address, o.unit, settings, name=req.name) as furnace:
         yield Handle(req.name, furnace=lambda _index: furnace)

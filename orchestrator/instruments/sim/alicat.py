@@ -30,7 +30,7 @@ async def simulate_alicat(req: SimRequest[AlicatOptions]) -> AsyncIterator[SimSt
 @contextlib.asynccontextmanager
 async def serve_alicat(opts: ServeOptions) -> AsyncIterator[str]:
     """Two controllers (A: N2, B: O2) on one bus."""
-    from labrig.simulators.furnace.serve import scaled_clock
+    from labrig.simulators.clock import scaled_clock
     from labrig.simulators.gas import start_alicat_sim
 
     sim = await start_alicat_sim(

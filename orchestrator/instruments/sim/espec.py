@@ -59,7 +59,7 @@ async def simulate_espec(req: SimRequest[EspecOptions]) -> AsyncIterator[SimStar
 async def serve_espec(opts: ServeOptions) -> AsyncIterator[str]:
     """A chamber at room temperature in standby."""
     from labrig.simulators.chamber import start_espec_sim
-    from labrig.simulators.furnace.serve import scaled_clock
+    from labrig.simulators.clock import scaled_clock
 
     sim = await start_espec_sim(
         transport="pty" if opts.pty else "tcp",

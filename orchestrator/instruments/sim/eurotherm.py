@@ -27,8 +27,8 @@ async def simulate_eurotherm(req: SimRequest[EurothermOptions]) -> AsyncIterator
 @contextlib.asynccontextmanager
 async def serve_eurotherm(opts: ServeOptions) -> AsyncIterator[str]:
     """A 2400 furnace with a 1000 °C independent limit."""
+    from labrig.simulators.clock import scaled_clock
     from labrig.simulators.furnace import start_eurotherm_sim
-    from labrig.simulators.furnace.serve import scaled_clock
 
     sim = await start_eurotherm_sim(
         transport="pty" if opts.pty else "tcp",

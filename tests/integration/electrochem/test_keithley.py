@@ -135,7 +135,7 @@ def test_stalled_instrument_times_out_and_output_goes_off() -> None:
                     await ch.safe_state()  # cannot be confirmed ...
                 assert not srv.smu.output  # ... but the instrument took it
             finally:
-                await ch.transport.close()
+                await ch.close()  # the output cannot be confirmed off: no error on close
 
     run_virtual_strict(main(), grace_s=GRACE)
 

@@ -4,6 +4,7 @@ every waiting channel into its safe state."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -133,3 +134,51 @@ def test_overlapping_record_reads_of_one_channel_take_turns() -> None:
 
     n_a, n_b, diff = run_virtual_strict(main())
     assert n_a > 100 and n_a == n_b and diff == 0
+
+
+def test_a_cancelled_poller_hands_the_poll_to_the_other_waiters() -> None:
+    """The board has no task of its own: a waiter polls for all. When that waiter is
+    cancelled (its run gave up), another takes over on the same schedule."""
+
+    async def main() -> tuple[list[object], int, int, float]:
+        import asyncio
+
+        async with serve_maccor(3) as srv:
+            cyclers = [
+                MaccorCycler.from_url(srv.url, channels=[k], shared_status=True) for k in range(3)
+            ]
+            async with contextlib.AsyncExitStack() as stack:
+                for c in cyclers:
+                    await stack.enter_async_context(c)
+                for k, c in enumerate(cyclers):
+                    await c.channel(k).set_limits(LIMITS)
+                    await c.channel(k).start_block(1, cycle_block(10 * k, 1.0))
+                board = cyclers[0].status_board()
+                assert board is not None
+
+                async def impatient() -> str:
+                    try:
+                        async with asyncio.timeout(3600.0):
+                            await cyclers[0].channel(0).wait_block(POLL_S)
+                    except TimeoutError:
+                        return "gave up"
+                    return "done"
+
+                async def patient(k: int) -> object:
+                    await asyncio.sleep(1.0)  # arrive after the impatient one: it polls
+                    assert board.poller == 0
+                    return await cyclers[k].channel(k).wait_block(POLL_S)
+
+                t0 = asyncio.get_running_loop().time()
+                results = await asyncio.gather(impatient(), patient(1), patient(2))
+                elapsed = asyncio.get_running_loop().time() - t0
+                assert board.waiting == 0
+                await cyclers[0].channel(0).safe_state()
+                return list(results), board.polls, srv.tester.requests, elapsed
+
+    results, polls, _requests, elapsed = run_virtual_strict(main())
+    assert results[0] == "gave up"
+    for res in results[1:]:
+        assert res.state == ChannelState.done  # type: ignore[attr-defined]
+    assert elapsed > 3600.0 + 10 * POLL_S  # the others waited well past the hand-over
+    assert polls == pytest.approx(elapsed / POLL_S, abs=3)  # one schedule throughout

@@ -17,7 +17,6 @@ from labrig.drivers.capabilities import (
     SafetyTrip,
 )
 from labrig.drivers.eurotherm import EurothermFurnace, SensorBreak
-from labrig.drivers.modbus_rtu import ModbusRtuClient
 from labrig.drivers.transport import transport_from_url
 from labrig.simulators.furnace import EurothermSimulator, start_eurotherm_sim
 from labrig.simulators.gas import AlicatSimulator, start_alicat_sim
@@ -49,10 +48,9 @@ async def rig(
     fsim, gsim = sims
     loop = asyncio.get_running_loop()
     async with (
-        transport_from_url(fsim.address) as flink,
+        EurothermFurnace.from_url(fsim.address, 1) as furnace,
         transport_from_url(gsim.address) as glink,
     ):
-        furnace = EurothermFurnace(ModbusRtuClient(flink), 1)
         bus = AlicatBus(glink)
         gases: list[GasFlow] = [AlicatFlow(bus, "A"), AlicatFlow(bus, "B")]
         await gases[0].set_flow(118.5)
