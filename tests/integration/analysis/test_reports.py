@@ -98,7 +98,9 @@ def test_bdf_export_csv_and_parquet(full_run: Path, tmp_path: Path) -> None:
     steps = df["Step Count / 1"].to_numpy()
     assert steps[0] == 1 and np.all(np.diff(steps) >= 0)
     assert steps[-1] == len(RATES) * 4  # charge, rest, discharge, rest per cycle
-    assert (df["Step Time / s"] >= 0).all()
+    idx = df["Step Index / 1"].to_numpy()
+    new_step = np.diff(steps, prepend=0) > 0
+    assert (idx[new_step] == 1).all() and (np.diff(idx)[~new_step[1:]] == 1).all()
     side = json.loads(Path(str(csv_path) + ".metadata.json").read_text())
     assert "positive while charging" in side["conventions"]
     pq_path = export_bdf(full_run, None, "parquet")
