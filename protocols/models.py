@@ -13,7 +13,8 @@ Signs: charge and discharge are words here. The cycler capability's convention
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -58,7 +59,21 @@ __all__ = [
 ]
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _accepts(tag: str) -> Callable[[_F], _F]:
+    """Mark a before-validator with the input form it accepts (for :mod:`protocols.schema`)."""
+
+    def mark(fn: _F) -> _F:
+        fn.json_input = tag  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
 def _q(dimension: Dimension) -> Any:
+    @_accepts("quantity")
     def convert(v: Any) -> Any:
         if isinstance(v, str):
             try:
@@ -98,6 +113,7 @@ class Current(_Model):
 
     @model_validator(mode="before")
     @classmethod
+    @_accepts("current")
     def _from_text(cls, data: Any) -> Any:
         if isinstance(data, str | int | float) and not isinstance(data, bool):
             try:
@@ -267,6 +283,7 @@ class Condition(_Model):
         return self.value
 
 
+@_accepts("conditions")
 def _parse_conditions(v: Any) -> Any:
     """Accept a condition string ("3.68 V", "< 2.0 V or C/50"), a dict, or a list of them."""
     if v is None:
@@ -313,6 +330,11 @@ class RecordRule(_Model):
     dI_A: Annotated[float, _q(Dimension.current), Field(gt=0, allow_inf_nan=False)] | None = Field(
         default=None, alias="dI"
     )
+
+    json_input_aliases: ClassVar[dict[str, tuple[str, float]]] = {
+        "dV_mV": ("dV_V", 1e-3),
+        "dI_mA": ("dI_A", 1e-3),
+    }
 
     @model_validator(mode="before")
     @classmethod
@@ -551,6 +573,7 @@ class LoopCondition(_Model):
 
     @model_validator(mode="before")
     @classmethod
+    @_accepts("loop_condition")
     def _from_text(cls, data: Any) -> Any:
         if isinstance(data, str):
             from .stepstrings import parse_loop_condition
@@ -585,6 +608,7 @@ def _node_tag(v: Any) -> str:
     return "step"
 
 
+@_accepts("step_string")
 def _text_to_step(v: Any) -> Any:
     if isinstance(v, str):
         from .stepstrings import parse_step
@@ -668,6 +692,10 @@ class SafetyLimits(_Model):
     furnace_max_C: Celsius | None = None
     on_violation: Literal["abort", "pause"] = "abort"
 
+    json_input_aliases: ClassVar[dict[str, tuple[str, float]]] = {
+        "current_abs_mA": ("current_abs_A", 1e-3)
+    }
+
     @model_validator(mode="before")
     @classmethod
     def _mA(cls, data: Any) -> Any:
@@ -689,6 +717,7 @@ class Defaults(_Model):
     temperature_C: Celsius | None = Field(default=None, alias="temperature_degC")
 
 
+@_accepts("version")
 def _number_to_str(v: Any) -> Any:
     # YAML reads `version: 1` as a number; it is a label.
     if isinstance(v, int | float) and not isinstance(v, bool):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 from labrig.protocols import (
-    Protocol,
     ProtocolError,
     list_library,
     load_protocol,
@@ -62,11 +60,17 @@ def schema(
     ] = None,
 ) -> None:
     """Print the JSON Schema of a protocol file (for editor completion and checks)."""
-    text = json.dumps(Protocol.model_json_schema(), indent=2, ensure_ascii=False)
+    from labrig.protocols.schema import input_schema_text
+
+    text = input_schema_text()
     if out is None:
-        typer.echo(text)
+        typer.echo(text, nl=False)
     else:
-        out.write_text(text + "\n", encoding="utf-8")
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            Console(stderr=True).print(f"error: cannot write {out}: {exc.strerror}", markup=False)
+            raise typer.Exit(2) from None
         typer.echo(f"wrote {out}")
 
 
