@@ -154,10 +154,22 @@ class Checkpoint(_Model):
 
     label: str | None = None
     every: Annotated[int, Field(ge=1)] | None = None
-    at: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    at: list[int] = Field(default_factory=list)
     position: Literal["before", "after"] = "after"
     counts_as_cycle: bool = True
     steps: list[Node] = Field(min_length=1)
+
+    @field_validator("at")
+    @classmethod
+    def _from_one(cls, at: list[int]) -> list[int]:
+        if 0 in at:
+            raise ValueError(
+                "iterations count from 1, there is no iteration 0: to run this block before "
+                "the loop's first iteration write 'at: [1]' with 'position: before'"
+            )
+        if any(a < 0 for a in at):
+            raise ValueError(f"iterations count from 1, got {min(at)}")
+        return at
 
     @model_validator(mode="after")
     def _when(self) -> Checkpoint:
