@@ -132,6 +132,9 @@ def submit(
         overrides = _parse_sets(set_ or [])
         overrides["cell.cell_id"] = cell
         proto = load_protocol(protocol, overrides=overrides)
+        from ._simcell import check_preset
+
+        check_preset(proto.cell)  # a typo, on a simulated station or not
     except ProtocolError as exc:
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

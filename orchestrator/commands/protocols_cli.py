@@ -52,6 +52,11 @@ def validate(
     out.print(f"[green]valid[/green] [bold]{head}[/bold]", highlight=False)
     if rest:
         out.print(rest, markup=False)
+    from ._simcell import rest_voltage_warnings
+
+    for warning in rest_voltage_warnings(protocol):
+        out.print("[yellow]warning:[/yellow] ", end="")
+        out.print(warning, markup=False)
 
 
 def schema(

@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..events import RunState
+from ._simcell import PRESET_HELP, check_preset
 
 __all__ = ["register"]
 
@@ -88,7 +89,12 @@ def run(
     ),
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a cell field, e.g. --set cam_mass_mg=9.1"),
+        typer.Option(
+            "--set",
+            help="Override a cell field, e.g. --set cam_mass_mg=9.1 or --set preset=NAME; "
+            + PRESET_HELP
+            + ".",
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated cell's noise.")] = 0,
     mqtt: Annotated[
@@ -116,6 +122,8 @@ def run(
         for s in proto.steps():
             if is_cycler_step(s):
                 compiler.compile(s)
+        if sim:
+            check_preset(proto.cell)  # before any run directory exists
     except ProtocolError as exc:
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
