@@ -47,14 +47,15 @@ def validate(
         err.print(f"{len(exc.issues)} error(s); the protocol is not valid.", style="red")
         raise typer.Exit(EXIT_INVALID) from None
     out = Console(highlight=False, soft_wrap=True)
-    text = render_summary(summarize(protocol))
+    summary = summarize(protocol)
+    text = render_summary(summary)
     head, _, rest = text.partition("\n")
     out.print(f"[green]valid[/green] [bold]{head}[/bold]", highlight=False)
     if rest:
         out.print(rest, markup=False)
     from ._simcell import rest_voltage_warnings
 
-    for warning in rest_voltage_warnings(protocol):
+    for warning in (*summary.warnings, *rest_voltage_warnings(protocol)):
         out.print("[yellow]warning:[/yellow] ", end="")
         out.print(warning, markup=False)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from labrig.protocols import (
@@ -108,7 +110,13 @@ sequence:
 """
     s = summarize(load_protocol_text(text))
     assert s.cycles == 0
-    assert s.duration_s == pytest.approx(600 + 375 / 2 * 60 + 3600 + 375 / 5 * 60)
+    # 5 K/min down to 25 °C: followed while natural cooling is faster (above 25 + 5 K/min x
+    # tau = 352 °C), then natural cooling to 30 °C (the default 5 K tolerance)
+    tau = 5500.0 / 1.4
+    t_352 = 25 + 5 / 60 * tau
+    cool = (400 - t_352) / (5 / 60) + tau * math.log((t_352 - 25) / 5)
+    assert s.duration_s == pytest.approx(600 + 375 / 2 * 60 + 3600 + cool, rel=2e-3)
+    assert len(s.warnings) == 1 and "5 K/min is beyond the furnace below 352 °C" in s.warnings[0]
 
 
 def test_checkpoints_not_counting_as_cycles_and_before_position() -> None:
