@@ -157,13 +157,9 @@ def submit(
 
 
 def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    if seconds >= 86400:
-        return f"{seconds / 86400:.1f} d"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 60:.0f} min"
+    from ._format import duration_text
+
+    return duration_text(seconds)
 
 
 def ls(
