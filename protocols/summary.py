@@ -42,7 +42,7 @@ __all__ = [
 
 FULL_DEPTH = 0.95
 # Periods measured per frequency. Calibrated so that 7 MHz-10 mHz at 10 points per decade
-# takes about 18 min, the sweep time the lab reports (LITERATURE.md).
+# takes about 18 min, the sweep time the lab reports for its BioLogic VMP-300.
 EIS_PERIODS = 2.2
 EIS_MIN_S = 0.1
 OPEN_ENDED_GUESS_S = 3600.0  # a rest/hold that ends only on a condition

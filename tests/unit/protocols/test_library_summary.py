@@ -33,7 +33,10 @@ def test_library_lists_the_protocols_with_sources() -> None:
     entries = {e.name: e for e in list_library()}
     assert set(entries) >= EXPECTED
     for e in entries.values():
-        assert e.path.is_file() and e.title and "LITERATURE.md" in e.source
+        assert e.path.is_file() and e.title and e.source
+        # the publication itself (or its method), never a file this repository lacks
+        assert "LITERATURE.md" not in e.source
+        assert "Published" in e.source or "doi:" in e.source
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -138,3 +141,19 @@ sequence:
     s = summarize(load_protocol_text(text))
     assert s.cycles == 12 and s.expanded_steps == 26
     assert s.duration_h == pytest.approx(26)
+
+
+def test_no_citation_of_files_the_repository_lacks() -> None:
+    """Sources and comments cite publications and manuals, not internal notes."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    bad = []
+    for folder in ("protocols", "drivers", "simulators", "orchestrator", "docs"):
+        for path in (root / folder).rglob("*"):
+            if path.suffix in (".py", ".yaml", ".md") and path.is_file():
+                text = path.read_text(encoding="utf-8")
+                for name in ("LITERATURE.md", "docs/INSTRUMENTS", "INSTRUMENTS.md"):
+                    if name in text:
+                        bad.append(f"{path.relative_to(root)}: {name}")
+    assert not bad, bad
