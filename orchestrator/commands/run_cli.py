@@ -70,6 +70,19 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
     return out_
 
 
+def _check_compiles(proto: Any, sim: bool) -> None:
+    """Every cycler step compiles, and a simulated cell's preset exists: before any run
+    directory is made (ValueError otherwise)."""
+    from ..compile import StepCompiler, is_cycler_step
+
+    compiler = StepCompiler(proto, proto.cell)
+    for s in proto.steps():
+        if is_cycler_step(s):
+            compiler.compile(s)
+    if sim:
+        check_preset(proto.cell)
+
+
 _POLL_HELP = "Seconds between polls of the instrument (default: 10 on hardware)."
 
 
@@ -117,14 +130,7 @@ def run(
         proto = load_protocol(protocol, overrides=overrides or None)
         st = load_station(station) if station is not None else DEFAULT_STATION
         st.position(position, "furnace" if is_thermal(proto) else "cell")
-        from ..compile import StepCompiler, is_cycler_step
-
-        compiler = StepCompiler(proto, proto.cell)
-        for s in proto.steps():
-            if is_cycler_step(s):
-                compiler.compile(s)
-        if sim:
-            check_preset(proto.cell)  # before any run directory exists
+        _check_compiles(proto, sim)
     except ProtocolError as exc:
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
