@@ -52,6 +52,7 @@ from .events import Event, EventKind, EventSink, RunState, RunStatus, SinkFanout
 from .journal import Journal
 from .run.bindings import RunBindings
 from .store import RunStore
+from .trips import trip_reason
 
 __all__ = ["Executor", "RunAborted", "RunBindings", "RunOptions", "RunOutcome", "count_steps"]
 
@@ -851,7 +852,12 @@ class Executor:
             quantity, value, limit = bad[0]
             self._emit(EventKind.limit_trip, quantity=quantity, value=value, limit=limit)
             # the safe state is applied by the caller's cleanup; do not resume by itself
-            self._abort_requested = f"safety limit: {quantity} {value:.6g} outside {limit}"
+            cs = self.current_step
+            self._abort_requested = trip_reason(
+                quantity, value, limit, step_no=self.steps_done + 1,
+                step_label=cs.label if cs else None,
+                first_record=self.last_record_seq <= 0 and self.steps_done == 0,
+            )  # fmt: skip
 
     def _after_block(self, result: BlockResult) -> None:
         end_loop = False
@@ -868,6 +874,13 @@ class Executor:
         self._journal_unit_done()
         if result.state == ChannelState.fault:
             self._emit(EventKind.fault, message=result.fault or "instrument fault")
+            trip = self._abort_requested or ""
+            if trip.startswith("safety limit"):  # the instrument acted on the same limit
+                raise RunAborted(
+                    f"{trip} The cycler {self.bind.cycler.name} stopped the channel on its own "
+                    f"copy of the limit (it reported {result.fault}).",
+                    RunState.failed,
+                )
             raise RunAborted(f"instrument fault: {result.fault}", RunState.failed)
         if any(e.action == "abort" for e in result.steps):
             raise RunAborted("end condition with action abort")

@@ -144,6 +144,7 @@ class RunStore:
         self._meta: dict[str, Any] = {}
         self.rows_written = 0
         self.last_flushed_seq = -1
+        self.cell_files = True  # data/, eis/ and the cycle table (False: furnace runs)
         # Rows not yet in a Parquet chunk are also appended to an Arrow IPC stream, so a
         # killed process loses none of them (durable stores only; dry runs skip it).
         self._staging: Any = None
@@ -167,15 +168,20 @@ class RunStore:
         durable: bool = True,
         staging: bool | None = None,
         stage_every_s: float = 0.0,
+        cell_files: bool = True,
     ) -> RunStore:
+        """A new run directory. ``cell_files=False`` (furnace runs): no ``data/``, ``eis/``
+        or cycle table, which such a run would leave empty."""
         root = out_dir / run_id
         root.mkdir(parents=True, exist_ok=False)
         store = cls(
             root, chunk_rows=chunk_rows, durable=durable, staging=staging,
             stage_every_s=stage_every_s,
         )  # fmt: skip
-        store.data_dir.mkdir()
-        store.eis_dir.mkdir()
+        store.cell_files = cell_files
+        if cell_files:
+            store.data_dir.mkdir()
+            store.eis_dir.mkdir()
         _atomic_write_bytes(root / "protocol.yaml", protocol_yaml.encode(), durable)
         store._meta = {
             "run_id": run_id,
@@ -407,6 +413,8 @@ class RunStore:
         self._cycles_source = source
 
     def write_cycles(self) -> None:
+        if not self.cell_files:
+            return
         rows = self.cycles
         # CYCLE_COLUMNS first, then any further column the rows carry (an import's
         # source_cycle), in the order they first appear

@@ -43,15 +43,33 @@ _TOP_FIELDS = ("limits", "cell", "sequence", "defaults")
 
 
 def _all_field_names() -> list[str]:
+    """The names a suggestion may offer: the documented one where a field has two
+    (``temperature_degC``, not its internal ``temperature_C``)."""
     names: set[str] = set()
     for obj in vars(m).values():
         if isinstance(obj, type) and issubclass(obj, BaseModel) and obj is not BaseModel:
             for name, info in obj.model_fields.items():
-                names.add(name)
-                if info.alias:
-                    names.add(info.alias)
+                names.add(info.alias or name)
     names.update({"current_abs_mA", "dV_mV", "dI_mA"})
     return sorted(names)
+
+
+#: Names people write first, and the field they mean.
+_COMMON_NAMES = {
+    "temperature": "temperature_degC",
+    "temp": "temperature_degC",
+    "temperature_c": "temperature_degC",
+    "voltage": "voltage_V",
+    "voltage_window": "voltage_V",
+    "current": "current_abs_mA",
+    "current_max": "current_abs_mA",
+    "max_current": "current_abs_mA",
+    "cam_mass": "cam_mass_mg",
+    "mass_mg": "cam_mass_mg",
+    "specific_current": "c_rate_basis_mA_per_g",
+    "repeats": "repeat",
+    "cycles": "repeat",
+}
 
 
 _FIELD_NAMES = _all_field_names()
@@ -235,7 +253,9 @@ def _message(err: Mapping[str, Any], path: PathT) -> tuple[PathT, str]:
         msg = msg[len("Value error, ") :]
     if kind == "extra_forbidden" and path:
         field = str(path[-1])
-        close = difflib.get_close_matches(field, _FIELD_NAMES, n=1, cutoff=0.75)
+        common = _COMMON_NAMES.get(field.lower())
+        close = [common] if common else difflib.get_close_matches(field, _FIELD_NAMES, n=1,
+                                                                   cutoff=0.75)  # fmt: skip
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return path, f"unknown field {field!r}{hint}"
     if kind == "missing" and path:

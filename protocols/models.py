@@ -12,13 +12,10 @@ Signs: charge and discharge are words here. The cycler capability's convention
 
 from __future__ import annotations
 
-import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -27,7 +24,35 @@ from pydantic import (
     model_validator,
 )
 
-from .units import CurrentValue, Dimension, UnitError, parse_current, parse_quantity
+from .fields import (
+    Action,
+    CellSpec,
+    Celsius,
+    Condition,
+    Current,
+    Finite,
+    RecordRule,
+    Voltage,
+    _accepts,
+    _Model,
+    _q,
+    _scale,
+)
+from .steps import (
+    ChamberStep,
+    CurrentStep,
+    CVTail,
+    EisStep,
+    ElectricalStep,
+    FurnaceStep,
+    GasStep,
+    HoldStep,
+    PulseStep,
+    RestStep,
+    StabilityRule,
+    Step,
+)
+from .units import Dimension
 
 __all__ = [
     "Action",
@@ -57,480 +82,6 @@ __all__ = [
     "Step",
 ]
 
-
-def _q(dimension: Dimension) -> Any:
-    def convert(v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                return parse_quantity(v, dimension)
-            except UnitError as exc:
-                raise ValueError(str(exc)) from None
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return v
-
-    return BeforeValidator(convert)
-
-
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-Voltage = Annotated[float, _q(Dimension.voltage), Field(allow_inf_nan=False)]
-Amps = Annotated[float, _q(Dimension.current), Field(allow_inf_nan=False)]
-Seconds = Annotated[float, _q(Dimension.time), Field(allow_inf_nan=False, ge=0)]
-Celsius = Annotated[float, _q(Dimension.temperature), Field(allow_inf_nan=False, ge=-273.15)]
-KPerS = Annotated[float, _q(Dimension.temperature_rate), Field(allow_inf_nan=False, gt=0)]
-Hertz = Annotated[float, _q(Dimension.frequency), Field(allow_inf_nan=False, gt=0)]
-Sccm = Annotated[float, _q(Dimension.flow), Field(allow_inf_nan=False, ge=0)]
-PositiveSeconds = Annotated[float, _q(Dimension.time), Field(allow_inf_nan=False, gt=0)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-# --------------------------------------------------------------------------- currents
-
-
-class Current(_Model):
-    """A current magnitude as written: amperes, a C-rate, per CAM mass, or per area."""
-
-    value: Annotated[float, Field(allow_inf_nan=False, gt=0)]
-    basis: Literal["A", "C", "A/kg", "A/m2"] = "A"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_text(cls, data: Any) -> Any:
-        if isinstance(data, str | int | float) and not isinstance(data, bool):
-            try:
-                cv = parse_current(data)
-            except UnitError as exc:
-                raise ValueError(str(exc)) from None
-            if cv.value < 0:
-                # Sign-free language: the step's direction says charge or discharge.
-                raise ValueError(
-                    f"{data!r}: a current is a magnitude; charge/discharge gives the direction"
-                )
-            return {"value": cv.value, "basis": cv.basis}
-        if isinstance(data, CurrentValue):
-            return {"value": data.value, "basis": data.basis}
-        return data
-
-    def amps(self, cell: CellSpec | None) -> float:
-        """The current in A for this cell. Raises ValueError when the cell lacks what's needed."""
-        if self.basis == "A":
-            return self.value
-        if cell is None:
-            raise ValueError(f"a current of {self.describe()} needs a cell (mass or capacity)")
-        if self.basis == "C":
-            return self.value * cell.one_c_A()
-        if self.basis == "A/kg":
-            return self.value * cell.cam_mass_kg()
-        area = cell.area_m2()
-        if area is None:
-            raise ValueError(f"an areal current of {self.describe()} needs cell.area_cm2")
-        return self.value * area
-
-    def describe(self) -> str:
-        if self.basis == "C":
-            return f"{self.value:g}C"
-        if self.basis == "A":
-            return f"{self.value * 1e3:g} mA"
-        if self.basis == "A/kg":
-            return f"{self.value:g} mA/g"
-        return f"{self.value * 0.1:g} mA/cm2"
-
-
-# --------------------------------------------------------------------------- cell
-
-
-class CellSpec(_Model):
-    """What a protocol needs to know about the cell: enough to turn C-rates into amperes."""
-
-    cell_id: str | None = None
-    cam_mass_mg: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
-    composite_mass_mg: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
-    active_fraction: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
-    c_rate_basis_mA_per_g: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
-    nominal_capacity_mAh: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
-    area_cm2: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
-    chemistry: str | None = None
-    counter_electrode: str | None = None
-    sample_id: str | None = None
-    pressure_MPa: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
-    preset: str | None = None  # simulated-cell preset name, used only on simulated stations
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CellSpec:
-        if self.composite_mass_mg is not None and self.active_fraction is None:
-            raise ValueError("composite_mass_mg needs active_fraction (the CAM weight fraction)")
-        if self.active_fraction is not None and self.composite_mass_mg is None:
-            raise ValueError("active_fraction needs composite_mass_mg")
-        if (
-            self.cam_mass_mg is not None
-            and self.composite_mass_mg is not None
-            and self.active_fraction is not None
-            and not math.isclose(
-                self.cam_mass_mg, self.composite_mass_mg * self.active_fraction, rel_tol=1e-3
-            )
-        ):
-            raise ValueError("cam_mass_mg disagrees with composite_mass_mg x active_fraction")
-        return self
-
-    def cam_mass_mg_value(self) -> float | None:
-        if self.cam_mass_mg is not None:
-            return self.cam_mass_mg
-        if self.composite_mass_mg is not None and self.active_fraction is not None:
-            return self.composite_mass_mg * self.active_fraction
-        return None
-
-    def cam_mass_kg(self) -> float:
-        m = self.cam_mass_mg_value()
-        if m is None:
-            raise ValueError("the cell has no active mass (cell.cam_mass_mg)")
-        return m * 1e-6
-
-    def one_c_A(self) -> float:
-        """Current for 1C: CAM mass x specific current, else the nominal capacity over 1 h."""
-        m = self.cam_mass_mg_value()
-        if m is not None and self.c_rate_basis_mA_per_g is not None:
-            return m * 1e-3 * self.c_rate_basis_mA_per_g * 1e-3
-        if self.nominal_capacity_mAh is not None:
-            return self.nominal_capacity_mAh * 1e-3
-        raise ValueError(
-            "a C-rate needs cell.cam_mass_mg and cell.c_rate_basis_mA_per_g, "
-            "or cell.nominal_capacity_mAh"
-        )
-
-    def nominal_Ah(self) -> float:
-        return self.one_c_A() * 1.0
-
-    def area_m2(self) -> float | None:
-        return None if self.area_cm2 is None else self.area_cm2 * 1e-4
-
-
-# --------------------------------------------------------------------------- conditions
-
-Action = Literal["next", "end_loop", "abort", "pause", "notify"]
-Quantity = Literal["voltage", "current", "time", "capacity", "dvdt", "temperature", "dtdt"]
-Op = Literal[">", ">=", "<", "<=", "cross"]
-
-
-class Condition(_Model):
-    """One end condition. ``value`` is SI in ``unit``; relative units resolve against the cell.
-
-    ``op='cross'`` ends when the quantity crosses ``value`` from whichever side it starts on.
-    Current conditions compare the magnitude. ``action`` says what happens when it fires;
-    ``goto`` names a label to continue at instead.
-    """
-
-    quantity: Quantity
-    op: Op
-    value: Finite
-    unit: Literal["V", "A", "C", "A/kg", "s", "Ah", "fraction", "Ah/kg", "V/s", "degC", "K/s"]
-    action: Action = "next"
-    goto: str | None = None
-
-    @model_validator(mode="after")
-    def _unit_fits(self) -> Condition:
-        allowed = {
-            "voltage": {"V"},
-            "current": {"A", "C", "A/kg"},
-            "time": {"s"},
-            "capacity": {"Ah", "fraction", "Ah/kg"},
-            "dvdt": {"V/s"},
-            "temperature": {"degC"},
-            "dtdt": {"K/s"},
-        }[self.quantity]
-        if self.unit not in allowed:
-            raise ValueError(f"a {self.quantity} condition cannot be in {self.unit}")
-        if self.quantity in ("time", "current", "capacity") and self.value < 0:
-            raise ValueError(f"a {self.quantity} limit cannot be negative")
-        return self
-
-    def si_value(self, cell: CellSpec | None) -> float:
-        """The threshold in V, A, s, Ah, V/s, °C or K/s for this cell."""
-        if self.unit == "C":
-            if cell is None:
-                raise ValueError("a C-rate condition needs a cell")
-            return self.value * cell.one_c_A()
-        if self.unit == "A/kg":
-            if cell is None:
-                raise ValueError("a specific-current condition needs a cell")
-            return self.value * cell.cam_mass_kg()
-        if self.unit == "fraction":
-            if cell is None:
-                raise ValueError("a capacity fraction needs a cell")
-            return self.value * cell.nominal_Ah()
-        if self.unit == "Ah/kg":
-            if cell is None:
-                raise ValueError("a specific capacity needs a cell")
-            return self.value * cell.cam_mass_kg()
-        return self.value
-
-
-def _parse_conditions(v: Any) -> Any:
-    """Accept a condition string ("3.68 V", "< 2.0 V or C/50"), a dict, or a list of them."""
-    if v is None:
-        return []
-    items = v if isinstance(v, list) else [v]
-    out: list[Any] = []
-    for item in items:
-        if isinstance(item, str):
-            from .stepstrings import parse_conditions
-
-            out.extend(parse_conditions(item))
-        else:
-            out.append(item)
-    return out
-
-
-Conditions = Annotated[list[Condition], BeforeValidator(_parse_conditions)]
-
-
-def _directed_until(data: Any) -> Any:
-    """Parse string ``until`` entries with the step's direction (a bare voltage ends a
-    charge at >= and a discharge at <=); without a direction they mean 'cross'."""
-    if not isinstance(data, dict) or data.get("direction") not in ("charge", "discharge"):
-        return data
-    until = data.get("until")
-    items = until if isinstance(until, list) else [until]
-    if not any(isinstance(i, str) for i in items):
-        return data
-    from .stepstrings import parse_conditions
-
-    out: list[Any] = []
-    for item in items:
-        out.extend(parse_conditions(item, data["direction"]) if isinstance(item, str) else [item])
-    return {**data, "until": out}
-
-
-class RecordRule(_Model):
-    """When to record a data point: every ``every_s``, or when V or I moved by the deltas."""
-
-    every_s: Annotated[float, _q(Dimension.time), Field(gt=0, allow_inf_nan=False)] | None = None
-    dV_V: Annotated[float, _q(Dimension.voltage), Field(gt=0, allow_inf_nan=False)] | None = Field(
-        default=None, alias="dV"
-    )
-    dI_A: Annotated[float, _q(Dimension.current), Field(gt=0, allow_inf_nan=False)] | None = Field(
-        default=None, alias="dI"
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _mV(cls, data: Any) -> Any:
-        # dV_mV and dI_mA are accepted for readability; stored in V and A.
-        if isinstance(data, dict):
-            data = dict(data)
-            if "dV_mV" in data:
-                data["dV_V"] = _scale(data.pop("dV_mV"), 1e-3)
-            if "dI_mA" in data:
-                data["dI_A"] = _scale(data.pop("dI_mA"), 1e-3)
-        return data
-
-
-def _scale(v: Any, factor: float) -> Any:
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return v * factor
-    return v
-
-
-# --------------------------------------------------------------------------- steps
-
-
-class _StepBase(_Model):
-    label: str | None = None
-    record: RecordRule | None = None
-    temperature_C: Celsius | None = Field(default=None, alias="temperature_degC")
-    text: str | None = Field(default=None, description="the step string this step came from")
-
-
-class RestStep(_StepBase):
-    """Open circuit. With ``measure_ocv`` the relaxed voltage at the end is reported (OCV)."""
-
-    step: Literal["rest"] = "rest"
-    duration_s: Seconds | None = None
-    until: Conditions = Field(default_factory=list)
-    measure_ocv: bool = False
-
-    @model_validator(mode="after")
-    def _ends(self) -> RestStep:
-        if self.duration_s is None and not self.until:
-            raise ValueError("a rest needs a duration or an end condition")
-        return self
-
-
-class CVTail(_Model):
-    """The constant-voltage part of a CC-CV step. The voltage defaults to the CC cut-off."""
-
-    voltage_V: Voltage | None = None
-    duration_s: Seconds | None = None
-    until: Conditions = Field(default_factory=list)
-
-
-class CurrentStep(_StepBase):
-    """Constant current charge or discharge, optionally followed by a CV hold (CC-CV)."""
-
-    step: Literal["cc"] = "cc"
-    direction: Literal["charge", "discharge"]
-    current: Current
-    duration_s: Seconds | None = None
-    until: Conditions = Field(default_factory=list)
-    cv: CVTail | None = None
-
-    _direction_until = model_validator(mode="before")(_directed_until)
-
-    @model_validator(mode="after")
-    def _ends(self) -> CurrentStep:
-        if self.duration_s is None and not self.until:
-            raise ValueError(
-                f"a {self.direction} needs an end: a duration or 'until' a voltage, "
-                "capacity or time"
-            )
-        if (
-            self.cv is not None
-            and self.cv.voltage_V is None
-            and not any(c.quantity == "voltage" for c in self.until)
-        ):
-            raise ValueError("a CV tail needs a voltage (or a voltage cut-off on the CC part)")
-        if self.cv is not None and self.cv.duration_s is None and not self.cv.until:
-            raise ValueError("a CV tail needs an end: a duration or 'until' a current")
-        return self
-
-    def cv_voltage_V(self) -> float | None:
-        if self.cv is None:
-            return None
-        if self.cv.voltage_V is not None:
-            return self.cv.voltage_V
-        for c in self.until:
-            if c.quantity == "voltage":
-                return c.value
-        return None
-
-
-class HoldStep(_StepBase):
-    """Constant voltage hold."""
-
-    step: Literal["cv"] = "cv"
-    voltage_V: Voltage
-    duration_s: Seconds | None = None
-    until: Conditions = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _ends(self) -> HoldStep:
-        if self.duration_s is None and not self.until:
-            raise ValueError("a hold needs a duration or an end condition (e.g. until C/50)")
-        return self
-
-
-class PulseStep(_StepBase):
-    """A pulse train: current for ``pulse_s``, rest for ``rest_s``, repeated (GITT)."""
-
-    step: Literal["pulse"] = "pulse"
-    direction: Literal["charge", "discharge"]
-    current: Current
-    pulse_s: PositiveSeconds
-    rest_s: Seconds = 0.0
-    repeat: Annotated[int, Field(ge=1)] | None = None
-    until: Conditions = Field(default_factory=list)
-
-    _direction_until = model_validator(mode="before")(_directed_until)
-
-    @model_validator(mode="after")
-    def _ends(self) -> PulseStep:
-        if self.repeat is None and not self.until:
-            raise ValueError("a pulse train needs a repeat count or an end condition")
-        return self
-
-
-class EisStep(_StepBase):
-    """Impedance spectrum: potentiostatic (amplitude in V) or galvanostatic (in A)."""
-
-    step: Literal["eis"] = "eis"
-    f_start_Hz: Hertz
-    f_end_Hz: Hertz
-    points_per_decade: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 10
-    amplitude_V: Annotated[float, _q(Dimension.voltage), Field(gt=0, le=1)] | None = None
-    amplitude_A: Annotated[float, _q(Dimension.current), Field(gt=0)] | None = None
-    bias: Literal["ocv", "voltage", "current"] = "ocv"
-    bias_V: Voltage | None = None
-    bias_A: Amps | None = None
-    rest_before_s: Seconds = 0.0
-    on_interrupt: Literal["repeat", "abort", "skip"] = "repeat"
-
-    @model_validator(mode="after")
-    def _valid(self) -> EisStep:
-        if (self.amplitude_V is None) == (self.amplitude_A is None):
-            raise ValueError("give exactly one of amplitude_V (PEIS) or amplitude_A (GEIS)")
-        if self.f_start_Hz == self.f_end_Hz:
-            raise ValueError("f_start_Hz and f_end_Hz must differ")
-        if self.bias == "voltage" and self.bias_V is None:
-            raise ValueError("bias 'voltage' needs bias_V")
-        if self.bias == "current" and self.bias_A is None:
-            raise ValueError("bias 'current' needs bias_A")
-        return self
-
-    def frequencies_Hz(self) -> list[float]:
-        import numpy as np
-
-        decades = abs(math.log10(self.f_start_Hz) - math.log10(self.f_end_Hz))
-        n = max(2, round(decades * self.points_per_decade) + 1)
-        return [float(f) for f in np.geomspace(self.f_start_Hz, self.f_end_Hz, n)]
-
-
-class StabilityRule(_Model):
-    """Stable: within ``tolerance_K`` of the setpoint for ``hold_s``; gives up at ``timeout_s``."""
-
-    tolerance_K: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.5
-    hold_s: Seconds = 600.0
-    timeout_s: Seconds | None = 7200.0
-    on_timeout: Literal["abort", "continue"] = "abort"
-
-
-class ChamberStep(_StepBase):
-    """Set the climate chamber and (by default) wait until the temperature is stable."""
-
-    step: Literal["chamber"] = "chamber"
-    setpoint_C: Celsius
-    wait: StabilityRule | None = Field(default_factory=StabilityRule)
-
-
-class FurnaceStep(_StepBase):
-    """One furnace programme segment: ramp at a rate to a target, dwell, or cool."""
-
-    step: Literal["furnace"] = "furnace"
-    action: Literal["ramp", "dwell", "cool"]
-    target_C: Celsius | None = None
-    rate_K_per_s: KPerS | None = Field(default=None, alias="rate")
-    duration_s: Seconds | None = None
-    tolerance_K: Annotated[float, Field(gt=0)] = 5.0
-
-    @model_validator(mode="after")
-    def _valid(self) -> FurnaceStep:
-        if self.action == "ramp" and (self.target_C is None or self.rate_K_per_s is None):
-            raise ValueError("a ramp needs target_C and a rate (e.g. '2 K/min')")
-        if self.action == "dwell" and self.duration_s is None:
-            raise ValueError("a dwell needs duration_s")
-        if self.action == "cool" and self.target_C is None:
-            raise ValueError("a cool-down needs target_C (rate optional: natural cooling)")
-        return self
-
-
-class GasStep(_StepBase):
-    """Set a gas line's flow (sccm). 0 closes it."""
-
-    step: Literal["gas"] = "gas"
-    line: str
-    flow_sccm: Sccm
-    gas: str | None = None
-    wait_s: Seconds = 0.0
-
-
-ElectricalStep = RestStep | CurrentStep | HoldStep | PulseStep
-Step = Annotated[
-    RestStep | CurrentStep | HoldStep | PulseStep | EisStep | ChamberStep | FurnaceStep | GasStep,
-    Field(discriminator="step"),
-]
-
-
 # --------------------------------------------------------------------------- structure
 
 
@@ -551,6 +102,7 @@ class LoopCondition(_Model):
 
     @model_validator(mode="before")
     @classmethod
+    @_accepts("loop_condition")
     def _from_text(cls, data: Any) -> Any:
         if isinstance(data, str):
             from .stepstrings import parse_loop_condition
@@ -585,6 +137,7 @@ def _node_tag(v: Any) -> str:
     return "step"
 
 
+@_accepts("step_string")
 def _text_to_step(v: Any) -> Any:
     if isinstance(v, str):
         from .stepstrings import parse_step
@@ -601,10 +154,22 @@ class Checkpoint(_Model):
 
     label: str | None = None
     every: Annotated[int, Field(ge=1)] | None = None
-    at: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    at: list[int] = Field(default_factory=list)
     position: Literal["before", "after"] = "after"
     counts_as_cycle: bool = True
     steps: list[Node] = Field(min_length=1)
+
+    @field_validator("at")
+    @classmethod
+    def _from_one(cls, at: list[int]) -> list[int]:
+        if 0 in at:
+            raise ValueError(
+                "iterations count from 1, there is no iteration 0: to run this block before "
+                "the loop's first iteration write 'at: [1]' with 'position: before'"
+            )
+        if any(a < 0 for a in at):
+            raise ValueError(f"iterations count from 1, got {min(at)}")
+        return at
 
     @model_validator(mode="after")
     def _when(self) -> Checkpoint:
@@ -668,6 +233,10 @@ class SafetyLimits(_Model):
     furnace_max_C: Celsius | None = None
     on_violation: Literal["abort", "pause"] = "abort"
 
+    json_input_aliases: ClassVar[dict[str, tuple[str, float]]] = {
+        "current_abs_mA": ("current_abs_A", 1e-3)
+    }
+
     @model_validator(mode="before")
     @classmethod
     def _mA(cls, data: Any) -> Any:
@@ -689,6 +258,7 @@ class Defaults(_Model):
     temperature_C: Celsius | None = Field(default=None, alias="temperature_degC")
 
 
+@_accepts("version")
 def _number_to_str(v: Any) -> Any:
     # YAML reads `version: 1` as a number; it is a label.
     if isinstance(v, int | float) and not isinstance(v, bool):

@@ -10,7 +10,10 @@ virtual clock gives the exact simulated figure):
 - rests, holds, dwells and waits take their durations; open-ended ones (``until`` only)
   get a stated guess and make the estimate "approximate";
 - an EIS sweep takes the sum over its frequencies of ``max(EIS_PERIODS / f, EIS_MIN_S)``;
-- a furnace ramp takes ``|ΔT| / rate``; natural cooling is taken as ``NATURAL_COOL_K_PER_S``.
+- a furnace ramp or cool takes the time the furnace needs (:mod:`protocols.furnace_model`):
+  the programmed rate where the furnace can follow it, its own heating or natural cooling
+  rate where it cannot; a cool-down ends within its tolerance of the target. A programmed
+  rate beyond the furnace's reach is listed in ``Summary.warnings``.
 
 A cycle is a charge followed by a discharge (rests and EIS in between do not matter);
 checkpoint blocks with ``counts_as_cycle: false`` never make or break a cycle.
@@ -23,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import models as m
+from .furnace_model import FurnaceModel, segment_seconds
 
 __all__ = [
     "EIS_MIN_S",
@@ -38,13 +42,11 @@ __all__ = [
 
 FULL_DEPTH = 0.95
 # Periods measured per frequency. Calibrated so that 7 MHz-10 mHz at 10 points per decade
-# takes about 18 min, the sweep time the lab reports (LITERATURE.md).
+# takes about 18 min, the sweep time the lab reports for its BioLogic VMP-300.
 EIS_PERIODS = 2.2
 EIS_MIN_S = 0.1
 OPEN_ENDED_GUESS_S = 3600.0  # a rest/hold that ends only on a condition
 CV_TAIL_GUESS_S = 1800.0  # "then hold until C/20" without a time cap
-NATURAL_COOL_K_PER_S = 1.0 / 60.0
-ROOM_C = 25.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Summary:
     loops: tuple[LoopSummary, ...]
     cell: str | None
     limits: str | None
+    warnings: tuple[str, ...] = ()
 
     @property
     def duration_h(self) -> float:
@@ -128,10 +131,12 @@ def eis_sweep_s(step: m.EisStep) -> float:
 
 
 class _Estimator:
-    def __init__(self, protocol: m.Protocol) -> None:
+    def __init__(self, protocol: m.Protocol, furnace: FurnaceModel | None = None) -> None:
         self.cell = protocol.cell
-        self.furnace_C = ROOM_C
+        self.furnace = furnace or FurnaceModel()
+        self.furnace_C = self.furnace.ambient_C
         self.loops: list[LoopSummary] = []
+        self.warnings: list[str] = []
         try:
             self.one_c_A: float | None = (
                 protocol.cell.one_c_A() if protocol.cell is not None else None
@@ -218,10 +223,38 @@ class _Estimator:
                 self.furnace_C = s.target_C
             return s.duration_s or 0.0
         assert s.target_C is not None  # the model requires it for ramp and cool
-        delta = abs(s.target_C - self.furnace_C)
-        rate = s.rate_K_per_s or NATURAL_COOL_K_PER_S
+        start = self.furnace_C
+        # a cool-down is done within its tolerance of the target (the run waits for it)
+        end = s.target_C + s.tolerance_K if s.action == "cool" else s.target_C
         self.furnace_C = s.target_C
-        return delta / rate
+        if s.action == "cool" and start <= end:
+            return 0.0
+        secs, beyond = segment_seconds(self.furnace, start, end, s.rate_K_per_s)
+        if beyond is not None and s.rate_K_per_s is not None:
+            self._rate_warning(s, start, end, beyond, secs)
+        if not math.isfinite(secs):
+            self.warnings.append(
+                f"'{_step_name(s)}': the furnace cannot get to {end:g} °C (room "
+                f"{self.furnace.ambient_C:g} °C); give the cool-down a tolerance_K"
+            )
+            return 0.0
+        return secs
+
+    def _rate_warning(
+        self, s: m.FurnaceStep, start: float, end: float, beyond: float, secs: float
+    ) -> None:
+        assert s.rate_K_per_s is not None
+        heating = end > start
+        r_at = [self.furnace.reach(t, heating) * 60 for t in (beyond, end)]
+        where = f"above {beyond:.0f} °C" if heating else f"below {beyond:.0f} °C"
+        how = "heating at most" if heating else "natural cooling"
+        nominal = abs(end - start) / s.rate_K_per_s
+        self.warnings.append(
+            f"'{_step_name(s)}': {s.rate_K_per_s * 60:g} K/min is beyond the furnace {where} "
+            f"({how} {r_at[0]:.2g} K/min at {beyond:.0f} °C, {r_at[1]:.2g} K/min at "
+            f"{end:.0f} °C): the step takes about {format_duration(secs)}, not "
+            f"{format_duration(nominal)}"
+        )
 
     # ---- structure
 
@@ -269,6 +302,10 @@ class _Estimator:
         cps = tuple(_describe_checkpoint(cp) for cp in loop.checkpoints)
         self.loops.append(LoopSummary(label, n, loop.repeat is None, cps))
         return total
+
+
+def _step_name(s: m.FurnaceStep) -> str:
+    return s.label or s.text or f"{s.action} to {s.target_C:g} °C"
 
 
 def _describe_checkpoint(cp: m.Checkpoint) -> str:
@@ -319,9 +356,10 @@ def _describe_limits(lim: m.SafetyLimits) -> str | None:
     return ", ".join(parts) + f" (on violation: {lim.on_violation})"
 
 
-def summarize(protocol: m.Protocol) -> Summary:
-    """Count steps, cycles and EIS sweeps and estimate the run time on hardware."""
-    est = _Estimator(protocol)
+def summarize(protocol: m.Protocol, furnace: FurnaceModel | None = None) -> Summary:
+    """Count steps, cycles and EIS sweeps and estimate the run time on hardware
+    (``furnace``: what the furnace can do; default the simulated tube furnace's)."""
+    est = _Estimator(protocol, furnace)
     t = est.nodes(protocol.sequence)
     return Summary(
         name=protocol.name,
@@ -335,6 +373,7 @@ def summarize(protocol: m.Protocol) -> Summary:
         loops=tuple(est.loops),
         cell=_describe_cell(protocol.cell),
         limits=_describe_limits(protocol.limits),
+        warnings=tuple(dict.fromkeys(est.warnings)),
     )
 
 

@@ -1,6 +1,6 @@
 """Eurotherm 2400 / 3200 register map and value codec (pure, no I/O).
 
-Facts from the controllers' communications manuals (see the project's INSTRUMENTS.md).
+Facts from the controllers' communications manuals (Eurotherm 2400 series, Modbus).
 What two sources disagree on or what depends on the unit's configuration is a field of
 :class:`EurothermSettings`, never a constant: decimal places, programme status codes,
 rate units, the programmer's segment layout, the sensor-break value.

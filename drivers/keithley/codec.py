@@ -1,6 +1,6 @@
 """SCPI codec for the Keithley 2450 as a galvanostat: exact command text, checked replies.
 
-Pure functions; nothing here does I/O. Facts (2450 reference manual; docs/INSTRUMENTS):
+Pure functions; nothing here does I/O. Facts (Keithley 2450 SourceMeter reference manual):
 current source ``:SOUR:FUNC CURR`` with level ``:SOUR:CURR:LEV`` (negative discharges)
 and voltage compliance ``:SOUR:CURR:VLIM``; voltage measurement ``:SENS:FUNC "VOLT"``
 read with ``:READ?``; buffered runs via the ``SimpleLoop`` trigger model and

@@ -1,6 +1,6 @@
 """MacNet JSON-RPC codec: pure functions from typed requests to exact bytes and back.
 
-Facts (MACCOR MacNet manual; see docs/INSTRUMENTS): requests are one JSON-RPC 2.0 object,
+Facts (MACCOR's MacNet manual for the Series 4000): requests are one JSON-RPC 2.0 object,
 ``{"jsonrpc":"2.0","method":"MacNet","params":{"FClass":F,"FNum":N,"Chan":c,...},"id":k}``
 with no terminator; every reply ends in ``\\r\\n`` and echoes FClass, FNum, Chan and id.
 Keys are case-sensitive, channels 0-based. Errors come back as JSON-RPC ``error`` objects

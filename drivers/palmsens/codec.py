@@ -2,7 +2,7 @@
 
 Pure functions and one incremental decoder; nothing here does I/O.
 
-Facts (MethodSCRIPT manual and PalmSens' public examples; see docs/INSTRUMENTS):
+Facts (PalmSens' MethodSCRIPT documentation and public examples):
 
 - A script is sent as the command ``e`` on its own line, the script lines, and an empty
   line. Numbers in scripts are an integer followed by an optional SI prefix (``100m``,

@@ -139,6 +139,9 @@ def submit(
         overrides = _parse_sets(set_ or [])
         overrides["cell.cell_id"] = cell
         proto = load_protocol(protocol, overrides=overrides)
+        from ..instruments.sim.presets import check_preset
+
+        check_preset(proto.cell)  # a typo, on a simulated station or not
     except ProtocolError as exc:
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -168,13 +171,9 @@ def submit(
 
 
 def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    if seconds >= 86400:
-        return f"{seconds / 86400:.1f} d"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 60:.0f} min"
+    from ._format import duration_text
+
+    return duration_text(seconds)
 
 
 def ls(

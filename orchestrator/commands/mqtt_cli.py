@@ -103,10 +103,9 @@ def _age(seconds: float | None) -> str:
 
 
 def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    h, rem = divmod(int(seconds), 3600)
-    return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
+    from ._format import duration_text
+
+    return duration_text(seconds, missing="")
 
 
 def render_table(rows: list[dict[str, Any]], title: str) -> Table:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 from labrig.protocols import (
-    Protocol,
     ProtocolError,
     list_library,
     load_protocol,
@@ -49,11 +47,17 @@ def validate(
         err.print(f"{len(exc.issues)} error(s); the protocol is not valid.", style="red")
         raise typer.Exit(EXIT_INVALID) from None
     out = Console(highlight=False, soft_wrap=True)
-    text = render_summary(summarize(protocol))
+    summary = summarize(protocol)
+    text = render_summary(summary)
     head, _, rest = text.partition("\n")
     out.print(f"[green]valid[/green] [bold]{head}[/bold]", highlight=False)
     if rest:
         out.print(rest, markup=False)
+    from ..instruments.sim.presets import rest_voltage_warnings
+
+    for warning in (*summary.warnings, *rest_voltage_warnings(protocol)):
+        out.print("[yellow]warning:[/yellow] ", end="")
+        out.print(warning, markup=False)
 
 
 def schema(
@@ -62,11 +66,17 @@ def schema(
     ] = None,
 ) -> None:
     """Print the JSON Schema of a protocol file (for editor completion and checks)."""
-    text = json.dumps(Protocol.model_json_schema(), indent=2, ensure_ascii=False)
+    from labrig.protocols.schema import input_schema_text
+
+    text = input_schema_text()
     if out is None:
-        typer.echo(text)
+        typer.echo(text, nl=False)
     else:
-        out.write_text(text + "\n", encoding="utf-8")
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            Console(stderr=True).print(f"error: cannot write {out}: {exc.strerror}", markup=False)
+            raise typer.Exit(2) from None
         typer.echo(f"wrote {out}")
 
 

@@ -23,6 +23,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..events import RunState
+from ..instruments.sim.presets import PRESET_HELP, check_preset
+from ._format import duration_text
 
 __all__ = ["register"]
 
@@ -68,6 +70,19 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
     return out_
 
 
+def _check_compiles(proto: Any, sim: bool) -> None:
+    """Every cycler step compiles, and a simulated cell's preset exists: before any run
+    directory is made (ValueError otherwise)."""
+    from ..compile import StepCompiler, is_cycler_step
+
+    compiler = StepCompiler(proto, proto.cell)
+    for s in proto.steps():
+        if is_cycler_step(s):
+            compiler.compile(s)
+    if sim:
+        check_preset(proto.cell)
+
+
 _POLL_HELP = "Seconds between polls of the instrument (default: 10 on hardware)."
 
 
@@ -88,7 +103,12 @@ def run(
     ),
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a cell field, e.g. --set cam_mass_mg=9.1"),
+        typer.Option(
+            "--set",
+            help="Override a cell field, e.g. --set cam_mass_mg=9.1 or --set preset=NAME; "
+            + PRESET_HELP
+            + ".",
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated cell's noise.")] = 0,
     mqtt: Annotated[
@@ -110,12 +130,7 @@ def run(
         proto = load_protocol(protocol, overrides=overrides or None)
         st = load_station(station) if station is not None else DEFAULT_STATION
         st.position(position, "furnace" if is_thermal(proto) else "cell")
-        from ..compile import StepCompiler, is_cycler_step
-
-        compiler = StepCompiler(proto, proto.cell)
-        for s in proto.steps():
-            if is_cycler_step(s):
-                compiler.compile(s)
+        _check_compiles(proto, sim)
     except ProtocolError as exc:
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -217,7 +232,8 @@ def resume(
 
 def _print_outcome(name: str, outcome: Any, root: Path, sim: bool) -> None:
     table = Table(title=f"{name}: {outcome.state.value}", show_header=False)
-    table.add_row("run directory", str(root))
+    table.add_column("", no_wrap=True)
+    table.add_column("", overflow="fold")
     table.add_row("cycles", str(outcome.cycles))
     table.add_row("rows", f"{outcome.rows:,}")
     table.add_row("simulated time" if sim else "run time", _fmt_hours(outcome.run_time_s))
@@ -230,6 +246,8 @@ def _print_outcome(name: str, outcome: Any, root: Path, sim: bool) -> None:
         for key, value in summary_lines(summary):
             table.add_row(key, value)
     out.print(table)
+    # on a line of its own and never cut: the path is what the user copies next
+    out.print(f"run directory: {root}", markup=False, highlight=False, soft_wrap=True)
     if outcome.state != RunState.finished:
         raise typer.Exit(1)
 
@@ -265,7 +283,11 @@ def _run_with_display(
         wall = now - t_wall0
         eta = None
         if 0 < p < 1:
-            eta = f"{wall * (1 - p) / p:,.0f} s" if sim else _fmt_hours(ex.run_time() * (1 - p) / p)
+            eta = (
+                f"{wall * (1 - p) / p:,.0f} s"
+                if sim
+                else duration_text(ex.run_time() * (1 - p) / p)
+            )
         progress.update(
             task_id,
             completed=1000 * p,
@@ -275,17 +297,24 @@ def _run_with_display(
             eta=eta or "–",
         )
 
+    def announce(ex: Any) -> None:
+        store = getattr(ex, "store", None)
+        if store is not None and not quiet:
+            err.print(f"run directory: {store.root}", markup=False, highlight=False,
+                      soft_wrap=True)  # fmt: skip
+
     async def main() -> Any:
         if mqtt:
             from ..mqtt import attach_executor, open_publisher_for_run
 
             async with open_publisher_for_run(mqtt, req) as pub:
-                return await start(
-                    sinks=[pub],
-                    on_progress=on_progress,
-                    on_executor=lambda ex: attach_executor(pub, ex),
-                )
-        return await start(on_progress=on_progress)
+
+                def on_executor(ex: Any) -> Any:
+                    announce(ex)
+                    return attach_executor(pub, ex)
+
+                return await start(sinks=[pub], on_progress=on_progress, on_executor=on_executor)
+        return await start(on_progress=on_progress, on_executor=announce)
 
     with progress:
         if sim:

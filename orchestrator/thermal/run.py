@@ -83,8 +83,9 @@ async def execute_thermal_run(
         "record_period_s": options.poll_s,
     }
     store = RunStore.create(
-        req.out_dir, run_id, protocol_yaml=req.protocol_yaml, meta=meta, durable=not req.sim
-    )
+        req.out_dir, run_id, protocol_yaml=req.protocol_yaml, meta=meta, durable=not req.sim,
+        cell_files=False,
+    )  # fmt: skip
     try:
         try:
             async with open_thermal_instruments(
@@ -130,8 +131,9 @@ def _refused(req: RunRequest, reason: str) -> tuple[ThermalOutcome, Path]:
         "simulated": req.sim,
     }
     store = RunStore.create(
-        req.out_dir, run_id, protocol_yaml=req.protocol_yaml, meta=meta, durable=not req.sim
-    )
+        req.out_dir, run_id, protocol_yaml=req.protocol_yaml, meta=meta, durable=not req.sim,
+        cell_files=False,
+    )  # fmt: skip
     try:
         store.finish(RunState.failed, reason)
     finally:

@@ -11,8 +11,16 @@ file's schema metadata under ``bdf``):
 - ``Charging Capacity / Ah`` and ``Discharging Capacity / Ah`` count up from 0 within each
   cycle (the interval is the cycle, ``Cycle Count / 1``);
 - ``Step Count / 1`` increases by one at every executed step, counted from 1;
-  ``Step Time / s`` is the time since the step's first record;
-- ``Temperature T1 / degC`` is the cell temperature channel of the cycler.
+  ``Step Index / 1`` is the record's position within its step, counted from 1;
+- ``Unix Time / s`` is the run's start (``created`` in run.json, UTC) plus
+  ``Test Time / s``; a run without a start time has no such column;
+- ``Surface Temperature T1 / degC`` is the cycler's temperature channel (a probe on the
+  cell). labrig records no separate ambient temperature, so ``Ambient Temperature / degC``
+  is not written.
+
+The labels are those of the BDF's published list (required: Test Time, Voltage, Current;
+recommended: Unix Time, Cycle Count, Step Count, Ambient Temperature; the rest optional);
+the test suite checks the export with the Battery Data Alliance's ``batterydf`` package.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +44,16 @@ __all__ = ["BDF_COLUMNS", "SIGN_CONVENTION", "export_bdf"]
 #: BDF label -> source (labrig column or a derived quantity).
 BDF_COLUMNS: dict[str, str] = {
     "Test Time / s": "time_s",
+    "Unix Time / s": "(derived: run start from run.json + time_s)",
     "Voltage / V": "voltage_V",
     "Current / A": "current_A",
     "Cycle Count / 1": "cycle",
     "Step Count / 1": "(derived: executed-step counter)",
-    "Step Time / s": "(derived: time since step start)",
+    "Step Index / 1": "(derived: record position within its step, from 1)",
     "Charging Capacity / Ah": "charge_capacity_Ah",
     "Discharging Capacity / Ah": "discharge_capacity_Ah",
     "Power / W": "(derived: voltage_V x current_A)",
-    "Temperature T1 / degC": "temperature_C",
+    "Surface Temperature T1 / degC": "temperature_C",
 }
 
 SIGN_CONVENTION = (
@@ -60,7 +70,8 @@ _SOURCE = ["time_s", "cycle", "step", "step_type", "current_A", "voltage_V",
 class _StepState:
     key: tuple[int, int, int] | None = None
     count: int = 0
-    t_start: float = 0.0
+    index: int = 0  # records of the current step seen so far
+    unix_start: float | None = None
 
 
 def _convert(table: pa.Table, state: _StepState) -> pa.Table:
@@ -88,33 +99,46 @@ def _convert(table: pa.Table, state: _StepState) -> pa.Table:
             change[0] = (int(cycle[0]), int(step[0]), int(kind[0])) != state.key
         change[1:] = (cycle[1:] != cycle[:-1]) | (step[1:] != step[:-1]) | (kind[1:] != kind[:-1])
     step_count = state.count + np.cumsum(change)
-    starts = np.flatnonzero(change)
-    # time of the first record of each row's step (carried over from the last chunk)
-    seg_id = np.cumsum(change) - 1
-    if starts.size:
-        t_first = np.where(seg_id >= 0, t[starts][np.maximum(seg_id, 0)], state.t_start)
-    else:
-        t_first = np.full(n, state.t_start)
+    # position within the step; rows before the chunk's first step change continue the
+    # step the last chunk ended in
+    pos = np.arange(n, dtype=np.int64)
+    seg_start = np.maximum.accumulate(np.where(change, pos, -1)) if n else pos
+    index = np.where(seg_start >= 0, pos - seg_start + 1, state.index + pos + 1)
     if n:
         state.key = (int(cycle[-1]), int(step[-1]), int(kind[-1]))
         state.count = int(step_count[-1])
-        state.t_start = float(t_first[-1])
+        state.index = int(index[-1])
     v = col("voltage_V")
     i = col("current_A")
-    return pa.table(
+    out: dict[str, Any] = {"Test Time / s": t}
+    if state.unix_start is not None:
+        out["Unix Time / s"] = state.unix_start + t
+    out.update(
         {
-            "Test Time / s": t,
             "Voltage / V": v,
             "Current / A": i,
             "Cycle Count / 1": cycle,
             "Step Count / 1": step_count.astype(np.int64),
-            "Step Time / s": t - t_first,
+            "Step Index / 1": index,
             "Charging Capacity / Ah": col("charge_capacity_Ah"),
             "Discharging Capacity / Ah": col("discharge_capacity_Ah"),
             "Power / W": v * i,
-            "Temperature T1 / degC": col("temperature_C"),
+            "Surface Temperature T1 / degC": col("temperature_C"),
         }
     )
+    return pa.table(out)
+
+
+def _run_start(meta: dict[str, Any]) -> float | None:
+    """The run's start as Unix seconds (run.json ``started`` or ``created``)."""
+    for key in ("started", "created"):
+        text = meta.get(key)
+        if isinstance(text, str):
+            try:
+                return datetime.fromisoformat(text).timestamp()
+            except ValueError:
+                continue
+    return None
 
 
 def _chunks(root: Path) -> Iterator[pa.Table]:
@@ -146,9 +170,11 @@ def export_bdf(root: Path, out: Path | None = None, fmt: str = "csv") -> Path:
     if out is None:
         out = root / "export" / f"{run_id}.bdf.{fmt}"
     out.parent.mkdir(parents=True, exist_ok=True)
+    unix_start = _run_start(meta)
+    columns = {k: v for k, v in BDF_COLUMNS.items() if unix_start is not None or "Unix" not in k}
     sidecar = {
         "format": "Battery Data Format (BDF), time series",
-        "columns": BDF_COLUMNS,
+        "columns": columns,
         "conventions": SIGN_CONVENTION,
         "step_types": list(KIND_NAMES[1:]),
         "source": {"software": "labrig", "run_id": run_id},
@@ -157,7 +183,7 @@ def export_bdf(root: Path, out: Path | None = None, fmt: str = "csv") -> Path:
         "simulated": meta.get("simulated"),
         "state": meta.get("state"),
     }
-    state = _StepState()
+    state = _StepState(unix_start=unix_start)
     tmp = out.with_name(out.name + ".tmp")
     writer: Any = None
     try:

@@ -19,13 +19,17 @@ from .loader import CHARGE_CODES, DISCHARGE_CODES, KIND_CODES, RunData, TimeSeri
 from .segments import Segments
 
 __all__ = [
+    "MIN_FADE_CYCLES",
+    "RATE_COLUMNS",
     "FadeFit",
     "cycle_table",
     "default_reference_cycle",
     "fade_rate",
+    "is_rate_test",
     "nice_c_rate",
     "rate_table",
     "retention",
+    "retention_note",
 ]
 
 FloatArr = npt.NDArray[np.float64]
@@ -191,37 +195,86 @@ def cycle_table(
     return df.reset_index(drop=True)
 
 
-def default_reference_cycle(cycles: pd.DataFrame) -> int | None:
+#: Retention and a loss per cycle need at least this many cycles at one C-rate when the
+#: run has several rates (a rate test's 3-5-cycle blocks give neither).
+MIN_FADE_CYCLES = 10
+
+
+def _complete(cycles: pd.DataFrame) -> pd.DataFrame:
+    return cycles[cycles.get("complete", pd.Series(True, index=cycles.index)).astype(bool)]
+
+
+def _rate_counts(cycles: pd.DataFrame) -> pd.Series:
+    """Complete cycles per discharge C-rate (rounded), most common first."""
+    comp = _complete(cycles)
+    rates = comp.get("discharge_c_rate", None)
+    if rates is None or not rates.notna().any():
+        return pd.Series(dtype="int64")
+    return rates.round(6).value_counts(sort=True)
+
+
+def default_reference_cycle(cycles: pd.DataFrame, min_cycles: int = MIN_FADE_CYCLES) -> int | None:
     """The cycle retention is referred to by default.
 
     The first complete cycle at the run's most common discharge C-rate (the ageing rate:
     formation and check-up cycles at other rates are not the baseline); the first complete
-    cycle when no C-rates are known.
+    cycle when no C-rates are known or the run has one rate. None when the run has several
+    rates and none of them has ``min_cycles`` cycles (a rate test: retention and fade across
+    its blocks would compare different rates; see :func:`retention_note`).
     """
-    comp = cycles[cycles.get("complete", pd.Series(True, index=cycles.index)).astype(bool)]
+    comp = _complete(cycles)
     if comp.empty:
         return None
-    rates = comp.get("discharge_c_rate", None)
-    if rates is not None and rates.notna().any():
-        mode = rates.round(6).mode()
-        if not mode.empty:
-            first = comp[rates.round(6) == mode.iloc[0]]
-            if not first.empty:
-                return int(first["cycle"].iloc[0])
-    return int(comp["cycle"].iloc[0])
+    counts = _rate_counts(cycles)
+    if counts.empty:
+        return int(comp["cycle"].iloc[0])
+    if len(counts) > 1 and int(counts.iloc[0]) < min_cycles:
+        return None
+    first = comp[comp["discharge_c_rate"].round(6) == counts.index[0]]
+    return int(first["cycle"].iloc[0]) if not first.empty else int(comp["cycle"].iloc[0])
+
+
+def retention_note(cycles: pd.DataFrame, min_cycles: int = MIN_FADE_CYCLES) -> str | None:
+    """Why there is no default reference cycle, in a scientist's words (None if there is)."""
+    if default_reference_cycle(cycles, min_cycles) is not None or _complete(cycles).empty:
+        return None
+    counts = _rate_counts(cycles)
+    return (
+        f"not computed: a rate test ({len(counts)} C-rates, at most {int(counts.iloc[0])} "
+        f"cycles at one; {min_cycles} needed), see the rate table"
+    )
+
+
+def _same_rate(cycles: pd.DataFrame, ref: int) -> pd.Series:
+    """Cycles at the reference cycle's discharge C-rate (all cycles if rates are unknown)."""
+    if "discharge_c_rate" not in cycles:
+        return pd.Series(True, index=cycles.index)
+    ref_rate = cycles.loc[cycles["cycle"] == ref, "discharge_c_rate"]
+    if ref_rate.empty or not np.isfinite(ref_rate.iloc[0]):
+        return pd.Series(True, index=cycles.index)
+    rate = float(ref_rate.iloc[0])
+    return pd.Series(np.isclose(cycles["discharge_c_rate"], rate, rtol=0.02), index=cycles.index)
 
 
 def retention(
-    cycles: pd.DataFrame, reference_cycle: int | None = None, column: str = "discharge_capacity_mAh"
+    cycles: pd.DataFrame,
+    reference_cycle: int | None = None,
+    column: str = "discharge_capacity_mAh",
+    same_rate: bool = True,
 ) -> pd.Series:
-    """Capacity retention in % of ``reference_cycle`` (default: :func:`default_reference_cycle`)."""
+    """Capacity retention in % of ``reference_cycle`` (default: :func:`default_reference_cycle`).
+
+    With ``same_rate`` only cycles at the reference cycle's discharge C-rate get a value
+    (NaN elsewhere): a 0.1C check-up is not "115 % retention" of a 1C reference.
+    """
     ref = reference_cycle if reference_cycle is not None else default_reference_cycle(cycles)
     if ref is None or column not in cycles:
         return pd.Series(np.nan, index=cycles.index, name="retention_pct")
     row = cycles.loc[cycles["cycle"] == ref, column]
     if row.empty or not np.isfinite(row.iloc[0]) or row.iloc[0] <= 0:
         return pd.Series(np.nan, index=cycles.index, name="retention_pct")
-    return (100.0 * cycles[column] / float(row.iloc[0])).rename("retention_pct")
+    out = (100.0 * cycles[column] / float(row.iloc[0])).rename("retention_pct")
+    return out.where(_same_rate(cycles, ref)) if same_rate else out
 
 
 @dataclass(frozen=True)
@@ -253,16 +306,17 @@ def fade_rate(
     ref = reference_cycle if reference_cycle is not None else default_reference_cycle(cycles)
     if ref is None:
         return None
-    ret = retention(cycles, ref)
+    ret = retention(cycles, ref, same_rate=False)
     ok = ret.notna() & cycles["complete"].astype(bool)
     lo, hi = span if span is not None else (ref, int(cycles["cycle"].max()))
     ok &= (cycles["cycle"] >= lo) & (cycles["cycle"] <= hi)
     rate: float | None = None
-    if same_rate and "discharge_c_rate" in cycles:
-        ref_rate = cycles.loc[cycles["cycle"] == ref, "discharge_c_rate"]
-        if not ref_rate.empty and np.isfinite(ref_rate.iloc[0]):
-            rate = float(ref_rate.iloc[0])
-            ok &= np.isclose(cycles["discharge_c_rate"], rate, rtol=0.02)
+    if same_rate:
+        ok &= _same_rate(cycles, ref)
+        if "discharge_c_rate" in cycles:
+            ref_rate = cycles.loc[cycles["cycle"] == ref, "discharge_c_rate"]
+            if not ref_rate.empty and np.isfinite(ref_rate.iloc[0]):
+                rate = float(ref_rate.iloc[0])
     x = cycles.loc[ok, "cycle"].to_numpy(dtype=float)
     y = ret[ok].to_numpy(dtype=float)
     if x.size < 3:
@@ -285,40 +339,86 @@ def fade_rate(
     )
 
 
-def rate_table(cycles: pd.DataFrame, rtol: float = 0.02) -> pd.DataFrame:
-    """Rate capability: one row per block of consecutive cycles at the same discharge C-rate.
+def _label(v: Any) -> str:
+    return v if isinstance(v, str) else ""
 
-    Columns: block, c_rate, first/last cycle, n_cycles, mean (and std) discharge capacity
-    in mAh and mAh/g, and ``normalised_pct``: the block's mean capacity in % of the first
-    block's (the lab normalises to 0.1C, which its rate tests start with).
-    """
-    cols = ["block", "c_rate", "first_cycle", "last_cycle", "n_cycles",
-            "discharge_capacity_mAh", "discharge_capacity_std_mAh",
-            "discharge_capacity_mAh_g", "normalised_pct"]  # fmt: skip
-    comp = cycles[cycles["complete"].astype(bool)] if "complete" in cycles else cycles
-    comp = comp[comp["discharge_c_rate"].notna()] if "discharge_c_rate" in comp else comp.iloc[0:0]
-    if comp.empty:
-        return pd.DataFrame(columns=cols)
+
+def _blocks(comp: pd.DataFrame, rtol: float) -> npt.NDArray[np.int64]:
+    """Block number per cycle: a new block where the C-rate or the loop label changes."""
     rates = comp["discharge_c_rate"].to_numpy(dtype=float)
     new = np.ones(rates.shape, dtype=bool)
     new[1:] = ~np.isclose(rates[1:], rates[:-1], rtol=rtol)
-    block = np.cumsum(new)
-    g = comp.assign(_block=block).groupby("_block", sort=True)
+    if "block" in comp:
+        labels = np.array([_label(x) for x in comp["block"]], dtype=object)
+        new[1:] |= labels[1:] != labels[:-1]
+    return np.cumsum(new).astype(np.int64)
+
+
+def _block_row(block: int, part: pd.DataFrame, first_cycle: int) -> dict[str, Any]:
+    # the run's first cycle (formation: the interphase forms) is left out of a block's mean
+    used = part[part["cycle"] != first_cycle] if len(part) > 1 else part
+    label = _label(part["block"].iloc[0]) if "block" in part else ""
+    return {
+        "block": block,
+        "label": label,
+        "c_rate": float(part["discharge_c_rate"].iloc[0]),
+        "first_cycle": int(part["cycle"].min()),
+        "last_cycle": int(part["cycle"].max()),
+        "n_cycles": len(part),
+        "cycles_averaged": len(used),
+        "discharge_capacity_mAh": float(used["discharge_capacity_mAh"].mean()),
+        "discharge_capacity_std_mAh": float(used["discharge_capacity_mAh"].std(ddof=1)),
+        "discharge_capacity_mAh_g": float(used["discharge_capacity_mAh_g"].mean()),
+        "formation": "formation" in label.lower(),
+    }
+
+
+RATE_COLUMNS = ["block", "label", "c_rate", "first_cycle", "last_cycle", "n_cycles",
+                "cycles_averaged", "discharge_capacity_mAh", "discharge_capacity_std_mAh",
+                "discharge_capacity_mAh_g", "formation", "normalised_pct"]  # fmt: skip
+
+
+def rate_table(
+    cycles: pd.DataFrame, rtol: float = 0.02, normalise_to: float | None = None
+) -> pd.DataFrame:
+    """Rate capability: one row per block of consecutive cycles at the same discharge C-rate
+    (and loop label, when the run stored one).
+
+    ``discharge_capacity_*`` is the block's mean, without the run's first cycle when the
+    block has others. ``normalised_pct`` is that mean in % of the base block's: the first
+    block at ``normalise_to`` (a C-rate) or, by default, at the slowest rate, never a block
+    labelled formation (``formation`` column) unless there is nothing else.
+    """
+    comp = _complete(cycles) if "complete" in cycles else cycles
+    comp = comp[comp["discharge_c_rate"].notna()] if "discharge_c_rate" in comp else comp.iloc[0:0]
+    if comp.empty:
+        return pd.DataFrame(columns=RATE_COLUMNS)
+    block = _blocks(comp, rtol)
+    first_cycle = int(comp["cycle"].min())
     res = pd.DataFrame(
-        {
-            "block": np.arange(1, int(block.max()) + 1),
-            "c_rate": g["discharge_c_rate"].first().to_numpy(),
-            "first_cycle": g["cycle"].min().to_numpy(),
-            "last_cycle": g["cycle"].max().to_numpy(),
-            "n_cycles": g["cycle"].count().to_numpy(),
-            "discharge_capacity_mAh": g["discharge_capacity_mAh"].mean().to_numpy(),
-            "discharge_capacity_std_mAh": g["discharge_capacity_mAh"].std(ddof=1).to_numpy(),
-            "discharge_capacity_mAh_g": g["discharge_capacity_mAh_g"].mean().to_numpy(),
-        }
+        [_block_row(b, comp[block == b], first_cycle) for b in range(1, int(block.max()) + 1)]
     )
-    base = float(res["discharge_capacity_mAh"].iloc[0])
+    base_rows = res[~res["formation"]] if (~res["formation"]).any() else res
+    if normalise_to is not None:
+        at = base_rows[np.isclose(base_rows["c_rate"], normalise_to, rtol=rtol)]
+        if at.empty:
+            raise ValueError(f"no block at {normalise_to:g}C to normalise to")
+        base_rows = at
+    else:
+        base_rows = base_rows[base_rows["c_rate"] == base_rows["c_rate"].min()]
+    base = float(base_rows["discharge_capacity_mAh"].iloc[0])
     res["normalised_pct"] = 100.0 * res["discharge_capacity_mAh"] / base if base > 0 else np.nan
-    return res[cols]
+    return res[RATE_COLUMNS]
+
+
+def is_rate_test(rates: pd.DataFrame) -> bool:
+    """Whether the blocks are a rate-capability test: three or more C-rates, each run in
+    about one block (an endurance run with check-ups alternates two rates in many)."""
+    if rates.empty:
+        return False
+    body = rates[~rates["formation"].astype(bool)] if "formation" in rates else rates
+    distinct = body["c_rate"].round(6).nunique()
+    return bool(distinct >= 3 and len(body) <= distinct + 2)
 
 
 def run_cycle_table(run: RunData, segments: Segments | None = None) -> pd.DataFrame:

@@ -15,18 +15,32 @@ r/3, which gives the often-used form::
 
     D = 4 r² / (9 π τ) · (ΔE_s / ΔE_t)²
 
-The formula assumes semi-infinite diffusion during the pulse, which shows as E linear in
-√t. ΔE_t is therefore taken from a straight-line fit of E against √t over the pulse:
-ΔE_t = slope · √τ, which also removes the iR step at t = 0. Each pulse is flagged when
+The formula assumes semi-infinite diffusion during the pulse (τ ≪ ℓ²/D), which shows as
+E linear in √t. ΔE_t is therefore taken from a straight-line fit of E against √t over the
+pulse: ΔE_t = slope · √τ, which also removes the iR step at t = 0.
 
-- ``tau_not_short``: τ·D/ℓ² exceeds ``max_dtau_ratio`` (ℓ = L, or r for spheres), i.e.
-  τ ≪ ℓ²/D does not hold;
-- ``not_sqrt_t_linear``: the E–√t slope of the late half of the pulse differs from the
-  early half by more than ``max_slope_change`` (or R² < ``min_r2``);
-- ``not_relaxed``: the voltage still drifts at the end of the rest after the pulse: the
-  change over the rest's last 10 %, extrapolated to the rest's whole length, exceeds
-  ``max_relax_drift`` x ΔE_s;
-- ``no_rest_after`` / ``too_few_points``: the pulse cannot be evaluated.
+Whether τ ≪ ℓ²/D holds is judged from the transient itself, never from the D the same
+pulse gives: with that D, D·τ/ℓ² reduces to 4/(9π)·(ΔE_s/ΔE_t)² (spheres), whatever the
+pulse length or radius, so it cannot tell a long pulse. Once diffusion reaches the
+particle's centre (or the film's back face) the transient turns from √t to linear in t,
+so in E–√t coordinates it bends upwards. A quadratic fit E = a + b√t + c·t over the fit
+window gives ``sqrt_t_departure`` = the change of dE/d√t across the window over its mean,
+with its standard error from the fit: for spheres it is ≈ 0.04 at D·τ/R² = 0.001, 0.13
+at 0.01, 0.42 at 0.1 and 1 from D·τ/R² ≈ 1 on. Each pulse is flagged when
+
+- ``tau_not_short``: ``sqrt_t_departure`` exceeds ``max_departure`` by more than three
+  standard errors: the pulse is too long for the particles (shorten it);
+- ``not_sqrt_t_linear``: otherwise, R² of the √t line below ``min_r2`` or a departure
+  below ``-max_departure`` (bending downwards: a slower polarisation still building up);
+- ``not_relaxed``: a straight line through the last ``relax_tail`` of the rest after the
+  pulse has a slope that differs from zero by more than three standard errors (the
+  noise of the records sets them) and, extrapolated over the rest's whole length, moves
+  the voltage by more than ``max_relax_drift`` x ΔE_s;
+- ``no_rest_after`` / ``no_rest_before`` / ``too_few_points``: the pulse cannot be evaluated.
+
+``soc`` is the state of charge after the pulse within its titration (consecutive pulses
+of one direction): the charge passed so far over the titration's total, rising from 0
+to 1 on charge and falling from 1 to 0 on discharge.
 """
 
 from __future__ import annotations
@@ -36,12 +50,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from .loader import KIND_NAMES, PULSE_CODES, REST_CODES, TimeSeries
 from .segments import Segments, segment_series
 
-__all__ = ["GittGeometry", "gitt_analysis", "weppner_huggins_D"]
+__all__ = ["COLUMNS", "GittCriteria", "GittGeometry", "gitt_analysis", "weppner_huggins_D"]
+
+FloatArr = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,15 @@ class GittGeometry:
             self.molar_volume_cm3_mol, self.molar_mass_g_mol, self.area_cm2, mass_g,
             self.particle_radius_cm,
         )  # fmt: skip
+
+    def describe(self) -> str:
+        """The geometry in words: 'spheres of radius 2.5 µm' or the planar set."""
+        if self.particle_radius_cm is not None:
+            return f"spheres of radius {self.particle_radius_cm * 1e4:g} µm"
+        parts = [f"{k} {v:g}" for k, v in (("V_M", self.molar_volume_cm3_mol),
+                 ("M", self.molar_mass_g_mol), ("S", self.area_cm2), ("m", self.mass_g))
+                 if v is not None]  # fmt: skip
+        return "planar electrode (" + ", ".join(parts) + ")"
 
     @property
     def spherical(self) -> bool:
@@ -132,112 +158,176 @@ def _pulse_indices(seg: Segments, max_plain_pulse_s: float) -> list[int]:
     return out
 
 
+@dataclass(frozen=True)
+class _SqrtFit:
+    slope: float = float("nan")
+    r2: float = float("nan")
+    departure: float = float("nan")
+    departure_se: float = float("nan")
+
+
+def _sqrt_t_fit(rel: FloatArr, v: FloatArr, sel: npt.NDArray[np.bool_]) -> _SqrtFit:
+    """Line and parabola in √t over the selected records (see the module docstring)."""
+    x = np.sqrt(rel[sel])
+    y = v[sel]
+    slope, icpt = np.polyfit(x, y, 1)
+    resid = y - (slope * x + icpt)
+    ss = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float((resid**2).sum()) / ss if ss > 0 else float("nan")
+    if slope == 0 or x.size < 6 or float(x[-1] - x[0]) <= 0:
+        return _SqrtFit(float(slope), r2)
+    coef, cov = np.polyfit(x, y, 2, cov=True)
+    span = float(x[-1] - x[0])
+    dep = 2.0 * float(coef[0]) * span / float(slope)
+    se = 2.0 * math.sqrt(max(float(cov[0, 0]), 0.0)) * span / abs(float(slope))
+    return _SqrtFit(float(slope), r2, dep, se)
+
+
+def _drift(t: FloatArr, v: FloatArr, tail: float, min_points: int) -> tuple[float, float]:
+    """Slope (V/s) of a line through the last ``tail`` of a rest, and its standard error."""
+    if t.size < 3:
+        return float("nan"), float("nan")
+    keep = t >= t[-1] - tail * (t[-1] - t[0])
+    if np.count_nonzero(keep) < min_points:
+        keep = np.zeros(t.size, dtype=bool)
+        keep[-min(min_points, t.size) :] = True
+    x = t[keep] - t[keep].mean()
+    y = v[keep]
+    sxx = float((x**2).sum())
+    if x.size < 3 or sxx <= 0:
+        return float("nan"), float("nan")
+    slope = float((x * (y - y.mean())).sum()) / sxx
+    resid = y - y.mean() - slope * x
+    s2 = float((resid**2).sum()) / (x.size - 2)
+    return slope, math.sqrt(s2 / sxx)
+
+
+def _titration_soc(rows: list[dict[str, Any]]) -> None:
+    """Add ``charge_mAh`` (passed so far in the titration) and ``soc`` to the rows."""
+    k = 0
+    while k < len(rows):
+        m = k
+        while m + 1 < len(rows) and rows[m + 1]["direction"] == rows[k]["direction"]:
+            m += 1
+        q = np.cumsum([abs(r["current_A"]) * r["tau_s"] / 3.6 for r in rows[k : m + 1]])
+        total = float(q[-1]) if q.size and q[-1] > 0 else float("nan")
+        for r, qk in zip(rows[k : m + 1], q, strict=True):
+            r["charge_mAh"] = float(qk)
+            frac = float(qk) / total
+            r["soc"] = frac if r["direction"] == "charge" else 1.0 - frac
+        k = m + 1
+
+
+COLUMNS = ["pulse", "cycle", "direction", "soc", "charge_mAh", "t_start_s", "tau_s",
+           "current_A", "E0_V", "Es_V", "delta_Es_V", "delta_Et_V", "slope_V_sqrt_s", "r2",
+           "sqrt_t_departure", "sqrt_t_departure_se", "relax_drift_mV_h", "D_cm2_s",
+           "valid", "flags"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GittCriteria:
+    """Thresholds of the validity flags (see the module docstring)."""
+
+    fit_from: float = 0.1
+    max_departure: float = 0.2
+    min_r2: float = 0.98
+    relax_tail: float = 0.25
+    max_relax_drift: float = 0.05
+    max_plain_pulse_s: float = 3600.0
+    min_points: int = 6
+
+
+def _pulse_row(
+    ts: TimeSeries, seg: Segments, j: int, l_ratio: float, c: GittCriteria
+) -> dict[str, Any]:
+    t, v = ts["time_s"], ts["voltage_V"]
+    i = ts.cols.get("current_A", np.full(len(ts), np.nan))
+    flags: list[str] = []
+    a, b = int(seg.start[j]), int(seg.stop[j])
+    tp, vp = t[a:b], v[a:b]
+    dt_rec = float(np.median(np.diff(tp))) if b - a > 1 else 0.0
+    t0 = max(float(t[a - 1]), float(tp[0]) - dt_rec) if a > 0 else float(tp[0]) - dt_rec
+    e0 = float(v[a - 1]) if a > 0 else float("nan")
+    if a == 0:
+        flags.append("no_rest_before")
+    tau = float(tp[-1]) - t0
+    rel = tp - t0
+    sel = rel >= c.fit_from * tau
+    fit = _SqrtFit()
+    if np.count_nonzero(sel) < c.min_points or tau <= 0:
+        flags.append("too_few_points")
+    else:
+        fit = _sqrt_t_fit(rel, vp, sel)
+        dep, se = fit.departure, fit.departure_se
+        if math.isfinite(dep) and dep > c.max_departure and dep - 3.0 * se > c.max_departure:
+            flags.append("tau_not_short")
+        elif (math.isfinite(fit.r2) and fit.r2 < c.min_r2) or (
+            math.isfinite(dep) and dep < -c.max_departure and dep + 3.0 * se < -c.max_departure
+        ):
+            flags.append("not_sqrt_t_linear")
+    det = fit.slope * math.sqrt(tau) if math.isfinite(fit.slope) and tau > 0 else float("nan")
+    es = drift = float("nan")
+    if j + 1 < len(seg) and int(seg.kind[j + 1]) in REST_CODES:
+        ra, rb = int(seg.start[j + 1]), int(seg.stop[j + 1])
+        es = float(np.median(v[max(ra, rb - 3) : rb]))
+        drift, drift_se = _drift(t[ra:rb], v[ra:rb], c.relax_tail, c.min_points)
+        moved = abs(drift) * (float(t[rb - 1]) - float(tp[-1]))
+        des = es - e0
+        if (
+            math.isfinite(drift)
+            and abs(drift) > 3.0 * drift_se
+            and math.isfinite(des)
+            and moved > c.max_relax_drift * abs(des)
+        ):
+            flags.append("not_relaxed")
+    else:
+        flags.append("no_rest_after")
+    des = es - e0
+    d = weppner_huggins_D(tau, des, det, l_ratio) if math.isfinite(det) else float("nan")
+    current = float(np.nanmean(i[a:b]))
+    return {
+        "cycle": int(seg.cycle[j]),
+        "direction": "charge" if current > 0 else "discharge",
+        "t_start_s": t0,
+        "tau_s": tau,
+        "current_A": current,
+        "E0_V": e0,
+        "Es_V": es,
+        "delta_Es_V": des,
+        "delta_Et_V": det,
+        "slope_V_sqrt_s": fit.slope,
+        "r2": fit.r2,
+        "sqrt_t_departure": fit.departure,
+        "sqrt_t_departure_se": fit.departure_se,
+        "relax_drift_mV_h": drift * 3.6e6,
+        "D_cm2_s": d,
+        "valid": not flags and math.isfinite(d),
+        "flags": ",".join(flags),
+    }
+
+
 def gitt_analysis(
     ts: TimeSeries,
     geometry: GittGeometry,
     *,
     segments: Segments | None = None,
-    fit_from: float = 0.1,
-    max_dtau_ratio: float = 0.1,
-    max_slope_change: float = 0.2,
-    min_r2: float = 0.98,
-    max_relax_drift: float = 0.05,
-    max_plain_pulse_s: float = 3600.0,
-    min_points: int = 6,
+    criteria: GittCriteria | None = None,
 ) -> pd.DataFrame:
-    """One row per GITT pulse: τ, ΔE_s, ΔE_t, D (cm²/s) and the validity flags.
+    """One row per GITT pulse: SOC, τ, ΔE_s, ΔE_t, D (cm²/s) and the validity flags.
 
-    ``fit_from`` is the fraction of τ from which E vs √t is fitted (the first moments
-    carry the faster polarisations). Pulses are the ``pulse_charge``/``pulse_discharge``
-    steps, or when there are none, current steps of at most ``max_plain_pulse_s`` between
-    two rests.
+    ``criteria.fit_from`` is the fraction of τ from which E vs √t is fitted (the first
+    moments carry the faster polarisations). Pulses are the ``pulse_charge`` /
+    ``pulse_discharge`` steps or, when there are none, current steps of at most
+    ``criteria.max_plain_pulse_s`` between two rests.
     """
-    cols = ["pulse", "cycle", "direction", "t_start_s", "tau_s", "current_A", "E0_V", "Es_V",
-            "delta_Es_V", "delta_Et_V", "slope_V_sqrt_s", "r2", "slope_change", "D_cm2_s",
-            "dtau_over_l2", "valid", "flags"]  # fmt: skip
+    c = criteria or GittCriteria()
     seg = segments if segments is not None else segment_series(ts)
     if len(seg) == 0 or "voltage_V" not in ts:
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=COLUMNS)
     l_ratio = geometry.volume_over_area_cm()
-    ell = geometry.diffusion_length_cm()
-    t = ts["time_s"]
-    v = ts["voltage_V"]
-    i = ts.cols.get("current_A", np.full(len(ts), np.nan))
-    rows: list[dict[str, Any]] = []
-    for n, j in enumerate(_pulse_indices(seg, max_plain_pulse_s), start=1):
-        flags: list[str] = []
-        a, b = int(seg.start[j]), int(seg.stop[j])
-        tp = t[a:b]
-        vp = v[a:b]
-        dt_rec = float(np.median(np.diff(tp))) if b - a > 1 else 0.0
-        if a > 0:
-            t0 = max(float(t[a - 1]), float(tp[0]) - dt_rec)
-            e0 = float(v[a - 1])
-        else:
-            t0 = float(tp[0]) - dt_rec
-            e0 = float("nan")
-            flags.append("no_rest_before")
-        tau = float(tp[-1]) - t0
-        rel = tp - t0
-        sel = rel >= fit_from * tau
-        slope = r2 = change = float("nan")
-        if np.count_nonzero(sel) < min_points or tau <= 0:
-            flags.append("too_few_points")
-        else:
-            x = np.sqrt(rel[sel])
-            y = vp[sel]
-            slope, icpt = np.polyfit(x, y, 1)
-            resid = y - (slope * x + icpt)
-            ss = float(((y - y.mean()) ** 2).sum())
-            r2 = 1.0 - float((resid**2).sum()) / ss if ss > 0 else float("nan")
-            half = x.size // 2
-            if half >= 3:
-                s1 = np.polyfit(x[:half], y[:half], 1)[0]
-                s2 = np.polyfit(x[half:], y[half:], 1)[0]
-                change = float(abs(s2 - s1) / abs(slope)) if slope != 0 else float("inf")
-            if (math.isfinite(change) and change > max_slope_change) or (
-                math.isfinite(r2) and r2 < min_r2
-            ):
-                flags.append("not_sqrt_t_linear")
-        det = float(slope) * math.sqrt(tau) if math.isfinite(slope) and tau > 0 else float("nan")
-        es = float("nan")
-        if j + 1 < len(seg) and int(seg.kind[j + 1]) in REST_CODES:
-            ra, rb = int(seg.start[j + 1]), int(seg.stop[j + 1])
-            es = float(v[rb - 1])
-            rt = t[ra:rb]
-            if rb - ra >= 3:
-                tail = rt >= rt[-1] - 0.1 * (rt[-1] - float(tp[-1]))
-                # drift over the last 10 %, extrapolated to the whole rest (x10)
-                drift = 10.0 * float(v[ra:rb][tail][-1] - v[ra:rb][tail][0])
-                des = es - e0
-                if math.isfinite(des) and des != 0 and abs(drift) > max_relax_drift * abs(des):
-                    flags.append("not_relaxed")
-        else:
-            flags.append("no_rest_after")
-        des = es - e0
-        d = weppner_huggins_D(tau, des, det, l_ratio) if math.isfinite(det) else float("nan")
-        ratio = d * tau / ell**2 if math.isfinite(d) else float("nan")
-        if math.isfinite(ratio) and ratio > max_dtau_ratio:
-            flags.append("tau_not_short")
-        rows.append(
-            {
-                "pulse": n,
-                "cycle": int(seg.cycle[j]),
-                "direction": "charge" if float(np.nanmean(i[a:b])) > 0 else "discharge",
-                "t_start_s": t0,
-                "tau_s": tau,
-                "current_A": float(np.nanmean(i[a:b])),
-                "E0_V": e0,
-                "Es_V": es,
-                "delta_Es_V": des,
-                "delta_Et_V": det,
-                "slope_V_sqrt_s": float(slope),
-                "r2": r2,
-                "slope_change": change,
-                "D_cm2_s": d,
-                "dtau_over_l2": ratio,
-                "valid": not flags and math.isfinite(d),
-                "flags": ",".join(flags),
-            }
-        )
-    return pd.DataFrame(rows, columns=cols)
+    rows = [
+        {"pulse": n, **_pulse_row(ts, seg, j, l_ratio, c)}
+        for n, j in enumerate(_pulse_indices(seg, c.max_plain_pulse_s), start=1)
+    ]
+    _titration_soc(rows)
+    return pd.DataFrame(rows, columns=COLUMNS)

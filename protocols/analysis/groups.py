@@ -73,19 +73,21 @@ def group_summary(analyses: Sequence[RunAnalysis], groups: Sequence[str]) -> pd.
 
 
 def draw_group_means(
-    axes: tuple[Any, Any],
+    axes: tuple[Any, Any | None],
     analyses: Sequence[RunAnalysis],
     groups: Sequence[str],
     colors: dict[str, Any],
     column: str,
 ) -> None:
     """Mean ± standard deviation bands of every group with two or more runs, on the
-    capacity (``axes[0]``) and retention (``axes[1]``) panels."""
+    capacity (``axes[0]``) and retention (``axes[1]``, None when not drawn) panels."""
     counts = pd.Series(list(groups)).value_counts()
     replicated = [g for g in dict.fromkeys(groups) if counts.get(g, 0) >= 2]
     if not replicated:
         return
     for ax, col in zip(axes, (column, "retention_pct"), strict=True):
+        if ax is None:
+            continue
         stats = group_cycles(analyses, groups, col)
         for g in replicated:
             s = stats[stats["group"] == g]

@@ -13,12 +13,14 @@ import numpy.typing as npt
 from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .loader import CHARGE_CODES, DISCHARGE_CODES, KIND_CODES, TimeSeries
 from .summary import RunAnalysis
 
 __all__ = [
     "PANELS",
+    "cycle_axis",
     "draw_capacity",
     "draw_dqdv",
     "draw_gitt",
@@ -65,6 +67,12 @@ def _no_data(ax: Axes, title: str, why: str) -> None:
             wrap=True)  # fmt: skip
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def cycle_axis(ax: Axes) -> None:
+    """Label the x axis "Cycle" with whole-number ticks (no cycle 2.5)."""
+    ax.set_xlabel("Cycle")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _thin(n: int, max_points: int = 1500) -> slice:
@@ -130,7 +138,7 @@ def draw_capacity(ax: Axes, a: RunAnalysis) -> None:
             color="tab:red", label="charge")  # fmt: skip
     ax.plot(c["cycle"], c[f"discharge_capacity_{suffix}"], "o", ms=ms, color="tab:blue",
             label="discharge")  # fmt: skip
-    ax.set_xlabel("Cycle")
+    cycle_axis(ax)
     ax.set_ylabel(f"Capacity / {unit}")
     ax.set_title(title)
     ce_ax = ax.twinx()
@@ -139,9 +147,10 @@ def draw_capacity(ax: Axes, a: RunAnalysis) -> None:
     ce_ax.set_ylabel("Coulomb efficiency / %")
     ce_ax.grid(False)
     ce = c["coulombic_efficiency_pct"].dropna()
-    if len(ce) > 1:
-        lo = float(min(ce.iloc[1:].min(), 99.0))
-        ce_ax.set_ylim(max(lo - 1.0, 0.0), 101.0)
+    if len(ce):
+        # every cycle on the axis, the first (80-88 % for these cells) included
+        lo = float(min(ce.min(), 99.0))
+        ce_ax.set_ylim(max(lo - 0.04 * (101.0 - lo) - 0.5, 0.0), 101.0)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ce_ax.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, loc="lower left")
@@ -152,16 +161,19 @@ def draw_retention(ax: Axes, a: RunAnalysis) -> None:
     title = "Capacity retention"
     c = a.cycles
     if c.empty or "retention_pct" not in c or c["retention_pct"].isna().all():
-        _no_data(ax, title, "no reference cycle")
+        _no_data(ax, title, a.retention_note or "no reference cycle")
         return
+    c = c[c["retention_pct"].notna()]
+    rate = c["discharge_c_rate"].iloc[0] if "discharge_c_rate" in c else float("nan")
+    at = f" at {rate:g}C" if np.isfinite(rate) else ""
     ax.plot(c["cycle"], c["retention_pct"], ".", ms=3, color="tab:blue",
-            label=f"vs cycle {a.reference_cycle}")  # fmt: skip
+            label=f"vs cycle {a.reference_cycle}{at}")  # fmt: skip
     if a.fade is not None:
         x = np.array([a.fade.first_cycle, a.fade.last_cycle], dtype=float)
         y = a.fade.intercept_pct - a.fade.loss_pct_per_cycle * x
         ax.plot(x, y, "-", color="tab:orange",
                 label=f"fit: {a.fade.loss_pct_per_cycle:.4f} %/cycle")  # fmt: skip
-    ax.set_xlabel("Cycle")
+    cycle_axis(ax)
     ax.set_ylabel("Retention / %")
     ax.set_title(title)
     ax.legend(loc="lower left")
@@ -186,6 +198,7 @@ def draw_rate(ax: Axes, a: RunAnalysis) -> None:
                     ha="center", va="bottom", fontsize=7, xytext=(0, 2),
                     textcoords="offset points")  # fmt: skip
     ax.set_xticks(x, [f"{v:g}C" for v in r["c_rate"]], rotation=45 if len(r) > 8 else 0)
+    ax.margins(y=0.12)  # room for the percentages above the bars
     ax.set_xlabel("Discharge rate (blocks in run order)")
     ax.set_ylabel("Discharge capacity / " + ("mAh g⁻¹" if per_g else "mAh"))
     ax.set_title(title)
@@ -268,7 +281,7 @@ def draw_relaxation(ax: Axes, a: RunAnalysis) -> None:
         part = r[r["after"] == after]
         ax.plot(part["cycle"], part["relaxed_voltage_V"], "o", ms=3, color=color,
                 label=f"relaxed after {after}")  # fmt: skip
-    ax.set_xlabel("Cycle")
+    cycle_axis(ax)
     ax.set_ylabel("Relaxed voltage / V")
     ov = ax.twinx()
     ov.plot(r["cycle"], 1e3 * r["overpotential_V"].abs(), "x", ms=3, color="0.35",
@@ -283,11 +296,11 @@ def draw_relaxation(ax: Axes, a: RunAnalysis) -> None:
 
 #: name -> (drawer, whether it is always drawn)
 PANELS: dict[str, tuple[Any, bool]] = {
-    "profiles": (draw_profiles, True),
-    "capacity": (draw_capacity, True),
-    "retention": (draw_retention, True),
-    "rate": (draw_rate, True),
-    "dqdv": (draw_dqdv, True),
+    "profiles": (draw_profiles, False),
+    "capacity": (draw_capacity, False),
+    "retention": (draw_retention, False),
+    "rate": (draw_rate, False),
+    "dqdv": (draw_dqdv, False),
     "relaxation": (draw_relaxation, False),
     "nyquist": (draw_nyquist, False),
     "gitt": (draw_gitt, False),
@@ -295,9 +308,22 @@ PANELS: dict[str, tuple[Any, bool]] = {
 
 
 def panel_present(name: str, a: RunAnalysis) -> bool:
-    """Whether an optional panel has anything to show for this run."""
-    if name == "relaxation":
-        return not a.rests.empty and bool((a.rests["after"] != "").any())
+    """Whether a panel has something meaningful to show for this run: a retention with
+    two points or more, rate bars of a rate test, two relaxed voltages, ..."""
+    c = a.cycles
+    if name == "profiles":
+        return bool(a.profile_cycles) and "voltage_V" in a.run.series
+    if name == "capacity":
+        return not c.empty
+    if name == "retention":
+        return "retention_pct" in c and int(c["retention_pct"].notna().sum()) >= 2
+    if name == "rate":
+        return a.rate_test
+    if name == "dqdv":
+        return bool(a.dqdv)
+    if name == "relaxation":  # a trend over cycles: rests after current steps in two or more
+        r = a.rests
+        return not r.empty and r.loc[r["after"] != "", "cycle"].nunique() >= 2
     if name == "nyquist":
         return bool(a.run.spectra)
     if name == "gitt":

@@ -1,5 +1,5 @@
-"""The run report (one multi-panel PNG, or an HTML page with embedded PNGs) and the
-comparison of several runs.
+"""The run report (one multi-panel figure as PNG, SVG or PDF, or an HTML page with
+embedded PNGs) and the comparison of several runs.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .cycling import retention
 from .groups import draw_group_means, group_summary
 from .plots import PANELS, STYLE, new_figure, panel_present
 from .summary import RunAnalysis
 
 __all__ = [
+    "FIGURE_FORMATS",
     "compare_figure",
     "format_key_numbers",
     "group_key",
@@ -31,6 +31,10 @@ __all__ = [
     "write_compare",
     "write_report",
 ]
+
+
+#: Formats a figure is written in (matplotlib's savefig formats of the same name).
+FIGURE_FORMATS = ("png", "svg", "pdf")
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -62,14 +66,21 @@ def format_key_numbers(k: dict[str, Any]) -> list[tuple[str, str]]:
          f"{_fmt(k.get('first_charge_capacity'))} / {_fmt(k.get('first_discharge_capacity'))} {u}"),
         ("initial CE", f"{_fmt(k.get('initial_ce_pct'))} %"),
         ("mean CE after cycle 1", f"{_fmt(k.get('mean_ce_after_first_pct'))} %"),
-        ("reference cycle (capacity)",
-         f"{_fmt(k.get('reference_cycle'))} ({_fmt(k.get('reference_capacity'))} {u})"),
-        ("retention at cycle " + _fmt(k.get("retention_last_cycle")),
-         f"{_fmt(k.get('retention_last_pct'))} %"),
-        ("loss per cycle (fit)",
-         f"{_fmt(k.get('loss_pct_per_cycle'))} ± "
-         f"{_fmt(k.get('loss_stderr_pct_per_cycle'), 2)} %/cycle"),
     ]  # fmt: skip
+    if k.get("retention_note"):
+        rows.append(("retention, loss per cycle", str(k["retention_note"])))
+    else:
+        rate = k.get("reference_c_rate")
+        at = f" at {_fmt(rate)}C" if rate is not None else ""
+        rows += [
+            ("reference cycle (capacity)",
+             f"{_fmt(k.get('reference_cycle'))}{at} ({_fmt(k.get('reference_capacity'))} {u})"),
+            ("retention at cycle " + _fmt(k.get("retention_last_cycle")),
+             f"{_fmt(k.get('retention_last_pct'))} %"),
+            ("loss per cycle (fit)",
+             f"{_fmt(k.get('loss_pct_per_cycle'))} ± "
+             f"{_fmt(k.get('loss_stderr_pct_per_cycle'), 2)} %/cycle"),
+        ]  # fmt: skip
     rc = k.get("rate_capability")
     if isinstance(rc, dict) and rc:
         rows.append(("rate capability", ", ".join(
@@ -97,7 +108,8 @@ def format_key_numbers(k: dict[str, Any]) -> list[tuple[str, str]]:
             (
                 "GITT",
                 f"{k.get('gitt_valid_pulses')}/{k.get('gitt_pulses')} pulses valid, "
-                f"median D {_fmt(k.get('gitt_median_D_cm2_s'))} cm²/s",
+                f"median D {_fmt(k.get('gitt_median_D_cm2_s'))} cm²/s; "
+                f"geometry {k.get('gitt_geometry')}",
             )
         )
     if k.get("max_deviation_from_stored_pct") is not None:
@@ -120,16 +132,20 @@ def report_figure(a: RunAnalysis) -> Figure:
 
     names = _panels(a)
     ncols = 2
-    nrows = math.ceil(len(names) / ncols)
+    nrows = max(math.ceil(len(names) / ncols), 1)
+    rows = format_key_numbers(a.key_numbers())
+    half = math.ceil(len(rows) / 2)
+    # every figure in full: long values wrap onto indented lines instead of being cut
+    texts = ["\n".join(line for k, v in part for line in textwrap.wrap(
+        f"{k}: {v}", 92, subsequent_indent="    ", break_on_hyphens=False))
+        for part in (rows[:half], rows[half:])]  # fmt: skip
+    head_in = 0.45 + 0.125 * max(t.count("\n") + 1 for t in texts)
     with mpl.rc_context(STYLE):
-        fig = new_figure(11.0, 1.6 + 3.4 * nrows)
-        sub: Any = fig.subfigures(2, 1, height_ratios=[1.6, 3.4 * nrows])
+        fig = new_figure(11.0, head_in + 3.4 * nrows)
+        sub: Any = fig.subfigures(2, 1, height_ratios=[head_in, 3.4 * nrows])
         head = sub[0].add_subplot()
         head.axis("off")
-        rows = format_key_numbers(a.key_numbers())
-        half = math.ceil(len(rows) / 2)
-        for col, part in enumerate((rows[:half], rows[half:])):
-            text = "\n".join(textwrap.shorten(f"{k}: {v}", 95, placeholder=" …") for k, v in part)
+        for col, text in enumerate(texts):
             head.text(0.0 + 0.5 * col, 1.0, text, va="top", ha="left", family="monospace",
                       fontsize=7.2, transform=head.transAxes)  # fmt: skip
         sub[0].suptitle(f"labrig run report — {a.run.run_id}", fontsize=11, weight="bold")
@@ -142,9 +158,25 @@ def report_figure(a: RunAnalysis) -> Figure:
 
 
 def _png_bytes(fig: Figure, dpi: int = 150) -> bytes:
+    return figure_bytes(fig, "png", dpi)
+
+
+def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = 150) -> bytes:
+    """The figure as PNG, SVG or PDF bytes."""
+    if fmt not in FIGURE_FORMATS:
+        raise ValueError(f"a figure is written as {', '.join(FIGURE_FORMATS)}, not {fmt!r}")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format=fmt, dpi=dpi, metadata=_metadata(fmt))
     return buf.getvalue()
+
+
+def _metadata(fmt: str) -> dict[str, Any]:
+    # reproducible files: no creation date in SVG/PDF
+    if fmt == "svg":
+        return {"Date": None}
+    if fmt == "pdf":
+        return {"CreationDate": None}
+    return {}
 
 
 def _panel_png(a: RunAnalysis, name: str) -> bytes:
@@ -219,14 +251,21 @@ def report_html(a: RunAnalysis) -> str:
     return "\n".join(parts)
 
 
+def output_format(out: Path, fmt: str | None, default: str) -> str:
+    """The format to write: ``fmt`` if given, else the suffix of ``out``, else ``default``."""
+    chosen = (fmt or out.suffix.lstrip(".") or default).lower()
+    if chosen not in ("html", *FIGURE_FORMATS):
+        raise ValueError(f"the format must be html, png, svg or pdf, got {chosen!r}")
+    return chosen
+
+
 def write_report(a: RunAnalysis, out: Path, fmt: str | None = None) -> Path:
-    """Write the report as ``html`` or ``png`` (default: from the suffix of ``out``)."""
-    fmt = (fmt or out.suffix.lstrip(".") or "html").lower()
-    if fmt not in ("html", "png"):
-        raise ValueError(f"report format must be html or png, got {fmt!r}")
+    """Write the report as ``html``, ``png``, ``svg`` or ``pdf`` (default: from the suffix
+    of ``out``)."""
+    fmt = output_format(out, fmt, "html")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "png":
-        out.write_bytes(_png_bytes(report_figure(a)))
+    if fmt in FIGURE_FORMATS:
+        out.write_bytes(figure_bytes(report_figure(a), fmt))
     else:
         out.write_text(report_html(a), encoding="utf-8")
     return out
@@ -261,19 +300,37 @@ def group_key(a: RunAnalysis, by: str) -> str:
     raise ValueError(f"--by must be anneal, sample or label, got {by!r}")
 
 
+def _short(text: str, width: int = 44) -> str:
+    """Shorten in the middle: run ids differ at both ends (date, name, hash)."""
+    if len(text) <= width:
+        return text
+    keep = (width - 1) // 2
+    return text[:keep] + "…" + text[-(width - 1 - keep) :]
+
+
+def _run_label(a: RunAnalysis, group: str) -> str:
+    who = str(a.run.cell.get("cell_id") or a.run.run_id)
+    return _short(group) if who == group else f"{_short(group, 28)} — {_short(who, 28)}"
+
+
 def compare_figure(analyses: Sequence[RunAnalysis], by: str = "label") -> Figure:
-    """Capacity and retention vs cycle of several runs, coloured by group."""
+    """Capacity and retention vs cycle of several runs, coloured by group; one legend
+    below the panels, never on the data."""
     import matplotlib as mpl
 
-    from .plots import _cmap
+    from .plots import _cmap, cycle_axis
 
     groups = [group_key(a, by) for a in analyses]
     order = list(dict.fromkeys(groups))
     colors = dict(zip(order, _cmap(len(order)), strict=True))
     styles = ["-", "--", ":", "-."]
+    with_ret = {id(a) for a in analyses if "retention_pct" in a.cycles
+                and a.cycles["retention_pct"].notna().sum() >= 2}  # fmt: skip
+    rows = math.ceil(len(analyses) / 2)
     with mpl.rc_context(STYLE):
-        fig = new_figure(11.0, 4.4)
-        ax_c, ax_r = fig.subplots(1, 2)
+        fig = new_figure(11.0, 4.0 + 0.25 * rows)
+        axes = fig.subplots(1, 2 if with_ret else 1, squeeze=False)[0]
+        ax_c = axes[0]
         seen: dict[str, int] = {}
         per_g = all(a.run.cam_mass_g is not None for a in analyses)
         col = "discharge_capacity_mAh_g" if per_g else "discharge_capacity_mAh"
@@ -283,20 +340,21 @@ def compare_figure(analyses: Sequence[RunAnalysis], by: str = "label") -> Figure
             c = a.cycles
             if c.empty:
                 continue
-            label = f"{g} — {a.run.cell.get('cell_id') or a.run.run_id}"
             kw = {"color": colors[g], "ls": styles[n % len(styles)], "marker": "o", "ms": 2}
-            ax_c.plot(c["cycle"], c[col], label=label, **kw)
-            ret = c["retention_pct"] if "retention_pct" in c else retention(c, a.reference_cycle)
-            ax_r.plot(c["cycle"], ret, label=label, **kw)
-        draw_group_means((ax_c, ax_r), analyses, groups, colors, col)  # replicates: mean ± s.d.
-        ax_c.set_xlabel("Cycle")
+            ax_c.plot(c["cycle"], c[col], label=_run_label(a, g), **kw)
+            if id(a) in with_ret:
+                ok = c["retention_pct"].notna()
+                axes[1].plot(c.loc[ok, "cycle"], c.loc[ok, "retention_pct"], **kw)
+        # replicates: mean ± s.d. of each group
+        draw_group_means((ax_c, axes[1] if with_ret else None), analyses, groups, colors, col)
         ax_c.set_ylabel("Discharge capacity / " + ("mAh g⁻¹" if per_g else "mAh"))
         ax_c.set_title("Discharge capacity")
-        ax_r.set_xlabel("Cycle")
-        ax_r.set_ylabel("Retention / %")
-        ax_r.set_title("Capacity retention (each vs its reference cycle)")
-        for ax in (ax_c, ax_r):
-            ax.legend(loc="lower left", title=f"by {by}")
+        for ax in axes:
+            cycle_axis(ax)
+        if with_ret:
+            axes[1].set_ylabel("Retention / %")
+            axes[1].set_title("Capacity retention (each vs its reference cycle, at its rate)")
+        fig.legend(loc="outside lower center", ncols=2, title=f"by {by}", frameon=False)
     return fig
 
 
@@ -316,16 +374,17 @@ def compare_table(analyses: Sequence[RunAnalysis], by: str = "label") -> pd.Data
     return df.sort_values(["group", "run"], kind="stable") if len(df) else df
 
 
-def write_compare(analyses: Sequence[RunAnalysis], out: Path, by: str = "label") -> Path:
-    """Write the comparison as PNG or HTML (from the suffix of ``out``)."""
-    fmt = out.suffix.lstrip(".").lower() or "png"
-    if fmt not in ("png", "html"):
-        raise ValueError(f"compare output must end in .png or .html, got {out.name!r}")
+def write_compare(
+    analyses: Sequence[RunAnalysis], out: Path, by: str = "label", fmt: str | None = None
+) -> Path:
+    """Write the comparison as PNG, SVG, PDF or HTML (default: from the suffix of ``out``)."""
+    fmt = output_format(out, fmt, "png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    png = _png_bytes(compare_figure(analyses, by))
-    if fmt == "png":
-        out.write_bytes(png)
+    fig = compare_figure(analyses, by)
+    if fmt in FIGURE_FORMATS:
+        out.write_bytes(figure_bytes(fig, fmt))
         return out
+    png = _png_bytes(fig)
     data = base64.b64encode(png).decode("ascii")
     body = [f"<!doctype html><html><head><meta charset='utf-8'><style>{_CSS}</style></head><body>",
             f"<h1>labrig comparison by {html.escape(by)}</h1>",

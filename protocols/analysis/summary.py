@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .cycling import FadeFit, default_reference_cycle, fade_rate, rate_table, retention
+from .cycling import (
+    FadeFit,
+    default_reference_cycle,
+    fade_rate,
+    is_rate_test,
+    rate_table,
+    retention,
+    retention_note,
+)
 from .cycling import cycle_table as _cycle_table
 from .dqdv import DqdvCurve, dqdv
 from .eis import DEFAULT_CIRCUIT, EisFit, fit_spectrum, resistance_track
@@ -23,7 +31,11 @@ from .gitt import GittGeometry, gitt_analysis
 from .loader import PULSE_CODES, RunData, load_run
 from .segments import Segments, dc_resistance, rest_relaxation, segment_series
 
-__all__ = ["AnalysisOptions", "RunAnalysis", "analyze", "choose_cycles"]
+__all__ = ["DEFAULT_PARTICLE_RADIUS_UM", "AnalysisOptions", "RunAnalysis", "analyze",
+           "choose_cycles"]  # fmt: skip
+
+#: GITT particle radius assumed when none is given (a typical NCM primary/secondary size).
+DEFAULT_PARTICLE_RADIUS_UM = 2.5
 
 
 @dataclass(frozen=True)
@@ -37,10 +49,13 @@ class AnalysisOptions:
     circuit: str = DEFAULT_CIRCUIT
     fit_eis: bool = True
     gitt: GittGeometry | None = None
-    """GITT geometry; default: spheres of ``default_particle_radius_um``."""
-    default_particle_radius_um: float = 2.5
+    """GITT geometry; default: spheres of ``particle_radius_um``."""
+    particle_radius_um: float | None = None
+    """GITT particle radius; None: :data:`DEFAULT_PARTICLE_RADIUS_UM`, said to be assumed."""
     dqdv_bin_V: float = 0.005
     dcir_after_s: float | None = None
+    normalise_to_c_rate: float | None = None
+    """Rate table base; None: the slowest rate's first block that is not formation."""
 
 
 def choose_cycles(cycles: list[int], max_curves: int = 6) -> list[int]:
@@ -75,6 +90,15 @@ class RunAnalysis:
     gitt: pd.DataFrame
     gitt_geometry: GittGeometry | None
     problems: list[str] = field(default_factory=list)
+    gitt_geometry_note: str = ""
+    """Which GITT geometry was used and where it came from (given or assumed)."""
+    retention_note: str | None = None
+    """Why retention and loss per cycle are not given (a rate test), else None."""
+
+    @property
+    def rate_test(self) -> bool:
+        """The run's blocks form a rate-capability test (see :func:`is_rate_test`)."""
+        return is_rate_test(self.rates)
 
     def key_numbers(self) -> dict[str, Any]:
         """The headline figures, as plain JSON-able values (None when not available)."""
@@ -89,17 +113,15 @@ def _f(v: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def key_numbers(a: RunAnalysis) -> dict[str, Any]:
+def _head_numbers(a: RunAnalysis, per_g: bool) -> dict[str, Any]:
     run = a.run
     c = a.cycles
     comp = c[c["complete"].astype(bool)] if "complete" in c else c.iloc[0:0]
-    per_g = run.cam_mass_g is not None
     unit = "mAh_g" if per_g else "mAh"
+    proto = run.meta.get("protocol")
     out: dict[str, Any] = {
         "run_id": run.run_id,
-        "protocol": (run.meta.get("protocol") or {}).get("name")
-        if isinstance(run.meta.get("protocol"), dict)
-        else run.meta.get("protocol"),
+        "protocol": proto.get("name") if isinstance(proto, dict) else proto,
         "state": run.state,
         "cell_id": run.cell.get("cell_id"),
         "sample_id": run.cell.get("sample_id"),
@@ -119,29 +141,40 @@ def key_numbers(a: RunAnalysis) -> dict[str, Any]:
         out["mean_ce_after_first_pct"] = _f(later["coulombic_efficiency_pct"].mean())
         out["last_cycle"] = int(comp["cycle"].iloc[-1])
         out["last_discharge_capacity"] = _f(comp[f"discharge_capacity_{unit}"].iloc[-1])
-    out["reference_cycle"] = a.reference_cycle
-    if a.reference_cycle is not None and len(comp):
+    return out
+
+
+def _retention_numbers(a: RunAnalysis, per_g: bool) -> dict[str, Any]:
+    c = a.cycles
+    unit = "mAh_g" if per_g else "mAh"
+    out: dict[str, Any] = {"reference_cycle": a.reference_cycle}
+    if a.retention_note:
+        out["retention_note"] = a.retention_note
+    if a.reference_cycle is not None and "retention_pct" in c:
         ref = c.loc[c["cycle"] == a.reference_cycle, f"discharge_capacity_{unit}"]
         out["reference_capacity"] = _f(ref.iloc[0]) if len(ref) else None
-        ret = retention(c, a.reference_cycle)
         rate = c.loc[c["cycle"] == a.reference_cycle, "discharge_c_rate"]
-        same = comp.index
-        if len(rate) and _f(rate.iloc[0]) is not None:
-            same = comp.index[np.isclose(comp["discharge_c_rate"], float(rate.iloc[0]), rtol=0.02)]
-        if len(same):
-            out["retention_last_pct"] = _f(ret.loc[same[-1]])
-            out["retention_last_cycle"] = int(c.loc[same[-1], "cycle"])
+        out["reference_c_rate"] = _f(rate.iloc[0]) if len(rate) else None
+        have = c[c["retention_pct"].notna() & c["complete"].astype(bool)]
+        if len(have):
+            out["retention_last_pct"] = _f(have["retention_pct"].iloc[-1])
+            out["retention_last_cycle"] = int(have["cycle"].iloc[-1])
     if a.fade is not None:
         out["loss_pct_per_cycle"] = a.fade.loss_pct_per_cycle
         out["loss_stderr_pct_per_cycle"] = a.fade.stderr_pct_per_cycle
         out["loss_fit_cycles"] = [a.fade.first_cycle, a.fade.last_cycle]
-    if len(a.rates) > 1:
-        out["rate_capability"] = {
-            f"{r.c_rate:g}C": {"capacity": _f(r.discharge_capacity_mAh_g if per_g
-                                             else r.discharge_capacity_mAh),
-                               "normalised_pct": _f(r.normalised_pct)}
-            for r in a.rates.itertuples()
-        }  # fmt: skip
+    if a.rate_test:
+        rc: dict[str, Any] = {}
+        for r in a.rates[~a.rates["formation"].astype(bool)].itertuples():
+            cap = r.discharge_capacity_mAh_g if per_g else r.discharge_capacity_mAh
+            rc.setdefault(f"{r.c_rate:g}C", {"capacity": _f(cap),
+                                             "normalised_pct": _f(r.normalised_pct)})  # fmt: skip
+        out["rate_capability"] = rc
+    return out
+
+
+def _signal_numbers(a: RunAnalysis) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     if len(a.rests):
         for after in ("charge", "discharge"):
             part = a.rests[a.rests["after"] == after]
@@ -164,9 +197,19 @@ def key_numbers(a: RunAnalysis) -> dict[str, Any]:
         valid = a.gitt[a.gitt["valid"]]
         out["gitt_pulses"] = len(a.gitt)
         out["gitt_valid_pulses"] = len(valid)
+        out["gitt_geometry"] = a.gitt_geometry_note
         if len(valid):
             out["gitt_median_D_cm2_s"] = _f(valid["D_cm2_s"].median())
-    stored = run.stored_cycles
+    return out
+
+
+def key_numbers(a: RunAnalysis) -> dict[str, Any]:
+    per_g = a.run.cam_mass_g is not None
+    out = _head_numbers(a, per_g)
+    out.update(_retention_numbers(a, per_g))
+    out.update(_signal_numbers(a))
+    c = a.cycles
+    stored = a.run.stored_cycles
     if stored is not None and len(stored) and "discharge_capacity_mAh" in stored and len(c):
         m = c.merge(stored[["cycle", "discharge_capacity_mAh"]], on="cycle", suffixes=("", "_st"))
         ok = m["discharge_capacity_mAh_st"] > 0
@@ -175,6 +218,76 @@ def key_numbers(a: RunAnalysis) -> dict[str, Any]:
             out["max_deviation_from_stored_pct"] = _f(100.0 * dev.abs().max())
     out["problems"] = list(a.problems)
     return out
+
+
+def _cycling(
+    cyc: pd.DataFrame, opts: AnalysisOptions, problems: list[str]
+) -> tuple[int | None, FadeFit | None, pd.DataFrame, str | None]:
+    """Reference cycle, fade fit, rate table and the retention note; adds retention_pct."""
+    if not len(cyc):
+        problems.append("no cycles: nothing to tabulate")
+        return None, None, rate_table(cyc.iloc[0:0]), None
+    try:
+        rates = rate_table(cyc, normalise_to=opts.normalise_to_c_rate)
+    except ValueError as exc:
+        problems.append(f"rate table: {exc}; normalised to the slowest rate instead")
+        rates = rate_table(cyc)
+    ref = opts.reference_cycle
+    if ref is not None and ref not in set(cyc["cycle"].tolist()):
+        problems.append(f"reference cycle {ref} is not in the run; using the default")
+        ref = None
+    note = retention_note(cyc) if ref is None else None
+    if ref is None:
+        ref = default_reference_cycle(cyc)
+    cyc["retention_pct"] = retention(cyc, ref)
+    fade = fade_rate(cyc, ref, opts.fade_span)
+    if not bool(cyc["complete"].iloc[-1]):
+        problems.append(f"the last cycle ({int(cyc['cycle'].iloc[-1])}) is incomplete")
+    if cyc["discharge_c_rate"].isna().all():
+        problems.append("no C-rates known (no stored cycle table and no 1C in run.json)")
+    return ref, fade, rates, note
+
+
+def _gitt(
+    run: RunData, seg: Segments, opts: AnalysisOptions, problems: list[str]
+) -> tuple[pd.DataFrame, GittGeometry | None, str]:
+    if not (len(seg) and bool(np.isin(seg.kind, PULSE_CODES).any())):
+        return pd.DataFrame(), None, ""
+    if opts.gitt is not None:
+        geom, note = opts.gitt, "given: " + opts.gitt.describe()
+    elif opts.particle_radius_um is not None:
+        geom = GittGeometry(particle_radius_cm=opts.particle_radius_um * 1e-4)
+        note = f"given: {geom.describe()}"
+    else:
+        geom = GittGeometry(particle_radius_cm=DEFAULT_PARTICLE_RADIUS_UM * 1e-4)
+        note = f"assumed: {geom.describe()} (no radius given; set --particle-radius-um)"
+    geom = geom.with_mass(run.cam_mass_g)
+    try:
+        return gitt_analysis(run.series, geom, segments=seg), geom, note
+    except ValueError as exc:
+        problems.append(f"GITT not evaluated: {exc}")
+        return pd.DataFrame(), geom, note
+
+
+def _profiles(
+    run: RunData, cyc: pd.DataFrame, opts: AnalysisOptions, problems: list[str]
+) -> tuple[list[int], list[DqdvCurve]]:
+    complete = cyc.loc[cyc["complete"].astype(bool), "cycle"].tolist() if len(cyc) else []
+    if opts.cycles:
+        prof = [c for c in opts.cycles if c in set(cyc["cycle"].tolist())]
+        missing = sorted(set(opts.cycles) - set(prof))
+        if missing:
+            problems.append(f"cycles not in the run: {', '.join(map(str, missing))}")
+    else:
+        prof = choose_cycles([int(x) for x in complete])
+    curves: list[DqdvCurve] = []
+    for cy in prof:
+        for direction in ("charge", "discharge"):
+            curve = dqdv(run.series, cy, direction, bin_V=opts.dqdv_bin_V,
+                         cam_mass_g=run.cam_mass_g)  # fmt: skip
+            if curve is not None:
+                curves.append(curve)
+    return prof, curves
 
 
 def analyze(run: RunData | str | Path, options: AnalysisOptions | None = None) -> RunAnalysis:
@@ -191,41 +304,8 @@ def analyze(run: RunData | str | Path, options: AnalysisOptions | None = None) -
         segments=seg,
         stored=run.stored_cycles,
     )
-    ref: int | None = None
-    fade: FadeFit | None = None
-    rates = rate_table(cyc.iloc[0:0]) if len(cyc) == 0 else rate_table(cyc)
-    if len(cyc):
-        ref = opts.reference_cycle
-        if ref is not None and ref not in set(cyc["cycle"].tolist()):
-            problems.append(f"reference cycle {ref} is not in the run; using the default")
-            ref = None
-        if ref is None:
-            ref = default_reference_cycle(cyc)
-        cyc["retention_pct"] = retention(cyc, ref)
-        fade = fade_rate(cyc, ref, opts.fade_span)
-        if not bool(cyc["complete"].iloc[-1]):
-            problems.append(f"the last cycle ({int(cyc['cycle'].iloc[-1])}) is incomplete")
-        if cyc["discharge_c_rate"].isna().all():
-            problems.append("no C-rates known (no stored cycle table and no 1C in run.json)")
-    else:
-        problems.append("no cycles: nothing to tabulate")
-    rests = rest_relaxation(seg)
-    dcir = dc_resistance(run.series, seg, after_s=opts.dcir_after_s)
-    complete = cyc.loc[cyc["complete"].astype(bool), "cycle"].tolist() if len(cyc) else []
-    if opts.cycles:
-        prof = [c for c in opts.cycles if c in set(cyc["cycle"].tolist())]
-        missing = sorted(set(opts.cycles) - set(prof))
-        if missing:
-            problems.append(f"cycles not in the run: {', '.join(map(str, missing))}")
-    else:
-        prof = choose_cycles([int(x) for x in complete])
-    curves: list[DqdvCurve] = []
-    for cy in prof:
-        for direction in ("charge", "discharge"):
-            curve = dqdv(run.series, cy, direction, bin_V=opts.dqdv_bin_V,
-                         cam_mass_g=run.cam_mass_g)  # fmt: skip
-            if curve is not None:
-                curves.append(curve)
+    ref, fade, rates, note = _cycling(cyc, opts, problems)
+    prof, curves = _profiles(run, cyc, opts, problems)
     fits: list[EisFit] = []
     if opts.fit_eis:
         for spec in run.spectra:
@@ -233,15 +313,7 @@ def analyze(run: RunData | str | Path, options: AnalysisOptions | None = None) -
             if not fit.ok:
                 problems.append(f"EIS fit of {spec.name} failed: {fit.message}")
             fits.append(fit)
-    gitt = pd.DataFrame()
-    geom: GittGeometry | None = None
-    if len(seg) and bool(np.isin(seg.kind, PULSE_CODES).any()):
-        geom = opts.gitt or GittGeometry(particle_radius_cm=opts.default_particle_radius_um * 1e-4)
-        geom = geom.with_mass(run.cam_mass_g)
-        try:
-            gitt = gitt_analysis(run.series, geom, segments=seg)
-        except ValueError as exc:
-            problems.append(f"GITT not evaluated: {exc}")
+    gitt, geom, geom_note = _gitt(run, seg, opts, problems)
     if not run.spectra:
         problems.append("no impedance spectra (eis/ empty or missing)")
     return RunAnalysis(
@@ -251,8 +323,8 @@ def analyze(run: RunData | str | Path, options: AnalysisOptions | None = None) -
         reference_cycle=ref,
         fade=fade,
         rates=rates,
-        rests=rests,
-        dcir=dcir,
+        rests=rest_relaxation(seg),
+        dcir=dc_resistance(run.series, seg, after_s=opts.dcir_after_s),
         profile_cycles=prof,
         dqdv=curves,
         eis=fits,
@@ -260,4 +332,6 @@ def analyze(run: RunData | str | Path, options: AnalysisOptions | None = None) -
         gitt=gitt,
         gitt_geometry=geom,
         problems=problems,
+        gitt_geometry_note=geom_note,
+        retention_note=note,
     )

@@ -1,6 +1,6 @@
 """A MACCOR tester behind MacNet JSON-RPC on loopback TCP.
 
-Follows the MacNet manual as summarised in docs/INSTRUMENTS: requests are bare JSON-RPC
+Follows MACCOR's MacNet (Series 4000 remote interface) manual: requests are bare JSON-RPC
 2.0 objects (no terminator), replies end ``\\r\\n`` and echo FClass, FNum, Chan and id,
 channels are 0-based, errors are JSON-RPC error objects with the manual's strings. The
 error *codes* are not in our sources: we use JSON-RPC's -32700 (Parse error) and -32602

@@ -1,6 +1,6 @@
 """The MethodSCRIPT subset the simulated EmStat understands: numbers, packages, scripts.
 
-Read from the MethodSCRIPT manual's public facts (docs/INSTRUMENTS), independently of
+Read from PalmSens' public MethodSCRIPT documentation, independently of
 any driver: script numbers are an integer with an optional SI prefix (``100m``,
 ``200k``) or an ``i`` suffix, never a decimal point; a package value is 7 hex digits of
 (value + 2**27) and one SI prefix character; a zero has the prefix ``' '``.

@@ -28,7 +28,7 @@ from labrig.protocols.analysis import (
 from labrig.protocols.analysis.report import group_key, image_stats
 from tests.unit.analysis.synth import write_cycling_run
 
-RATES = [0.1] * 3 + [0.25] * 3 + [0.5] * 3 + [1.0] * 5 + [2.0] * 5 + [0.25] * 6
+RATES = [0.1] * 3 + [0.25] * 3 + [0.5] * 3 + [1.0] * 5 + [2.0] * 5 + [0.25] * 12
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,9 @@ def test_bdf_export_csv_and_parquet(full_run: Path, tmp_path: Path) -> None:
     steps = df["Step Count / 1"].to_numpy()
     assert steps[0] == 1 and np.all(np.diff(steps) >= 0)
     assert steps[-1] == len(RATES) * 4  # charge, rest, discharge, rest per cycle
-    assert (df["Step Time / s"] >= 0).all()
+    idx = df["Step Index / 1"].to_numpy()
+    new_step = np.diff(steps, prepend=0) > 0
+    assert (idx[new_step] == 1).all() and (np.diff(idx)[~new_step[1:]] == 1).all()
     side = json.loads(Path(str(csv_path) + ".metadata.json").read_text())
     assert "positive while charging" in side["conventions"]
     pq_path = export_bdf(full_run, None, "parquet")
@@ -183,7 +185,7 @@ def test_cli_analyze_report_export_compare(full_run: Path, tmp_path: Path) -> No
 def test_cli_bad_input_is_a_clear_error(tmp_path: Path, full_run: Path) -> None:
     res = runner.invoke(app, ["report", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "not a directory" in res.output
-    res = runner.invoke(app, ["report", str(full_run), "--format", "pdf"])
+    res = runner.invoke(app, ["report", str(full_run), "--format", "docx"])
     assert res.exit_code == 2 and "--format" in res.output
     res = runner.invoke(app, ["report", str(full_run), "--cycles", "1,x"])
     assert res.exit_code == 2 and "--cycles" in res.output

@@ -109,7 +109,7 @@ def test_cli_refuses_a_cell_position_for_a_furnace_protocol(tmp_path: Path) -> N
 def test_library_protocols_compile_to_controller_programmes(name: str) -> None:
     assert name in library_names()
     proto = load_protocol(name)
-    assert proto.source and "LITERATURE.md thermal protocol" in proto.source
+    assert proto.source and "Published" in proto.source and "LITERATURE.md" not in proto.source
     assert proto.limits.furnace_max_C is not None
     plan = compile_thermal(proto, ("N2", "O2", "Ar"))
     assert plan.peak_C < proto.limits.furnace_max_C

@@ -115,8 +115,10 @@ def write_cycling_run(
     eis_r2: Callable[[int], float] = lambda n: 60.0 * (1 + 0.02 * math.sqrt(n)),
     chunk_rows: int = 250_000,
     meta_extra: dict[str, Any] | None = None,
+    blocks: Sequence[str] | None = None,
 ) -> Written:
-    """Cycles at ``rates`` (one C-rate per cycle; charge and discharge at the same rate)."""
+    """Cycles at ``rates`` (one C-rate per cycle; charge and discharge at the same rate);
+    ``blocks`` gives each cycle's loop label in the stored cycle table."""
     cell = cell or SynthCell()
     rng = np.random.default_rng(seed)
     store = RunStore.create(out_dir, run_id, protocol_yaml="name: synthetic\n",
@@ -130,7 +132,9 @@ def write_cycling_run(
         qd = cell.discharge_mAh(n, rate) * 1e-3
         qc = qd / cell.ce(n)
         parts: list[dict[str, Any]] = []
-        cyc_row = {"cycle": n, "charge_c_rate": rate, "discharge_c_rate": rate}
+        cyc_row: dict[str, Any] = {"cycle": n, "charge_c_rate": rate, "discharge_c_rate": rate}
+        if blocks is not None:
+            cyc_row["block"] = blocks[n - 1]
         ch_wh = dis_wh = 0.0
         for step_no, kind, dur, current in (
             (1, "charge", qc / i_abs * 3600.0, i_abs),

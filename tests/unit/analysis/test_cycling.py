@@ -83,7 +83,8 @@ def test_rate_table_matches_blocks(rate_run: tuple[Path, object]) -> None:
     assert r["first_cycle"].tolist() == [1, 4, 7, 10, 15]
     cell = SynthCell()
     for row in r.itertuples():
-        cyc = range(int(row.first_cycle), int(row.last_cycle) + 1)
+        # the run's first cycle (formation) is not part of a block's mean
+        cyc = range(max(int(row.first_cycle), 2), int(row.last_cycle) + 1)
         expect = np.mean([cell.discharge_mAh(n, row.c_rate) for n in cyc])
         assert row.discharge_capacity_mAh == pytest.approx(expect, rel=1e-9)
     assert r["normalised_pct"].iloc[0] == pytest.approx(100.0)
@@ -161,3 +162,57 @@ def test_dcir_at_fixed_time() -> None:
 def test_empty_and_incomplete_tables() -> None:
     assert cycle_table(TimeSeries()).empty
     assert rate_table(pd.DataFrame({"cycle": [], "discharge_c_rate": [], "complete": []})).empty
+
+
+# ------------------------------------------------ rate tests: no retention across rate blocks
+
+
+def test_a_rate_test_has_no_retention_or_fade_across_its_blocks(
+    rate_run: tuple[Path, object],
+) -> None:
+    root, _ = rate_run
+    a = analyze(root)
+    assert a.reference_cycle is None and a.fade is None
+    assert a.cycles["retention_pct"].isna().all()
+    k = a.key_numbers()
+    assert k.get("retention_last_pct") is None and k.get("loss_pct_per_cycle") is None
+    assert "rate test" in (k.get("retention_note") or "")
+    assert set(k["rate_capability"]) == {"0.1C", "0.25C", "0.5C", "1C", "2C"}
+
+
+def test_rate_table_normalises_to_the_slowest_block_not_the_first(tmp_path: Path) -> None:
+    rates = [0.5] * 3 + [0.1] * 3 + [1.0] * 3
+    w = write_cycling_run(tmp_path, rates, every_s=60.0, rest_s=60.0)
+    r = analyze(w.root).rates
+    assert r["c_rate"].tolist() == [0.5, 0.1, 1.0]
+    assert r.loc[r["c_rate"] == 0.1, "normalised_pct"].iloc[0] == pytest.approx(100.0)
+    assert r.loc[r["c_rate"] == 0.5, "normalised_pct"].iloc[0] < 100.0
+    # told otherwise: normalised to the 0.5C block
+    r5 = rate_table(analyze(w.root).cycles, normalise_to=0.5)
+    assert r5.loc[r5["c_rate"] == 0.5, "normalised_pct"].iloc[0] == pytest.approx(100.0)
+
+
+def test_rate_table_never_normalises_to_formation(tmp_path: Path) -> None:
+    """Formation (cycle 1, and blocks labelled formation) is not the 100 % of a rate table."""
+    rates = [0.05] * 2 + [0.1] * 3 + [0.5] * 3 + [1.0] * 3
+    blocks = ["formation"] * 2 + ["rate_0.1C"] * 3 + ["rate_0.5C"] * 3 + ["rate_1C"] * 3
+    cell = SynthCell(rate_factor=lambda r: 1.0 - 0.1 * r)
+    w = write_cycling_run(tmp_path, rates, cell=cell, every_s=120.0, rest_s=60.0,
+                          blocks=blocks)  # fmt: skip
+    r = analyze(w.root).rates
+    assert r.loc[r["c_rate"] == 0.1, "normalised_pct"].iloc[0] == pytest.approx(100.0)
+    form = r[r["c_rate"] == 0.05]
+    assert len(form) == 1 and bool(form["formation"].iloc[0])
+
+
+def test_endurance_retention_only_at_the_ageing_rate(tmp_path: Path) -> None:
+    rates = [0.1, 0.1] + [1.0] * 12 + [0.1] + [1.0] * 12
+    w = write_cycling_run(tmp_path, rates, every_s=60.0, rest_s=60.0)
+    a = analyze(w.root)
+    assert a.reference_cycle == 3
+    c = a.cycles
+    at_ref = np.isclose(c["discharge_c_rate"], 1.0)
+    assert c.loc[at_ref, "retention_pct"].notna().all()
+    assert c.loc[~at_ref, "retention_pct"].isna().all()  # formation and check-up: no value
+    assert (c.loc[at_ref, "retention_pct"] <= 100.0 + 1e-9).all()
+    assert "rate_capability" not in a.key_numbers()  # two rates in blocks: not a rate test

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from labrig.protocols import (
@@ -31,7 +33,10 @@ def test_library_lists_the_protocols_with_sources() -> None:
     entries = {e.name: e for e in list_library()}
     assert set(entries) >= EXPECTED
     for e in entries.values():
-        assert e.path.is_file() and e.title and "LITERATURE.md" in e.source
+        assert e.path.is_file() and e.title and e.source
+        # the publication itself (or its method), never a file this repository lacks
+        assert "LITERATURE.md" not in e.source
+        assert "Published" in e.source or "doi:" in e.source
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -108,7 +113,13 @@ sequence:
 """
     s = summarize(load_protocol_text(text))
     assert s.cycles == 0
-    assert s.duration_s == pytest.approx(600 + 375 / 2 * 60 + 3600 + 375 / 5 * 60)
+    # 5 K/min down to 25 °C: followed while natural cooling is faster (above 25 + 5 K/min x
+    # tau = 352 °C), then natural cooling to 30 °C (the default 5 K tolerance)
+    tau = 5500.0 / 1.4
+    t_352 = 25 + 5 / 60 * tau
+    cool = (400 - t_352) / (5 / 60) + tau * math.log((t_352 - 25) / 5)
+    assert s.duration_s == pytest.approx(600 + 375 / 2 * 60 + 3600 + cool, rel=2e-3)
+    assert len(s.warnings) == 1 and "5 K/min is beyond the furnace below 352 °C" in s.warnings[0]
 
 
 def test_checkpoints_not_counting_as_cycles_and_before_position() -> None:
@@ -130,3 +141,19 @@ sequence:
     s = summarize(load_protocol_text(text))
     assert s.cycles == 12 and s.expanded_steps == 26
     assert s.duration_h == pytest.approx(26)
+
+
+def test_no_citation_of_files_the_repository_lacks() -> None:
+    """Sources and comments cite publications and manuals, not internal notes."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    bad = []
+    for folder in ("protocols", "drivers", "simulators", "orchestrator", "docs"):
+        for path in (root / folder).rglob("*"):
+            if path.suffix in (".py", ".yaml", ".md") and path.is_file():
+                text = path.read_text(encoding="utf-8")
+                for name in ("LITERATURE.md", "docs/INSTRUMENTS", "INSTRUMENTS.md"):
+                    if name in text:
+                        bad.append(f"{path.relative_to(root)}: {name}")
+    assert not bad, bad
