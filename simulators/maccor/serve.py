@@ -15,6 +15,7 @@ from labrig.simulators.registry import ServeOptions, register
 __all__ = ["make_tester", "scaled_clock", "serve_maccor"]
 
 JSON_PORT = 57570
+BINARY_PORT = 57560
 
 
 def scaled_clock(speed: float = 1.0) -> Callable[[], float]:
@@ -57,19 +58,29 @@ async def serve_maccor(
     speed: float = 1.0,
     cell: Any = None,
     noise: float = 1.0,
+    binary_port: int | None = 0,
 ) -> Any:
-    """``async with serve_maccor(4) as server: server.url`` -> ``tcp://127.0.0.1:<port>``."""
+    """``async with serve_maccor(4) as server: server.url`` -> ``tcp://127.0.0.1:<port>``.
+
+    The binary port is opened as on a real tester (0: any free port, ``server.binary_port``
+    tells which; None: not opened).
+    """
     tester = make_tester(channels, cell=cell, now=scaled_clock(speed), noise=noise)
-    async with MacNetServer(tester, host=host, port=port, manipulators=manipulators) as srv:
+    async with MacNetServer(
+        tester, host=host, port=port, binary_port=binary_port, manipulators=manipulators
+    ) as srv:
         yield srv
 
 
 async def _factory(opts: ServeOptions, stack: contextlib.AsyncExitStack) -> str:
     if opts.pty:
         raise ValueError("the MACCOR tester speaks MacNet over TCP only; use --port")
+    # the JSON port as asked; the binary port beside it as on a tester (57560 with the
+    # default 57570, else any free port)
     port = JSON_PORT if opts.port is None else opts.port
+    binary = BINARY_PORT if port == JSON_PORT else 0
     srv = await stack.enter_async_context(
-        serve_maccor(8, host=opts.host, port=port, speed=opts.speed)
+        serve_maccor(8, host=opts.host, port=port, speed=opts.speed, binary_port=binary)
     )
     return str(srv.url)
 

@@ -6,8 +6,13 @@ channels are 0-based, errors are JSON-RPC error objects with the manual's string
 error *codes* are not in our sources: we use JSON-RPC's -32700 (Parse error) and -32602
 (Invalid params) and -32001… for the MacNet-specific ones (check on the unit).
 
-The native binary port (57560) is out of scope: :class:`MacNetServer` can listen on it
-and closes every connection at once, so a client probing it sees a refusal, not a hang.
+System-level requests (FClass 0 and 1) may omit ``Chan``, as the public client pymacnet
+sends them; their reply then carries no ``Chan`` either. Requests may be pretty-printed
+over several lines (the framer splits on the closing brace, not on line ends).
+
+The native binary port (57560) is opened as a real tester opens it (clients such as
+pymacnet connect to both ports at start and give up if either is refused); its messages
+are read and counted but not answered: the binary protocol is not simulated.
 
 Faults come from manipulators (:mod:`simulators.faults`) applied to each connection's
 bytes: ``tx`` on replies, ``rx`` on requests.
@@ -124,11 +129,14 @@ class MacNetTester:
         try:
             fclass = _int(params, "FClass")
             fnum = _int(params, "FNum")
-            chan = _int(params, "Chan")
+            system_level = fclass in (0, 1) and "Chan" not in params
+            chan = 0 if system_level else _int(params, "Chan")
             result = self._dispatch(fclass, fnum, chan, params)
         except _Refusal as r:
             return _error(r.message, request_id)
-        head = {"FClass": fclass, "FNum": fnum, "Chan": chan}
+        head: dict[str, Any] = {"FClass": fclass, "FNum": fnum}
+        if not system_level:
+            head["Chan"] = chan
         return _reply({**head, **result}, request_id)
 
     def _channel(self, chan: int) -> SimChannel:
@@ -144,12 +152,18 @@ class MacNetTester:
             return {k: v for k, v in p.items() if k not in ("FClass", "FNum", "Chan")}
         if fclass == 1:
             if fnum == 1:
-                return {"MacNetVersion": "1.3 (labrig simulator)", "BuildVersion": "sim"}
+                return {
+                    "MacNetVersion": "1.3 (labrig simulator)",
+                    "BuildVersion": "sim",
+                    "APIVersion": 1,
+                }
             if fnum == 2:
                 return {
                     "TestChannels": len(self.channels),
                     "SystemID": self.serial_number,
                     "SystemType": 0,
+                    "ControllerBoards": max(1, (len(self.channels) + 7) // 8),
+                    "AuxBoards": 0,
                     "AuxChannels": 0,
                 }
             if fnum == 6:
@@ -189,6 +203,8 @@ class MacNetTester:
             if fnum == 2:
                 proc_name = _str(p, "ProcName").strip()
                 test_name = _str(p, "TestName").strip()
+                if test_name == "Random":  # the manual: "Random" makes a pseudo-random name
+                    test_name = f"RND{chan:03d}{self.requests:07d}"
                 for key in ("Comment",):
                     _str(p, key, "")
                 text = self.procedures.get(f"{proc_name}.000".lower())
@@ -228,7 +244,8 @@ class MacNetServer:
     """Serves a :class:`MacNetTester` on loopback TCP; an async context manager.
 
     ``manipulators`` act on every connection (shared objects, so counters span
-    reconnects). ``binary_port`` (None: off) listens and closes at once.
+    reconnects). ``binary_port`` (None: off) accepts connections and holds them open,
+    reading and counting what arrives (``binary_bytes``) without answering.
     """
 
     def __init__(
@@ -246,6 +263,7 @@ class MacNetServer:
         self.binary_port = binary_port
         self.manipulators = list(manipulators)
         self.connections = 0
+        self.binary_bytes = 0
         self._servers: list[asyncio.Server] = []
         self._writers: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()
@@ -260,7 +278,7 @@ class MacNetServer:
         self.port = srv.sockets[0].getsockname()[1]
         self._servers.append(srv)
         if self.binary_port is not None:
-            bsrv = await asyncio.start_server(self._refuse, self.host, self.binary_port)
+            bsrv = await asyncio.start_server(self._binary, self.host, self.binary_port)
             self.binary_port = bsrv.sockets[0].getsockname()[1]
             self._servers.append(bsrv)
         return self
@@ -306,10 +324,24 @@ class MacNetServer:
         for w in list(self._writers):
             w.close()
 
-    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+    async def _binary(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The native binary port: held open, read and counted, never answered."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        self._writers.add(writer)
+        try:
+            while data := await reader.read(1 << 16):
+                self.binary_bytes += len(data)
+        except (ConnectionError, OSError):
+            return
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
+            self._writers.discard(writer)
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
 
     def _transform(self, direction: str, data: bytes) -> list[tuple[float, bytes | None]]:
         return apply_manipulators(self.manipulators, direction, data)
