@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from labrig.simulators.cell.model import holding_current
 from labrig.simulators.cell.steps import Action
 from labrig.simulators.engine import ChannelEngine, EngineError, SimEnd, SimRecord, SimStep
 
@@ -74,7 +75,8 @@ class SimChannel:
         self.index = index
         self.engine = engine
         self.sp300 = sp300
-        self.timebase_s = timebase_s
+        # the firmware counts in the time base it reports, a float32
+        self.timebase_s = struct.unpack("<f", struct.pack("<f", timebase_s))[0]
         self.phase_unit = phase_unit
         self.firmware = firmware
         self.eclab_running = False  # a fault: EC-Lab holds the channel
@@ -86,10 +88,10 @@ class SimChannel:
         self.messages: deque[str] = deque()
         self._blocks = 0
         self._seq = 0
-        self._dc: list[tuple[int, int]] = []  # engine step index -> (technique, step)
-        self._tech_start: dict[int, float] = {}
+        self._tech: int | None = None  # the technique running on the engine
+        self._tech_start: dict[int, float] = {}  # technique -> s from BL_StartChannel
+        self._origin = 0.0  # engine test time at the running technique's start
         self._eis: _Eis | None = None
-        self._block_t0 = 0.0  # engine test time at start
 
     # ------------------------------------------------------------------ loading
     def load(self, tech: SimTechnique, first: bool, last: bool) -> None:
@@ -119,18 +121,42 @@ class SimChannel:
             self._start_dc(now)
 
     def _start_dc(self, now: float) -> None:
-        firsts = []
-        self._dc = []
-        for k, tech in enumerate(self.chain):
-            firsts.append(len(self._dc))
-            self._dc += [(k, j) for j in range(len(tech.steps))]
-        steps = [
-            _sim_step(flat, self.chain[k].steps[j], firsts[k + 1] if k + 1 < len(firsts) else None)
-            for flat, (k, j) in enumerate(self._dc)
-        ]
+        self._start_technique(0, now)
+
+    def _start_technique(self, k: int, at: float) -> None:
+        """Technique ``k`` of the chain as one engine block, from instant ``at``."""
+        tech = self.chain[k]
+        steps = [_sim_step(j, s, self._clamp(s, at)) for j, s in enumerate(tech.steps)]
         self._blocks += 1
-        self._block_t0 = self.engine.status(now, live=False).test_time_s
-        self.engine.start_block(self._blocks, steps, now)
+        self._tech = k
+        self._origin = self.engine.status(at, live=False).test_time_s
+        self._tech_start[k] = at - self.started_at
+        self.engine.start_block(self._blocks, steps, at)
+
+    def _clamp(self, s: DcStep, at: float) -> float:
+        """The current a voltage step may draw: what holds its voltage at its start (a
+        potentiostat applies the voltage at once; it does not ramp up to it)."""
+        if s.mode != "cv":
+            return 0.0
+        st = self.engine.state_at(at)
+        co = self.engine.model.coeffs(st, self.engine.temperature_C)
+        i = holding_current(self.engine.model, co, st, s.setpoint)
+        return abs(i) * (1.0 + 1e-9) + 1e-12
+
+    def _advance(self, now: float) -> None:
+        """Follow the chain: the next technique starts where the previous one ended."""
+        while self._tech is not None:
+            end = self.engine.end_time()
+            if end is None or end > now:
+                return
+            self._collect_dc(end)
+            st = self.engine.status(end, live=False)
+            stopped = st.state == "fault" or (st.reason or "").startswith(("aborted", "stopped"))
+            nxt = self._tech + 1
+            if stopped or nxt >= len(self.chain) or self.chain[nxt].sweep is not None:
+                self._tech = None
+                return
+            self._start_technique(nxt, end)
 
     def _start_eis(self, sw: EisSweep, now: float) -> None:
         freqs = sw.frequencies()
@@ -143,13 +169,15 @@ class SimChannel:
         if sw.settle_s > 0:  # the DC level settles: process-0 rows
             rec = SimRecord(every_s=sw.record_dt_s or None)
             step = SimStep(0, "rest", ends=(SimEnd("time", ">=", sw.settle_s),), record=rec)
-            self._dc = [(0, 0)]
             self._blocks += 1
-            self._block_t0 = self.engine.status(now, live=False).test_time_s
+            self._tech = 0
+            self._tech_start[0] = 0.0
+            self._origin = self.engine.status(now, live=False).test_time_s
             self.engine.start_block(self._blocks, [step], now)
 
     def stop(self, now: float) -> None:
         self.poll(now)
+        self._tech = None
         if self.engine.status(now, live=False).state in ("running", "paused"):
             self.engine.stop(now)
         if self._eis is not None and self._eis.stopped_at is None:
@@ -160,12 +188,13 @@ class SimChannel:
     # ------------------------------------------------------------------ progress
     def poll(self, now: float) -> None:
         """Move what happened by ``now`` into the channel's memory."""
+        self._advance(now)
         self._collect_dc(now)
         eis = self._eis
         if eis is not None:
             self._collect_eis(eis, now)
         if self.running:
-            dc_busy = self.engine.status(now, live=False).state == "running"
+            dc_busy = self._tech is not None
             eis_busy = eis is not None and eis.stopped_at is None and eis.emitted < len(eis.freqs)
             self.running = dc_busy or eis_busy
 
@@ -174,15 +203,14 @@ class SimChannel:
         if recs["seq"].size == 0:
             return
         self._seq = int(recs["seq"][-1])
+        k = self._tech if self._tech is not None else max(self._tech_start, default=0)
         eis = self._eis is not None
+        tid = IDS["geis" if self._geis() else "peis"] if eis else self.chain[k].id
+        start = self._tech_start.get(k, 0.0)
         for n in range(recs["seq"].size):
-            flat = int(recs["step_id"][n])
-            k = self._dc[flat][0] if flat < len(self._dc) else 0
-            t_block = float(recs["time_s"][n]) - self._block_t0
-            start = self._tech_start.setdefault(k, t_block)
-            ticks = max(0, round((t_block - start) / self.timebase_s))
+            t_rel = float(recs["time_s"][n]) - self._origin
+            ticks = max(0, round(t_rel / self.timebase_s))
             v, i = float(recs["voltage_V"][n]), float(recs["current_A"][n])
-            tid = self.chain[k].id if not eis else IDS["geis" if self._geis() else "peis"]
             row = [ticks >> 32, ticks & 0xFFFFFFFF, _f32(v)]
             if eis:
                 row.append(_f32(0.0))
@@ -259,32 +287,27 @@ class SimChannel:
         return sum(4 * f.ncols * len(f.rows) for f in self.memory)
 
 
-def _sim_step(flat: int, s: DcStep, next_technique: int | None) -> SimStep:
-    """One firmware step as an engine step (tests end it by the step's exit rule)."""
-    action: Action = "next"
-    goto: int | None = None
-    if s.exit == 2:
-        action = "abort"
-    elif s.exit == 1:
-        action, goto = (
-            ("goto", next_technique) if next_technique is not None else ("end_block", None)
-        )
-    ends = [SimEnd("time", ">=", s.duration_s)]
-    ends += [_end(t, action, goto) for t in s.tests]
+def _sim_step(index: int, s: DcStep, clamp_A: float) -> SimStep:
+    """One firmware step as an engine step (its tests end it by the step's exit rule:
+    the next step, the next technique (the end of this technique's block), or stop)."""
+    action: Action = "abort" if s.exit == 2 else "end_block" if s.exit == 1 else "next"
+    ends = (SimEnd("time", ">=", s.duration_s),)
+    tests = tuple(_end(t, action) for t in s.tests)
     rec = SimRecord(
         every_s=s.record_dt_s or None, dV_V=s.record_dv_V or None, dI_A=s.record_di_A or None
     )
     if s.mode == "rest":
-        return SimStep(flat, "rest", ends=tuple(ends), record=rec)
+        return SimStep(index, "rest", ends=(*ends, *tests), record=rec)
     if s.mode == "cc":
-        return SimStep(flat, "cc", current_A=s.setpoint, ends=tuple(ends), record=rec)
-    return SimStep(flat, "cv", voltage_V=s.setpoint, ends=tuple(ends), record=rec)
+        return SimStep(index, "cc", current_A=s.setpoint, ends=(*ends, *tests), record=rec)
+    return SimStep(index, "cv", current_A=clamp_A, voltage_V=s.setpoint, ends=ends,
+                   cv_ends=tests, record=rec)  # fmt: skip
 
 
-def _end(t: Test, action: Action, goto: int | None) -> SimEnd:
+def _end(t: Test, action: Action) -> SimEnd:
     if t.variable == 0:
-        return SimEnd("voltage", ">=" if t.above else "<=", t.value, action, goto)
+        return SimEnd("voltage", ">=" if t.above else "<=", t.value, action)
     # the firmware compares the signed current; the engine's ends see |I|: a test on the
     # side of zero the current keeps is "|I| below" when it points back towards zero
     toward_zero = (t.value >= 0) != t.above
-    return SimEnd("current", "<=" if toward_zero else ">=", abs(t.value), action, goto)
+    return SimEnd("current", "<=" if toward_zero else ">=", abs(t.value), action)
