@@ -62,7 +62,9 @@ async def _run_step(ch: BioLogicChannel, run: _Run, step: ChannelStep) -> StepEn
         assert ch._limits is not None
         ewe = float((await ch.runner.values()).Ewe)
         plan = plan_step(todo, ch._limits, ewe_V=ewe)
-        t0 = ch._now()
+        # the channel's clock and the instrument's ticks may differ by a tick: records
+        # never go back in time
+        t0 = max(ch._now(), ch.records.last_time)
         run.step_id, run.step_t0 = step.step_id, t0 - elapsed
         tally = StepTally(step.step_id, t0)
         tally.charge_Ah, tally.energy_Wh = charge, energy

@@ -270,8 +270,12 @@ class BioLogicChannel:
             raise InstrumentError(f"{self.name}: set_limits before the first block")
         if not steps:
             raise InstrumentError(f"{self.name}: a block needs at least one step")
-        for s in steps:  # refuse a block the channel cannot run before anything moves
-            plan_step(s, self._limits, ewe_V=0.5 * (self._limits.v_min_V + self._limits.v_max_V))
+        mid = 0.5 * (self._limits.v_min_V + self._limits.v_max_V)
+        try:  # refuse a block the channel cannot run before anything moves
+            for s in steps:
+                plan_step(s, self._limits, ewe_V=mid)
+        except ValueError as exc:
+            raise InstrumentError(f"{self.name}: {exc}") from None
         self._run = _Run(block_id, tuple(steps))
         self._resume.set()
         self._task = asyncio.get_running_loop().create_task(

@@ -56,6 +56,7 @@ class RecordStore:
     chunks: list[RecordBatch] = field(default_factory=list)
     _last: list[int] = field(default_factory=list)
     last_seq: int = 0
+    last_time: float = 0.0
 
     def add(self, step_id: int, t: FloatArray, i: FloatArray, v: FloatArray, q: FloatArray) -> None:
         n = t.size
@@ -71,6 +72,7 @@ class RecordStore:
             )
         )  # fmt: skip
         self._last.append(self.last_seq)
+        self.last_time = max(self.last_time, float(t[-1]))
 
     def after(self, seq: int) -> RecordBatch:
         k = bisect.bisect_right(self._last, seq)

@@ -114,6 +114,7 @@ class SimChannel:
         self.running = True
         self.started_at = now
         self._tech_start = {}
+        self._eis = None
         first = self.chain[0]
         if first.sweep is not None:
             self._start_eis(first.sweep, now)
@@ -209,7 +210,7 @@ class SimChannel:
         start = self._tech_start.get(k, 0.0)
         for n in range(recs["seq"].size):
             t_rel = float(recs["time_s"][n]) - self._origin
-            ticks = max(0, round(t_rel / self.timebase_s))
+            ticks = max(0, int(t_rel / self.timebase_s))  # whole ticks elapsed
             v, i = float(recs["voltage_V"][n]), float(recs["current_A"][n])
             row = [ticks >> 32, ticks & 0xFFFFFFFF, _f32(v)]
             if eis:

@@ -38,12 +38,21 @@ async def rig(
     loop = asyncio.get_running_loop()
     engine = ChannelEngine(None, seed=seed, noise=noise, now=loop.time())
     options.setdefault("poll_s", 60.0)
-    async with simulate_biologic([engine], model=sim_model or model, firmware=firmware) as sim:
-        async with open_biologic(
-            model=model, address=sim.address, library=sim.library, channel=0, name="bl/0",
-            **options,
-        ) as ch:  # fmt: skip
-            yield Rig(sim, ch, engine)
+    async with contextlib.AsyncExitStack() as stack:
+        sim = await stack.enter_async_context(
+            simulate_biologic([engine], model=sim_model or model, firmware=firmware)
+        )
+        ch = await stack.enter_async_context(
+            open_biologic(
+                model=model,
+                address=sim.address,
+                library=sim.library,
+                channel=0,
+                name="bl/0",
+                **options,
+            )  # fmt: skip
+        )
+        yield Rig(sim, ch, engine)
 
 
 def log_freqs(f_hi: float, f_lo: float, per_decade: int) -> tuple[float, ...]:

@@ -216,3 +216,145 @@ def test_conversation_of_a_peis_sweep() -> None:
         assert len(rec.log) > 20  # the data was drained as the points came
 
     run_virtual_strict(main())
+
+
+def _contiguous(batch: Any) -> None:
+    assert batch.seq.tolist() == list(range(1, len(batch) + 1))
+    assert np.all(np.diff(batch.time_s) >= 0)
+
+
+def test_cycling_and_eis_dry_run_on_a_simulated_vmp300() -> None:
+    """A formation cycle, EIS at the OCV (7 MHz-100 mHz, 10 mV), another cycle, EIS down
+    to 10 mHz at 7 mV: step ends, records and spectra against the simulated cell."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with rig("VMP-300", eis_poll_s=5.0) as r:
+            ch = r.ch
+            await ch.set_limits(LIMITS)
+            assert (await ch.get_limits()) == LIMITS
+            for block, (f_lo, amp) in enumerate(((0.1, 0.010), (0.01, 0.007)), start=1):
+                await ch.start_block(block, formation_block(10 * block))
+                await ch.start_block(block, formation_block(10 * block))  # no-op
+                res = await ch.wait_block(poll_s=1800)
+                assert res.state == ChannelState.done, res
+                assert [e.reason for e in res.steps] == ["voltage", "time", "current"]
+                assert res.steps[0].end_voltage_V == pytest.approx(V_MAX, abs=2e-3)
+                assert res.steps[2].end_voltage_V == pytest.approx(V_MIN, abs=2e-3)
+                charge, dis = res.steps[0].charge_Ah, res.steps[2].charge_Ah
+                assert 0.5e-3 < charge < 3e-3 and -1.1 * charge < dis < -0.7 * charge
+                freqs = log_freqs(7e6, f_lo, 8)
+                t0 = loop.time()
+                eis = await ch.measure_eis(EisRequest(freqs, amplitude_V=amp))
+                ref = cell_impedance(r.engine, freqs, t0)
+                err = _rel_err(eis.z_real_ohm + 1j * eis.z_imag_ohm, ref)
+                assert np.median(err) < 2e-3 and err.max() < 1e-2
+            batch = await ch.read_records(0)
+            _contiguous(batch)
+            assert set(batch.step_id.tolist()) == {10, 11, 12, 20, 21, 22}
+            rest = batch.step_id == 11
+            assert np.all(batch.current_A[rest] == 0.0)
+            assert len(await ch.read_records(int(batch.seq[-1]))) == 0
+            st = await ch.status()
+            assert st.state == ChannelState.done and st.last_seq == batch.seq[-1]
+            assert st.current_A == 0.0
+        assert not r.sim.instrument.channels[0].running
+        assert r.sim.library.calls[-3:] == [
+            "BL_StopChannel",
+            "BL_GetCurrentValues",
+            "BL_Disconnect",
+        ]
+
+    run_virtual_strict(main())
+
+
+def test_a_limit_trip_is_a_latched_fault_and_the_channel_stops() -> None:
+    async def main() -> None:
+        async with rig() as r:
+            lim = LIMITS.__class__(2.0, 3.6, 0.01)
+            await r.ch.set_limits(lim)
+            step = ChannelStep(1, "cc", "charge", current_A=ONE_C_A,
+                               ends=(EndCondition("time", ">=", 360000.0),),
+                               record=RecordRule(every_s=300.0))  # fmt: skip
+            await r.ch.start_block(1, [step])
+            res = await r.ch.wait_block(poll_s=3600)
+            assert res.state == ChannelState.fault and "limit" in (res.fault or "")
+            assert res.steps[0].reason == "safety"
+            assert res.steps[0].end_voltage_V == pytest.approx(3.6, abs=2e-3)
+            assert not r.sim.instrument.channels[0].running
+
+    run_virtual_strict(main())
+
+
+def test_a_block_the_channel_cannot_run_is_refused_before_anything_moves() -> None:
+    async def main() -> None:
+        async with rig() as r:
+            await r.ch.set_limits(LIMITS)
+            bad = ChannelStep(1, "cc", "charge", current_A=ONE_C_A,
+                              ends=(EndCondition("dvdt", "<=", 1e-6),))  # fmt: skip
+            with pytest.raises(InstrumentError, match="dvdt"):
+                await r.ch.start_block(1, [bad])
+            rest = ChannelStep(2, "rest", "rest", ends=(EndCondition("voltage", ">=", 3.0),))
+            with pytest.raises(InstrumentError, match="rest"):
+                await r.ch.start_block(2, [rest])
+            assert "BL_LoadTechnique" not in r.sim.library.calls
+
+    run_virtual_strict(main())
+
+
+def test_a_channel_ec_lab_runs_is_never_touched() -> None:
+    async def main() -> None:
+        eng = ChannelEngine(None, now=asyncio.get_running_loop().time())
+        async with simulate_biologic([eng]) as sim:
+            sim.library.hold_channel(sim.address, 0)
+            with pytest.raises(ChannelInUse, match="EC-Lab or another program"):
+                async with open_biologic(model="VMP-300", address=sim.address,
+                                         library=sim.library):  # fmt: skip
+                    pass
+            assert not {"BL_LoadFirmware", "BL_LoadTechnique", "BL_StartChannel",
+                        "BL_StopChannel"} & set(sim.library.calls)  # fmt: skip
+
+    run_virtual_strict(main())
+
+
+def test_firmware_is_loaded_on_a_stopped_channel_only_when_allowed() -> None:
+    async def main() -> None:
+        async with rig(firmware=1) as r:  # EC-Lab's firmware left on a stopped channel
+            assert "BL_LoadFirmware" in r.sim.library.calls
+            assert await r.ch.measure_ocv(10.0) > 2.0
+        with pytest.raises(FirmwareMismatch, match="load_firmware"):
+            async with rig(firmware=1, load_firmware=False):
+                pass
+
+    run_virtual_strict(main())
+
+
+def test_a_technique_that_does_not_load_is_a_clear_error() -> None:
+    async def main() -> None:
+        async with rig() as r:
+            r.sim.library.fail_technique("peis")
+            with pytest.raises(TechniqueRejected, match="-403"):
+                await r.ch.measure_eis(EisRequest(log_freqs(1e5, 1.0, 5), amplitude_V=0.01))
+            assert not r.sim.instrument.channels[0].running
+            r.sim.library.fail_technique("peis", False)
+            res = await r.ch.measure_eis(EisRequest(log_freqs(1e5, 1.0, 5), amplitude_V=0.01))
+            assert len(res.frequency_Hz) == 26
+
+    run_virtual_strict(main())
+
+
+def test_the_simulated_library_holds_callers_to_the_calling_convention() -> None:
+    async def main() -> None:
+        async with simulate_biologic(1) as sim:
+            lib = sim.library
+            with pytest.raises(AbiError, match="expected c_int"):
+                lib.BL_TestConnection(1)
+            small = (ctypes.c_int32 * 3)()
+            with pytest.raises(AbiError, match="holds 12 bytes, the record is 44"):
+                lib.BL_Connect(ctypes.c_char_p(b"USB0"), ctypes.c_uint8(5),
+                               ctypes.byref(ctypes.c_int32()), ctypes.byref(small))  # fmt: skip
+            assert lib.BL_Connect(ctypes.c_char_p(b"USB9"), ctypes.c_uint8(5),
+                                  ctypes.byref(ctypes.c_int32()),
+                                  ctypes.byref((ctypes.c_int32 * 11)())) == -201  # fmt: skip
+
+    run_virtual_strict(main())

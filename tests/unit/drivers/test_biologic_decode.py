@@ -30,8 +30,8 @@ def time_words(ticks: int) -> list[int]:
 
 def test_cplimit_rows() -> None:
     rows = [
-        time_words(0) + [f32(3.2), f32(1e-3), 0],
-        time_words(2**33 + 5) + [f32(3.3), f32(1e-3), 4],
+        [*time_words(0), f32(3.2), f32(0.001), 0],
+        [*time_words(2**33 + 5), f32(3.3), f32(0.001), 4],
     ]
     words = [w for r in rows for w in r]
     c = decode(words, rows=2, cols=5, technique_id=155, process=0, family=Family.SP300,
@@ -42,8 +42,8 @@ def test_cplimit_rows() -> None:
 
 
 def test_ocv_rows_with_and_without_ece() -> None:
-    three = time_words(10) + [f32(2.9)]
-    four = time_words(10) + [f32(2.9), f32(0.1)]
+    three = [*time_words(10), f32(2.9)]
+    four = [*time_words(10), f32(2.9), f32(0.1)]
     a = decode(
         three, rows=1, cols=3, technique_id=100, process=0, family=Family.VMP3, timebase_s=TB
     )
