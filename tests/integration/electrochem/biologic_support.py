@@ -50,7 +50,7 @@ async def rig(
                 channel=0,
                 name="bl/0",
                 **options,
-            )  # fmt: skip
+            )
         )
         yield Rig(sim, ch, engine)
 
