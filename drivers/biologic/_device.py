@@ -185,14 +185,15 @@ class BioLogicDevice:
                 return
             except LinkLost as exc:
                 last = exc
-            if loop.time() + delay > end:
+            remaining = end - loop.time()
+            if remaining <= 0:
                 raise LinkLost(
                     f"{self.name}: link not back within {self.reconnect_s:g} s ({last})",
                     code=last.code if last else -200,
                     call="BL_Connect",
                 )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2.0, 30.0)
+            await asyncio.sleep(min(delay, remaining))  # a last try at the grace's end
+            delay = min(delay * 2.0, 10.0)
 
     async def retry(self, op: Callable[[], Awaitable[T]], *, attempts: int = 1000) -> T:
         """Run ``op``; after a lost link reconnect (within ``reconnect_s``) and run it
