@@ -9,6 +9,7 @@ be reached, the channel is stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import numpy as np
@@ -118,14 +119,22 @@ def test_a_link_gone_for_good_is_a_typed_error_then_the_safe_state() -> None:
 async def test_a_stuck_get_data_never_hangs_the_run() -> None:
     """On the real clock: a BL_GetData that does not return is abandoned at its deadline;
     the library fails fast while it is stuck, and works again once the call returns."""
-    async with simulate_biologic(1) as sim:
-        async with open_biologic(
-            model="VMP-300", address=sim.address, library=sim.library, call_timeout_s=0.3,
-            reconnect_s=1.0, backoff_s=0.2, eis_poll_s=0.05,
-        ) as ch:  # fmt: skip
-            sim.library.slow_get_data(30.0)
-            with pytest.raises(LinkLost, match="did not return within 0.3 s|not back within"):
-                await ch.measure_eis(EisRequest(log_freqs(1e5, 1e3, 3), amplitude_V=0.01))
-            sim.library.release()
-            await ch.safe_state()
-            assert not sim.instrument.channels[0].running
+    async with contextlib.AsyncExitStack() as stack:
+        sim = await stack.enter_async_context(simulate_biologic(1))
+        ch = await stack.enter_async_context(
+            open_biologic(
+                model="VMP-300",
+                address=sim.address,
+                library=sim.library,
+                call_timeout_s=0.3,
+                reconnect_s=1.0,
+                backoff_s=0.2,
+                eis_poll_s=0.05,
+            )
+        )
+        sim.library.slow_get_data(30.0)
+        with pytest.raises(LinkLost, match=r"did not return within 0\.3 s|not back within"):
+            await ch.measure_eis(EisRequest(log_freqs(1e5, 1e3, 3), amplitude_V=0.01))
+        sim.library.release()
+        await ch.safe_state()
+        assert not sim.instrument.channels[0].running
