@@ -15,13 +15,13 @@ that thread stuck inside the DLL; the binding then fails every further call at o
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import ctypes
 import functools
-import queue
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from labrig.drivers.libthread import LibraryThread
 
 from ._errors import LinkLost, error_for
 from ._params import Param, encode_params
@@ -70,47 +70,6 @@ def declare(lib: Any) -> None:
             fn.restype = _I32
 
 
-class _LibraryThread(concurrent.futures.Executor):
-    """One daemon thread that runs the library's calls in order."""
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._name = name
-        self._closed = False
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        if self._closed:
-            raise RuntimeError("library thread is shut down")
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._queue.put((fut, fn, args, kwargs))
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-            self._thread.start()
-        return fut
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            fut, fn, args, kwargs = item
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(fn(*args, **kwargs))
-            except BaseException as exc:  # handed to the awaiting task
-                fut.set_exception(exc)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        if wait and self._thread is not None:
-            self._thread.join(timeout=2.0)
-
-
 class EClib:
     """Typed, serialised calls on one loaded EClib (``lib``).
 
@@ -132,7 +91,7 @@ class EClib:
         self.call_timeout_s = call_timeout_s
         self.slow_timeout_s = slow_timeout_s
         self.calls: list[str] = []  # names of the calls made, in order (for the record)
-        self._thread = _LibraryThread(f"{name}-eclib")
+        self._thread = LibraryThread(f"{name}-eclib")
         self._lock = asyncio.Lock()
         self._idle = threading.Event()
         self._idle.set()
