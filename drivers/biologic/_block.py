@@ -13,10 +13,10 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, cast
 
 from labrig.drivers.capabilities import ChannelState, ChannelStep, EndCondition, StepEnd
+from labrig.drivers.recordstore import StepTally
 
 from ._cycling import plan_step
 from ._params import Ocv
-from ._records import StepTally
 
 if TYPE_CHECKING:
     from ._channel import BioLogicChannel, _Run

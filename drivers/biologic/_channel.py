@@ -34,12 +34,12 @@ from labrig.drivers.capabilities import (
     SafetyTrip,
     StepEnd,
 )
+from labrig.drivers.recordstore import RecordStore, StepTally
 
 from ._cycling import plan_step, step_end
 from ._device import BioLogicDevice
 from ._errors import ChannelInUse
 from ._params import Geis, Ocv, Peis, Technique, sweep
-from ._records import RecordStore, StepTally
 from ._runner import ChainRunner, Frame
 from ._structs import State
 

@@ -1,4 +1,5 @@
-"""Records a BioLogic channel has collected, numbered once, read by sequence number."""
+"""Records a host-side channel collects, numbered once, read by sequence number; and the
+running totals (charge, energy) of the step being recorded."""
 
 from __future__ import annotations
 

@@ -1,0 +1,270 @@
+"""Cycling on a Gamry, run by the host: rest and constant-current steps.
+
+GamryCOM holds no step programme with end conditions, so each step is one acquisition
+(OCV with the cell off for a rest, chronopotentiometry at the step's current for a CC
+step) that the host ends when a cooked point meets one of the step's ends or leaves the
+channel's limits. A step therefore ends up to one sample (the record interval) late,
+and nothing guards the cell while the host is gone but the acquisition's own duration:
+say so to whoever sets the protocol. CV steps are not run on this instrument here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+
+from labrig.drivers.capabilities import (
+    BlockResult,
+    ChannelLimits,
+    ChannelState,
+    ChannelStatus,
+    ChannelStep,
+    EndCondition,
+    InstrumentError,
+    RecordBatch,
+    StepEnd,
+)
+from labrig.drivers.recordstore import RecordStore, StepTally
+
+__all__ = ["HostCycler"]
+
+FOREVER_S = 30 * 86400.0
+
+
+@dataclass
+class _Run:
+    block_id: int
+    steps: tuple[ChannelStep, ...]
+    ends: list[StepEnd] = field(default_factory=list)
+    state: ChannelState = ChannelState.running
+    fault: str | None = None
+    step_id: int | None = None
+    step_t0: float = 0.0
+
+
+def _duration(step: ChannelStep) -> tuple[float, str]:
+    best, why = (step.max_duration_s, "max_duration") if step.max_duration_s else (FOREVER_S, "")
+    for e in step.ends:
+        if e.quantity == "time" and e.value < best:
+            best, why = e.value, "time"
+        if e.quantity == "capacity" and step.mode == "cc" and step.current_A:
+            t = e.value * 3600.0 / abs(step.current_A)
+            if t < best:
+                best, why = t, "capacity"
+    return best, why
+
+
+def _hit(e: EndCondition, v: float, v0: float) -> bool:
+    if e.op == ">=":
+        return v >= e.value
+    if e.op == "<=":
+        return v <= e.value
+    return v >= e.value if v0 < e.value else v <= e.value
+
+
+class HostCycler:
+    """The :class:`CyclerChannel` half of a Gamry channel (see the module's notes)."""
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def k(self) -> Any:
+        raise NotImplementedError
+
+    def __init__(self) -> None:
+        self._limits: ChannelLimits | None = None
+        self._run: _Run | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.records = RecordStore()
+        self._t0 = 0.0
+        self._last_v = math.nan
+
+    async def acquire(
+        self, dtaq_progid: str, columns: Sequence[str], *, mode: Any, level: float,
+        duration_s: float, sample_s: float, cell_on: bool, stop: Any = None,
+    ) -> dict[str, np.ndarray]:  # fmt: skip
+        raise NotImplementedError
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time() - self._t0
+
+    async def set_limits(self, limits: ChannelLimits) -> None:
+        if self._run is not None and self._run.state == ChannelState.running:
+            raise InstrumentError(f"{self.name}: limits cannot change while a block runs")
+        if limits.t_max_C is not None:
+            raise InstrumentError(f"{self.name}: the potentiostat has no temperature input")
+        self._limits = limits
+
+    async def get_limits(self) -> ChannelLimits:
+        if self._limits is None:
+            raise InstrumentError(f"{self.name}: no limits set on this channel yet")
+        return self._limits
+
+    async def start_block(self, block_id: int, steps: Sequence[ChannelStep]) -> None:
+        run = self._run
+        if run is not None and run.block_id == block_id:
+            return
+        if run is not None and run.state == ChannelState.running:
+            raise InstrumentError(f"{self.name}: block {run.block_id} still runs")
+        lim = self._limits
+        if lim is None:
+            raise InstrumentError(f"{self.name}: set_limits before the first block")
+        for s in steps:
+            if s.mode not in ("rest", "cc"):
+                raise InstrumentError(f"{self.name}: step {s.step_id}: mode {s.mode!r} is not "
+                                      "run on this instrument (rest and cc only)")  # fmt: skip
+            bad = [e.quantity for e in s.ends if e.quantity not in ("voltage", "time", "capacity")]
+            if bad or (s.mode == "rest" and any(e.quantity == "capacity" for e in s.ends)):
+                raise InstrumentError(f"{self.name}: step {s.step_id}: ends on {bad} are not "
+                                      "run on this instrument")  # fmt: skip
+            if abs(s.current_A) > lim.i_max_A:
+                raise InstrumentError(f"{self.name}: step {s.step_id}: |{s.current_A}| A above "
+                                      f"i_max {lim.i_max_A} A")  # fmt: skip
+            if _duration(s)[0] >= FOREVER_S and not any(e.quantity == "voltage" for e in s.ends):
+                raise InstrumentError(f"{self.name}: step {s.step_id} has no end that can come")
+        if not steps:
+            raise InstrumentError(f"{self.name}: a block needs at least one step")
+        self._run = _Run(block_id, tuple(steps))
+        self._task = asyncio.get_running_loop().create_task(
+            self._supervise(self._run), name=f"{self.name}-block-{block_id}"
+        )
+
+    async def attach_block(
+        self, block_id: int, steps: Sequence[ChannelStep], *, time_base_s: float = 0.0
+    ) -> None:
+        """The host ran the block: after a restart it starts again from its first step."""
+        if self._run is not None and self._run.block_id == block_id:
+            return
+        await self.stop_block()
+        await self.start_block(block_id, steps)
+
+    async def wait_block(
+        self, poll_s: float = 60.0, *, max_poll_s: float | None = None
+    ) -> BlockResult:
+        run = self._run
+        if run is None:
+            raise InstrumentError(f"{self.name}: no block started")
+        while (
+            run.state == ChannelState.running and self._task is not None and not self._task.done()
+        ):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(poll_s):
+                    await asyncio.shield(self._task)
+        return BlockResult(run.block_id, tuple(run.ends), run.state, run.fault)
+
+    async def status(self) -> ChannelStatus:
+        run = self._run
+        if run is None:
+            return ChannelStatus(ChannelState.idle, None, None, 0.0, self._last_v, 0.0,
+                                 self.records.last_seq)  # fmt: skip
+        running = run.state == ChannelState.running
+        i = 0.0
+        if running and run.step_id is not None:
+            i = next((s.current_A for s in run.steps if s.step_id == run.step_id), 0.0)
+        return ChannelStatus(run.state, run.block_id, run.step_id,
+                             self._now() - run.step_t0 if running else 0.0, self._last_v, i,
+                             self.records.last_seq, run.fault)  # fmt: skip
+
+    async def read_records(self, after_seq: int) -> RecordBatch:
+        return self.records.after(after_seq)
+
+    async def pause(self) -> None:
+        raise InstrumentError(f"{self.name}: pausing a host-run block is not supported here")
+
+    async def resume(self) -> None:
+        raise InstrumentError(f"{self.name}: pausing a host-run block is not supported here")
+
+    async def stop_block(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, InstrumentError):
+                await task
+        if self._run is not None and self._run.state == ChannelState.running:
+            self._run.state = ChannelState.done
+
+    async def _supervise(self, run: _Run) -> None:
+        try:
+            idx = 0
+            while 0 <= idx < len(run.steps):
+                step = run.steps[idx]
+                end = await self._step(run, step)
+                run.ends.append(end)
+                if end.reason == "safety":
+                    run.state, run.fault = (
+                        ChannelState.fault,
+                        (f"step {step.step_id}: {end.end_voltage_V:.4f} V outside the limits"),
+                    )
+                    return
+                if end.action in ("abort", "end_block", "pause"):
+                    break
+                if end.action == "goto":
+                    cond = next(
+                        (e for e in step.ends if e.quantity == end.reason and e.goto is not None),
+                        None,
+                    )
+                    idx = cond.goto if cond is not None and cond.goto is not None else idx + 1
+                else:
+                    idx += 1
+            run.state = ChannelState.done
+        except InstrumentError as exc:
+            run.state, run.fault = ChannelState.fault, f"{type(exc).__name__}: {exc}"
+
+    async def _step(self, run: _Run, step: ChannelStep) -> StepEnd:
+        lim = self._limits
+        assert lim is not None
+        duration, why = _duration(step)
+        sample = step.record.every_s or 1.0
+        t0 = max(self._now(), self.records.last_time)
+        run.step_id, run.step_t0 = step.step_id, t0
+        found: list[tuple[str, str]] = []
+
+        def stop(cols: list[list[float]]) -> bool:
+            v = cols[1]
+            if not v:
+                return False
+            x, v0 = v[-1], v[0]
+            self._last_v = x
+            if not lim.v_min_V <= x <= lim.v_max_V:
+                found.append(("safety", "abort"))
+                return True
+            for e in step.ends:
+                if e.quantity == "voltage" and _hit(e, x, v0):
+                    found.append(("voltage", e.action))
+                    return True
+            return False
+
+        cc = step.mode == "cc" and step.current_A != 0.0
+        progid, names = (
+            ("GamryCOM.GamryDtaqChrono", _CHRONO) if cc else ("GamryCOM.GamryDtaqOcv", _OCV)
+        )
+        mode = self.k.GstatMode if cc else self.k.PstatMode
+        cols = await self.acquire(progid, names, mode=mode, level=step.current_A if cc else 0.0,
+                                  duration_s=duration, sample_s=sample, cell_on=cc,
+                                  stop=stop)  # fmt: skip
+        t, v = cols["Time"], cols["Vf"]
+        i = cols["Im"] if cc else np.zeros_like(v)
+        tally = StepTally(step.step_id, t0)
+        if t.size:
+            tt, ii, q = tally.add(t0 + t, i, v)
+            self.records.add(step.step_id, tt, ii, v, q)
+        reason, action = found[0] if found else (why or "time", "next")
+        if reason in ("time", "capacity"):
+            e = next((x for x in step.ends if x.quantity == reason), None)
+            action = e.action if e is not None else "next"
+        return StepEnd(step_id=step.step_id, reason=reason, action=cast(Any, action),
+                       time_s=float(t[-1]) if t.size else 0.0, charge_Ah=tally.charge_Ah,
+                       energy_Wh=tally.energy_Wh,
+                       end_voltage_V=float(v[-1]) if v.size else math.nan)  # fmt: skip
+
+
+_OCV = ("Time", "Vf", "Vm", "Vsig", "Ach", "Overload", "StopTest")
+_CHRONO = ("Time", "Vf", "Vu", "Im", "Q", "Vsig", "Ach", "IERange", "Overload", "StopTest")
