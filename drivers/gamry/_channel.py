@@ -201,7 +201,7 @@ class GamryChannel(HostCycler):
                     break
                 if asyncio.get_running_loop().time() > end:
                     raise InstrumentTimeout(f"{self.name}: {dtaq_progid} still running")
-                await asyncio.sleep(min(self.poll_s, sample_s))
+                await asyncio.sleep(max(self.poll_s, sample_s))  # a point per sample
             if not sink.done:
                 await self.com(dtaq.Run, False, what="Dtaq.Run(False)")
                 await self.com(self.backend.pump, 0.0, what="PumpEvents")
