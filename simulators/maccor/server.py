@@ -144,6 +144,46 @@ class MacNetTester:
             raise _Refusal("Illegal value")
         return self.channels[chan]
 
+    def _system(self, fnum: int, chan: int, p: dict[str, Any], now: float) -> dict[str, Any]:
+        """FClass 1: system information and file transfer."""
+        if fnum == 1:
+            return {
+                "MacNetVersion": "1.3 (labrig simulator)",
+                "BuildVersion": "sim",
+                "APIVersion": 1,
+            }
+        if fnum == 2:
+            return {
+                "TestChannels": len(self.channels),
+                "SystemID": self.serial_number,
+                "SystemType": 0,
+                "ControllerBoards": max(1, (len(self.channels) + 7) // 8),
+                "AuxBoards": 0,
+                "AuxChannels": 0,
+            }
+        if fnum == 6:
+            name = _str(p, "FileName")
+            data = _str(p, "Data")
+            if not name or "/" in name or "\\" in name or ".." in name:
+                raise _Refusal("Illegal value")
+            self.procedures[name.lower()] = data
+            return {"FileName": name, "Len": len(data), "Result": "OK"}
+        if fnum == 7:
+            name = _str(p, "FileName")
+            offset = _int(p, "Offset", 0)
+            count = _int(p, "Len", 1000)
+            if offset < 0 or count < 1:
+                raise _Refusal("Illegal value")
+            ch = self._channel(chan)
+            found, n = ch.data_file(name, offset, count, now)
+            if found is None:
+                proc = self.procedures.get(name.lower())
+                if proc is None:
+                    raise _Refusal("Illegal value")
+                return {"FileName": name, "Offset": 0, "Len": len(proc), "Data": proc}
+            return {"FileName": name, "Offset": offset, "Len": n, "Data": found}
+        raise _Refusal("Invalid FNum")
+
     def _dispatch(self, fclass: int, fnum: int, chan: int, p: dict[str, Any]) -> dict[str, Any]:
         now = self.now()
         if fclass == 0:
@@ -151,43 +191,7 @@ class MacNetTester:
                 raise _Refusal("Invalid FNum")
             return {k: v for k, v in p.items() if k not in ("FClass", "FNum", "Chan")}
         if fclass == 1:
-            if fnum == 1:
-                return {
-                    "MacNetVersion": "1.3 (labrig simulator)",
-                    "BuildVersion": "sim",
-                    "APIVersion": 1,
-                }
-            if fnum == 2:
-                return {
-                    "TestChannels": len(self.channels),
-                    "SystemID": self.serial_number,
-                    "SystemType": 0,
-                    "ControllerBoards": max(1, (len(self.channels) + 7) // 8),
-                    "AuxBoards": 0,
-                    "AuxChannels": 0,
-                }
-            if fnum == 6:
-                name = _str(p, "FileName")
-                data = _str(p, "Data")
-                if not name or "/" in name or "\\" in name or ".." in name:
-                    raise _Refusal("Illegal value")
-                self.procedures[name.lower()] = data
-                return {"FileName": name, "Len": len(data), "Result": "OK"}
-            if fnum == 7:
-                name = _str(p, "FileName")
-                offset = _int(p, "Offset", 0)
-                count = _int(p, "Len", 1000)
-                if offset < 0 or count < 1:
-                    raise _Refusal("Illegal value")
-                ch = self._channel(chan)
-                found, n = ch.data_file(name, offset, count, now)
-                if found is None:
-                    proc = self.procedures.get(name.lower())
-                    if proc is None:
-                        raise _Refusal("Illegal value")
-                    return {"FileName": name, "Offset": 0, "Len": len(proc), "Data": proc}
-                return {"FileName": name, "Offset": offset, "Len": n, "Data": found}
-            raise _Refusal("Invalid FNum")
+            return self._system(fnum, chan, p, now)
         if fclass == 4:
             if fnum == 1:
                 count = _int(p, "Len", 1)
