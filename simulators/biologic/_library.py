@@ -55,15 +55,26 @@ MODELS: dict[str, tuple[int, bool, float]] = {
 }  # fmt: skip
 
 _MESSAGES = {
-    0: "no error", -1: "no instrument connected", -3: "selected channel(s) not plugged",
-    -4: "invalid function parameters", -6: "function failed",
-    -9: "EC-Lab firmware loaded on the instrument", -13: "selected channel(s) already used",
+    0: "no error", -1: "no instrument connected", -2: "connection in progress",
+    -3: "selected channel(s) not plugged", -4: "invalid function parameters",
+    -5: "selected file does not exists", -6: "function failed", -7: "no channel selected",
+    -8: "invalid instrument configuration", -9: "EC-Lab firmware loaded on the instrument",
+    -10: "library not correctly loaded in memory",
+    -11: "USB library not correctly loaded in memory",
+    -12: "function of the library already in progress",
+    -13: "selected channel(s) already used", -14: "device not allowed",
+    -15: "invalid function update parameters",
     -200: "communication failed with the instrument",
     -201: "cannot establish connection with the instrument",
+    -202: "waiting for the instrument response",
     -303: "cannot load firmware on the selected channel(s)",
+    -308: "no firmware loaded on the selected channel(s)",
+    -309: "loaded firmware not compatible with the library",
     -400: "cannot find the selected ECC file",
     -401: "ECC file not compatible with the channel firmware",
-    -403: "cannot load the ECC file",
+    -402: "ECC file corrupted", -403: "cannot load the ECC file",
+    -404: "data returned by the instrument are corrupted",
+    -405: "cannot load techniques : full memory",
 }  # fmt: skip
 
 

@@ -358,3 +358,29 @@ def test_the_simulated_library_holds_callers_to_the_calling_convention() -> None
                                   ctypes.byref((ctypes.c_int32 * 11)())) == -201  # fmt: skip
 
     run_virtual_strict(main())
+
+
+def test_binding_calls_version_messages_and_parameter_updates() -> None:
+    """The binding's less travelled calls, against the simulated library."""
+
+    async def main() -> None:
+        from labrig.drivers.biologic._params import Ocv
+
+        async with rig() as r:
+            lib, dev = r.ch.device.eclib, r.ch.device
+            assert "simulator" in await lib.lib_version()
+            assert await lib.message(dev.id, 0) == ""
+            await lib.test_connection(dev.id)
+            info = await lib.channel_infos(dev.id, 0)
+            assert (info.Channel, info.FirmwareCode, info.State) == (0, 5, 0)
+            path = dev.ecc_path("ocv")
+            await lib.load_technique(dev.id, 0, path, Ocv(60.0).params(), first=True, last=True)
+            await lib.update_parameters(dev.id, 0, 0, path, Ocv(120.0).params())
+            assert r.sim.instrument.channels[0].chain[0].steps[0].duration_s == 120.0
+            with pytest.raises(TechniqueRejected, match="invalid function update parameters"):
+                await lib.update_parameters(dev.id, 0, 0, dev.ecc_path("cp"), Ocv(1.0).params())
+            with pytest.raises(TechniqueRejected, match="invalid function parameters"):
+                await lib.load_technique(dev.id, 0, path, [], first=True, last=True)
+            assert "parameter Rest_time_T[0] missing" in await lib.message(dev.id, 0)
+
+    run_virtual_strict(main())
