@@ -213,8 +213,14 @@ class GamryChannel(HostCycler):
             c: np.asarray(v, dtype=np.float64) for c, v in zip(columns, sink.columns, strict=True)
         }
 
+    def _idle_or_refuse(self) -> None:
+        run = self._run
+        if run is not None and run.state.value == "running":
+            raise InstrumentError(f"{self.name}: block {run.block_id} runs; no measurement now")
+
     async def measure_ocv(self, duration_s: float) -> float:
         """The mean of the last tenth of an OCV acquisition (cell off)."""
+        self._idle_or_refuse()
         if not math.isfinite(duration_s) or duration_s <= 0:
             raise ValueError(f"{self.name}: OCV duration must be > 0 s, got {duration_s!r}")
         sample = min(self.ocv_sample_s, duration_s / 10.0)
@@ -237,6 +243,7 @@ class GamryChannel(HostCycler):
     # ------------------------------------------------------------------ impedance
     async def measure_eis(self, request: EisRequest) -> EisResult:
         """Potentiostatic EIS, point by point with GamryReadZ, at the OCV or ``bias_V``."""
+        self._idle_or_refuse()
         freqs = [float(f) for f in request.frequencies_Hz]
         if request.amplitude_A is not None or request.bias == "current":
             raise ValueError(f"{self.name}: galvanostatic EIS is not run by this driver "

@@ -109,6 +109,8 @@ def test_a_host_run_block_of_rest_and_constant_current_steps() -> None:
                             ends=(EndCondition("voltage", "<=", V_MIN),), record=rec),
             ]  # fmt: skip
             await ch.start_block(1, steps)
+            with pytest.raises(InstrumentError, match="block 1 runs"):
+                await ch.measure_eis(EisRequest((1e3,), amplitude_V=0.01))
             res = await ch.wait_block(poll_s=3600)
             assert res.state == ChannelState.done
             assert [e.reason for e in res.steps] == ["voltage", "time", "voltage"]
