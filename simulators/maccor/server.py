@@ -7,7 +7,8 @@ error *codes* are not in our sources: we use JSON-RPC's -32700 (Parse error) and
 (Invalid params) and -32001… for the MacNet-specific ones (check on the unit).
 
 System-level requests (FClass 0 and 1) may omit ``Chan``, as the public client pymacnet
-sends them; their reply then carries no ``Chan`` either. Requests may be pretty-printed
+sends them; their reply then carries no ``Chan`` either. (4,1) takes ``Chan`` -1 (what
+pymacnet sends for "all channels") as the first channel. Requests may be pretty-printed
 over several lines (the framer splits on the closing brace, not on line ends).
 
 The native binary port (57560) is opened as a real tester opens it (clients such as
@@ -195,9 +196,12 @@ class MacNetTester:
         if fclass == 4:
             if fnum == 1:
                 count = _int(p, "Len", 1)
-                if count < 1 or chan < 0 or chan + count > len(self.channels):
+                # pymacnet sends Chan -1 here (it subtracts 1 from its template's 0) and
+                # reads the answer as every channel from the first (check on a tester)
+                first = max(chan, 0) if chan >= -1 else chan
+                if count < 1 or first < 0 or first + count > len(self.channels):
                     raise _Refusal("Illegal value")
-                rows = [self.channels[c].short_status(now) for c in range(chan, chan + count)]
+                rows = [self.channels[c].short_status(now) for c in range(first, first + count)]
                 return {"Len": count, "Status": rows}
             if fnum == 7:
                 return self._channel(chan).reading(now)

@@ -384,3 +384,18 @@ def test_binding_calls_version_messages_and_parameter_updates() -> None:
             assert "parameter Rest_time_T[0] missing" in await lib.message(dev.id, 0)
 
     run_virtual_strict(main())
+
+
+def test_galvanostatic_eis_at_zero_current() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with rig("SP-300") as r:
+            freqs = log_freqs(7e6, 1.0, 6)
+            t0 = loop.time()
+            res = await r.ch.measure_eis(EisRequest(freqs, amplitude_A=5e-6))
+            ref = cell_impedance(r.engine, freqs, t0)
+            err = _rel_err(res.z_real_ohm + 1j * res.z_imag_ohm, ref)
+            assert np.median(err) < 2e-3 and err.max() < 1e-2
+            assert [t.stem for t in r.sim.instrument.channels[0].chain] == ["geis"]
+
+    run_virtual_strict(main())

@@ -65,11 +65,15 @@ def test_pymacnet_reads_system_info_and_a_running_channel(caplog: pytest.LogCapt
                         c.read_general_info(),
                         c.read_channel_status(1),  # pymacnet's channel 1 is MacNet channel 0
                         c.read_channel_status(2),
+                        # pymacnet subtracts 1 from every Chan it sends, its (4,1)
+                        # template's 0 included: Chan -1 asks for every channel
+                        c.read_all_channel_statuses(),
                     )
                 finally:
                     _close(c)
 
-            n, sysinfo, general, running, idle = await asyncio.to_thread(client)
+            n, sysinfo, general, running, idle, every = await asyncio.to_thread(client)
+            assert [(x["Stat"], x["RF1"]) for x in every] == [(2, 1), (0, 0), (0, 0), (0, 0)]
             assert n == 4
             assert sysinfo["FClass"] == 1 and sysinfo["FNum"] == 1 and "Chan" not in sysinfo
             assert general["TestChannels"] == 4 and general["SystemType"] == 0
