@@ -37,6 +37,7 @@ __all__ = [
     "FurnaceSegment",
     "GasFlow",
     "ImpedanceChannel",
+    "Instrument",
     "InstrumentError",
     "InstrumentProtocolError",
     "InstrumentTimeout",
@@ -249,15 +250,37 @@ class RecordBatch:
 
 
 @runtime_checkable
-class CyclerChannel(Protocol):
-    """One channel of a battery cycler (or a potentiostat used as one).
+class Instrument(Protocol):
+    """What every instrument offers, whatever else it can do.
 
-    A block runs on the instrument: it ends steps on their conditions and enforces the
-    limits itself. The host starts blocks, supervises, and collects records.
+    ``name`` is how reports and events name it (usually the station's name for it).
+    ``safe_state`` puts it where it can be left alone: output off, heater off, what each
+    capability below says. It is idempotent, and every run ends with it.
     """
 
     @property
     def name(self) -> str: ...
+
+    async def safe_state(self) -> None: ...
+
+
+@runtime_checkable
+class CyclerChannel(Instrument, Protocol):
+    """One channel of a battery cycler (or a potentiostat used as one).
+
+    A block runs on the instrument: it ends steps on their conditions and enforces the
+    limits itself. The host starts blocks, supervises, and collects records.
+
+    - ``set_limits`` writes the instrument-side envelope; ``get_limits`` reads back what
+      the instrument holds (equal to what was written, within ``ChannelLimits.matches``).
+    - A block ends each step on its end conditions (or ``max_duration_s``) and reports
+      one :class:`StepEnd` per step run, in order, in :class:`BlockResult`.
+    - Records carry the channel's own ``seq``, strictly increasing; ``read_records(after)``
+      returns only records with ``seq > after``, so reading from the last seq seen never
+      repeats or skips a record.
+    - ``pause`` holds the running block with the output off; ``resume`` continues it at the
+      step it was in.
+    """
 
     async def set_limits(self, limits: ChannelLimits) -> None: ...
 
@@ -329,15 +352,18 @@ class EisResult:
 
 
 @runtime_checkable
-class ImpedanceChannel(Protocol):
+class ImpedanceChannel(Instrument, Protocol):
     """A potentiostat channel that can measure impedance and open-circuit voltage."""
 
-    @property
-    def name(self) -> str: ...
+    async def measure_eis(self, request: EisRequest) -> EisResult:
+        """One spectrum at exactly ``request.frequencies_Hz``, in that order (finite
+        impedances, one per frequency); ``dc_voltage_V`` is the bias it was measured at."""
+        ...
 
-    async def measure_eis(self, request: EisRequest) -> EisResult: ...
-
-    async def measure_ocv(self, duration_s: float) -> float: ...
+    async def measure_ocv(self, duration_s: float) -> float:
+        """The cell's open-circuit voltage after resting ``duration_s`` (> 0) at open
+        circuit; a non-positive or non-finite duration is refused."""
+        ...
 
     async def safe_state(self) -> None:
         """Cell off. Idempotent."""
@@ -355,50 +381,86 @@ class FurnaceSegment:
 
 
 @runtime_checkable
-class Furnace(Protocol):
-    @property
-    def name(self) -> str: ...
+class Furnace(Instrument, Protocol):
+    """A furnace controller that runs programmes (ramps, dwells, steps) itself.
 
-    async def read_temperature(self) -> float: ...
+    ``program_status`` is one of ``reset``, ``running``, ``hold``, ``holdback``,
+    ``complete``. A programme is loaded while reset, started with ``run_program``, held
+    with ``hold_program`` (its time stops, the setpoint stays where it is) and resumed
+    with ``run_program``, which continues a held programme where it stopped.
+    """
 
-    async def read_setpoint(self) -> float: ...
+    async def read_temperature(self) -> float:
+        """Process value, °C."""
+        ...
 
-    async def read_output(self) -> float: ...
+    async def read_setpoint(self) -> float:
+        """The working setpoint (where a ramp or programme is now), °C."""
+        ...
 
-    async def set_setpoint(self, celsius: float, rate_K_per_s: float | None = None) -> None: ...
+    async def read_output(self) -> float:
+        """Heater output, %."""
+        ...
 
-    async def load_program(self, segments: Sequence[FurnaceSegment]) -> None: ...
+    async def set_setpoint(self, celsius: float, rate_K_per_s: float | None = None) -> None:
+        """Go to ``celsius`` at ``rate_K_per_s`` (None: no rate limit), outside a programme."""
+        ...
 
-    async def run_program(self) -> None: ...
+    async def load_program(self, segments: Sequence[FurnaceSegment]) -> None:
+        """Write a programme (refused while one runs or is held)."""
+        ...
+
+    async def run_program(self) -> None:
+        """Start the loaded programme, or resume a held one where it stopped."""
+        ...
+
+    async def hold_program(self) -> None:
+        """Hold the running programme: its time stops and the setpoint stays."""
+        ...
 
     async def program_status(self) -> str: ...
 
     async def safe_state(self) -> None:
-        """Output 0, programme reset."""
+        """Output 0, programme reset. Idempotent."""
         ...
 
 
 @runtime_checkable
-class GasFlow(Protocol):
-    @property
-    def name(self) -> str: ...
+class GasFlow(Instrument, Protocol):
+    """One mass-flow controller: a setpoint in sccm, a measured flow, a selected gas."""
 
-    async def set_flow(self, sccm: float) -> None: ...
+    async def set_flow(self, sccm: float) -> None:
+        """Set the flow setpoint (>= 0 sccm); a negative or non-finite flow is refused."""
+        ...
 
-    async def read_flow(self) -> float: ...
+    async def read_flow(self) -> float:
+        """Measured mass flow, sccm."""
+        ...
 
-    async def select_gas(self, gas: str) -> None: ...
+    async def select_gas(self, gas: str) -> None:
+        """Select a gas by name (``N2``, ``O2``, ``Ar``, ...); an unknown name is refused."""
+        ...
 
-    async def safe_state(self) -> None: ...
+    async def safe_state(self) -> None:
+        """The flow the station configured as safe; by default the flow is left as it is,
+        so a furnace purge stays on through a trip. Idempotent."""
+        ...
 
 
 @runtime_checkable
-class ChamberController(Protocol):
-    @property
-    def name(self) -> str: ...
+class ChamberController(Instrument, Protocol):
+    """A climate chamber holding the air around the cells at a setpoint."""
 
-    async def set_temperature(self, celsius: float) -> None: ...
+    async def set_temperature(self, celsius: float) -> None:
+        """Condition the chamber towards ``celsius``; a non-finite setpoint, or one the
+        chamber cannot hold, is refused."""
+        ...
 
-    async def read_temperature(self) -> float: ...
+    async def read_temperature(self) -> float:
+        """Measured air temperature, °C."""
+        ...
 
-    async def safe_state(self) -> None: ...
+    async def safe_state(self) -> None:
+        """Conditioning stops (the chamber drifts to room temperature and keeps
+        answering). Idempotent."""
+        ...

@@ -18,12 +18,12 @@ from typing import Any
 
 from labrig.protocols.loader import dump_protocol_yaml
 from labrig.protocols.models import Protocol
-from labrig.simulators.engine import ChannelEngine
 
 from .executor import Executor, RunOptions, RunOutcome
+from .instruments.sim.cell import SimCell
+from .instruments.sim.inprocess import SimCyclerChannel, SimImpedanceChannel
 from .run.bindings import RunBindings
 from .runner import RunRequest, execute_run, resume_run
-from .simstation import SimCyclerChannel, SimImpedanceChannel, sim_cell_params
 
 __all__ = ["DrillResult", "run_with_kills"]
 
@@ -38,10 +38,10 @@ class DrillResult:
 
 
 def _bindings(protocol: Protocol, seed: int) -> RunBindings:
-    loop = asyncio.get_running_loop()
-    engine = ChannelEngine(sim_cell_params(protocol.cell), seed=seed, now=loop.time())
+    cell = SimCell(protocol.cell, seed=seed)
     return RunBindings(
-        cycler=SimCyclerChannel("ch0", engine), impedance=SimImpedanceChannel("eis0", engine)
+        cycler=SimCyclerChannel("ch0", cell.engine),
+        impedance=SimImpedanceChannel("eis0", cell.engine),
     )
 
 

@@ -51,15 +51,9 @@ async def bind_instruments(
     station: StationConfig, position: Position, cell: CellSpec | None, *, sim: bool, seed: int
 ) -> AsyncIterator[RunBindings]:
     """Open the instruments serving ``position`` (simulated when ``sim``) for one run."""
-    if sim:
-        from .simstation import open_sim_bindings
+    from .run.instruments import open_cell_bindings
 
-        async with open_sim_bindings(station, position, cell, seed=seed) as bindings:
-            yield bindings
-        return
-    from .hardware import open_hardware_bindings
-
-    async with open_hardware_bindings(station, position) as bindings:
+    async with open_cell_bindings(station, position, cell, sim=sim, seed=seed) as bindings:
         yield bindings
 
 

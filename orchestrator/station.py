@@ -11,22 +11,39 @@ positions:
   - {name: A2, cycler: cycler/1, impedance: eis/0, chamber: oven}
 ```
 
-A driver name is looked up in a fixed table (never imported from the file), so a station
-file cannot run arbitrary code. ``--sim`` swaps every instrument for its simulator.
+A driver name is looked up in the instrument registry
+(:mod:`orchestrator.instruments.table`, never imported from the file), so a station file
+cannot run arbitrary code. Each driver's ``options`` are typed and checked when the file
+loads, and each reference is checked against what its instrument offers (a position's
+``cycler`` must name a driver that offers cycler channels). ``--sim`` swaps every
+instrument for its simulator.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from labrig.protocols.yamlsafe import YamlProblem, read_yaml
+
+from .instruments import REGISTRY, Capability, InstrumentOptions, NoOptions, entry
 
 __all__ = [
     "DEFAULT_STATION",
-    "DRIVERS",
     "INPROCESS_STATION",
     "InstrumentConfig",
     "Position",
@@ -34,19 +51,6 @@ __all__ = [
     "StationError",
     "load_station",
 ]
-
-# Driver names a station may use: the instrument family and the capability it offers.
-DRIVERS: dict[str, str] = {
-    "sim": "cycler",  # in-process simulated cycler (one simulated cell per channel)
-    "sim-eis": "impedance",  # in-process simulated impedance channel
-    "sim-chamber": "chamber",
-    "maccor": "cycler",
-    "palmsens": "impedance",
-    "keithley2450": "cycler",
-    "eurotherm": "furnace",
-    "alicat": "gas",
-    "espec": "chamber",
-}
 
 _NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 
@@ -60,17 +64,38 @@ class _Model(BaseModel):
 
 
 class InstrumentConfig(_Model):
+    """One instrument: its driver (a registry entry), address, channels and options.
+
+    ``options`` are validated against the driver's own options model, so an unknown or
+    mistyped key is an error that names it.
+    """
+
     driver: str
     address: str | None = None
     channels: Annotated[int, Field(ge=1, le=4096)] = 1
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: SerializeAsAny[InstrumentOptions] = Field(
+        default_factory=NoOptions, validate_default=True
+    )
+
+    @field_validator("driver")
+    @classmethod
+    def _known(cls, driver: str) -> str:
+        entry(driver)  # ValueError naming the known drivers
+        return driver
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _typed(cls, raw: object, info: ValidationInfo) -> object:
+        found = REGISTRY.get(info.data.get("driver", ""))
+        if found is None:
+            return NoOptions()  # the unknown driver is the error reported
+        return found.parse_options(raw)
 
     @model_validator(mode="after")
-    def _known(self) -> InstrumentConfig:
-        if self.driver not in DRIVERS:
-            raise ValueError(f"unknown driver {self.driver!r}; known: {', '.join(sorted(DRIVERS))}")
+    def _address(self) -> InstrumentConfig:
         if self.address is not None and not re.match(r"^[a-z][a-z0-9+-]*://", self.address):
             raise ValueError(f"address {self.address!r} must be a URL like tcp://host:port")
+        self.options.check_channels(self.channels)
         return self
 
 
@@ -85,21 +110,55 @@ class Position(_Model):
     furnace: str | None = None
     gas: dict[str, str] = Field(default_factory=dict)
 
+    def refs(self) -> list[tuple[Capability, str, str]]:
+        """Every instrument reference as (capability asked, label, ``instrument/channel``);
+        the label is the capability's name, or a gas line's name."""
+        roles = (
+            (Capability.cycler, self.cycler),
+            (Capability.impedance, self.impedance),
+            (Capability.chamber, self.chamber),
+            (Capability.furnace, self.furnace),
+        )
+        out = [(cap, cap.value, ref) for cap, ref in roles if ref is not None]
+        out.extend((Capability.gas, line, ref) for line, ref in self.gas.items())
+        return out
+
 
 class StationConfig(_Model):
     name: Annotated[str, Field(pattern=_NAME)]
     instruments: dict[str, InstrumentConfig]
     positions: list[Position] = Field(min_length=1)
 
+    @field_validator("positions")
+    @classmethod
+    def _refs(cls, positions: list[Position], info: ValidationInfo) -> list[Position]:
+        """Every reference names a channel of an instrument that offers what is asked."""
+        instruments = info.data.get("instruments")
+        if instruments is None:
+            return positions  # the instruments' own errors are reported
+        errors: list[InitErrorDetails] = []
+        for i, pos in enumerate(positions):
+            for cap, label, ref in pos.refs():
+                loc: tuple[str | int, ...] = (
+                    (i, "gas", label) if cap is Capability.gas else (i, cap.value)
+                )
+                problem = _reference_problem(instruments, cap, ref)
+                if problem is not None:
+                    errors.append(
+                        InitErrorDetails(
+                            type=PydanticCustomError(
+                                "reference", "{problem}", {"problem": problem}
+                            ),
+                            loc=loc,
+                            input=ref,
+                        )
+                    )
+        if errors:
+            raise ValidationError.from_exception_data("StationConfig", errors)
+        return positions
+
     @model_validator(mode="after")
-    def _refs(self) -> StationConfig:
-        for pos in self.positions:
-            for role in ("cycler", "impedance", "chamber", "furnace"):
-                ref = getattr(pos, role)
-                if ref is not None:
-                    self.resolve(ref)
-            for ref in pos.gas.values():
-                self.resolve(ref)
+    def _unique(self) -> StationConfig:
         names = [p.name for p in self.positions]
         if len(set(names)) != len(names):
             raise ValueError("position names must be unique")
@@ -107,21 +166,13 @@ class StationConfig(_Model):
 
     def resolve(self, ref: str) -> tuple[str, int]:
         """``"cycler/3"`` -> ("cycler", 3); checks the instrument and channel exist."""
-        name, _, chan = ref.partition("/")
-        inst = self.instruments.get(name)
-        if inst is None:
-            raise ValueError(f"{ref!r} names no instrument (have {', '.join(self.instruments)})")
-        index = int(chan) if chan else 0
-        if not 0 <= index < inst.channels:
-            raise ValueError(f"{ref!r}: {name} has channels 0..{inst.channels - 1}")
-        return name, index
+        return _resolve(self.instruments, ref)
 
     def subset(self, position: str) -> StationConfig:
         """This station cut down to one position and the instruments it uses (what a run
         directory records: enough to resume it, and small on a station of 1000 cells)."""
         pos = self.position(position)
-        refs = [getattr(pos, r) for r in ("cycler", "impedance", "chamber", "furnace")]
-        used = {r.partition("/")[0] for r in [*refs, *pos.gas.values()] if r is not None}
+        used = {ref.partition("/")[0] for _, _, ref in pos.refs()}
         return StationConfig(
             name=self.name,
             instruments={k: v for k, v in self.instruments.items() if k in used},
@@ -144,6 +195,36 @@ class StationConfig(_Model):
         )
 
 
+def _resolve(instruments: Mapping[str, InstrumentConfig], ref: str) -> tuple[str, int]:
+    name, _, chan = ref.partition("/")
+    inst = instruments.get(name)
+    if inst is None:
+        raise ValueError(f"{ref!r} names no instrument (have {', '.join(instruments)})")
+    if chan and not chan.isdigit():
+        raise ValueError(f"{ref!r}: the channel after '/' must be a number")
+    index = int(chan) if chan else 0
+    if not 0 <= index < inst.channels:
+        raise ValueError(f"{ref!r}: {name} has channels 0..{inst.channels - 1}")
+    return name, index
+
+
+def _reference_problem(
+    instruments: Mapping[str, InstrumentConfig], cap: Capability, ref: str
+) -> str | None:
+    try:
+        name, _ = _resolve(instruments, ref)
+    except ValueError as exc:
+        return str(exc)
+    driver = instruments[name].driver
+    offers = REGISTRY[driver].capabilities
+    if cap in offers:
+        return None
+    return (
+        f"{ref!r} is a {driver} instrument, which offers {', '.join(sorted(offers))}, "
+        f"not {cap.value}"
+    )
+
+
 _THERMAL_POSITION = Position(
     name="tube1",
     kind="furnace",
@@ -161,8 +242,12 @@ DEFAULT_STATION = StationConfig(
         "cycler": InstrumentConfig(driver="maccor", address="tcp://127.0.0.1:57570", channels=8),
         "eis": InstrumentConfig(driver="palmsens", address="serial:///dev/ttyACM0", channels=8),
         "chamber": InstrumentConfig(driver="sim-chamber"),
-        "furnace": InstrumentConfig(driver="eurotherm", options={"series": "2400"}),
-        "mfc": InstrumentConfig(driver="alicat", channels=3, options={"units": "ABC"}),
+        "furnace": InstrumentConfig.model_validate(
+            {"driver": "eurotherm", "options": {"series": "2400"}}
+        ),
+        "mfc": InstrumentConfig.model_validate(
+            {"driver": "alicat", "channels": 3, "options": {"units": "ABC"}}
+        ),
     },
     positions=[
         *(
@@ -180,8 +265,12 @@ INPROCESS_STATION = StationConfig(
         "cycler": InstrumentConfig(driver="sim", channels=8),
         "eis": InstrumentConfig(driver="sim-eis", channels=8),
         "chamber": InstrumentConfig(driver="sim-chamber"),
-        "furnace": InstrumentConfig(driver="eurotherm", options={"series": "2400"}),
-        "mfc": InstrumentConfig(driver="alicat", channels=3, options={"units": "ABC"}),
+        "furnace": InstrumentConfig.model_validate(
+            {"driver": "eurotherm", "options": {"series": "2400"}}
+        ),
+        "mfc": InstrumentConfig.model_validate(
+            {"driver": "alicat", "channels": 3, "options": {"units": "ABC"}}
+        ),
     },
     positions=[
         *(
@@ -194,23 +283,28 @@ INPROCESS_STATION = StationConfig(
 
 
 def load_station(path: Path) -> StationConfig:
+    """Read and check a station file; StationError lists every problem as
+    ``file:line: field.path: what is wrong``."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise StationError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise StationError(f"{path}{line}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
+        doc = read_yaml(text)
+    except YamlProblem as exc:
+        at = f":{exc.line}" if exc.line is not None else ""
+        raise StationError(f"{path}{at}: not valid YAML: {exc.message}") from None
+    if not isinstance(doc.data, dict):
         raise StationError(f"{path}: a station file is a mapping with name, instruments, positions")
     try:
-        return StationConfig.model_validate(data)
+        return StationConfig.model_validate(doc.data)
     except ValidationError as exc:
         lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            lines.append(f"{path}: {loc}: {err['msg']}")
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            line = doc.line_of(loc)
+            where = f"{path}:{line}" if line is not None else str(path)
+            field = ".".join(str(p) for p in loc)
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"{where}: {field}: {msg}" if field else f"{where}: {msg}")
         raise StationError("\n".join(lines)) from None

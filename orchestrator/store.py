@@ -408,14 +408,18 @@ class RunStore:
 
     def write_cycles(self) -> None:
         rows = self.cycles
-        cols = {c: [r.get(c) for r in rows] for c in CYCLE_COLUMNS}
+        # CYCLE_COLUMNS first, then any further column the rows carry (an import's
+        # source_cycle), in the order they first appear
+        extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in CYCLE_COLUMNS]
+        names = [*CYCLE_COLUMNS, *extra]
+        cols = {c: [r.get(c) for r in rows] for c in names}
         table = pa.table(cols) if rows else pa.table({c: [] for c in CYCLE_COLUMNS})
         tmp = self.root / "cycles.parquet.tmp"
         pq.write_table(table, tmp)
         os.replace(tmp, self.root / "cycles.parquet")
-        lines = [",".join(CYCLE_COLUMNS)]
+        lines = [",".join(names)]
         for r in rows:
-            lines.append(",".join(_csv_cell(r.get(c)) for c in CYCLE_COLUMNS))
+            lines.append(",".join(_csv_cell(r.get(c)) for c in names))
         _atomic_write_bytes(self.root / "cycles.csv", ("\n".join(lines) + "\n").encode(), False)
 
     def write_eis(

@@ -90,133 +90,149 @@ class _Frame:
         self.key_line = 0
 
 
-def read_yaml(text: str) -> YamlDocument:
-    """Parse one YAML document safely. Raises :class:`YamlProblem` with the line."""
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
-        raise YamlProblem(f"the file is larger than {MAX_BYTES // (1024 * 1024)} MB", None)
-    doc = YamlDocument(data=None)
-    stack: list[_Frame] = []
-    anchors: dict[str, tuple[Any, int]] = {}
-    anchor_starts: list[tuple[str, int, _Frame | None]] = []
-    nodes = 0
-    documents = 0
-    root_set = False
+_BUILD_EVENTS = (
+    yaml.ScalarEvent,
+    yaml.SequenceStartEvent,
+    yaml.MappingStartEvent,
+    yaml.AliasEvent,
+    yaml.SequenceEndEvent,
+    yaml.MappingEndEvent,
+)
 
-    def place(value: Any, line: int) -> None:
-        nonlocal root_set
-        if not stack:
-            doc.data = value
-            root_set = True
+
+class _Builder:
+    """Builds the document from parser events, checking each as it comes."""
+
+    def __init__(self) -> None:
+        self.doc = YamlDocument(data=None)
+        self.stack: list[_Frame] = []
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.anchor_starts: list[tuple[str, int, _Frame | None]] = []
+        self.nodes = 0
+        self.documents = 0
+        self.root_set = False
+
+    def feed(self, event: Any, line: int | None) -> None:
+        if isinstance(event, yaml.DocumentStartEvent):
+            self.documents += 1
+            if self.documents > 1:
+                raise YamlProblem("only one YAML document per file", line)
             return
-        top = stack[-1]
+        if not isinstance(event, _BUILD_EVENTS):
+            return
+        tag = getattr(event, "tag", None)
+        if tag is not None:
+            raise YamlProblem(f"YAML tags such as {tag!r} are not allowed", line)
+        top = self.stack[-1] if self.stack else None
+        if isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+            self._end()
+        elif top is not None and isinstance(top.container, dict) and top.key is None:
+            self._key(top, event, line)
+        else:
+            self.nodes += 1
+            if isinstance(event, yaml.AliasEvent):
+                self._alias(event, line)
+                return
+            if self.nodes > MAX_NODES:
+                raise YamlProblem(f"more than {MAX_NODES:,} YAML nodes", line)
+            if isinstance(event, yaml.ScalarEvent):
+                self._scalar(event, line)
+            else:
+                self._start(event, top, line)
+
+    def _place(self, value: Any, line: int) -> None:
+        if not self.stack:
+            self.doc.data = value
+            self.root_set = True
+            return
+        top = self.stack[-1]
         if isinstance(top.container, list):
-            path = (*top.path, len(top.container))
-            doc.lines[path] = line
+            self.doc.lines[(*top.path, len(top.container))] = line
             top.container.append(value)
             return
         # A mapping value: its key was read (and located) just before.
         top.container[top.key] = value
         top.key = None
 
+    def _end(self) -> None:
+        frame = self.stack.pop()
+        if self.anchor_starts and self.anchor_starts[-1][2] is frame:
+            name, start, _ = self.anchor_starts.pop()
+            self.anchors[name] = (frame.container, self.nodes - start)
+
+    def _key(self, top: _Frame, event: Any, line: int | None) -> None:
+        if not isinstance(event, yaml.ScalarEvent):
+            raise YamlProblem("a mapping key must be a plain name", line)
+        key = event.value
+        if key == "<<":
+            raise YamlProblem("merge keys (<<) are not supported", line)
+        if key in top.container:
+            raise YamlProblem(f"duplicate key {key!r}", line)
+        top.key = key
+        top.key_line = line or 0
+        self.doc.lines[(*top.path, key)] = line or 0
+        self.nodes += 1
+
+    def _alias(self, event: Any, line: int | None) -> None:
+        if event.anchor not in self.anchors:
+            raise YamlProblem(f"unknown or recursive alias *{event.anchor}", line)
+        value, size = self.anchors[event.anchor]
+        self.nodes += size
+        if self.nodes > MAX_NODES:
+            raise YamlProblem(f"aliases expand to more than {MAX_NODES:,} nodes", line)
+        self._place(value, line or 0)
+
+    def _scalar(self, event: Any, line: int | None) -> None:
+        try:
+            value = _scalar(event)
+        except YamlProblem as exc:
+            if self.stack:  # say which field holds the bad value
+                top = self.stack[-1]
+                where = top.key if isinstance(top.container, dict) else len(top.container)
+                exc.path = (*top.path, where)
+            raise
+        self._place(value, line or 0)
+        if event.anchor is not None:
+            self.anchors[event.anchor] = (value, 1)
+
+    def _start(self, event: Any, top: _Frame | None, line: int | None) -> None:
+        """A mapping or a sequence starts."""
+        if len(self.stack) >= MAX_DEPTH:
+            raise YamlProblem(f"nesting deeper than {MAX_DEPTH} levels", line)
+        container: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
+        if top is None:
+            path: Path = ()
+        elif isinstance(top.container, list):
+            path = (*top.path, len(top.container))
+        else:
+            assert top.key is not None
+            path = (*top.path, top.key)
+        self._place(container, line or 0)
+        frame = _Frame(container, path)
+        self.stack.append(frame)
+        if event.anchor is not None:
+            # Recorded at the end, so an alias inside its own anchor is "unknown".
+            self.anchor_starts.append((event.anchor, self.nodes, frame))
+
+
+def read_yaml(text: str) -> YamlDocument:
+    """Parse one YAML document safely. Raises :class:`YamlProblem` with the line."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise YamlProblem(f"the file is larger than {MAX_BYTES // (1024 * 1024)} MB", None)
+    builder = _Builder()
     try:
         for event in yaml.parse(text, Loader=_Loader):
             line = event.start_mark.line + 1 if event.start_mark is not None else None
-            if isinstance(event, yaml.DocumentStartEvent):
-                documents += 1
-                if documents > 1:
-                    raise YamlProblem("only one YAML document per file", line)
-                continue
-            if not isinstance(
-                event,
-                yaml.ScalarEvent
-                | yaml.SequenceStartEvent
-                | yaml.MappingStartEvent
-                | yaml.AliasEvent
-                | yaml.SequenceEndEvent
-                | yaml.MappingEndEvent,
-            ):
-                continue
-            tag = getattr(event, "tag", None)
-            if tag is not None:
-                raise YamlProblem(f"YAML tags such as {tag!r} are not allowed", line)
-
-            top = stack[-1] if stack else None
-            expecting_key = top is not None and isinstance(top.container, dict) and top.key is None
-            if isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
-                frame = stack.pop()
-                if anchor_starts and anchor_starts[-1][2] is frame:
-                    name, start, _ = anchor_starts.pop()
-                    anchors[name] = (frame.container, nodes - start)
-                continue
-
-            if expecting_key:
-                assert top is not None
-                if not isinstance(event, yaml.ScalarEvent):
-                    raise YamlProblem("a mapping key must be a plain name", line)
-                key = event.value
-                if key == "<<":
-                    raise YamlProblem("merge keys (<<) are not supported", line)
-                if key in top.container:
-                    raise YamlProblem(f"duplicate key {key!r}", line)
-                top.key = key
-                top.key_line = line or 0
-                doc.lines[(*top.path, key)] = line or 0
-                nodes += 1
-                continue
-
-            nodes += 1
-            if isinstance(event, yaml.AliasEvent):
-                if event.anchor not in anchors:
-                    raise YamlProblem(f"unknown or recursive alias *{event.anchor}", line)
-                value, size = anchors[event.anchor]
-                nodes += size
-                if nodes > MAX_NODES:
-                    raise YamlProblem(f"aliases expand to more than {MAX_NODES:,} nodes", line)
-                place(value, line or 0)
-                continue
-            if nodes > MAX_NODES:
-                raise YamlProblem(f"more than {MAX_NODES:,} YAML nodes", line)
-
-            if isinstance(event, yaml.ScalarEvent):
-                try:
-                    value = _scalar(event)
-                except YamlProblem as exc:
-                    if stack:  # say which field holds the bad value
-                        top = stack[-1]
-                        where = top.key if isinstance(top.container, dict) else len(top.container)
-                        exc.path = (*top.path, where)
-                    raise
-                place(value, line or 0)
-                if event.anchor is not None:
-                    anchors[event.anchor] = (value, 1)
-                continue
-
-            # A mapping or a sequence starts.
-            if len(stack) >= MAX_DEPTH:
-                raise YamlProblem(f"nesting deeper than {MAX_DEPTH} levels", line)
-            container: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
-            if top is None:
-                path: Path = ()
-            elif isinstance(top.container, list):
-                path = (*top.path, len(top.container))
-            else:
-                assert top.key is not None
-                path = (*top.path, top.key)
-            place(container, line or 0)
-            frame = _Frame(container, path)
-            stack.append(frame)
-            if event.anchor is not None:
-                # Recorded at the end, so an alias inside its own anchor is "unknown".
-                anchor_starts.append((event.anchor, nodes, frame))
+            builder.feed(event, line)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "not valid YAML"
         raise YamlProblem(f"YAML syntax: {problem}", mark.line + 1 if mark else None) from None
     except yaml.YAMLError as exc:
         raise YamlProblem(f"YAML: {exc}", None) from None
-    if not root_set or doc.data is None:
+    if not builder.root_set or builder.doc.data is None:
         raise YamlProblem("the file is empty; a protocol is a mapping (name:, sequence:, ...)", 1)
-    return doc
+    return builder.doc
 
 
 def scalar_from_text(text: str) -> Any:

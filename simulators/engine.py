@@ -33,11 +33,10 @@ latest instant the engine has seen; reads may look at any instant.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -47,7 +46,18 @@ from .cell.model import CellModel, CellState
 from .cell.params import CellParams
 from .cell.presets import preset
 from .cell.runner import Progress, StepRun, run_step
-from .cell.steps import Action, Limits, SimEnd, SimRecord, SimStep
+from .cell.steps import (
+    EngineBusy,
+    EngineError,
+    EngineFault,
+    Limits,
+    SimEnd,
+    SimRecord,
+    SimStep,
+    validate_block,
+)
+from .channel_status import SimStatus, SimStepResult, State
+from .record_log import RECORD_COLUMNS, RecordLog
 
 __all__ = [
     "RECORD_COLUMNS",
@@ -63,58 +73,7 @@ __all__ = [
     "SimStepResult",
 ]
 
-State = Literal["idle", "running", "paused", "done", "fault"]
-RECORD_COLUMNS: tuple[str, ...] = (
-    "seq", "time_s", "step_id", "current_A", "voltage_V", "step_charge_Ah", "temperature_C",
-)  # fmt: skip
 FloatArray = npt.NDArray[np.float64]
-
-
-class EngineError(ValueError):
-    """A request the channel rejects (bad block, bad argument)."""
-
-
-class EngineBusy(EngineError):
-    """The request needs the channel idle, and it is running (or paused)."""
-
-
-class EngineFault(EngineError):
-    """The channel is in fault (latched); ``reset()`` first."""
-
-
-@dataclass(frozen=True, slots=True)
-class SimStatus:
-    """What the channel reports at one instant."""
-
-    state: State
-    block_id: int | None
-    step_id: int | None
-    step_time_s: float
-    voltage_V: float
-    current_A: float
-    last_seq: int
-    """Sequence number of the newest record visible now (0 before the first)."""
-    reason: str | None = None
-    """Why the block stopped: fault text, ``aborted: ...``, ``stopped``, or None."""
-    temperature_C: float = 25.0
-    test_time_s: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class SimStepResult:
-    """How one step of a block ended."""
-
-    step_id: int
-    index: int  # position in the block
-    reason: str  # voltage/current/time/capacity/dvdt/temperature/max_duration/stopped/safety
-    action: Action
-    duration_s: float  # step time (excludes time spent paused)
-    charge_Ah: float  # signed, + into the cell
-    energy_Wh: float
-    end_voltage_V: float
-    end_current_A: float
-    end_time_s: float  # channel test time at the end
-    fault: str | None = None
 
 
 @dataclass(slots=True)
@@ -145,13 +104,6 @@ class _Block:
     end_abs: float = 0.0
     end_state: CellState | None = None
     resume_at: tuple[int, Progress] | None = None  # where a paused block continues
-
-
-@dataclass(slots=True)
-class _Chunk:
-    seq: npt.NDArray[np.int64]
-    t_abs: FloatArray
-    cols: dict[str, npt.NDArray[np.float64] | npt.NDArray[np.int64]]
 
 
 class ChannelEngine:
@@ -205,9 +157,7 @@ class ChannelEngine:
         self._block: _Block | None = None
         self._base_newer = False  # base state set after the block ended (ageing, ambient)
         self._fault: str | None = None  # latched fault with its instant known
-        self._chunks: list[_Chunk] = []
-        self._chunk_last_seq: list[int] = []
-        self._next_seq = 1
+        self._log = RecordLog()
 
     # ------------------------------------------------------------------ configuration
     def set_limits(
@@ -256,7 +206,7 @@ class ChannelEngine:
             raise EngineFault(f"channel in fault ({self._fault_at(now)}); reset() first")
         if b is not None and self._block_active(now):
             raise EngineBusy(f"block {b.block_id} is still {self._state_of(now)}; stop it first")
-        steps_t = self._validate(steps)
+        steps_t = validate_block(steps, self._limits)
         self._base_state = self.state_at(now)
         self._base_abs = now
         nb = _Block(block_id=block_id, steps=steps_t)
@@ -280,7 +230,7 @@ class ChannelEngine:
         self._check_time(now)
         b = self._block
         state = self._state_of(now)
-        last_seq = self._last_seq(now)
+        last_seq = self._log.last_seq(now)
         tt = now - self._origin
         if b is None:
             st = self.state_at(now)
@@ -289,7 +239,7 @@ class ChannelEngine:
         if state == "running":
             seg = self._segment_at(now)
             step_t = seg.progress.t_s + (now - seg.start_abs)
-            latest = None if live else self._latest_reading(seg, now)
+            latest = None if live else self._log.latest(now, seg.start_abs, seg.step.step_id)
             if latest is not None:
                 # What the front panel shows: the newest reading of this step. Re-running
                 # the step to this instant costs a simulation per status poll.
@@ -313,23 +263,7 @@ class ChannelEngine:
         """Records with sequence number > ``seq`` and time <= ``now``, as numpy columns
         (see :data:`RECORD_COLUMNS`)."""
         self._check_time(now)
-        i0 = bisect.bisect_right(self._chunk_last_seq, seq)
-        parts: list[dict[str, npt.NDArray[Any]]] = []
-        for ch in self._chunks[i0:]:
-            if ch.t_abs.size == 0 or ch.t_abs[0] > now:
-                break
-            m = (ch.seq > seq) & (ch.t_abs <= now)
-            if m.any():
-                part: dict[str, npt.NDArray[Any]] = {"seq": ch.seq[m]}
-                for k, v in ch.cols.items():
-                    part[k] = v[m]
-                parts.append(part)
-        if not parts:
-            return {
-                c: np.empty(0, dtype=np.int64 if c in ("seq", "step_id") else np.float64)
-                for c in RECORD_COLUMNS
-            }
-        return {c: np.concatenate([p[c] for p in parts]) for c in RECORD_COLUMNS}
+        return self._log.after(seq, now)
 
     def step_results(self, now: float) -> list[SimStepResult]:
         """Results of the current block's steps that have ended by ``now``."""
@@ -543,40 +477,6 @@ class ChannelEngine:
         return run_step(self.model, seg.start_state, seg.step, seg.temperature_C, self._limits,
                         seg.progress, cap_s=cap, horizon_s=self._horizon)  # fmt: skip
 
-    def _validate(self, steps: Sequence[SimStep]) -> tuple[SimStep, ...]:
-        steps_t = tuple(steps)
-        if not steps_t:
-            raise EngineError("a block needs at least one step")
-        lim = self._limits
-        for n, s in enumerate(steps_t):
-            if not isinstance(s, SimStep):
-                raise EngineError(f"step {n}: expected SimStep, got {type(s).__name__}")
-            for e in (*s.ends, *s.cv_ends):
-                if e.action == "goto" and (e.goto is None or not 0 <= e.goto < len(steps_t)):
-                    raise EngineError(
-                        f"step {s.step_id}: goto index {e.goto} outside the block "
-                        f"(0..{len(steps_t) - 1})"
-                    )
-            if (
-                s.voltage_V is not None
-                and s.mode in ("cv", "cccv")
-                and not (lim.v_min <= s.voltage_V <= lim.v_max)
-            ):
-                raise EngineError(
-                    f"step {s.step_id}: set point {s.voltage_V} V outside the limits "
-                    f"[{lim.v_min}, {lim.v_max}] V"
-                )
-            if s.mode in ("rest",) or (s.mode == "cc" and s.current_A == 0):
-                ok = s.max_duration_s is not None or any(
-                    e.quantity in ("time", "dvdt", "voltage") for e in s.ends
-                )
-                if not ok:
-                    raise EngineError(
-                        f"step {s.step_id}: a rest needs an end that can come "
-                        "(time, dvdt, voltage) or max_duration_s"
-                    )
-        return steps_t
-
     def _compute(self, b: _Block, idx: int, pr: Progress, state: CellState, t: float) -> None:
         """Run the block from step ``idx`` at abs time ``t`` until it ends, eagerly."""
         b.reason = None
@@ -641,38 +541,17 @@ class ChannelEngine:
             v += self._rng.normal(0.0, self._noise_v, n)
         if self._noise_i > 0:
             i += self._rng.normal(0.0, self._noise_i, n)
-        seq = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
-        self._next_seq += n
-        cols: dict[str, npt.NDArray[np.float64] | npt.NDArray[np.int64]] = {
-            "time_s": t_abs - self._origin,
-            "step_id": np.full(n, seg.step.step_id, dtype=np.int64),
-            "current_A": i,
-            "voltage_V": v,
-            "step_charge_Ah": r.charge_Ah.copy(),
-            "temperature_C": np.full(n, seg.temperature_C),
-        }
-        self._chunks.append(_Chunk(seq, t_abs, cols))
-        self._chunk_last_seq.append(int(seq[-1]))
-
-    def _latest_reading(self, seg: _Segment, now: float) -> tuple[float, float] | None:
-        """Voltage and current of the newest record of ``seg``'s step at or before ``now``."""
-        for ch in reversed(self._chunks):
-            if ch.t_abs.size == 0 or ch.t_abs[0] > now:
-                continue
-            k = int(np.searchsorted(ch.t_abs, now, side="right")) - 1
-            if k < 0 or ch.t_abs[k] < seg.start_abs:
-                return None
-            if int(ch.cols["step_id"][k]) != seg.step.step_id:
-                return None
-            return float(ch.cols["voltage_V"][k]), float(ch.cols["current_A"][k])
-        return None
-
-    def _last_seq(self, now: float) -> int:
-        for ch in reversed(self._chunks):
-            if ch.t_abs.size and ch.t_abs[0] <= now:
-                k = int(np.searchsorted(ch.t_abs, now, side="right"))
-                return int(ch.seq[k - 1])
-        return 0
+        self._log.append(
+            t_abs,
+            {
+                "time_s": t_abs - self._origin,
+                "step_id": np.full(n, seg.step.step_id, dtype=np.int64),
+                "current_A": i,
+                "voltage_V": v,
+                "step_charge_Ah": r.charge_Ah.copy(),
+                "temperature_C": np.full(n, seg.temperature_C),
+            },
+        )
 
     def _truncate(self, now: float, final_point: bool = True) -> _Segment:
         """Cut the running block at ``now``; returns the interrupted (re-run) segment."""
@@ -683,17 +562,12 @@ class ChannelEngine:
         # drop future segments, their results and their records
         b.segments = b.segments[:k]
         b.results = [(t, r) for t, r in b.results if t <= now and t <= seg.start_abs]
-        self._drop_records_after(now)
+        self._log.drop_after(now)
         run = self._rerun(seg, now)
         new = replace(seg, run=run)
         b.segments.append(new)
         # the exact final point at now, unless a record already sits on it
-        has_now = (
-            bool(self._chunks)
-            and self._chunks[-1].t_abs.size > 0
-            and (self._chunks[-1].t_abs[-1] >= now - 1e-12)
-        )
-        if final_point and not has_now and run.t_s.size:
+        if final_point and not self._log.reaches(now) and run.t_s.size:
             last = replace(
                 run,
                 t_s=run.t_s[-1:], current_A=run.current_A[-1:], voltage_V=run.voltage_V[-1:],
@@ -702,19 +576,3 @@ class ChannelEngine:
             self._store(replace(new, run=last))
         b.end_abs, b.end_state = now, run.state
         return new
-
-    def _drop_records_after(self, now: float) -> None:
-        while self._chunks:
-            ch = self._chunks[-1]
-            if ch.t_abs.size and ch.t_abs[0] > now:
-                self._chunks.pop()
-                self._chunk_last_seq.pop()
-                continue
-            m = ch.t_abs <= now
-            if not m.all():
-                ch.seq, ch.t_abs = ch.seq[m], ch.t_abs[m]
-                ch.cols = {k: v[m] for k, v in ch.cols.items()}
-                self._chunk_last_seq[-1] = int(ch.seq[-1])
-            break
-        # sequence numbers continue after the last visible record
-        self._next_seq = (self._chunk_last_seq[-1] + 1) if self._chunk_last_seq else 1

@@ -381,10 +381,12 @@ class K2450Channel:
         while True:
             if not self._resume.is_set():
                 await self.write(codec.output(False))
+                self._last_i = 0.0  # the output is off: status says so
                 run.state = ChannelState.paused
                 await self._resume.wait()
                 run.state = ChannelState.running
                 await self.write(codec.output(True))
+                self._last_i = i
             dt = self.poll_s
             if step.max_duration_s is not None:
                 dt = min(dt, max(1e-3, step.max_duration_s - t_step))

@@ -35,9 +35,23 @@ def _parse_cycles(text: str | None) -> tuple[int, ...] | None:
     return vals
 
 
+def _resolve(run: Path) -> Path:
+    """A vendor file (MACCOR, BioLogic, Neware, Arbin, BDF) is imported on the fly, once:
+    the import is cached by the file's checksum (see orchestrator.importer)."""
+    if run.is_dir() or not run.exists():
+        return run
+    from labrig.orchestrator.importer import IngestError, resolve_run
+
+    try:
+        return resolve_run(run)
+    except (IngestError, OSError) as exc:
+        raise _fail(str(exc)) from None
+
+
 def _analyze(run: Path, **kw: Any) -> Any:
     from labrig.protocols.analysis import AnalysisOptions, RunDirError, analyze, load_run
 
+    run = _resolve(run)
     try:
         data = load_run(run)
     except RunDirError as exc:
@@ -51,7 +65,7 @@ def _print_problems(problems: list[str]) -> None:
 
 
 def report(
-    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    run: Annotated[Path, typer.Argument(help="Run directory or vendor file.")],
     fmt: Annotated[str, typer.Option("--format", help="html or png.")] = "html",
     out_path: Annotated[Path | None, typer.Option("--out", help="Output file.")] = None,
     cycles: Annotated[
@@ -76,7 +90,8 @@ def report(
     a = _analyze(run, cycles=_parse_cycles(cycles), reference_cycle=reference,
                  circuit=circuit or DEFAULT_CIRCUIT,
                  default_particle_radius_um=radius_um)  # fmt: skip
-    target = out_path or run / f"report.{fmt}"
+    target = out_path or (run / f"report.{fmt}" if run.is_dir() else
+                          run.with_name(f"{run.name}.report.{fmt}"))  # fmt: skip
     try:
         write_report(a, target, fmt)
     except (OSError, ValueError) as exc:
@@ -86,7 +101,7 @@ def report(
 
 
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
+    runs: Annotated[list[Path], typer.Argument(help="Run directories or vendor files.")],
     by: Annotated[str, typer.Option("--by", help="Group by anneal, sample or label.")] = "label",
     out_path: Annotated[Path, typer.Option("--out", help="Output .png or .html.")] = Path(
         "compare.png"
@@ -140,7 +155,7 @@ def _cell(v: Any) -> str:
 
 
 def analyze_cmd(
-    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    run: Annotated[Path, typer.Argument(help="Run directory or vendor file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     reference: Annotated[
         int | None, typer.Option("--reference", help="Reference cycle for retention.")

@@ -1,8 +1,8 @@
-"""``labrig sim serve <instrument>``: run one simulated instrument until Ctrl-C.
+"""``labrig sim serve <driver>``: run one simulated instrument until Ctrl-C.
 
 The first line printed is the address to connect to (a transport URL), so scripts can
-read it; everything else goes after it. Instruments come from
-:data:`simulators.registry.SIMULATORS`; new ones register there, not here.
+read it; everything else goes after it. What each driver name starts is its entry's
+``serve`` in the instrument registry (:mod:`orchestrator.instruments.table`).
 """
 
 from __future__ import annotations
@@ -15,19 +15,24 @@ import typer
 __all__ = ["register"]
 
 
-async def _serve(name: str, port: int | None, pty: bool, speed: float) -> None:
-    from labrig.simulators.registry import ServeOptions, load_all
+def _servable() -> dict[str, str]:
+    from ..instruments import ENTRIES
 
-    table = load_all()
-    factory = table.get(name)
-    if factory is None:
+    return {e.driver: e.summary for e in ENTRIES if e.serve is not None}
+
+
+async def _serve(name: str, port: int | None, pty: bool, speed: float) -> None:
+    from ..instruments import REGISTRY, ServeOptions
+
+    found = REGISTRY.get(name)
+    if found is None or found.serve is None:
         raise typer.BadParameter(
-            f"unknown simulator {name!r}; choose one of: {', '.join(sorted(table))}"
+            f"unknown simulator {name!r}; choose one of: {', '.join(sorted(_servable()))}"
         )
     opts = ServeOptions(port=port, pty=pty, speed=speed)
     async with contextlib.AsyncExitStack() as stack:
         try:
-            address = await factory(opts, stack)
+            address = await stack.enter_async_context(found.serve(opts))
         except (ValueError, OSError) as exc:
             raise typer.BadParameter(f"{name}: {exc}") from None
         print(address, flush=True)
@@ -40,7 +45,9 @@ def register(app: typer.Typer) -> None:
 
     @sim.command("serve")
     def serve(
-        instrument: str = typer.Argument(..., help="maccor, palmsens, k2450, ..."),
+        instrument: str = typer.Argument(
+            ..., help="a driver name: maccor, palmsens, keithley2450, eurotherm, alicat, espec"
+        ),
         port: int | None = typer.Option(None, "--port", help="TCP port (0: any free one)"),
         pty: bool = typer.Option(False, "--pty", help="serve on a pseudo-terminal"),
         speed: float = typer.Option(1.0, "--speed", help="simulated seconds per real second"),
@@ -52,5 +59,11 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("give --port or --pty, not both")
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve(instrument, port, pty, speed))
+
+    @sim.command("list")
+    def list_() -> None:
+        """The simulators ``labrig sim serve`` can start."""
+        for name, summary in sorted(_servable().items()):
+            typer.echo(f"{name:14} {summary}")
 
     app.add_typer(sim, name="sim")

@@ -7,7 +7,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from labrig.drivers.capabilities import ChamberController, CyclerChannel, ImpedanceChannel
+from labrig.drivers.capabilities import (
+    ChamberController,
+    CyclerChannel,
+    ImpedanceChannel,
+    Instrument,
+)
 
 __all__ = ["Booking", "RunBindings"]
 
@@ -31,5 +36,5 @@ class RunBindings:
     cycler: CyclerChannel
     impedance: ImpedanceChannel | None = None
     chamber: ChamberController | None = None
-    extra_safe: list[Any] = field(default_factory=list)  # anything else with safe_state()
+    extra_safe: list[Instrument] = field(default_factory=list)  # put in their safe state too
     booking: Booking = _no_booking

@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .cycling import retention
+from .groups import draw_group_means, group_summary
 from .plots import PANELS, STYLE, new_figure, panel_present
 from .summary import RunAnalysis
 
@@ -287,6 +288,7 @@ def compare_figure(analyses: Sequence[RunAnalysis], by: str = "label") -> Figure
             ax_c.plot(c["cycle"], c[col], label=label, **kw)
             ret = c["retention_pct"] if "retention_pct" in c else retention(c, a.reference_cycle)
             ax_r.plot(c["cycle"], ret, label=label, **kw)
+        draw_group_means((ax_c, ax_r), analyses, groups, colors, col)  # replicates: mean ± s.d.
         ax_c.set_xlabel("Cycle")
         ax_c.set_ylabel("Discharge capacity / " + ("mAh g⁻¹" if per_g else "mAh"))
         ax_c.set_title("Discharge capacity")
@@ -328,7 +330,9 @@ def write_compare(analyses: Sequence[RunAnalysis], out: Path, by: str = "label")
     body = [f"<!doctype html><html><head><meta charset='utf-8'><style>{_CSS}</style></head><body>",
             f"<h1>labrig comparison by {html.escape(by)}</h1>",
             f"<img alt='compare' src='data:image/png;base64,{data}'>",
-            _table_html(compare_table(analyses, by)), "</body></html>"]  # fmt: skip
+            _table_html(compare_table(analyses, by)), "<h2>Groups (mean and s.d.)</h2>",
+            _table_html(group_summary(analyses, [group_key(a, by) for a in analyses])),
+            "</body></html>"]  # fmt: skip
     out.write_text("\n".join(body), encoding="utf-8")
     return out
 

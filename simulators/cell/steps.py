@@ -8,6 +8,7 @@ set point, end conditions with actions, and a record rule. Everything SI.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -15,6 +16,9 @@ __all__ = [
     "END_ACTIONS",
     "END_QUANTITIES",
     "Action",
+    "EngineBusy",
+    "EngineError",
+    "EngineFault",
     "Limits",
     "Mode",
     "Op",
@@ -22,6 +26,7 @@ __all__ = [
     "SimEnd",
     "SimRecord",
     "SimStep",
+    "validate_block",
 ]
 
 Quantity = Literal["voltage", "current", "time", "capacity", "dvdt", "temperature"]
@@ -152,3 +157,53 @@ class Limits:
             raise ValueError(f"v_min ({self.v_min}) must be below v_max ({self.v_max})")
         if self.i_max <= 0:
             raise ValueError(f"i_max must be > 0, got {self.i_max}")
+
+
+class EngineError(ValueError):
+    """A request the channel rejects (bad block, bad argument)."""
+
+
+class EngineBusy(EngineError):
+    """The request needs the channel idle, and it is running (or paused)."""
+
+
+class EngineFault(EngineError):
+    """The channel is in fault (latched); ``reset()`` first."""
+
+
+def validate_block(steps: Sequence[SimStep], limits: Limits) -> tuple[SimStep, ...]:
+    """The block as a tuple, or :class:`EngineError` naming the step the firmware cannot
+    run and why (a goto outside the block, a set point outside the limits, a rest with
+    no end that can come)."""
+    steps_t = tuple(steps)
+    if not steps_t:
+        raise EngineError("a block needs at least one step")
+    lim = limits
+    for n, s in enumerate(steps_t):
+        if not isinstance(s, SimStep):
+            raise EngineError(f"step {n}: expected SimStep, got {type(s).__name__}")
+        for e in (*s.ends, *s.cv_ends):
+            if e.action == "goto" and (e.goto is None or not 0 <= e.goto < len(steps_t)):
+                raise EngineError(
+                    f"step {s.step_id}: goto index {e.goto} outside the block "
+                    f"(0..{len(steps_t) - 1})"
+                )
+        if (
+            s.voltage_V is not None
+            and s.mode in ("cv", "cccv")
+            and not (lim.v_min <= s.voltage_V <= lim.v_max)
+        ):
+            raise EngineError(
+                f"step {s.step_id}: set point {s.voltage_V} V outside the limits "
+                f"[{lim.v_min}, {lim.v_max}] V"
+            )
+        if s.mode in ("rest",) or (s.mode == "cc" and s.current_A == 0):
+            ok = s.max_duration_s is not None or any(
+                e.quantity in ("time", "dvdt", "voltage") for e in s.ends
+            )
+            if not ok:
+                raise EngineError(
+                    f"step {s.step_id}: a rest needs an end that can come "
+                    "(time, dvdt, voltage) or max_duration_s"
+                )
+    return steps_t

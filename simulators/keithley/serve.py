@@ -16,7 +16,6 @@ from typing import Any
 
 from labrig.simulators.engine import ChannelEngine
 from labrig.simulators.maccor.serve import scaled_clock
-from labrig.simulators.registry import ServeOptions, register
 
 from .smu import Smu2450
 
@@ -120,14 +119,3 @@ async def serve_k2450(
         yield srv
     finally:
         await srv.aclose()
-
-
-async def _factory(opts: ServeOptions, stack: contextlib.AsyncExitStack) -> str:
-    if opts.pty:
-        raise ValueError("the 2450 simulator serves SCPI over TCP only; use --port")
-    port = SCPI_PORT if opts.port is None else opts.port
-    srv = await stack.enter_async_context(serve_k2450(host=opts.host, port=port, speed=opts.speed))
-    return srv.url
-
-
-register("k2450", _factory)

@@ -10,7 +10,6 @@ from typing import Any
 from labrig.simulators.engine import ChannelEngine
 from labrig.simulators.maccor.channel import SimChannel
 from labrig.simulators.maccor.server import MacNetServer, MacNetTester
-from labrig.simulators.registry import ServeOptions, register
 
 __all__ = ["make_tester", "scaled_clock", "serve_maccor"]
 
@@ -70,19 +69,3 @@ async def serve_maccor(
         tester, host=host, port=port, binary_port=binary_port, manipulators=manipulators
     ) as srv:
         yield srv
-
-
-async def _factory(opts: ServeOptions, stack: contextlib.AsyncExitStack) -> str:
-    if opts.pty:
-        raise ValueError("the MACCOR tester speaks MacNet over TCP only; use --port")
-    # the JSON port as asked; the binary port beside it as on a tester (57560 with the
-    # default 57570, else any free port)
-    port = JSON_PORT if opts.port is None else opts.port
-    binary = BINARY_PORT if port == JSON_PORT else 0
-    srv = await stack.enter_async_context(
-        serve_maccor(8, host=opts.host, port=port, speed=opts.speed, binary_port=binary)
-    )
-    return str(srv.url)
-
-
-register("maccor", _factory)

@@ -22,7 +22,6 @@ from typing import Any
 from labrig.simulators.engine import ChannelEngine
 from labrig.simulators.faults import apply_manipulators
 from labrig.simulators.maccor.serve import scaled_clock
-from labrig.simulators.registry import ServeOptions, register
 
 from .device import MethodScriptDevice
 
@@ -268,15 +267,3 @@ async def serve_palmsens(
         yield srv
     finally:
         await srv.aclose()
-
-
-async def _factory(opts: ServeOptions, stack: contextlib.AsyncExitStack) -> str:
-    # a USB serial device: a pseudo-terminal unless a TCP port is asked for
-    use_pty = opts.pty or opts.port is None
-    srv = await stack.enter_async_context(
-        serve_palmsens(pty=use_pty, host=opts.host, port=opts.port or 0, speed=opts.speed)
-    )
-    return srv.url
-
-
-register("palmsens", _factory)

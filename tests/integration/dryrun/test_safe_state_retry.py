@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from labrig.orchestrator.events import RunState
+from labrig.orchestrator.instruments.sim.cell import SimCell
+from labrig.orchestrator.instruments.sim.inprocess import SimCyclerChannel
 from labrig.orchestrator.run import RunBindings
 from labrig.orchestrator.runner import RunRequest, execute_run
-from labrig.orchestrator.simstation import SimCyclerChannel, sim_cell_params
 from labrig.protocols.loader import dump_protocol_yaml, load_protocol_text
-from labrig.simulators.engine import ChannelEngine
 from tests.helpers import run_virtual_strict
 
 PROTOCOL = """
@@ -48,7 +48,7 @@ def test_a_late_safe_state_answer_is_asked_again(tmp_path: Path) -> None:
 
     async def main() -> tuple[Any, LateFirstAnswer, str]:
         loop = asyncio.get_running_loop()
-        engine = ChannelEngine(sim_cell_params(proto.cell), seed=0, now=loop.time())
+        engine = SimCell(proto.cell, seed=0).engine
         cycler = LateFirstAnswer(SimCyclerChannel("ch0", engine))
         req = RunRequest(protocol=proto, protocol_yaml=dump_protocol_yaml(proto), out_dir=tmp_path)
         execs: list[Any] = []

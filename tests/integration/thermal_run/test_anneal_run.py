@@ -108,7 +108,7 @@ def test_hardware_path_opens_drivers_from_station_addresses(tmp_path: Path) -> N
                 name="lab",
                 instruments={
                     "oven": InstrumentConfig(
-                        driver="eurotherm", address=fsim.address, options={"slave": 3}
+                        driver="eurotherm", address=fsim.address, options={"unit": 3}
                     ),
                     "mfc": InstrumentConfig(
                         driver="alicat", address=gsim.address, channels=2, options={"units": "AB"}

@@ -14,7 +14,6 @@ from labrig.drivers.keithley import codec
 from labrig.simulators.engine import ChannelEngine
 from labrig.simulators.keithley import Smu2450
 from labrig.simulators.keithley.scpi import Pattern, match
-from labrig.simulators.registry import names
 
 
 def test_command_text_is_exact() -> None:
@@ -104,10 +103,6 @@ def test_simulator_compound_lines_relative_headers_and_error_queue() -> None:
         ]
 
     asyncio.run(main())
-
-
-def test_both_simulators_are_registered() -> None:
-    assert {"palmsens", "k2450", "maccor"} <= set(names())
 
 
 @settings(max_examples=300, deadline=None)

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labrig.simulators.cell.runner import _keep_dv
+from labrig.simulators.cell.recording import keep_dv as _keep_dv
 
 
 def _walk(v: np.ndarray, forced: np.ndarray, last: float | None, dv: float) -> np.ndarray:

@@ -1,19 +1,14 @@
-"""The simulated station, in process: capability adapters over the simulators.
+"""Capability adapters over in-process simulators: no wire, the quickest dry run.
 
-Used for ``--sim`` when a station's instruments are the in-process kinds (``sim``,
-``sim-eis``, ``sim-chamber``), and as the quickest dry run of all. A position's cycler
-channel, impedance channel and chamber act on one simulated cell, as in the lab: during
-an EIS checkpoint the cycler channel is at open circuit and the potentiostat measures the
-same cell. Wire-level simulators (MACCOR, PalmSens, ...) are opened through the drivers
-instead, so the same driver code runs as in the lab.
+:class:`SimCyclerChannel` and :class:`SimImpedanceChannel` act on one
+:class:`~.cell.SimCell`'s engine; :class:`SimChamber` sets the temperature of its cells.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -30,14 +25,11 @@ from labrig.drivers.capabilities import (
     RecordBatch,
     StepEnd,
 )
-from labrig.protocols.models import CellSpec
-from labrig.simulators.cell import CellParams, preset
 from labrig.simulators.engine import ChannelEngine, SimEnd, SimRecord, SimStep
 
-from .run.bindings import RunBindings
-from .station import Position, StationConfig
+from ..registry import SimulatedCell
 
-__all__ = ["SimChamber", "SimCyclerChannel", "SimImpedanceChannel", "open_sim_bindings"]
+__all__ = ["SimChamber", "SimCyclerChannel", "SimImpedanceChannel"]
 
 
 def _to_sim_end(e: EndCondition) -> SimEnd:
@@ -198,6 +190,8 @@ class SimImpedanceChannel:
         )
 
     async def measure_ocv(self, duration_s: float) -> float:
+        if not math.isfinite(duration_s) or duration_s <= 0:
+            raise ValueError(f"{self._name}: OCV duration must be > 0 s, got {duration_s!r}")
         await asyncio.sleep(duration_s)
         return float(self.engine.ocv(asyncio.get_running_loop().time()))
 
@@ -206,16 +200,30 @@ class SimImpedanceChannel:
 
 
 class SimChamber:
-    """A climate chamber that sets the simulated cell's temperature (first-order lag)."""
+    """A climate chamber setting its cells' temperature (first-order lag, ``tau_s``).
 
-    def __init__(self, name: str, engines: Sequence[ChannelEngine], tau_s: float = 600.0) -> None:
+    Setpoints outside ``min_C``..``max_C`` are refused; ``safe_state`` stops
+    conditioning: the air drifts back to ``room_C``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cells: Sequence[SimulatedCell],
+        tau_s: float = 600.0,
+        room_C: float = 25.0,
+        min_C: float = -40.0,
+        max_C: float = 100.0,
+    ) -> None:
         self._name = name
-        self.engines = list(engines)
+        self.cells = list(cells)
         self.tau_s = tau_s
+        self.room_C = room_C
+        self.min_C = min_C
+        self.max_C = max_C
         self._loop = asyncio.get_running_loop()
-        self._setpoint = 25.0
-        self._temp = 25.0
-        self._pushed = 25.0
+        self._setpoint = room_C
+        self._temp = room_C
         self._t = self._loop.time()
 
     @property
@@ -228,15 +236,17 @@ class SimChamber:
         self._t = now
         decay = float(np.exp(-dt / self.tau_s))
         self._temp = self._setpoint + (self._temp - self._setpoint) * decay
-        # Re-planning a running block costs a re-simulation: push the cell temperature
-        # only when it has moved enough to matter.
-        if abs(self._temp - self._pushed) >= 0.1:
-            self._pushed = self._temp
-            for e in self.engines:
-                e.set_temperature(self._temp, now)
+        for cell in self.cells:
+            cell.follow(self._temp)
         return self._temp
 
     async def set_temperature(self, celsius: float) -> None:
+        if not math.isfinite(celsius):
+            raise InstrumentError(f"{self._name}: setpoint must be finite, got {celsius}")
+        if not self.min_C <= celsius <= self.max_C:
+            raise InstrumentError(
+                f"{self._name}: {celsius} °C is outside the chamber's {self.min_C}..{self.max_C} °C"
+            )
         self._advance()
         self._setpoint = celsius
 
@@ -244,41 +254,5 @@ class SimChamber:
         return self._advance()
 
     async def safe_state(self) -> None:
-        return None
-
-
-def sim_cell_params(cell: CellSpec | None) -> CellParams:
-    """The simulated cell for a protocol's cell spec: its preset, with its CAM mass."""
-    name = cell.preset if cell is not None and cell.preset else None
-    if name is None and cell is not None and (cell.counter_electrode or "").upper() == "LTO":
-        name = "ncm85_lto"
-    overrides: dict[str, Any] = {}
-    if cell is not None:
-        m = cell.cam_mass_mg_value()
-        if m is not None:
-            overrides["cam_mass_g"] = m * 1e-3
-    return preset(name, **overrides)
-
-
-@contextlib.asynccontextmanager
-async def open_sim_bindings(
-    station: StationConfig, position: Position, cell: CellSpec | None, *, seed: int
-) -> AsyncIterator[RunBindings]:
-    """In-process simulated instruments for one position, sharing one simulated cell."""
-    if position.cycler is None:
-        raise InstrumentError(f"position {position.name!r} has no cycler channel")
-    inst_name, _ = station.resolve(position.cycler)
-    driver = station.instruments[inst_name].driver
-    if driver != "sim":
-        from .wiresim import open_wire_sim_bindings
-
-        async with open_wire_sim_bindings(station, position, cell, seed=seed) as b:
-            yield b
-        return
-    engine = ChannelEngine(sim_cell_params(cell), seed=seed, now=asyncio.get_running_loop().time())
-    cycler = SimCyclerChannel(position.cycler, engine)
-    impedance = (
-        SimImpedanceChannel(position.impedance, engine) if position.impedance is not None else None
-    )
-    chamber = SimChamber(position.chamber, [engine]) if position.chamber is not None else None
-    yield RunBindings(cycler=cycler, impedance=impedance, chamber=chamber)
+        self._advance()
+        self._setpoint = self.room_C
