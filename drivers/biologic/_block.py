@@ -9,11 +9,11 @@ time and capacity ends.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any, cast
 
-from labrig.drivers.capabilities import ChannelState, ChannelStep, EndCondition, StepEnd
+from labrig.drivers.capabilities import ChannelState, ChannelStep, StepEnd
 from labrig.drivers.recordstore import StepTally
+from labrig.drivers.steps import remaining
 
 from ._cycling import plan_step
 from ._params import Ocv
@@ -81,7 +81,7 @@ async def _run_step(ch: BioLogicChannel, run: _Run, step: ChannelStep) -> StepEn
             run.state = ChannelState.running
             elapsed += step_t
             charge, energy = tally.charge_Ah, tally.energy_Wh
-            todo = _remaining(step, elapsed, abs(charge))
+            todo = remaining(step, elapsed, abs(charge))
             continue
         reason, action = ch._step_end(plan, tally)
         return StepEnd(
@@ -89,20 +89,3 @@ async def _run_step(ch: BioLogicChannel, run: _Run, step: ChannelStep) -> StepEn
             time_s=elapsed + step_t, charge_Ah=tally.charge_Ah, energy_Wh=tally.energy_Wh,
             end_voltage_V=tally.last_v,
         )  # fmt: skip
-
-
-def _remaining(step: ChannelStep, elapsed_s: float, charge_Ah: float) -> ChannelStep:
-    """``step`` with its time and capacity budgets reduced by what has passed."""
-
-    def cut(e: EndCondition) -> EndCondition:
-        if e.quantity == "time":
-            return dataclasses.replace(e, value=max(1e-3, e.value - elapsed_s))
-        if e.quantity == "capacity":
-            return dataclasses.replace(e, value=max(1e-12, e.value - charge_Ah))
-        return e
-
-    md = None if step.max_duration_s is None else max(1e-3, step.max_duration_s - elapsed_s)
-    return dataclasses.replace(
-        step, ends=tuple(cut(e) for e in step.ends),
-        cv_ends=tuple(cut(e) for e in step.cv_ends), max_duration_s=md,
-    )  # fmt: skip

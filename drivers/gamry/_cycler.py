@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from labrig.drivers.capabilities import (
     StepEnd,
 )
 from labrig.drivers.recordstore import RecordStore, StepTally
+from labrig.drivers.steps import remaining
 
 __all__ = ["HostCycler"]
 
@@ -86,6 +88,8 @@ class HostCycler:
         self.records = RecordStore()
         self._t0 = 0.0
         self._last_v = math.nan
+        self._resume = asyncio.Event()
+        self._resume.set()
 
     async def acquire(
         self, dtaq_progid: str, columns: Sequence[str], *, mode: Any, level: float,
@@ -133,6 +137,7 @@ class HostCycler:
         if not steps:
             raise InstrumentError(f"{self.name}: a block needs at least one step")
         self._run = _Run(block_id, tuple(steps))
+        self._resume.set()
         self._task = asyncio.get_running_loop().create_task(
             self._supervise(self._run), name=f"{self.name}-block-{block_id}"
         )
@@ -177,10 +182,12 @@ class HostCycler:
         return self.records.after(after_seq)
 
     async def pause(self) -> None:
-        raise InstrumentError(f"{self.name}: pausing a host-run block is not supported here")
+        """The running step's acquisition ends at its next point, the cell off."""
+        if self._run is not None and self._run.state == ChannelState.running:
+            self._resume.clear()
 
     async def resume(self) -> None:
-        raise InstrumentError(f"{self.name}: pausing a host-run block is not supported here")
+        self._resume.set()
 
     async def stop_block(self) -> None:
         task, self._task = self._task, None
@@ -204,7 +211,10 @@ class HostCycler:
                         (f"step {step.step_id}: {end.end_voltage_V:.4f} V outside the limits"),
                     )
                     return
-                if end.action in ("abort", "end_block", "pause"):
+                if end.action == "pause":  # the block stops here, paused (cell off)
+                    run.state = ChannelState.paused
+                    return
+                if end.action in ("abort", "end_block"):
                     break
                 if end.action == "goto":
                     cond = next(
@@ -219,15 +229,34 @@ class HostCycler:
             run.state, run.fault = ChannelState.fault, f"{type(exc).__name__}: {exc}"
 
     async def _step(self, run: _Run, step: ChannelStep) -> StepEnd:
+        """One step, surviving host pauses (its time and charge add up across them)."""
+        todo, elapsed, charge, energy = step, 0.0, 0.0, 0.0
+        while True:
+            end = await self._acquire_step(run, todo, elapsed)
+            if self._resume.is_set():
+                return dataclasses.replace(
+                    end, step_id=step.step_id, time_s=elapsed + end.time_s,
+                    charge_Ah=charge + end.charge_Ah, energy_Wh=energy + end.energy_Wh,
+                )  # fmt: skip
+            run.state = ChannelState.paused
+            await self._resume.wait()
+            run.state = ChannelState.running
+            elapsed, charge, energy = (elapsed + end.time_s, charge + end.charge_Ah,
+                                       energy + end.energy_Wh)  # fmt: skip
+            todo = remaining(step, elapsed, abs(charge))
+
+    async def _acquire_step(self, run: _Run, step: ChannelStep, elapsed: float) -> StepEnd:
         lim = self._limits
         assert lim is not None
         duration, why = _duration(step)
         sample = step.record.every_s or 1.0
         t0 = max(self._now(), self.records.last_time)
-        run.step_id, run.step_t0 = step.step_id, t0
+        run.step_id, run.step_t0 = step.step_id, t0 - elapsed
         found: list[tuple[str, str]] = []
 
         def stop(cols: list[list[float]]) -> bool:
+            if not self._resume.is_set():
+                return True  # a host pause: the acquisition ends, the cell goes off
             v = cols[1]
             if not v:
                 return False
