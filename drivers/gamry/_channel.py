@@ -95,8 +95,10 @@ class GamryChannel(HostCycler):
         readz_retries: int = 10,
         ocv_sample_s: float = 1.0,
         ocv_before_eis_s: float = 10.0,
+        supervise_s: float = 5.0,
     ) -> None:
         super().__init__()
+        self.supervise_s = supervise_s
         self.backend = backend
         self._name = name
         self.section = section

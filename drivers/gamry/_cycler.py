@@ -90,6 +90,7 @@ class HostCycler:
         self._last_v = math.nan
         self._resume = asyncio.Event()
         self._resume.set()
+        self.supervise_s = 5.0  # the sample period the host ends steps by
 
     async def acquire(
         self, dtaq_progid: str, columns: Sequence[str], *, mode: Any, level: float,
@@ -249,12 +250,16 @@ class HostCycler:
         lim = self._limits
         assert lim is not None
         duration, why = _duration(step)
-        sample = step.record.every_s or 1.0
+        # sample often enough to end the step near its threshold; record by the rule
+        every = step.record.every_s or self.supervise_s
         t0 = max(self._now(), self.records.last_time)
         run.step_id, run.step_t0 = step.step_id, t0 - elapsed
+        cc = step.mode == "cc" and step.current_A != 0.0
+        rec = _StepRecorder(self.records, StepTally(step.step_id, t0), every, step.record.dV_V, cc)
         found: list[tuple[str, str]] = []
 
         def stop(cols: list[list[float]]) -> bool:
+            rec.feed(cols)  # records as the points come, not at the step's end
             if not self._resume.is_set():
                 return True  # a host pause: the acquisition ends, the cell goes off
             v = cols[1]
@@ -271,28 +276,64 @@ class HostCycler:
                     return True
             return False
 
-        cc = step.mode == "cc" and step.current_A != 0.0
         progid, names = (
             ("GamryCOM.GamryDtaqChrono", _CHRONO) if cc else ("GamryCOM.GamryDtaqOcv", _OCV)
         )
         mode = self.k.GstatMode if cc else self.k.PstatMode
         cols = await self.acquire(progid, names, mode=mode, level=step.current_A if cc else 0.0,
-                                  duration_s=duration, sample_s=sample, cell_on=cc,
-                                  stop=stop)  # fmt: skip
-        t, v = cols["Time"], cols["Vf"]
-        i = cols["Im"] if cc else np.zeros_like(v)
-        tally = StepTally(step.step_id, t0)
-        if t.size:
-            tt, ii, q = tally.add(t0 + t, i, v)
-            self.records.add(step.step_id, tt, ii, v, q)
+                                  duration_s=duration, sample_s=min(every, self.supervise_s),
+                                  cell_on=cc, stop=stop)  # fmt: skip
+        rec.feed([c.tolist() for c in cols.values()])
+        rec.finish()
         reason, action = found[0] if found else (why or "time", "next")
         if reason in ("time", "capacity"):
             e = next((x for x in step.ends if x.quantity == reason), None)
             action = e.action if e is not None else "next"
+        tally = rec.tally
         return StepEnd(step_id=step.step_id, reason=reason, action=cast(Any, action),
-                       time_s=float(t[-1]) if t.size else 0.0, charge_Ah=tally.charge_Ah,
-                       energy_Wh=tally.energy_Wh,
-                       end_voltage_V=float(v[-1]) if v.size else math.nan)  # fmt: skip
+                       time_s=rec.last_t, charge_Ah=tally.charge_Ah, energy_Wh=tally.energy_Wh,
+                       end_voltage_V=rec.last_v)  # fmt: skip
+
+
+class _StepRecorder:
+    """Turns a step's samples into records by its record rule as they arrive; every
+    sample counts towards the charge."""
+
+    def __init__(
+        self, store: RecordStore, tally: StepTally, every_s: float, dv: float | None, cc: bool
+    ) -> None:
+        self.store, self.tally, self.every_s, self.dv, self.cc = store, tally, every_s, dv, cc
+        self.seen = 0
+        self.slot = -1.0
+        self.kept_v: float | None = None
+        self.pending: tuple[float, float, float, float] | None = None  # t, i, v, q
+        self.last_t, self.last_v = 0.0, math.nan
+
+    def feed(self, cols: list[list[float]]) -> None:
+        t = np.asarray(cols[0][self.seen :], dtype=np.float64)
+        if t.size == 0:
+            return
+        v = np.asarray(cols[1][self.seen :], dtype=np.float64)
+        i = np.asarray(cols[3][self.seen :], dtype=np.float64) if self.cc else np.zeros(t.size)
+        self.seen += t.size
+        tt, ii, q = self.tally.add(self.tally.t0_s + t, i, v)
+        keep = np.zeros(t.size, dtype=bool)
+        for k in range(t.size):
+            slot = math.floor(t[k] / self.every_s + 1e-9)
+            moved = self.dv is not None and self.kept_v is not None and abs(
+                v[k] - self.kept_v) >= self.dv  # fmt: skip
+            if slot != self.slot or moved:
+                keep[k], self.slot, self.kept_v = True, slot, float(v[k])
+        self.store.add(self.tally.step_id, tt[keep], ii[keep], v[keep], q[keep])
+        self.pending = None if keep[-1] else (tt[-1], ii[-1], v[-1], q[-1])
+        self.last_t, self.last_v = float(t[-1]), float(v[-1])
+
+    def finish(self) -> None:
+        """The step's last sample is always a record."""
+        if self.pending is not None:
+            t, i, v, q = (np.array([x]) for x in self.pending)
+            self.store.add(self.tally.step_id, t, i, v, q)
+            self.pending = None
 
 
 _OCV = ("Time", "Vf", "Vm", "Vsig", "Ach", "Overload", "StopTest")

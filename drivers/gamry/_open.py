@@ -13,7 +13,7 @@ __all__ = ["OPTIONS", "open_gamry"]
 
 OPTIONS = frozenset({
     "section", "pstat_class", "call_timeout_s", "poll_s", "max_frequency_Hz",
-    "readz_retries", "ocv_sample_s", "ocv_before_eis_s", "typelib",
+    "readz_retries", "ocv_sample_s", "ocv_before_eis_s", "typelib", "supervise_s",
 })  # fmt: skip
 
 

@@ -49,9 +49,6 @@ async def simulate_biologic(
     clock = now if now is not None else asyncio.get_running_loop().time
     if isinstance(engines, int):
         engines = [ChannelEngine(cell, seed=seed + k, now=clock()) for k in range(engines)]
-    for e in engines:
-        if e.limits().i_max < 1.0 or e.limits().v_max < 10.0:
-            e.set_limits(-10.0, 10.0, 1.0)  # the instrument's own range, not the cell's
     lib = library if library is not None else SimEClib(clock)
     inst = lib.add_instrument(address, model, engines, phase_unit=phase_unit, firmware=firmware)
     try:

@@ -25,8 +25,6 @@ async def simulate_gamry(
     """``async with simulate_gamry(engine) as com:`` then ``open_gamry(backend=com)``."""
     clock = asyncio.get_running_loop().time
     eng = engine if engine is not None else ChannelEngine(None, seed=seed, now=clock())
-    if eng.limits().i_max < 1.0 or eng.limits().v_max < 10.0:
-        eng.set_limits(-10.0, 10.0, 1.0)  # the instrument's own range, not the cell's
     com = SimGamryCom(clock)
     com.add_device(section, eng, label=label, pstat_class=pstat_class)
     yield com
