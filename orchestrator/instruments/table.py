@@ -13,16 +13,20 @@ from types import MappingProxyType
 from typing import Any
 
 from .hw.alicat import AlicatOptions, open_alicat
+from .hw.biologic import BioLogicOptions, open_biologic_entry
 from .hw.espec import EspecOptions, open_espec
 from .hw.eurotherm import EurothermOptions, open_eurotherm
+from .hw.gamry import GamryOptions, open_gamry_entry
 from .hw.keithley import K2450Options, open_k2450
 from .hw.maccor import MaccorOptions, open_maccor
 from .hw.palmsens import PalmSensOptions, open_palmsens
 from .registry import Capability, InstrumentEntry, NoOptions
 from .sim.alicat import serve_alicat, simulate_alicat
+from .sim.biologic import simulate_biologic_entry
 from .sim.builtin import SimChamberOptions, simulate_chamber, simulate_cycler, simulate_eis
 from .sim.espec import serve_espec, simulate_espec
 from .sim.eurotherm import serve_eurotherm, simulate_eurotherm
+from .sim.gamry import simulate_gamry_entry
 from .sim.keithley import serve_k2450, simulate_k2450
 from .sim.maccor import serve_maccor, simulate_maccor
 from .sim.palmsens import serve_palmsens, simulate_palmsens
@@ -56,6 +60,22 @@ ENTRIES: tuple[InstrumentEntry[Any], ...] = (
         open=open_palmsens,
         simulate=simulate_palmsens,
         serve=serve_palmsens,
+    ),
+    InstrumentEntry(
+        driver="biologic",
+        summary="BioLogic VMP-300 / SP-300 / VMP3: EC-Lab Development Package (Windows DLL)",
+        capabilities=frozenset({Capability.cycler, Capability.impedance}),
+        options=BioLogicOptions,
+        open=open_biologic_entry,
+        simulate=simulate_biologic_entry,
+    ),
+    InstrumentEntry(
+        driver="gamry",
+        summary="Gamry Interface 1000 / Reference 600: GamryCOM (Windows COM server)",
+        capabilities=frozenset({Capability.cycler, Capability.impedance}),
+        options=GamryOptions,
+        open=open_gamry_entry,
+        simulate=simulate_gamry_entry,
     ),
     InstrumentEntry(
         driver="eurotherm",

@@ -14,6 +14,7 @@ from labrig.simulators.maccor.server import MacNetServer, MacNetTester
 __all__ = ["make_tester", "serve_maccor"]
 
 JSON_PORT = 57570
+BINARY_PORT = 57560
 
 
 def make_tester(
@@ -45,8 +46,15 @@ async def serve_maccor(
     speed: float = 1.0,
     cell: Any = None,
     noise: float = 1.0,
+    binary_port: int | None = 0,
 ) -> Any:
-    """``async with serve_maccor(4) as server: server.url`` -> ``tcp://127.0.0.1:<port>``."""
+    """``async with serve_maccor(4) as server: server.url`` -> ``tcp://127.0.0.1:<port>``.
+
+    The binary port is opened as on a real tester (0: any free port, ``server.binary_port``
+    tells which; None: not opened).
+    """
     tester = make_tester(channels, cell=cell, now=scaled_clock(speed), noise=noise)
-    async with MacNetServer(tester, host=host, port=port, manipulators=manipulators) as srv:
+    async with MacNetServer(
+        tester, host=host, port=port, binary_port=binary_port, manipulators=manipulators
+    ) as srv:
         yield srv

@@ -6,8 +6,14 @@ channels are 0-based, errors are JSON-RPC error objects with the manual's string
 error *codes* are not in our sources: we use JSON-RPC's -32700 (Parse error) and -32602
 (Invalid params) and -32001… for the MacNet-specific ones (check on the unit).
 
-The native binary port (57560) is out of scope: :class:`MacNetServer` can listen on it
-and closes every connection at once, so a client probing it sees a refusal, not a hang.
+System-level requests (FClass 0 and 1) may omit ``Chan``, as the public client pymacnet
+sends them; their reply then carries no ``Chan`` either. (4,1) takes ``Chan`` -1 (what
+pymacnet sends for "all channels") as the first channel. Requests may be pretty-printed
+over several lines (the framer splits on the closing brace, not on line ends).
+
+The native binary port (57560) is opened as a real tester opens it (clients such as
+pymacnet connect to both ports at start and give up if either is refused); its messages
+are read and counted but not answered: the binary protocol is not simulated.
 
 Serving, faults (manipulators of :mod:`simulators.faults`: ``tx`` on replies, ``rx`` on
 requests) and connections are the shared shell's (:mod:`simulators._serving`); this
@@ -124,17 +130,60 @@ class MacNetTester:
         try:
             fclass = _int(params, "FClass")
             fnum = _int(params, "FNum")
-            chan = _int(params, "Chan")
+            system_level = fclass in (0, 1) and "Chan" not in params
+            chan = 0 if system_level else _int(params, "Chan")
             result = self._dispatch(fclass, fnum, chan, params)
         except _Refusal as r:
             return _error(r.message, request_id)
-        head = {"FClass": fclass, "FNum": fnum, "Chan": chan}
+        head: dict[str, Any] = {"FClass": fclass, "FNum": fnum}
+        if not system_level:
+            head["Chan"] = chan
         return _reply({**head, **result}, request_id)
 
     def _channel(self, chan: int) -> SimChannel:
         if not 0 <= chan < len(self.channels):
             raise _Refusal("Illegal value")
         return self.channels[chan]
+
+    def _system(self, fnum: int, chan: int, p: dict[str, Any], now: float) -> dict[str, Any]:
+        """FClass 1: system information and file transfer."""
+        if fnum == 1:
+            return {
+                "MacNetVersion": "1.3 (labrig simulator)",
+                "BuildVersion": "sim",
+                "APIVersion": 1,
+            }
+        if fnum == 2:
+            return {
+                "TestChannels": len(self.channels),
+                "SystemID": self.serial_number,
+                "SystemType": 0,
+                "ControllerBoards": max(1, (len(self.channels) + 7) // 8),
+                "AuxBoards": 0,
+                "AuxChannels": 0,
+            }
+        if fnum == 6:
+            name = _str(p, "FileName")
+            data = _str(p, "Data")
+            if not name or "/" in name or "\\" in name or ".." in name:
+                raise _Refusal("Illegal value")
+            self.procedures[name.lower()] = data
+            return {"FileName": name, "Len": len(data), "Result": "OK"}
+        if fnum == 7:
+            name = _str(p, "FileName")
+            offset = _int(p, "Offset", 0)
+            count = _int(p, "Len", 1000)
+            if offset < 0 or count < 1:
+                raise _Refusal("Illegal value")
+            ch = self._channel(chan)
+            found, n = ch.data_file(name, offset, count, now)
+            if found is None:
+                proc = self.procedures.get(name.lower())
+                if proc is None:
+                    raise _Refusal("Illegal value")
+                return {"FileName": name, "Offset": 0, "Len": len(proc), "Data": proc}
+            return {"FileName": name, "Offset": offset, "Len": n, "Data": found}
+        raise _Refusal("Invalid FNum")
 
     def _dispatch(self, fclass: int, fnum: int, chan: int, p: dict[str, Any]) -> dict[str, Any]:
         now = self.now()
@@ -143,43 +192,16 @@ class MacNetTester:
                 raise _Refusal("Invalid FNum")
             return {k: v for k, v in p.items() if k not in ("FClass", "FNum", "Chan")}
         if fclass == 1:
-            if fnum == 1:
-                return {"MacNetVersion": "1.3 (labrig simulator)", "BuildVersion": "sim"}
-            if fnum == 2:
-                return {
-                    "TestChannels": len(self.channels),
-                    "SystemID": self.serial_number,
-                    "SystemType": 0,
-                    "AuxChannels": 0,
-                }
-            if fnum == 6:
-                name = _str(p, "FileName")
-                data = _str(p, "Data")
-                if not name or "/" in name or "\\" in name or ".." in name:
-                    raise _Refusal("Illegal value")
-                self.procedures[name.lower()] = data
-                return {"FileName": name, "Len": len(data), "Result": "OK"}
-            if fnum == 7:
-                name = _str(p, "FileName")
-                offset = _int(p, "Offset", 0)
-                count = _int(p, "Len", 1000)
-                if offset < 0 or count < 1:
-                    raise _Refusal("Illegal value")
-                ch = self._channel(chan)
-                found, n = ch.data_file(name, offset, count, now)
-                if found is None:
-                    proc = self.procedures.get(name.lower())
-                    if proc is None:
-                        raise _Refusal("Illegal value")
-                    return {"FileName": name, "Offset": 0, "Len": len(proc), "Data": proc}
-                return {"FileName": name, "Offset": offset, "Len": n, "Data": found}
-            raise _Refusal("Invalid FNum")
+            return self._system(fnum, chan, p, now)
         if fclass == 4:
             if fnum == 1:
                 count = _int(p, "Len", 1)
-                if count < 1 or chan < 0 or chan + count > len(self.channels):
+                # pymacnet sends Chan -1 here (it subtracts 1 from its template's 0) and
+                # reads the answer as every channel from the first (check on a tester)
+                first = max(chan, 0) if chan >= -1 else chan
+                if count < 1 or first < 0 or first + count > len(self.channels):
                     raise _Refusal("Illegal value")
-                rows = [self.channels[c].short_status(now) for c in range(chan, chan + count)]
+                rows = [self.channels[c].short_status(now) for c in range(first, first + count)]
                 return {"Len": count, "Status": rows}
             if fnum == 7:
                 return self._channel(chan).reading(now)
@@ -189,6 +211,8 @@ class MacNetTester:
             if fnum == 2:
                 proc_name = _str(p, "ProcName").strip()
                 test_name = _str(p, "TestName").strip()
+                if test_name == "Random":  # the manual: "Random" makes a pseudo-random name
+                    test_name = f"RND{chan:03d}{self.requests:07d}"
                 for key in ("Comment",):
                     _str(p, key, "")
                 text = self.procedures.get(f"{proc_name}.000".lower())
@@ -248,15 +272,18 @@ class _MacNetDevice:
         return _MacNetSession(self.tester, link)
 
 
-class _RefuseAll:
-    """The binary port: every connection is closed at once."""
+class _BinaryPort:
+    """The native binary port: connections are held open, read and counted, never
+    answered (the binary protocol is not simulated)."""
 
-    def open_session(self, link: Link) -> _RefuseAll:
-        asyncio.get_running_loop().call_soon(link.hang_up)
+    def __init__(self) -> None:
+        self.received_bytes = 0
+
+    def open_session(self, link: Link) -> _BinaryPort:
         return self
 
     def received(self, data: bytes) -> None:
-        pass
+        self.received_bytes += len(data)
 
     def closed(self) -> None:
         pass
@@ -266,7 +293,8 @@ class MacNetServer:
     """Serves a :class:`MacNetTester` on loopback TCP; an async context manager.
 
     ``manipulators`` act on every connection (shared objects, so counters span
-    reconnects). ``binary_port`` (None: off) listens and closes at once.
+    reconnects). ``binary_port`` (None: off) accepts connections and holds them open,
+    reading and counting what arrives (``binary_bytes``) without answering.
     """
 
     def __init__(
@@ -283,7 +311,8 @@ class MacNetServer:
         self.port = port
         self.binary_port = binary_port
         self.server = SimServer(_MacNetDevice(tester), manipulators=manipulators)
-        self._refusing: SimServer | None = None
+        self._binary_server: SimServer | None = None  # the binary port's server
+        self._binary = _BinaryPort()
 
     @property
     def url(self) -> str:
@@ -297,6 +326,11 @@ class MacNetServer:
     def connections(self) -> int:
         return self.server.connections
 
+    @property
+    def binary_bytes(self) -> int:
+        """Bytes received on the binary port (read, never answered)."""
+        return self._binary.received_bytes
+
     async def __aenter__(self) -> MacNetServer:
         await self.server.__aenter__()
         try:
@@ -304,10 +338,11 @@ class MacNetServer:
             assert self.server.port is not None
             self.port = self.server.port
             if self.binary_port is not None:
-                self._refusing = SimServer(_RefuseAll())
-                await self._refusing.__aenter__()
-                await self._refusing.listen_tcp(self.host, self.binary_port)
-                self.binary_port = self._refusing.port
+                self._binary = _BinaryPort()
+                self._binary_server = SimServer(self._binary)
+                await self._binary_server.__aenter__()
+                await self._binary_server.listen_tcp(self.host, self.binary_port)
+                self.binary_port = self._binary_server.port
         except BaseException:
             await self.aclose()
             raise
@@ -322,8 +357,8 @@ class MacNetServer:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._refusing is not None:
-            await self._refusing.aclose()
+        if self._binary_server is not None:
+            await self._binary_server.aclose()
         await self.server.aclose()
 
     def drop_connections(self) -> None:

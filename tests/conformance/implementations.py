@@ -68,6 +68,8 @@ class Impl:
 #: per-implementation facts (by id); the default is the protocol's plain contract
 TRAITS: dict[str, Traits] = {
     "keithley2450": Traits(host_side_blocks=True, pause_within_s=10.0, end_overshoot_V=0.1),
+    # steps end on the host, one 5 s sample past the threshold at most
+    "gamry": Traits(pause_within_s=10.0, end_overshoot_V=0.1),
 }
 
 #: station options of an entry for these tests (as a lab would set them)

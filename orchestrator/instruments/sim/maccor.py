@@ -31,12 +31,15 @@ async def simulate_maccor(req: SimRequest[MaccorOptions]) -> AsyncIterator[SimSt
 
 @contextlib.asynccontextmanager
 async def serve_maccor(opts: ServeOptions) -> AsyncIterator[str]:
-    """An 8-channel tester on TCP (the JSON-RPC port 57570 unless told otherwise)."""
+    """An 8-channel tester on TCP: the JSON-RPC port 57570 and the binary port 57560 beside
+    it, as on a tester (clients such as pymacnet open both), unless told another port
+    (then the binary port is any free one)."""
     from labrig.simulators.maccor import serve_maccor as serve
-    from labrig.simulators.maccor.serve import JSON_PORT
+    from labrig.simulators.maccor.serve import BINARY_PORT, JSON_PORT
 
     if opts.pty:
         raise ValueError("the MACCOR tester speaks MacNet over TCP only; use --port")
     port = JSON_PORT if opts.port is None else opts.port
-    async with serve(8, host=opts.host, port=port, speed=opts.speed) as srv:
+    binary = BINARY_PORT if port == JSON_PORT else 0
+    async with serve(8, host=opts.host, port=port, speed=opts.speed, binary_port=binary) as srv:
         yield str(srv.url)
