@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -83,6 +83,15 @@ class Pages:
         return HTMLResponse(text)
 
 
+async def _form(request: Request) -> dict[str, str]:
+    """The fields of a small URL-encoded form (sign-in, sign-out)."""
+    body = await request.body()
+    if len(body) > 16384:
+        return {}
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {k: v[0] for k, v in fields.items()}
+
+
 def _safe_next(target: str | None) -> str:
     """Only a path of this site (no scheme, host or '//') may follow a sign-in."""
     if not target:
@@ -108,7 +117,7 @@ async def login(request: Request) -> Response:
     pages: Pages = state.pages
     if not state.config.auth:
         return RedirectResponse("/", 303)
-    form = await request.form()
+    form = await _form(request)
     target = _safe_next(str(form.get("next") or "/"))
     client = request.client.host if request.client else "?"
     expected = request.session.get("csrf")
@@ -145,7 +154,7 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    form = await request.form()
+    form = await _form(request)
     expected = request.session.get("csrf")
     if isinstance(expected, str) and secrets.compare_digest(str(form.get("csrf") or ""), expected):
         request.session.clear()

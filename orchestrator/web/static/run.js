@@ -169,7 +169,7 @@
         { label: `discharge (${unit})`, scale: "cap", stroke: "#3fb950", width: 1, points: pts, value: (u, v) => L.num(v, 2) },
         { label: `charge (${unit})`, scale: "cap", stroke: "#6cb6ff", width: 1, points: pts, value: (u, v) => L.num(v, 2) },
         { label: "CE (%)", scale: "ce", stroke: "#d29922", width: 1, points: pts, value: (u, v) => L.num(v, 2) }],
-      axes: [Object.assign({}, AX, { label: "cycle", labelSize: 18 }),
+      axes: [Object.assign({}, AX, { label: "cycle", labelSize: 18, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000] }),
         Object.assign({}, AX, { scale: "cap", label: unit, labelSize: 18, size: 52 }),
         Object.assign({}, AX, { scale: "ce", label: "CE %", labelSize: 18, side: 1, grid: { show: false }, size: 52 })],
     }, data, el);
