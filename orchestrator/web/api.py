@@ -147,6 +147,12 @@ async def run_info(request: Request) -> Response:
         return _json({"error": str(exc)}, 404)
 
 
+def _in_window(t: np.ndarray[Any, Any], lo: float | None, hi: float | None) -> int:
+    i0 = 0 if lo is None else int(np.searchsorted(t, lo, "left"))
+    i1 = len(t) if hi is None else int(np.searchsorted(t, hi, "right"))
+    return max(0, i1 - i0)
+
+
 def _series(src: DataSource, run_id: str, lo: float | None, hi: float | None, n: int) -> Any:
     try:
         cols = src.series.arrays(run_id)
@@ -163,6 +169,7 @@ def _series(src: DataSource, run_id: str, lo: float | None, hi: float | None, n:
         "T": np.round(cols["temperature_C"][idx], 3).tolist(),
         "stored": len(t),
         "shown": len(idx),
+        "decimated": len(idx) < _in_window(t, lo, hi),
         "t_min": float(t[0]) if len(t) else None,
         "t_max": float(t[-1]) if len(t) else None,
     }

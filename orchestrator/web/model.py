@@ -79,7 +79,9 @@ def event_text(kind: str, data: dict[str, Any]) -> str:
         ok = "accepted" if data.get("accepted") else "refused"
         return f"{data.get('command')} by {data.get('sender')} ({ok})"
     if kind == "wait":
-        return f"waited {f('seconds', ' s', 3)} for {data.get('resource')}"
+        waited = _num(data.get("seconds")) or 0.0
+        took = "under 0.1 s" if waited < 0.1 else f"{waited:.3g} s"
+        return f"waited {took} for {data.get('resource')}"
     if kind == "notify":
         return str(data.get("message", "note"))[:160]
     return kind.replace("_", " ")
@@ -136,7 +138,8 @@ class ChannelRow:
     temperature_C: float | None = None
     run_time_s: float | None = None
     eta_s: float | None = None
-    updated: float | None = None
+    updated: float | None = None  # wall time of the newest status or reading
+    reading_time: float | None = None  # wall time of the newest reading
     last_event: str | None = None
     last_event_kind: str | None = None
     last_event_time: float | None = None
@@ -248,6 +251,7 @@ class LabModel:
             row.live = None
             row.events.clear()
             row.step = row.step_index = row.cycle = row.eta_s = row.run_time_s = None
+            row.reading_time = None
 
     def _apply_status(self, row: ChannelRow, d: dict[str, Any]) -> Update:
         updated = _num(d.get("updated"))
@@ -280,9 +284,10 @@ class LabModel:
             if row.run_state not in (None, *_ENDED):
                 return Update()  # a late reading of an earlier run
             self._new_run(row, run_id)
-        if row.updated is not None and t_wall < row.updated:
-            return Update()
-        row.updated = t_wall
+        if row.reading_time is not None and t_wall <= row.reading_time:
+            return Update()  # older than the newest reading (statuses come in between)
+        row.reading_time = t_wall
+        row.updated = t_wall if row.updated is None else max(row.updated, t_wall)
         row.run_time_s = t_run
         row.voltage_V = _num(d.get("voltage_V"))
         row.current_A = _num(d.get("current_A"))

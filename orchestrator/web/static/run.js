@@ -9,7 +9,7 @@
     cycles: [], events: [], seqs: new Set(), cycplot: null, eisplot: null, loaded: 0 });
   const AX = { stroke: "#8b97a6", grid: { stroke: "#222b36", width: 1 }, ticks: { stroke: "#2a3441", width: 1 } };
   const ENDED = ["finished", "aborted", "failed"];
-  let programmatic = false, zoomTimer = null;
+  let zoomTimer = null;
 
   const width = (el) => Math.max(280, el.clientWidth || 600);
   const xOf = (t) => (R.t0 === null ? t / 3600 : R.t0 + t);
@@ -76,23 +76,31 @@
     }
     return [x, v, i, t];
   }
+  // a run that has just begun: at least a minute wide (hours when x is in hours)
+  function spanAtLeast(min, max) {
+    const least = R.t0 === null ? 1 / 60 : 60;
+    if (min === null || max === null) return [min, max];
+    return max - min >= least ? [min, max] : [min, min + least];
+  }
   function note(d) {
-    L.$("#plotnote").textContent = `${d.stored.toLocaleString()} stored records, ${R.data[0].length.toLocaleString()} points drawn` +
-      (d.stored > d.shown ? " (min/max per pixel column)" : "");
+    if (d) R.stored = d.stored;
+    const live = R.data[0].length - (d ? d.shown : R.shown || 0);
+    if (d) { R.shown = d.shown; R.decimated = d.decimated; }
+    L.$("#plotnote").textContent = `${(R.stored || 0).toLocaleString()} stored records, ` +
+      `${R.data[0].length.toLocaleString()} points drawn` + (R.decimated ? " (min/max per pixel column)" : "") +
+      (live > 0 ? `, ${live} live readings` : "");
   }
   function setData(data, reset) {
     R.data = data;
-    programmatic = true;
     R.plot.setData(data, reset);
-    programmatic = false;
     L.$("#plot").dataset.points = data[0].length;
   }
   function makePlot(data) {
     const el = L.$("#plot");
-    const hasT = data[3].some((v) => v !== null);
+    const hasT = data[0].length < 2 || data[3].some((v) => v !== null);
     const opts = {
       width: width(el), height: Math.min(360, Math.max(240, innerHeight * 0.42)),
-      scales: { x: { time: R.t0 !== null }, V: {}, mA: {}, C: {} },
+      scales: { x: { time: R.t0 !== null, range: (u, min, max) => spanAtLeast(min, max) }, V: {}, mA: {}, C: {} },
       series: [
         { label: R.t0 === null ? "h" : "time", value: (u, v) => (v == null ? "–" : R.t0 === null ? L.num(v, 3) + " h"
           : `${L.time(v)} (+${L.duration(v - R.t0)})`) },
@@ -106,14 +114,22 @@
         Object.assign({}, AX, { scale: "mA", label: "mA", labelSize: 18, side: 1, grid: { show: false }, size: 56 }),
         Object.assign({}, AX, { scale: "C", label: "°C", labelSize: 18, side: 1, grid: { show: false }, show: hasT, size: 44 }),
       ],
-      cursor: { drag: { x: true, y: false }, bind: { dblclick: () => () => { overview(); return null; } } },
-      hooks: { setScale: [(u, key) => { if (key === "x" && !programmatic) zoomTo(u.scales.x.min, u.scales.x.max); }] },
+      // the page zooms itself (drag: setScale false) so it knows a zoom from a new reading
+      cursor: { drag: { x: true, y: false, setScale: false }, bind: { dblclick: () => () => { overview(); return null; } } },
+      hooks: { setSelect: [(u) => {
+        if (u.select.width < 4) return;
+        const min = u.posToVal(u.select.left, "x"), max = u.posToVal(u.select.left + u.select.width, "x");
+        u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+        zoomTo(min, max);
+      }] },
     };
+    R.data = data;
     R.plot = new uPlot(opts, data, el);
     el.dataset.points = data[0].length;
   }
   function zoomTo(min, max) {
     R.zoomed = { min, max };
+    R.plot.setScale("x", { min, max });
     clearTimeout(zoomTimer);
     zoomTimer = setTimeout(async () => {
       const toRun = (x) => (R.t0 === null ? x * 3600 : x - R.t0);
@@ -143,6 +159,7 @@
     }
     if (x.length > 30000 && !R.zoomed) { overview(); return; }
     setData(R.data, !R.zoomed);
+    note(null);
   }
 
   // ---------------------------------------------------------------- cycles
@@ -241,6 +258,12 @@
       d("parquet", "Parquet"), d("csv", "CSV"), d("cycles-csv", "cycles CSV"), d("bdf-csv", "BDF CSV (zip)"), d("bdf-parquet", "BDF Parquet"));
   }
 
+  function reloadResults() {
+    if (!R.zoomed) overview();
+    L.api(base + "/cycles").then((d) => { R.cycles = d.cycles || []; drawCycles(); });
+    loadSpectra();
+  }
+
   // ---------------------------------------------------------------- start
   document.addEventListener("DOMContentLoaded", async () => {
     L.$("#tz").textContent = "· " + L.tzName;
@@ -264,7 +287,12 @@
           const ended = d.events.filter((e) => e.kind === "cycle_ended");
           if (ended.length) { R.cycles.push(...ended.map((e) => e.data)); drawCycles(); }
         }
-        if (d.info) facts(d.info);
+        if (d.info) {
+          const was = R.info && R.info.live ? R.info.live.run_state : null;
+          facts(d.info);
+          const now = d.info.live ? d.info.live.run_state : d.info.state;
+          if (now !== was && ENDED.includes(now)) setTimeout(reloadResults, 1500); // files written
+        }
       },
     });
     window.addEventListener("resize", () => {

@@ -17,7 +17,7 @@ from labrig.orchestrator.daemon import Daemon
 from labrig.orchestrator.executor import RunOptions
 from labrig.orchestrator.mqtt import MqttSettings
 from labrig.orchestrator.mqtt.testing import LocalMosquitto, free_port
-from labrig.orchestrator.station import INPROCESS_STATION
+from labrig.orchestrator.station import INPROCESS_STATION, StationConfig
 from labrig.orchestrator.web import UserStore, WebConfig, create_app, set_user
 
 STATION = "rig-a"  # the station account of the shipped ACL example
@@ -87,10 +87,12 @@ async def serving(config: WebConfig) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def daemon(runs: Path, broker: LocalMosquitto | None) -> AsyncIterator[Daemon]:
+async def daemon(
+    runs: Path, broker: LocalMosquitto | None, station: StationConfig | None = None
+) -> AsyncIterator[Daemon]:
     """A scheduler daemon of ``runs`` on the simulated station, real clock, MQTT to ``broker``."""
     d = Daemon(
-        station=INPROCESS_STATION.model_copy(update={"name": STATION}),
+        station=station or INPROCESS_STATION.model_copy(update={"name": STATION}),
         runs_dir=runs,
         sim=True,
         mqtt_url=broker.url(STATION) if broker is not None else None,

@@ -50,6 +50,8 @@ def test_telemetry_updates_readings_and_the_live_buffer_in_order() -> None:
     m.apply(f"{P}/ch0/status", status())
     for t, v in [(1, 3.5), (2, 3.6), (2, 9.9), (3, 3.7)]:  # a repeat is ignored
         m.apply(f"{P}/ch0/telemetry", telemetry(t, v))
+        # statuses come in between, stamped a moment after the reading
+        m.apply(f"{P}/ch0/status", status(updated=1000.0 + t + 0.01, voltage_V=v, cycle=4))
     row = m.rows[f"{P}/ch0"]
     assert row.voltage_V == 3.7 and row.cycle == 4 and row.temperature_C == 25.0
     assert row.live is not None
