@@ -32,10 +32,16 @@
   function take(rows) {
     for (const r of rows) {
       const old = lab.rows.get(r.key);
-      r._ver = old ? old._ver + 1 : 1;
-      r._search = searchText(r);
       if (!old || old.state !== r.state || lab.sortKey !== "key" || lab.filter) lab.resort = true;
-      lab.rows.set(r.key, r);
+      if (old) {
+        Object.assign(old, r); // the same object: the visible order keeps pointing at it
+        old._ver++;
+        old._search = searchText(old);
+      } else {
+        r._ver = 1;
+        r._search = searchText(r);
+        lab.rows.set(r.key, r);
+      }
     }
     lab.received += rows.length;
     schedule();

@@ -99,6 +99,9 @@ async def test_lab_page_shows_a_dry_run_changing_state_live(
         await page.wait_for_selector(row(key, "running"), timeout=30_000)
         cells = page.locator(row(key) + " span")
         assert await cells.nth(3).inner_text() == "L3"
+        volts = cells.nth(7)  # readings change while the state stays "running"
+        await playwright.expect(volts).not_to_have_text("–", timeout=20_000)
+        await playwright.expect(volts).not_to_have_text(await volts.inner_text(), timeout=20_000)
         await page.screenshot(path=str(tmp_path / "lab-running.png"))
         await page.wait_for_selector(row(key, "idle"), timeout=40_000)
         assert await cells.nth(2).inner_text() == "idle · finished"
