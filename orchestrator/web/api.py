@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from .auth import User
 from .results import DOWNLOADS, dumps
-from .rundata import RunNotFound, decimate
+from .rundata import RunNotFound
 from .source import DataSource, SubmitRequest
 
 __all__ = ["api_routes"]
@@ -147,36 +147,20 @@ async def run_info(request: Request) -> Response:
         return _json({"error": str(exc)}, 404)
 
 
-def _in_window(t: np.ndarray[Any, Any], lo: float | None, hi: float | None) -> int:
-    i0 = 0 if lo is None else int(np.searchsorted(t, lo, "left"))
-    i1 = len(t) if hi is None else int(np.searchsorted(t, hi, "right"))
-    return max(0, i1 - i0)
-
-
 def _series(src: DataSource, run_id: str, lo: float | None, hi: float | None, n: int) -> Any:
     try:
-        cols = src.series.arrays(run_id)
+        out = dict(src.series.window(run_id, lo, hi, n))
+        t_last = out["t_max"]
     except RunNotFound:
         if src.model.row_of_run(run_id) is None:
             raise
-        cols = {c: np.empty(0) for c in ("time_s", "voltage_V", "current_A", "temperature_C")}
-    t = cols["time_s"]
-    idx = decimate(t, [cols["voltage_V"], cols["current_A"]], lo, hi, n)
-    out: dict[str, Any] = {
-        "t": np.round(t[idx], 3).tolist(),
-        "V": np.round(cols["voltage_V"][idx], 6).tolist(),
-        "I": np.round(cols["current_A"][idx], 9).tolist(),
-        "T": np.round(cols["temperature_C"][idx], 3).tolist(),
-        "stored": len(t),
-        "shown": len(idx),
-        "decimated": len(idx) < _in_window(t, lo, hi),
-        "t_min": float(t[0]) if len(t) else None,
-        "t_max": float(t[-1]) if len(t) else None,
-    }
+        out = {"t": [], "V": [], "I": [], "T": [], "stored": 0, "shown": 0, "decimated": False,
+               "t_min": None, "t_max": None}  # fmt: skip
+        t_last = None
     row = src.model.row_of_run(run_id)
     live = np.empty((0, 4))
-    if row is not None and row.live is not None and (hi is None or (len(t) and hi >= t[-1])):
-        live = row.live.since(float(t[-1]) if len(t) else -math.inf)
+    if row is not None and row.live is not None and (hi is None or t_last is None or hi >= t_last):
+        live = row.live.since(t_last if t_last is not None else -math.inf)
     out["live"] = np.round(live, 6).tolist()
     return out
 
@@ -192,11 +176,25 @@ async def series(request: Request) -> Response:
     return _json(data)
 
 
+CYCLE_PLOT = (
+    "cycle",
+    "charge_capacity_mAh",
+    "discharge_capacity_mAh",
+    "charge_capacity_mAh_g",
+    "discharge_capacity_mAh_g",
+    "coulombic_efficiency_pct",
+    "discharge_c_rate",
+)
+
+
 async def cycles(request: Request) -> Response:
+    """Per-cycle rows; ``?fields=plot`` only what the run page plots (all: the CSV)."""
     try:
         rows = await asyncio.to_thread(_src(request).runs.cycles, request.path_params["run_id"])
     except RunNotFound as exc:
         return _json({"error": str(exc)}, 404)
+    if request.query_params.get("fields") == "plot":
+        rows = [{k: r.get(k) for k in CYCLE_PLOT} for r in rows]
     return _json({"cycles": rows})
 
 

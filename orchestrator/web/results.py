@@ -196,5 +196,8 @@ class Results:
 
 
 def dumps(obj: Any) -> str:
-    """JSON for the browser: NaN and infinities become null."""
-    return json.dumps(_clean(obj), separators=(",", ":"), allow_nan=False, default=str)
+    """JSON for the browser: NaN and infinities become null (walked only when present)."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        return json.dumps(_clean(obj), separators=(",", ":"), allow_nan=False, default=str)

@@ -15,6 +15,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ __all__ = ["RunNotFound", "RunsDir", "SeriesCache", "decimate"]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 SERIES = ("voltage_V", "current_A", "temperature_C")
-_READ = ["time_s", *SERIES, "record_seq"]
+_READ = ["time_s", *SERIES]  # record_seq is not read: run time orders the records too
 _EVENT_CACHE = 16
 
 
@@ -188,6 +189,7 @@ class _Series:
     cols: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
     staged: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
     staged_key: tuple[Any, ...] = ()
+    version: tuple[Any, ...] = ()
 
     def view(self) -> dict[str, npt.NDArray[np.float64]]:
         if not self.staged or not len(self.staged["time_s"]):
@@ -237,10 +239,11 @@ class SeriesCache:
         self.runs = runs
         self.max_runs = max_runs
         self._cache: OrderedDict[str, _Series] = OrderedDict()
+        self._windows: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def arrays(self, run_id: str) -> dict[str, npt.NDArray[np.float64]]:
-        """``time_s``, V, I, T and ``record_seq`` of every stored record, in order."""
+        """``time_s``, V, I and T of every stored record, in order."""
         data = self.runs.path(run_id) / "data"
         with self._lock:
             s = self._cache.pop(run_id, None) or _Series(cols=_empty())
@@ -257,7 +260,9 @@ class SeriesCache:
             if e.name.startswith("part-") and e.name.endswith(".parquet") and e.name not in s.chunks
         ]
         if new:
-            tables = [_arrays(_read_chunk(Path(e.path))) for e in new]
+            # Parquet decoding releases the GIL: read new chunks side by side
+            with ThreadPoolExecutor(max_workers=min(4, len(new))) as pool:
+                tables = list(pool.map(lambda e: _arrays(_read_chunk(Path(e.path))), new))
             for e in new:
                 st = e.stat()
                 s.chunks[e.name] = (st.st_size, st.st_mtime_ns)
@@ -270,7 +275,40 @@ class SeriesCache:
         if key != s.staged_key:
             s.staged_key = key
             s.staged = self._staged(staging, s.cols)
+        s.version = (tuple(s.chunks.items()), key)
         return s.view()
+
+    def window(self, run_id: str, lo: float | None, hi: float | None, n: int) -> dict[str, Any]:
+        """The records to draw in [lo, hi] at ``n`` pixel columns (see :func:`decimate`),
+        as JSON-ready lists; the whole run is kept for the next page that asks."""
+        cols = self.arrays(run_id)
+        with self._lock:
+            s = self._cache.get(run_id)
+            key = (run_id, s.version if s is not None else None, lo, hi, n)
+            hit = self._windows.get(key)
+        if hit is not None:
+            return hit
+        t = cols["time_s"]
+        idx = decimate(t, [cols["voltage_V"], cols["current_A"]], lo, hi, n)
+        i0 = 0 if lo is None else int(np.searchsorted(t, lo, "left"))
+        i1 = len(t) if hi is None else int(np.searchsorted(t, hi, "right"))
+        out = {
+            "t": np.round(t[idx], 3).tolist(),
+            "V": _nulls(np.round(cols["voltage_V"][idx], 6)),
+            "I": _nulls(np.round(cols["current_A"][idx], 9)),
+            "T": _nulls(np.round(cols["temperature_C"][idx], 3)),
+            "stored": len(t),
+            "shown": len(idx),
+            "decimated": len(idx) < max(0, i1 - i0),
+            "t_min": float(t[0]) if len(t) else None,
+            "t_max": float(t[-1]) if len(t) else None,
+        }
+        if lo is None and hi is None:
+            with self._lock:
+                self._windows[key] = out
+                while len(self._windows) > 2 * self.max_runs:
+                    self._windows.pop(next(iter(self._windows)))
+        return out
 
     @staticmethod
     def _staged(
@@ -280,16 +318,24 @@ class SeriesCache:
         if not batches:
             return {}
         part = _arrays(pa.Table.from_batches(batches))
-        seq = cols["record_seq"]
-        last = float(np.nanmax(seq)) if len(seq) else -np.inf
-        keep = ~(part["record_seq"] <= last)  # rows a chunk already holds are dropped
+        t = cols["time_s"]
+        last = float(t[-1]) if len(t) else -np.inf
+        keep = part["time_s"] > last  # rows a chunk already holds are dropped
         out = {c: v[keep] for c, v in part.items()}
         _sort(out)
         return out
 
 
+def _nulls(a: npt.NDArray[np.float64]) -> list[float | None]:
+    """A list for JSON: NaN (a missing reading) becomes None."""
+    values: list[float | None] = a.tolist()
+    if np.isnan(a).any():
+        values = [None if v != v else v for v in values]
+    return values
+
+
 def _sort(cols: dict[str, npt.NDArray[np.float64]]) -> None:
-    key = cols["record_seq"] if np.isfinite(cols["record_seq"]).all() else cols["time_s"]
+    key = cols["time_s"]
     if len(key) > 1 and bool(np.any(key[1:] < key[:-1])):
         order = np.argsort(key, kind="stable")
         for c in cols:

@@ -260,7 +260,7 @@
 
   function reloadResults() {
     if (!R.zoomed) overview();
-    L.api(base + "/cycles").then((d) => { R.cycles = d.cycles || []; drawCycles(); });
+    L.api(base + "/cycles?fields=plot").then((d) => { R.cycles = d.cycles || []; drawCycles(); });
     loadSpectra();
   }
 
@@ -274,9 +274,10 @@
     facts(info);
     downloads(info);
     overview().then(ready);
-    L.api(base + "/cycles").then((d) => { R.cycles = d.cycles || []; drawCycles(); ready(); });
-    L.api(base + "/events?limit=2000").then((d) => { addEvents(d.events || []); ready(); });
-    loadSpectra();
+    L.api(base + "/cycles?fields=plot").then((d) => { R.cycles = d.cycles || []; drawCycles(); ready(); });
+    L.api(base + "/events?limit=500").then((d) => { addEvents(d.events || []); ready(); });
+    const spectra = () => (document.body.dataset.ready ? loadSpectra() : setTimeout(spectra, 100));
+    spectra(); // impedance fits take a while: after the rest is drawn
     L.api("/api/me").then((m) => L.showConnections(m.connections));
     L.stream(base + "/stream", {
       update: (d) => {
