@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -73,32 +73,10 @@ def web(
 
     import uvicorn
 
-    from ..mqtt.monitor import check_filter_prefix
-    from ..mqtt.settings import MqttConfigError, MqttSettings
-    from ..web import AuthConfigError, SourceUnavailable, UserStore, WebConfig, create_app
-    from ..web.source import lab_source
+    from ..web import WebConfig, create_app
 
-    if lab is not None:
-        try:
-            lab_source(lab)
-        except SourceUnavailable as exc:
-            raise _fail(str(exc)) from None
-    try:
-        store = UserStore.from_file(users) if users is not None else UserStore.from_env()
-    except AuthConfigError as exc:
-        raise _fail(str(exc)) from None
-    if store is None and not _loopback(host):
-        raise _fail(
-            f"--host {host} would open the lab to the network without sign-in: configure users "
-            "(--users FILE or LABRIG_WEB_USERS, see `labrig web-user`) first"
-        )
-    settings = None
-    if not no_mqtt:
-        try:
-            check_filter_prefix(prefix)
-            settings = MqttSettings.from_env(url=mqtt, ca_file=mqtt_ca, station="web")
-        except MqttConfigError as exc:
-            raise _fail(str(exc)) from None
+    store = _users(users, host, lab)
+    settings = None if no_mqtt else _mqtt(mqtt, mqtt_ca, prefix)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -122,6 +100,39 @@ def web(
         timeout_graceful_shutdown=2,
         proxy_headers=False,
     )
+
+
+def _users(users: Path | None, host: str, lab: str | None) -> Any:
+    """The users (None: no sign-in), after the checks that stop a bad start."""
+    from ..web import AuthConfigError, SourceUnavailable, UserStore
+    from ..web.source import lab_source
+
+    if lab is not None:
+        try:
+            lab_source(lab)
+        except SourceUnavailable as exc:
+            raise _fail(str(exc)) from None
+    try:
+        store = UserStore.from_file(users) if users is not None else UserStore.from_env()
+    except AuthConfigError as exc:
+        raise _fail(str(exc)) from None
+    if store is None and not _loopback(host):
+        raise _fail(
+            f"--host {host} would open the lab to the network without sign-in: configure users "
+            "(--users FILE or LABRIG_WEB_USERS, see `labrig web-user`) first"
+        )
+    return store
+
+
+def _mqtt(url: str | None, ca: str | None, prefix: str) -> Any:
+    from ..mqtt.monitor import check_filter_prefix
+    from ..mqtt.settings import MqttConfigError, MqttSettings
+
+    try:
+        check_filter_prefix(prefix)
+        return MqttSettings.from_env(url=url, ca_file=ca, station="web")
+    except MqttConfigError as exc:
+        raise _fail(str(exc)) from None
 
 
 def web_user(

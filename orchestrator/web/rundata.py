@@ -64,6 +64,7 @@ class RunsDir:
         self._events: OrderedDict[str, tuple[tuple[int, int] | None, list[dict[str, Any]]]] = (
             OrderedDict()
         )
+        self._cycles: dict[str, tuple[tuple[int, int], list[dict[str, Any]]]] = {}
         self._lock = threading.Lock()
 
     def path(self, run_id: str) -> Path:
@@ -169,13 +170,23 @@ class RunsDir:
 
     def cycles(self, run_id: str) -> list[dict[str, Any]]:
         """Per-cycle rows: ``cycles.parquet`` when written, else the ``cycle_ended`` events."""
-        root = self.path(run_id)
-        try:
-            table = pq.read_table(root / "cycles.parquet")
-            rows: list[dict[str, Any]] = table.to_pylist()
-            return rows
-        except (OSError, pa.ArrowException):
-            pass
+        path = self.path(run_id) / "cycles.parquet"
+        key = _stat_key(path)
+        if key is not None:
+            with self._lock:
+                hit = self._cycles.get(run_id)
+            if hit is not None and hit[0] == key:
+                return hit[1]
+            try:
+                rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
+            except (OSError, pa.ArrowException):
+                rows = []
+            if rows:
+                with self._lock:
+                    self._cycles[run_id] = (key, rows)
+                    while len(self._cycles) > _EVENT_CACHE:
+                        self._cycles.pop(next(iter(self._cycles)))
+                return rows
         return [
             dict(e.get("data") or {}) for e in self.events(run_id) if e.get("kind") == "cycle_ended"
         ]

@@ -24,11 +24,12 @@
 
   // ---- numbers and times (shown in the viewer's own time zone) ----
   L.num = (v, digits) => (v === null || v === undefined || !isFinite(v) ? "–" : Number(v).toFixed(digits));
-  L.time = (epoch) => (epoch ? new Date(epoch * 1000).toLocaleString([], {
-    year: "numeric", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
-  }) : "–");
-  L.clock = (epoch) => (epoch ? new Date(epoch * 1000).toLocaleTimeString([], {
-    hour: "2-digit", minute: "2-digit", second: "2-digit" }) : "–");
+  // one formatter each (making one per call costs more than the formatting)
+  const fmtTime = new Intl.DateTimeFormat([], { year: "numeric", month: "short", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const fmtClock = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  L.time = (epoch) => (epoch ? fmtTime.format(new Date(epoch * 1000)) : "–");
+  L.clock = (epoch) => (epoch ? fmtClock.format(new Date(epoch * 1000)) : "–");
   L.duration = (s) => {
     if (s === null || s === undefined || !isFinite(s)) return "–";
     s = Math.max(0, s);

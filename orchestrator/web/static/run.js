@@ -178,7 +178,7 @@
     L.$("#cycnote").textContent = data[0].length ? `${data[0].length} cycles` : "no complete cycle yet";
     el.dataset.cycles = data[0].length;
     if (R.cycplot) { R.cycplot.setData(data); return; }
-    const pts = { show: true, size: 4 };
+    const pts = { show: data[0].length <= 150, size: 4 }; // markers only where they can be seen
     R.cycplot = new uPlot({
       width: width(el), height: 260,
       scales: { x: { time: false }, cap: {}, ce: { range: (u, min, max) => [Math.min(min ?? 90, 95), Math.max(max ?? 100, 100.5)] } },
@@ -243,7 +243,11 @@
     const sel = L.$("#evkind");
     for (const k of kinds) if (!sel.querySelector(`option[value="${k}"]`)) sel.append(L.el("option", { value: k, text: k }));
     const want = sel.value;
-    const rows = R.events.filter((e) => !want || e.kind === want).slice(0, 500);
+    const all = R.events.filter((e) => !want || e.kind === want);
+    const rows = all.slice(0, R.eventRows || 100);
+    const more = L.$("#evmore");
+    more.classList.toggle("hidden", all.length <= rows.length);
+    more.textContent = `show ${Math.min(all.length - rows.length, 500)} more`;
     L.$("#events tbody").replaceChildren(...rows.map((e) => L.el("tr", { class: "ev-" + e.kind },
       L.el("td", { text: L.time(e.wall_time) }), L.el("td", { class: "num", text: e.seq }),
       L.el("td", { text: e.kind }), L.el("td", { class: "wrap", text: eventText(e) }))));
@@ -269,13 +273,18 @@
     L.$("#tz").textContent = "· " + L.tzName;
     L.$("#resetzoom").addEventListener("click", overview);
     L.$("#evkind").addEventListener("change", () => addEvents([]));
+    L.$("#evmore").addEventListener("click", async () => {
+      R.eventRows = (R.eventRows || 100) + 500;
+      const d = await L.api(`${base}/events?limit=${R.eventRows}`);
+      addEvents(d.events || []);
+    });
     const info = await L.api(base);
     if (info._status === 404) { L.$("#facts").textContent = info.error; document.body.dataset.ready = "1"; return; }
     facts(info);
     downloads(info);
     overview().then(ready);
     L.api(base + "/cycles?fields=plot").then((d) => { R.cycles = d.cycles || []; drawCycles(); ready(); });
-    L.api(base + "/events?limit=500").then((d) => { addEvents(d.events || []); ready(); });
+    L.api(base + "/events?limit=100").then((d) => { addEvents(d.events || []); ready(); });
     const spectra = () => (document.body.dataset.ready ? loadSpectra() : setTimeout(spectra, 100));
     spectra(); // impedance fits take a while: after the rest is drawn
     L.api("/api/me").then((m) => L.showConnections(m.connections));
