@@ -4,7 +4,7 @@
   const L = window.labrig;
   const ACTIVE = ["queued", "waiting", "running", "paused", "detached"];
 
-  function jobs(list) {
+  function jobs(list, waitingFor) {
     const rows = list.slice().sort((a, b) => (ACTIVE.includes(b.state) - ACTIVE.includes(a.state)) || (b.submitted - a.submitted));
     L.$("#jobs tbody").replaceChildren(...rows.map((j) => {
       const starts = j.not_before ? L.time(j.not_before) : j.after ? `after ${j.after}` : "";
@@ -13,7 +13,9 @@
       return L.el("tr", { "data-run": j.run_id },
         L.el("td", {}, L.el("a", { href: "/runs/" + encodeURIComponent(j.run_id), text: j.run_id })),
         L.el("td", { text: j.position }), L.el("td", { text: j.protocol }),
-        L.el("td", { title: j.reason || "" }, L.el("span", { class: "st " + j.state, text: j.state })),
+        L.el("td", { title: j.reason || "" }, waitingFor[j.run_id] && j.state === "running"
+          ? L.el("span", { class: "st waiting", text: "waiting", title: "for " + waitingFor[j.run_id] })
+          : L.el("span", { class: "st " + j.state, text: j.state })),
         L.el("td", { text: L.time(j.submitted) }), L.el("td", { text: starts }),
         L.el("td", { text: j.started ? L.time(j.started) : "" }),
         L.el("td", { class: "num", text: j.cycle ?? "" }),
@@ -36,7 +38,8 @@
     for (const t of list) for (const s of t.slots) end = Math.max(end, s.expected_end || 0, (s.expected_start || 0) + (s.expected_s || 0));
     const from = Math.min(now, ...list.flatMap((t) => t.slots.map((s) => s.since || now)));
     const pct = (x) => `${(100 * (x - from)) / (end - from)}%`;
-    box.replaceChildren(L.el("p", { class: "dim", text: `from ${L.clock(from)} to about ${L.time(end)}` }),
+    box.replaceChildren(L.el("p", { class: "dim" }, `from ${L.clock(from)} to about ${L.time(end)} · `,
+      L.el("span", { class: "st running", text: "holding" }), " ", L.el("span", { class: "st waiting", text: "waiting" })),
       ...list.map((t) => L.el("div", { class: "tl-row" }, L.el("span", { text: t.resource }),
         L.el("div", { class: "tl-track" }, ...t.slots.map((s) => {
           const a = s.holding ? s.since || now : s.expected_start || now;
@@ -55,7 +58,9 @@
       ? `Scheduler of station ${d.station || "?"} · updated ${L.clock(d.fetched_at)} · times in ${L.tzName}` +
         (d.watchdog_trips ? ` · stale-data watchdog trips: ${d.watchdog_trips}` : "")
       : `No scheduler daemon: ${d.error || "unavailable"}`;
-    jobs(d.runs || []);
+    const waitingFor = {};
+    for (const t of d.timeline || []) for (const s of t.slots) if (!s.holding) waitingFor[s.run_id] = t.resource;
+    jobs(d.runs || [], waitingFor);
     timeline(d.timeline || []);
   }
   async function setupSubmit() {
