@@ -168,7 +168,8 @@ def _series(src: DataSource, run_id: str, lo: float | None, hi: float | None, n:
 async def series(request: Request) -> Response:
     q = request.query_params
     n = int(_float(q.get("n")) or 1000)
-    args = (_float(q.get("lo")), _float(q.get("hi")), max(50, min(n, 5000)))
+    n = max(100, min(5000, round(n / 100) * 100))  # whole hundreds: cached whole-run views
+    args = (_float(q.get("lo")), _float(q.get("hi")), n)
     try:
         data = await asyncio.to_thread(_series, _src(request), request.path_params["run_id"], *args)
     except RunNotFound as exc:

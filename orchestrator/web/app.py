@@ -8,6 +8,7 @@ server-sent events and downloads under ``/api/``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import secrets
@@ -165,15 +166,18 @@ def _page(name: str) -> Any:
     async def handler(request: Request) -> Response:
         pages: Pages = request.app.state.pages
         if name == "run":
-            return pages.render(name, request, run_id=request.path_params["run_id"])
+            run_id = request.path_params["run_id"]
+            source: DataSource = request.app.state.source
+            # start reading the run while the browser fetches the scripts; the page's
+            # requests then find it read (or wait for the one reader)
+            asyncio.get_running_loop().run_in_executor(None, source.prefetch, run_id)
+            return pages.render(name, request, run_id=run_id)
         return pages.render(name, request)
 
     return handler
 
 
 async def report(request: Request) -> Response:
-    import asyncio
-
     source: DataSource = request.app.state.source
     run_id = request.path_params["run_id"]
     try:

@@ -201,6 +201,7 @@ class _Series:
     staged: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
     staged_key: tuple[Any, ...] = ()
     version: tuple[Any, ...] = ()
+    loading: threading.Lock = field(default_factory=threading.Lock)
 
     def view(self) -> dict[str, npt.NDArray[np.float64]]:
         if not self.staged or not len(self.staged["time_s"]):
@@ -261,6 +262,10 @@ class SeriesCache:
             self._cache[run_id] = s
             while len(self._cache) > self.max_runs:
                 self._cache.popitem(last=False)
+        with s.loading:  # one reader per run: a second caller waits and finds it read
+            return self._update(s, data)
+
+    def _update(self, s: _Series, data: Path) -> dict[str, npt.NDArray[np.float64]]:
         try:
             entries = sorted(os.scandir(data), key=lambda e: e.name)
         except OSError:

@@ -86,6 +86,7 @@ class DataSource(Protocol):
     def lab_feed(self) -> contextlib.AbstractContextManager[LabFeed]: ...
     def run_feed(self, run_id: str) -> contextlib.AbstractContextManager[RunFeed]: ...
     def run_info(self, run_id: str) -> dict[str, Any]: ...
+    def prefetch(self, run_id: str) -> None: ...
     def run_summaries(self, limit: int) -> list[dict[str, Any]]: ...
     async def queue(self) -> dict[str, Any]: ...
     async def command(
@@ -198,6 +199,16 @@ class LocalSource:
                 s["state"] = row.run_state
                 s["cycle"] = row.cycle
         return rows
+
+    def prefetch(self, run_id: str) -> None:
+        """Read what a run page asks for first (blocking: call it in a worker thread while
+        the browser loads the page's scripts)."""
+        try:
+            self.series.window(run_id, None, None, 1200)
+            self.runs.events(run_id)
+            self.runs.cycles(run_id)
+        except (RunNotFound, OSError, ValueError):
+            return  # the page's own requests report it
 
     def run_info(self, run_id: str) -> dict[str, Any]:
         """What the run page shows at the top: run.json facts and the live status."""

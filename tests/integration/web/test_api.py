@@ -85,8 +85,8 @@ async def test_run_api_series_cycles_events_and_impedance(finished_run: tuple[Pa
         assert [r["run_id"] for r in listed] == [run_id] and listed[0]["state"] == "finished"
         info = (await c.get(base)).json()
         assert info["protocol"] == "web-cycles" and info["t0"] > 1e9 and info["on_disk"]
-        whole = (await c.get(base + "/series?n=50")).json()
-        assert whole["stored"] == rows and whole["shown"] == len(whole["t"]) <= 6 * 50
+        whole = (await c.get(base + "/series?n=100")).json()
+        assert whole["stored"] == rows and whole["shown"] == len(whole["t"]) <= 6 * 100
         assert whole["t"] == sorted(whole["t"]) and whole["shown"] < rows
         lo, hi = whole["t_max"] * 0.25, whole["t_max"] * 0.5
         part = (await c.get(f"{base}/series?lo={lo}&hi={hi}&n=2000")).json()
