@@ -30,7 +30,7 @@
     L.message(L.$("#submitmsg"), d.accepted, d.reason || d.error);
     load();
   }
-  function timeline(list) {
+  function timeline(list, names) {
     const box = L.$("#timeline");
     if (!list.length) { box.replaceChildren(L.el("p", { class: "dim", text: "No shared instrument is booked or awaited." })); return; }
     const now = Date.now() / 1000;
@@ -46,7 +46,7 @@
           const b = s.expected_end || a + (s.expected_s || 60);
           const bar = L.el("div", { class: "tl-bar " + (s.holding ? "hold" : "wait"),
             title: `${s.run_id}: ${s.holding ? "holding since " + L.clock(s.since) : "waiting, expected at " + L.clock(s.expected_start)}` +
-              (s.expected_s ? `, about ${L.duration(s.expected_s)}` : ""), text: s.run_id });
+              (s.expected_s ? `, about ${L.duration(s.expected_s)}` : ""), text: names[s.run_id] || s.run_id });
           bar.style.left = pct(a);
           bar.style.width = `max(4px, calc(${pct(b)} - ${pct(a)}))`;
           return bar;
@@ -61,7 +61,8 @@
     const waitingFor = {};
     for (const t of d.timeline || []) for (const s of t.slots) if (!s.holding) waitingFor[s.run_id] = t.resource;
     jobs(d.runs || [], waitingFor);
-    timeline(d.timeline || []);
+    const names = Object.fromEntries((d.runs || []).map((j) => [j.run_id, `${j.position} · ${j.protocol}`]));
+    timeline(d.timeline || [], names);
   }
   async function setupSubmit() {
     if (!L.canCommand) return;

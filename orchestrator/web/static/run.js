@@ -93,7 +93,15 @@
   function setData(data, reset) {
     R.data = data;
     R.plot.setData(data, reset);
+    if (reset) oneMinute();
     L.$("#plot").dataset.points = data[0].length;
+  }
+  // uPlot spreads a single point over years: show its first minute instead
+  function oneMinute() {
+    const x = R.data[0];
+    if (x.length !== 1) return;
+    const [min, max] = spanAtLeast(x[0], x[0]);
+    R.plot.setScale("x", { min, max });
   }
   function makePlot(data) {
     const el = L.$("#plot");
@@ -125,6 +133,7 @@
     };
     R.data = data;
     R.plot = new uPlot(opts, data, el);
+    oneMinute();
     el.dataset.points = data[0].length;
   }
   function zoomTo(min, max) {
