@@ -251,7 +251,10 @@ class Daemon:
             if op == "events":
                 after = req.get("after_seq", 0)
                 return ok(events=self.recent.since(run_id, after if isinstance(after, int) else 0))
-            return ok(message=sched.command(run_id, op, sender="local"))
+            sender = req.get("sender", "local")
+            if not (isinstance(sender, str) and 0 < len(sender) <= 200 and sender.isprintable()):
+                return error("sender must be a printable name of at most 200 characters")
+            return ok(message=sched.command(run_id, op, sender=sender))
         except (SchedulerError, StationError) as exc:
             return error(str(exc))
 

@@ -57,3 +57,6 @@ def test_the_wheel_installs_labrig_and_nothing_else(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "labrig/protocols/library/rate_test.yaml" in names
     assert "labrig/orchestrator/cli.py" in names
+    # the web app's pages and chart library ship in the package: no build step for users
+    assert "labrig/orchestrator/web/static/run.js" in names
+    assert "labrig/orchestrator/web/static/vendor/uplot/uPlot.iife.min.js" in names

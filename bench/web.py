@@ -1,0 +1,339 @@
+"""Benchmark of ``labrig web``: live lab page under 1,024 channels at 1 Hz, and the page
+load of a 1000-cycle run.
+
+    python bench/web.py                       # both parts
+    python bench/web.py --part live --seconds 30
+    python bench/web.py --part load --run-dir runs/<id-of-a-1000-cycle-run>
+
+Live: a private Mosquitto; a publisher process (``MqttPublisher``, station ``rig-a``)
+sends a status for each of 1,024 channels, then telemetry at 1 Hz each, spread evenly;
+``labrig web`` runs in its own process; Chromium (``/usr/bin/chromium``, Playwright)
+shows the lab page with about 40 rows in view. Figures: the time from the broker's
+delivery of a reading (as ``mosquitto_sub`` in its own process saw it) to the change of
+its row in the browser's DOM (a MutationObserver on the rows), p50/p99; the same from
+the publish call (the reading's ``wall_time``); the web server's CPU. Reference: the
+publish call to ``mosquitto_sub``'s receipt of the same readings (ratio shown).
+
+Load: a 1000-cycle dry run (``endurance_1c_checkups`` on the in-process simulated
+station, as ``bench/dry_run.py``; or ``--run-dir``); the time from navigation to the run
+page's V/I/T plot, capacity plot and events drawn (``body[data-ready]``), cold (server
+cache empty) and warm (median of 5). Reference: ``protocols.analysis.load_run`` of the
+same directory in this process (what ``labrig report`` reads first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from labrig.orchestrator.mqtt.testing import LocalMosquitto, free_port  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+OBSERVER = """
+window.__lat = []; window.__last = new Map();
+document.addEventListener("DOMContentLoaded", () => {
+  new MutationObserver((muts) => {
+    const now = Date.now() / 1000;
+    for (const m of muts) {
+      const row = m.target, u = parseFloat(row.dataset.updated);
+      if (!u || window.__last.get(row) === u) continue;
+      window.__last.set(row, u);
+      window.__lat.push([row.dataset.key, u, now]);
+    }
+  }).observe(document.getElementById("gbody"),
+             { subtree: true, attributes: true, attributeFilter: ["data-updated"] });
+});
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q / 100 * len(s)))]
+
+
+def cpu_of(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_web(runs: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "labrig.orchestrator.cli", "web", "--runs", str(runs),
+           "--port", str(port), *extra]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import socket
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("labrig web did not start")
+
+
+# ---------------------------------------------------------------------------- publisher
+
+
+async def publish(url: str, channels: int, seconds: float) -> None:
+    """The load: statuses once, then telemetry at 1 Hz per channel, spread evenly."""
+    from labrig.orchestrator.events import RunState, RunStatus, Telemetry
+    from labrig.orchestrator.mqtt import MqttPublisher, MqttSettings
+
+    settings = MqttSettings.from_url(url, station="rig-a", max_pending_telemetry=8192)
+    names = [f"ch{i:04d}" for i in range(channels)]
+    async with MqttPublisher(settings, channels=names) as pub:
+        await pub.wait_connected(10)
+        for i, name in enumerate(names):
+            pub.publish_status(RunStatus(f"bench-{i}", name, "bench", RunState.running, "charge",
+                                         1, 1, 3.7, 0.001, 25.0, 0.0, 3600.0, time.time(),
+                                         f"C{i:04d}"))  # fmt: skip
+        await pub.flush(30)
+        loop = asyncio.get_running_loop()
+        t0, k = loop.time(), 0
+        while (now := loop.time() - t0) < seconds:
+            due = int(now * channels)
+            while k < due:
+                i = k % channels
+                v = 3.5 + 0.2 * ((k // channels) % 10) / 10
+                pub.publish_telemetry(Telemetry(f"bench-{i}", names[i], time.time(), now, v,
+                                                0.001, 25.0, 1, 1))  # fmt: skip
+                k += 1
+            await asyncio.sleep(0.01)
+        await pub.flush(10)
+
+
+# ---------------------------------------------------------------------------- live part
+
+
+def reference_subscriber(broker: LocalMosquitto, out: Path) -> subprocess.Popen[bytes]:
+    """``mosquitto_sub`` (its own process, in C): when the broker delivered each reading."""
+    cmd = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-u", "viewer",
+           "-P", broker.passwords["viewer"], "-t", "labrig/+/+/telemetry", "-F", "%U %t %p",
+           "--nodelay"]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=out.open("wb"), stderr=subprocess.DEVNULL)
+
+
+def delivered(out: Path) -> dict[tuple[str, float], float]:
+    """(channel, wall_time) -> when mosquitto_sub received it."""
+    got: dict[tuple[str, float], float] = {}
+    for line in out.read_text(errors="replace").splitlines():
+        stamp, topic, payload = [*line.split(" ", 2), "", ""][:3]
+        try:
+            got[(topic.split("/")[-2], float(json.loads(payload)["wall_time"]))] = float(stamp)
+        except (ValueError, KeyError, IndexError):
+            continue
+    return got
+
+
+async def measure_live(
+    url: str, broker: LocalMosquitto, web_pid: int, seconds: float
+) -> dict[str, Any]:
+    """Watch the lab page for ``seconds``; latencies, rows and the server's CPU."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = await browser.new_page(viewport={"width": 1600, "height": 1200})
+        await page.add_init_script(OBSERVER)
+        await page.goto(url + "/")
+        await asyncio.sleep(5)  # the retained statuses arrive, the load settles
+        await page.evaluate("() => { window.__lat = []; }")
+        cpu0, wall0 = cpu_of(web_pid), time.monotonic()
+        got0 = await page.evaluate("() => window.labrig.lab.received")
+        await asyncio.sleep(seconds)
+        out = {
+            "cpu": cpu_of(web_pid) - cpu0,
+            "wall": time.monotonic() - wall0,
+            "lat": await page.evaluate("() => window.__lat"),
+            "got": await page.evaluate("() => window.labrig.lab.received") - got0,
+            "rows": await page.evaluate("() => window.labrig.lab.rows.size"),
+            "shown": await page.locator(".gbody .grow:not([hidden])").count(),
+        }
+        await browser.close()
+    return out
+
+
+def live(args: argparse.Namespace, tmp: Path) -> None:
+    broker = LocalMosquitto(tmp / "broker")
+    broker.start()
+    runs = tmp / "runs"
+    runs.mkdir()
+    web, url = start_web(runs, ["--mqtt", broker.url("viewer")])
+    pub = subprocess.Popen([sys.executable, __file__, "--publisher", broker.url("rig-a"),
+                            "--channels", str(args.channels),
+                            "--seconds", str(args.seconds + 8)])  # fmt: skip
+    sub = reference_subscriber(broker, tmp / "sub.log")
+    try:
+        m = asyncio.run(measure_live(url, broker, web.pid, args.seconds))
+    finally:
+        sub.terminate()
+        sub.wait(10)
+        pub.wait(60)
+        web.terminate()
+        web.wait(10)
+        broker.stop()
+    got = delivered(tmp / "sub.log")
+    first = min((u for _, u, _ in m["lat"]), default=0.0)
+    published = [(t - u) * 1e3 for (_, u), t in got.items() if u >= first]
+    dom, web_path = [], []
+    for key, u, seen in m["lat"]:
+        dom.append((seen - u) * 1e3)
+        t = got.get((key.rsplit("/", 1)[-1], u))
+        if t is not None:
+            web_path.append((seen - t) * 1e3)
+    wall = m["wall"]
+    print(f"[live] {args.channels} channels x 1 Hz for {wall:.0f} s; {m['rows']} rows on the "
+          f"page, {m['shown']} in view; {len(dom)} row changes seen in the DOM")  # fmt: skip
+    print(f"  rows delivered to the page      {m['got'] / wall:8.0f} row updates/s")
+    print(f"  MQTT message -> browser DOM     p50 {pct(web_path, 50):7.0f} ms   "
+          f"p99 {pct(web_path, 99):7.0f} ms   (from the broker's delivery; "
+          "target p99 < 1000 ms)")  # fmt: skip
+    print(
+        f"  publish call -> browser DOM     p50 {pct(dom, 50):7.0f} ms   p99 {pct(dom, 99):7.0f} ms"
+    )
+    print(f"  reference: publish call -> MQTT subscriber (mosquitto_sub)  p50 "
+          f"{pct(published, 50):7.1f} ms   p99 {pct(published, 99):7.1f} ms")  # fmt: skip
+    print(f"  ratio (publish -> DOM) / (publish -> subscriber)  p50 "
+          f"{pct(dom, 50) / pct(published, 50):.1f} x   "
+          f"p99 {pct(dom, 99) / pct(published, 99):.1f} x")  # fmt: skip
+    print(f"  web server CPU               {100 * m['cpu'] / wall:7.1f} % of one core")
+
+
+# ---------------------------------------------------------------------------- load part
+
+
+SHORT = """
+name: bench-short
+cell: {cam_mass_mg: 8.4, c_rate_basis_mA_per_g: 200, cell_id: S1}
+limits: {voltage_V: [1.95, 3.75], current_abs_mA: 5.0}
+defaults: {record: {every_s: 30}}
+sequence:
+  - repeat: 3
+    steps: [Charge at 1C until 3.7 V or 2 h, Discharge at 1C until 2.0 V or 2 h]
+"""
+
+
+def make_run(out: Path, text: str | None = None) -> Path:
+    """A dry run on the virtual clock: the 1000-cycle endurance protocol, or ``text``."""
+    from labrig.orchestrator.clock import new_virtual_loop
+    from labrig.orchestrator.runner import RunRequest, execute_run
+    from labrig.orchestrator.station import INPROCESS_STATION
+    from labrig.protocols.loader import dump_protocol_yaml, load_protocol, load_protocol_text
+
+    proto = load_protocol_text(text) if text else load_protocol("endurance_1c_checkups")
+    req = RunRequest(protocol=proto, protocol_yaml=dump_protocol_yaml(proto), out_dir=out,
+                     station=INPROCESS_STATION, sim=True)  # fmt: skip
+    t0 = time.perf_counter()
+    with asyncio.Runner(loop_factory=new_virtual_loop) as runner:
+        outcome, root = runner.run(execute_run(req))
+    print(f"[load] dry run of {proto.name}: {outcome.cycles} cycles, {outcome.rows:,} rows "
+          f"in {time.perf_counter() - t0:.0f} s")  # fmt: skip
+    return Path(root)
+
+
+async def page_loads(pages: list[tuple[str, Path]], n: int = 6) -> list[dict[str, Any]]:
+    """Load each run page ``n`` times in one browser tab after another (assets cached as
+    in a real browser); seconds from navigation to the page drawn."""
+    from playwright.async_api import async_playwright
+
+    out = []
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = await browser.new_context(viewport={"width": 1280, "height": 900})
+        for url, root in pages:
+            times: list[float] = []
+            for _ in range(n):
+                page = await context.new_page()
+                t0 = time.perf_counter()
+                await page.goto(f"{url}/runs/{root.name}")
+                await page.wait_for_selector("body[data-ready='1']", timeout=120_000)
+                times.append(time.perf_counter() - t0)
+                points = await page.get_attribute("#plot", "data-points")
+                cycles = await page.get_attribute("#cycplot", "data-cycles")
+                await page.close()
+            out.append({"times": times, "points": points, "cycles": cycles})
+        await browser.close()
+    return out
+
+
+def load(args: argparse.Namespace, tmp: Path) -> None:
+    from labrig.protocols.analysis import load_run
+
+    root = Path(args.run_dir) if args.run_dir else make_run(tmp / "runs")
+    short = make_run(tmp / "short", SHORT)
+    web, url = start_web(root.parent, ["--no-mqtt"])
+    small, small_url = start_web(short.parent, ["--no-mqtt"])
+    try:  # the small run first: the browser is warm when the big one is first asked
+        small_res, big = asyncio.run(page_loads([(small_url, short), (url, root)]))
+    finally:
+        for proc in (web, small):
+            proc.terminate()
+            proc.wait(10)
+    refs = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        data = load_run(root)
+        refs.append(time.perf_counter() - t0)
+    ref = statistics.median(refs)
+    times, short_times = big["times"], small_res["times"]
+    points, cycles = big["points"], big["cycles"]
+    warm = statistics.median(times[1:])
+    print(f"[load] run page of {root.name}: {len(data.series):,} records, {cycles} cycles, "
+          f"{points} points drawn")  # fmt: skip
+    print(f"  page load, cold (server cache empty)  {times[0] * 1e3:7.0f} ms")
+    print(f"  page load, warm (median of 5)         {warm * 1e3:7.0f} ms   (target < 1000 ms)")
+    small_warm = statistics.median(short_times[1:])
+    print(f"  reference: run page of a 3-cycle run  {small_warm * 1e3:7.0f} ms   "
+          "(warm, median of 5: the browser's and the machine's own cost)")  # fmt: skip
+    print(f"  reference: analysis load_run          {ref * 1e3:7.0f} ms")
+    print(
+        f"  ratio warm / 3-cycle page {warm / small_warm:.2f}; "
+        f"cold / load_run {times[0] / ref:.2f}, warm / load_run {warm / ref:.2f}"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--part", choices=["live", "load", "both"], default="both")
+    ap.add_argument("--channels", type=int, default=1024)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--run-dir", help="a 1000-cycle run directory to load (default: make one)")
+    ap.add_argument("--publisher", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.publisher:
+        asyncio.run(publish(args.publisher, args.channels, args.seconds))
+        return
+    if not os.access(CHROMIUM, os.X_OK) or shutil.which("mosquitto_sub") is None:
+        raise SystemExit(
+            "needs /usr/bin/chromium and mosquitto (apt-get install chromium mosquitto)"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.part in ("live", "both"):
+            live(args, Path(tmp))
+        if args.part in ("load", "both"):
+            load(args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
