@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any, cast
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from labrig.drivers.capabilities import (
     StepEnd,
 )
 from labrig.drivers.recordstore import RecordStore, StepTally
+from labrig.drivers.steps import remaining
 
 from ._cycling import plan_step, step_end
 from ._device import BioLogicDevice
@@ -111,6 +113,7 @@ class BioLogicChannel:
         self._limits: ChannelLimits | None = None
         self._run: _Run | None = None
         self._task: asyncio.Task[None] | None = None
+        self._group: asyncio.TaskGroup | None = None  # owns the block's supervisor
         self._resume = asyncio.Event()
         self._resume.set()
         self._busy = asyncio.Lock()  # one measurement or block at a time
@@ -123,7 +126,23 @@ class BioLogicChannel:
     # ------------------------------------------------------------------ life cycle
     async def open(self) -> None:
         self._t0 = asyncio.get_running_loop().time()
-        await self.device.prepare_channel(self.channel)
+        if self._group is None:
+            self._group = asyncio.TaskGroup()
+            await self._group.__aenter__()
+        try:
+            await self.device.prepare_channel(self.channel)
+        except BaseException:
+            await self._end_tasks()
+            raise
+
+    async def _end_tasks(self) -> None:
+        """Cancel and await the block supervisor, and leave its TaskGroup."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        group, self._group = self._group, None
+        if group is not None:
+            await group.__aexit__(None, None, None)
 
     async def __aenter__(self) -> BioLogicChannel:
         await self.open()
@@ -135,8 +154,11 @@ class BioLogicChannel:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        with contextlib.suppress(InstrumentError):  # must not mask the error that got us here
-            await self.safe_state()
+        try:
+            with contextlib.suppress(InstrumentError):  # must not mask the error that got us here
+                await self.safe_state()
+        finally:
+            await self._end_tasks()
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time() - self._t0
@@ -278,7 +300,9 @@ class BioLogicChannel:
             raise InstrumentError(f"{self.name}: {exc}") from None
         self._run = _Run(block_id, tuple(steps))
         self._resume.set()
-        self._task = asyncio.get_running_loop().create_task(
+        if self._group is None:
+            raise InstrumentError(f"{self.name}: open the channel before starting a block")
+        self._task = self._group.create_task(
             self._supervise(self._run), name=f"{self.name}-block-{block_id}"
         )
 
@@ -337,12 +361,10 @@ class BioLogicChannel:
 
     # ------------------------------------------------------------------ supervisor
     async def _supervise(self, run: _Run) -> None:
-        from ._block import run_block
-
         try:
             async with self._busy:
                 await run_block(self, run)
-        except InstrumentError as exc:
+        except Exception as exc:  # a latched fault: nothing escapes the task
             run.state = ChannelState.fault
             run.fault = f"{type(exc).__name__}: {exc}"
         finally:
@@ -379,3 +401,78 @@ class BioLogicChannel:
 def _sweep_seconds(freqs: Sequence[float], average_n: int, wait: float) -> float:
     f = np.asarray(freqs, dtype=np.float64)
     return float(np.sum((average_n + wait + 1.0) / f) + 0.5 * f.size)
+
+
+# ---------------------------------------------------------------------- the block supervisor
+# Each step is loaded and started as techniques (._cycling); the firmware ends it on its
+# conditions and limits and stops the channel; the supervisor drains the records, reads how
+# the step ended, and follows its action (next, goto, end the block, pause, abort). A host
+# pause stops the step; on resume it runs again with what is left of its time and
+# capacity ends.
+
+
+async def run_block(ch: BioLogicChannel, run: _Run) -> None:
+    """Run ``run``'s steps in order on ``ch`` until the block ends."""
+    idx = 0
+    while 0 <= idx < len(run.steps):
+        step = run.steps[idx]
+        end = await _run_step(ch, run, step)
+        run.ends.append(end)
+        if end.reason == "safety":
+            run.state = ChannelState.fault
+            run.fault = f"step {step.step_id}: limit reached at {end.end_voltage_V:.4f} V"
+            return
+        if end.reason == "stopped":
+            run.state = ChannelState.fault
+            run.fault = f"step {step.step_id}: the channel stopped before any end (stopped " \
+                        "from outside labrig?)"  # fmt: skip
+            return
+        if end.action in ("abort", "end_block"):
+            break
+        if end.action == "pause":
+            run.state = ChannelState.paused
+            return
+        if end.action == "goto":
+            cond = next((e for e in (*step.ends, *step.cv_ends)
+                         if e.action == "goto" and e.quantity == end.reason), None)  # fmt: skip
+            idx = cond.goto if cond is not None and cond.goto is not None else idx + 1
+        else:
+            idx += 1
+    run.state = ChannelState.done
+
+
+async def _run_step(ch: BioLogicChannel, run: _Run, step: ChannelStep) -> StepEnd:
+    """One step, surviving host pauses; its end from the last record."""
+    elapsed, charge, energy = 0.0, 0.0, 0.0
+    todo = step
+    while True:
+        assert ch._limits is not None
+        ewe = float((await ch.runner.values()).Ewe)
+        plan = plan_step(todo, ch._limits, ewe_V=ewe)
+        # the channel's clock and the instrument's ticks may differ by a tick: records
+        # never go back in time
+        t0 = max(ch._now(), ch.records.last_time)
+        run.step_id, run.step_t0 = step.step_id, t0 - elapsed
+        tally = StepTally(step.step_id, t0)
+        tally.charge_Ah, tally.energy_Wh = charge, energy
+        rest = isinstance(plan.techniques[0], Ocv)
+
+        def sink(frame: Any, tally: StepTally = tally, rest: bool = rest) -> None:
+            (ch._on_rest_frame if rest else ch._on_frame)(tally, frame)
+
+        await ch.runner.run(plan.techniques, sink, poll_s=ch.poll_s)
+        step_t = (tally.last_t if tally.last_t is not None else t0) - t0
+        if not ch._resume.is_set():  # a host pause stopped the step: wait, run the rest
+            run.state = ChannelState.paused
+            await ch._resume.wait()
+            run.state = ChannelState.running
+            elapsed += step_t
+            charge, energy = tally.charge_Ah, tally.energy_Wh
+            todo = remaining(step, elapsed, abs(charge))
+            continue
+        reason, action = ch._step_end(plan, tally)
+        return StepEnd(
+            step_id=step.step_id, reason=reason, action=cast(Any, action),
+            time_s=elapsed + step_t, charge_Ah=tally.charge_Ah, energy_Wh=tally.energy_Wh,
+            end_voltage_V=tally.last_v,
+        )  # fmt: skip

@@ -123,6 +123,7 @@ class GamryChannel(HostCycler):
     # ------------------------------------------------------------------ life cycle
     async def open(self) -> None:
         self._t0 = asyncio.get_running_loop().time()
+        await self._enter_tasks()
         devices = await self.com(self.backend.create, "GamryCOM.GamryDeviceList", what="DeviceList")
         sections = list(await self.com(devices.EnumSections, what="EnumSections"))
         if not sections:
@@ -147,6 +148,7 @@ class GamryChannel(HostCycler):
                 with contextlib.suppress(InstrumentError):
                     await self.com(self.pstat.Close, what="Close")
         finally:
+            await self._end_tasks()
             self.com.close()
 
     async def __aenter__(self) -> GamryChannel:

@@ -85,6 +85,7 @@ class HostCycler:
         self._limits: ChannelLimits | None = None
         self._run: _Run | None = None
         self._task: asyncio.Task[None] | None = None
+        self._group: asyncio.TaskGroup | None = None  # owns the block's supervisor
         self.records = RecordStore()
         self._t0 = 0.0
         self._last_v = math.nan
@@ -139,7 +140,9 @@ class HostCycler:
             raise InstrumentError(f"{self.name}: a block needs at least one step")
         self._run = _Run(block_id, tuple(steps))
         self._resume.set()
-        self._task = asyncio.get_running_loop().create_task(
+        if self._group is None:
+            raise InstrumentError(f"{self.name}: open the channel before starting a block")
+        self._task = self._group.create_task(
             self._supervise(self._run), name=f"{self.name}-block-{block_id}"
         )
 
@@ -190,6 +193,21 @@ class HostCycler:
     async def resume(self) -> None:
         self._resume.set()
 
+    async def _enter_tasks(self) -> None:
+        """Enter the TaskGroup that owns the block supervisor (on open)."""
+        if self._group is None:
+            self._group = asyncio.TaskGroup()
+            await self._group.__aenter__()
+
+    async def _end_tasks(self) -> None:
+        """Cancel and await the block supervisor, and leave its TaskGroup (on close)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        group, self._group = self._group, None
+        if group is not None:
+            await group.__aexit__(None, None, None)
+
     async def stop_block(self) -> None:
         task, self._task = self._task, None
         if task is not None and not task.done():
@@ -226,7 +244,7 @@ class HostCycler:
                 else:
                     idx += 1
             run.state = ChannelState.done
-        except InstrumentError as exc:
+        except Exception as exc:  # a latched fault: nothing escapes the task
             run.state, run.fault = ChannelState.fault, f"{type(exc).__name__}: {exc}"
 
     async def _step(self, run: _Run, step: ChannelStep) -> StepEnd:
