@@ -13,11 +13,13 @@ Accepted layouts (tab or comma separated, header found by its columns, not its l
 - the MIMS Client export: ``Name:``/``Channel:`` lines, then ``Rec  Cycle P  Cycle C
   Step  TestTime  StepTime  Cap. [Ah]  Ener. [Wh]  Current [A]  Voltage [V]  Md  ES ...``;
 - the EIS export (``MACCOR, INC.  AC Impedance Test`` ... ``Freq(Hz)  ...  Z'(a)
-  Z''(b)``), one sweep per file.
+  Z''(b)``), one sweep per file, read by :mod:`.maccor_eis`.
 
 Semantics: ``Amp-hr`` restarts at every step and is unsigned; ``State`` (or ``Md``) says
 C(harge), D(ischarge), R(est); the current's sign is taken from the state where the export
-writes it unsigned. The cycle counter is the export's ``Cyc#`` (or ``Cycle C``).
+writes it unsigned. The cycle counter is the export's ``Cyc#`` (or ``Cycle C``). The test's
+start (``meta["start_datetime"]``, which places EIS sweeps) is the first record's
+``DPt Time``, else the ``Date of Test`` line.
 """
 
 from __future__ import annotations
