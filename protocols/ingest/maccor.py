@@ -107,11 +107,39 @@ def _pick(fields: list[str]) -> dict[str, int]:
 _DHMS = r"^(?:(?P<d>\d+)d\s*)?(?:(?P<h>\d+):)?(?:(?P<m>\d+):)?(?P<s>[0-9.eE+-]+)$"
 
 
+_WEIGHTS = np.array([86400.0, 3600.0, 60.0, 1.0])
+
+
 def _seconds(col: pa.ChunkedArray) -> np.ndarray[Any, np.dtype[np.float64]]:
     """Test time as seconds: plain numbers, or MacTest's ``"Nd HH:MM:SS.ffff"``."""
     if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
         return np.asarray(col.to_numpy(), dtype=np.float64)
     text = pc.utf8_trim_whitespace(col.cast(pa.string()))
+    fast = _seconds_by_split(text)
+    return fast if fast is not None else _seconds_by_regex(text)
+
+
+def _seconds_by_split(text: pa.ChunkedArray) -> np.ndarray[Any, np.dtype[np.float64]] | None:
+    """The common case, five times quicker than the pattern: every value has the same
+    fields (``"0d 00:00:5.05"`` -> ``0:00:00:5.05`` -> 4 numbers), none missing."""
+    if text.null_count:
+        return None
+    parts = pc.split_pattern(pc.replace_substring(text, "d ", ":"), ":")
+    span = pc.min_max(pc.list_value_length(parts)).as_py()
+    k = span["max"]
+    if k is None or span["min"] != k or not 1 <= k <= 4:
+        return None
+    try:
+        flat = pc.list_flatten(parts).cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None  # something else in a field: the pattern says where
+    values = np.asarray(flat.to_numpy(), dtype=np.float64).reshape(-1, k)
+    out: np.ndarray[Any, np.dtype[np.float64]] = values @ _WEIGHTS[-k:]
+    return out
+
+
+def _seconds_by_regex(text: pa.ChunkedArray) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Any mix of ``Nd``, ``H:``, ``M:`` prefixes; NaN where a value is not a time."""
     parts = pc.extract_regex(text, _DHMS)
     total: Any = None
     for name, weight in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):

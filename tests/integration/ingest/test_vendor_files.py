@@ -214,3 +214,23 @@ def test_bdf_csv_from_the_bdf_repository(tmp_path: Path) -> None:
     assert sum(ours_dis) == pytest.approx(float(dis.sum()), rel=RTOL)
     a = analyze(run)
     assert a.key_numbers()["cycles_complete"] >= 1
+
+
+def test_maccor_mixed_and_bad_test_times(tmp_path: Path) -> None:
+    """Times without a day part next to ones with it are read alike; a value that is no
+    time stops the import at its line."""
+    from labrig.protocols.ingest import IngestError, read_vendor_file
+
+    src = DATA / "maccor" / "maccor_001_first700.txt"
+    lines = src.read_text(encoding="latin-1").splitlines(keepends=True)
+    mixed = lines[:4] + [ln.replace("  0d ", "", 1) if k % 2 else ln
+                         for k, ln in enumerate(lines[4:])]  # fmt: skip
+    (tmp_path / "mixed.txt").write_text("".join(mixed), encoding="latin-1")
+    ours = read_vendor_file(tmp_path / "mixed.txt").time_s
+    np.testing.assert_allclose(ours, read_vendor_file(src).time_s, atol=1e-9)
+    cells = lines[9].split("\t")
+    cells[3] = "soon"
+    (tmp_path / "bad.txt").write_text("".join([*lines[:9], "\t".join(cells), *lines[10:]]),
+                                      encoding="latin-1")  # fmt: skip
+    with pytest.raises(IngestError, match="line 10: test time"):
+        read_vendor_file(tmp_path / "bad.txt")
