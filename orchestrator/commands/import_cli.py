@@ -28,14 +28,20 @@ def _fail(msg: str, code: int = 2) -> typer.Exit:
 def _plan(files: list[Path], fmt: str | None) -> list[tuple[Path, list[Path]]]:
     """The files as imports: each MACCOR data export with the EIS exports of its test given
     beside it; every other file (an EIS export of no data export given) alone."""
-    from labrig.protocols.ingest import is_maccor_eis, same_test
+    from labrig.protocols.ingest import IngestError, detect_format, is_maccor_eis, same_test
+
+    def maccor_data(p: Path) -> bool:
+        try:
+            return (fmt or detect_format(p)) == "maccor"
+        except IngestError:
+            return False  # its import says why
 
     eis = [p for p in files if fmt in (None, "maccor") and is_maccor_eis(p)]
     data = [p for p in files if p not in eis]
     plan: list[tuple[Path, list[Path]]] = []
     taken: set[Path] = set()
     for p in data:
-        mine = [e for e in eis if e not in taken and same_test(p, e)]
+        mine = [e for e in eis if e not in taken and same_test(p, e)] if maccor_data(p) else []
         taken.update(mine)
         plan.append((p, mine))
     plan += [(e, []) for e in eis if e not in taken]

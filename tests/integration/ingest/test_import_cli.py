@@ -201,3 +201,15 @@ def test_a_damaged_eis_sibling_stops_the_import_naming_it(tmp_path: Path) -> Non
     res = CliRunner().invoke(app, ["import", str(data), "--no-siblings",
                                    "--out", str(tmp_path / "ok")])  # fmt: skip
     assert res.exit_code == 0, res.output
+
+
+def test_an_eis_export_beside_another_vendors_file_is_a_run_of_its_own(tmp_path: Path) -> None:
+    mpr = tmp_path / "x.mpr"
+    mpr.write_bytes((DATA / "biologic" / "MB-1.mpr").read_bytes())
+    eis = _eis_at(DATA / "maccor" / "maccor_test_file_4267-66-6519.EDA0001.041",
+                  tmp_path / "x_EIS.txt", None)  # fmt: skip
+    res = CliRunner().invoke(app, ["import", str(mpr), str(eis), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    runs = sorted((tmp_path / "r").iterdir())
+    assert len(runs) == 2
+    assert sorted(len(load_run(r).spectra) for r in runs) == [0, 1]
