@@ -105,7 +105,7 @@ def import_cmd(
         ),
     ] = True,
 ) -> None:
-    """Import vendor files as run directories (one per file).
+    """Import vendor files as run directories (one per file, or per MACCOR test).
 
     Formats: MACCOR text and EIS exports, BioLogic .mpr/.mpt, Neware .nda/.ndax, Arbin .res
     (needs mdb-export from mdbtools), Battery Data Format CSV. A MACCOR data export and the
