@@ -133,6 +133,7 @@ def agreement(run: Path, export: Export, summary: object | None) -> None:
 
 
 def cellpy_read(big: Path) -> tuple[float, int, object] | None:
+    """cellpy's read + summary of ``big`` (its logs go beside it, not to the current folder)."""
     try:
         import cellpy
     except ImportError:
@@ -146,8 +147,9 @@ def cellpy_read(big: Path) -> tuple[float, int, object] | None:
     try:  # cellpy prints its progress and warns once a row (pandas 4 deprecations): muted
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            t_cp, c = _timed(lambda: cellpy.get(str(big), instrument="maccor_txt", model="one",
-                                                logging_mode="CRITICAL"))  # fmt: skip
+            opts = {"instrument": "maccor_txt", "model": "one", "logging_mode": "CRITICAL",
+                    "custom_log_dir": str(big.parent)}  # fmt: skip
+            t_cp, c = _timed(lambda: cellpy.get(str(big), **opts))
     except Exception as exc:  # cellpy's own errors: report, do not stop the bench
         print(f"cellpy                            failed: {type(exc).__name__}: {exc}")
         return None

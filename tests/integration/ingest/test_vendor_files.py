@@ -185,7 +185,7 @@ def test_arbin_res_against_cellpy(tmp_path: Path) -> None:
     ours_ch, ours_dis = _caps(import_file(src, tmp_path))
     with warnings.catch_warnings():  # cellpy warns of its optional ODBC loader
         warnings.simplefilter("ignore")
-        c = cellpy.get(str(src), instrument="arbin_res")
+        c = cellpy.get(str(src), instrument="arbin_res", custom_log_dir=str(tmp_path))
     summ = c.data.summary
     assert len(summ) == 18
     _same(ours_ch, _nonzero(summ["charge_capacity"]))  # cellpy keeps the raw unit, Ah
