@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,10 @@ from labrig.protocols.ingest import (
     IngestError,
     NormalizedRun,
     VendorData,
+    attach_eis,
     detect_format,
+    eis_siblings,
+    is_maccor_eis,
     normalize,
     read_vendor_file,
     spectrum_cycle,
@@ -41,6 +44,7 @@ __all__ = [
     "IngestError",
     "cache_dir",
     "cached_import",
+    "eis_files_for",
     "file_sha256",
     "import_file",
     "resolve_run",
@@ -106,7 +110,8 @@ def _cycle_rows(run: NormalizedRun, cell: Mapping[str, Any]) -> list[dict[str, A
     return rows
 
 
-def _meta(vd: VendorData, fmt: str, sha: str, cell: dict[str, Any], run_id: str) -> dict[str, Any]:
+def _meta(vd: VendorData, fmt: str, sha: str, cell: dict[str, Any], run_id: str,
+          eis: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
     file_meta = {k: v for k, v in vd.meta.items() if k != "cell" and k not in _CELL_KEYS}
     return {
         "protocol": {"name": f"imported {vd.vendor} data", "source": str(vd.path.name)},
@@ -125,6 +130,7 @@ def _meta(vd: VendorData, fmt: str, sha: str, cell: dict[str, Any], run_id: str)
             "vendor_cycle_column": vd.cycle_column,
             "records": len(vd),
             "spectra": len(vd.spectra),
+            "eis_files": eis,
             "file_says": file_meta,
             "conventions": "current positive while charging; a cycle is one charge then "
             "one discharge, counted from 1; capacities count up from 0 within each cycle; "
@@ -135,14 +141,14 @@ def _meta(vd: VendorData, fmt: str, sha: str, cell: dict[str, Any], run_id: str)
 
 
 def _write(root_parent: Path, run_id: str, vd: VendorData, fmt: str, sha: str,
-           given: Mapping[str, Any]) -> Path:  # fmt: skip
+           given: Mapping[str, Any], eis: list[dict[str, Any]]) -> Path:  # fmt: skip
     run = normalize(vd)
     cell = _cell(vd, given)
     store = RunStore.create(
         root_parent, run_id, durable=False, staging=False, chunk_rows=_CHUNK,
         protocol_yaml=f"# imported from {vd.path.name} ({vd.vendor}, read by {vd.reader});"
         " no labrig protocol ran\n",
-        meta=_meta(vd, fmt, sha, cell, run_id),
+        meta=_meta(vd, fmt, sha, cell, run_id, eis),
     )  # fmt: skip
     try:
         kinds = run.step_type_values()
@@ -155,7 +161,10 @@ def _write(root_parent: Path, run_id: str, vd: VendorData, fmt: str, sha: str,
             store.add_cycle(row)
         for spec in vd.spectra:
             cyc = spectrum_cycle(run, spec.source_cycle, spec.time_s)
-            meta = {"source_cycle": spec.source_cycle, "source_time_s": spec.time_s, **spec.meta}
+            meta = {"source_cycle": spec.source_cycle, "source_time_s": spec.time_s,
+                    "placed_by": "time" if spec.time_s is not None else (
+                        "vendor cycle" if spec.source_cycle is not None else "none"),
+                    **spec.meta}  # fmt: skip
             store.write_eis(cyc, spec.frequency_Hz, spec.z_real_ohm, spec.z_imag_ohm, meta)
         store.finish(RunState.finished)
     finally:
@@ -168,6 +177,37 @@ def _run_id(path: Path, sha: str) -> str:
     return f"{stem}-{sha[:8]}"
 
 
+def eis_files_for(path: Path, fmt: str, given: Sequence[Path] = (), *,
+                  siblings: bool = True) -> list[Path]:  # fmt: skip
+    """The EIS exports that go with a data file: those given, and (``siblings``) the MACCOR
+    EIS exports of the same test next to a MACCOR data export."""
+    found = [Path(p) for p in given]
+    if fmt == "maccor" and siblings and not is_maccor_eis(path):
+        found += [p for p in eis_siblings(path) if p not in found]
+    if found and (fmt != "maccor" or is_maccor_eis(path)):
+        raise IngestError(found[0], f"an EIS export goes with a MACCOR data export, not {path}")
+    return found
+
+
+def _read_eis(vd: VendorData, files: list[Path], given: Sequence[Path]) -> list[dict[str, Any]]:
+    """Attach the sweeps of ``files`` to ``vd``; what run.json records of each file."""
+    read: list[VendorData] = []
+    for p in files:
+        found = "" if p in given else "; found beside it: --no-siblings leaves it out"
+        whose = f"(as an EIS export of {vd.path}{found})"
+        if not is_maccor_eis(p):
+            raise IngestError(p, "not a MACCOR EIS export (its first line should say "
+                              f"'MACCOR ... AC Impedance') {whose}")  # fmt: skip
+        try:
+            read.append(read_vendor_file(p, "maccor"))
+        except IngestError as exc:
+            raise IngestError(p, f"{exc.problem} {whose}") from None
+    attach_eis(vd, read)
+    return [{"source_file": str(p.resolve()), "sha256": file_sha256(p),
+             "size_bytes": p.stat().st_size, "reader": e.reader, "spectra": len(e.spectra)}
+            for p, e in zip(files, read, strict=True)]  # fmt: skip
+
+
 def import_file(
     path: Path,
     out_dir: Path,
@@ -176,14 +216,19 @@ def import_file(
     fmt: str | None = None,
     run_id: str | None = None,
     on_stage: Callable[[str], None] | None = None,
+    eis: Sequence[Path] = (),
+    siblings: bool = True,
 ) -> Path:
     """Import ``path`` as ``out_dir/<run_id>``; returns the run directory.
 
+    ``eis``: MACCOR EIS exports to put in the same run (``eis/``); with ``siblings`` the
+    EIS exports of the same test found next to a MACCOR data export are added.
     Raises :class:`IngestError` (naming the file) for unknown or damaged files and when
     the run directory exists already; nothing is left behind on any failure.
     """
     path = Path(path)
     fmt = fmt or detect_format(path)
+    eis_files = eis_files_for(path, fmt, eis, siblings=siblings)
     note = on_stage or (lambda _s: None)
     note("checksum")
     sha = file_sha256(path)
@@ -193,12 +238,13 @@ def import_file(
         raise IngestError(path, f"already imported as {final} (remove it to import again)")
     note("read")
     vd = read_vendor_file(path, fmt)
+    eis_meta = _read_eis(vd, eis_files, [Path(p) for p in eis]) if eis_files else []
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp_parent = out_dir / f".importing-{run_id}-{secrets.token_hex(4)}"
     tmp_parent.mkdir()
     try:
         note("write")
-        written = _write(tmp_parent, run_id, vd, fmt, sha, dict(cell or {}))
+        written = _write(tmp_parent, run_id, vd, fmt, sha, dict(cell or {}), eis_meta)
         os.replace(written, final)
     finally:
         shutil.rmtree(tmp_parent, ignore_errors=True)
@@ -207,18 +253,23 @@ def import_file(
 
 def cached_import(path: Path, cache: Path | None = None) -> Path:
     """The run directory of a vendor file opened directly, imported once per content: the
-    cache is keyed by the file's SHA-256 (and :data:`IMPORT_VERSION`)."""
+    cache is keyed by the file's SHA-256, its EIS siblings' (MACCOR) and
+    :data:`IMPORT_VERSION`."""
     path = Path(path)
     fmt = detect_format(path)
     sha = file_sha256(path)
-    where = (cache or cache_dir()) / f"v{IMPORT_VERSION}-{sha[:32]}"
+    key = sha
+    eis = eis_files_for(path, fmt)
+    if eis:  # the same data with other EIS exports beside it is another import
+        key = hashlib.sha256("".join([sha, *map(file_sha256, eis)]).encode()).hexdigest()
+    where = (cache or cache_dir()) / f"v{IMPORT_VERSION}-{key[:32]}"
     run_id = _run_id(path, sha)
     if (where / run_id / "run.json").is_file():
         return where / run_id
     existing = [p for p in where.glob("*/run.json")] if where.is_dir() else []
     if existing:
         return existing[0].parent  # the same bytes under another name
-    return import_file(path, where, fmt=fmt, run_id=run_id)
+    return import_file(path, where, fmt=fmt, run_id=run_id, eis=eis, siblings=False)
 
 
 def resolve_run(path: Path) -> Path:

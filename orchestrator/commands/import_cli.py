@@ -3,6 +3,7 @@ directories that ``labrig analyze|report|compare`` read like labrig's own runs."
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +23,56 @@ _FORMATS = "maccor, biologic-mpr, biologic-mpt, neware, arbin, bdf"
 def _fail(msg: str, code: int = 2) -> typer.Exit:
     err.print(f"error: {msg}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def _plan(files: list[Path], fmt: str | None) -> list[tuple[Path, list[Path]]]:
+    """The files as imports: each MACCOR data export with the EIS exports of its test given
+    beside it; every other file (an EIS export of no data export given) alone."""
+    from labrig.protocols.ingest import IngestError, detect_format, is_maccor_eis, same_test
+
+    def maccor_data(p: Path) -> bool:
+        try:
+            return (fmt or detect_format(p)) == "maccor"
+        except IngestError:
+            return False  # its import says why
+
+    eis = [p for p in files if fmt in (None, "maccor") and is_maccor_eis(p)]
+    data = [p for p in files if p not in eis]
+    plan: list[tuple[Path, list[Path]]] = []
+    taken: set[Path] = set()
+    for p in data:
+        mine = [e for e in eis if e not in taken and same_test(p, e)] if maccor_data(p) else []
+        taken.update(mine)
+        plan.append((p, mine))
+    plan += [(e, []) for e in eis if e not in taken]
+    return plan
+
+
+def _run_one(path: Path, eis: list[Path], out_dir: Path, given: dict[str, Any],
+             fmt: str | None, siblings: bool, stage: Any) -> bool:  # fmt: skip
+    """Import one file; prints what happened; False on an error (named, no traceback)."""
+    from labrig.orchestrator.importer import IngestError, import_file
+
+    def say(msg: str, console: Console = out) -> None:
+        console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        run = import_file(path, out_dir, given, fmt=fmt, on_stage=stage, eis=eis,
+                          siblings=siblings)  # fmt: skip
+    except IngestError as exc:
+        say(f"error: {exc}", err)
+        return False
+    except OSError as exc:
+        say(f"error: {path}: {exc}", err)
+        return False
+    except Exception as exc:  # a reader's own failure on a file it could not take
+        say(f"error: {path}: could not be imported ({type(exc).__name__}: {exc})", err)
+        return False
+    with open(run / "run.json", encoding="utf-8") as fh:
+        attached = json.load(fh).get("imported", {}).get("eis_files", [])
+    extra = f" (with {len(attached)} EIS export(s))" if attached else ""
+    say(f"imported {path}{extra} -> {run}")
+    return True
 
 
 def import_cmd(
@@ -46,15 +97,23 @@ def import_cmd(
     fmt: Annotated[
         str | None, typer.Option("--format", help=f"Force a format: {_FORMATS}.")
     ] = None,
+    siblings: Annotated[
+        bool,
+        typer.Option(
+            "--siblings/--no-siblings",
+            help="Add the EIS exports of a MACCOR test found next to its data export.",
+        ),
+    ] = True,
 ) -> None:
-    """Import vendor files as run directories (one per file).
+    """Import vendor files as run directories (one per file, or per MACCOR test).
 
     Formats: MACCOR text and EIS exports, BioLogic .mpr/.mpt, Neware .nda/.ndax, Arbin .res
-    (needs mdb-export from mdbtools), Battery Data Format CSV. Cycles, step types and
-    capacities follow labrig's conventions; cycles.parquet keeps the vendor's cycle
-    numbers (source_cycle). Options given apply to every file.
+    (needs mdb-export from mdbtools), Battery Data Format CSV. A MACCOR data export and the
+    EIS exports of the same test (TEST.078 with TEST.EDA0001.078, data.txt with
+    data_EIS.txt), given together or found beside it, make one run (spectra in eis/).
+    Cycles, step types and capacities follow labrig's conventions; cycles.parquet keeps
+    the vendor's cycle numbers (source_cycle). Options given apply to every file.
     """
-    from labrig.orchestrator.importer import IngestError, import_file
     from labrig.protocols.ingest import FORMATS
 
     if fmt is not None and fmt not in FORMATS:
@@ -65,27 +124,20 @@ def import_cmd(
     given: dict[str, Any] = {"cell_id": cell, "sample_id": sample, "cam_mass_mg": mass,
                              "c_rate_basis_mA_per_g": basis,
                              "nominal_capacity_mAh": nominal}  # fmt: skip
+    plan = _plan(files, fmt)
     failed = 0
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err, transient=True) as progress:  # fmt: skip
-        task = progress.add_task("", total=len(files))
-        for path in files:
+        task = progress.add_task("", total=len(plan))
+        for path, eis in plan:
 
             def stage(s: str, p: Path = path) -> None:
                 progress.update(task, description=f"{p.name}: {s}")
 
-            try:
-                run = import_file(path, out_dir, given, fmt=fmt, on_stage=stage)
-            except IngestError as exc:
+            if _run_one(path, eis, out_dir, given, fmt, siblings, stage):
+                progress.advance(task)
+            else:
                 failed += 1
-                err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-                continue
-            except OSError as exc:
-                failed += 1
-                err.print(f"error: {path}: {exc}", markup=False, highlight=False, soft_wrap=True)
-                continue
-            progress.advance(task)
-            out.print(f"imported {path} -> {run}", markup=False, highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(2)
 

@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 
 from ._model import IngestError, VendorData, VendorSpectrum
+from .maccor_eis import attach_eis, eis_siblings, is_maccor_eis, same_test
 from .normalize import NormalizedRun, normalize, spectrum_cycle
 
 __all__ = [
@@ -35,9 +36,13 @@ __all__ = [
     "NormalizedRun",
     "VendorData",
     "VendorSpectrum",
+    "attach_eis",
     "detect_format",
+    "eis_siblings",
+    "is_maccor_eis",
     "normalize",
     "read_vendor_file",
+    "same_test",
     "spectrum_cycle",
 ]
 

@@ -13,15 +13,18 @@ Accepted layouts (tab or comma separated, header found by its columns, not its l
 - the MIMS Client export: ``Name:``/``Channel:`` lines, then ``Rec  Cycle P  Cycle C
   Step  TestTime  StepTime  Cap. [Ah]  Ener. [Wh]  Current [A]  Voltage [V]  Md  ES ...``;
 - the EIS export (``MACCOR, INC.  AC Impedance Test`` ... ``Freq(Hz)  ...  Z'(a)
-  Z''(b)``), one sweep per file.
+  Z''(b)``), one sweep per file, read by :mod:`.maccor_eis`.
 
 Semantics: ``Amp-hr`` restarts at every step and is unsigned; ``State`` (or ``Md``) says
 C(harge), D(ischarge), R(est); the current's sign is taken from the state where the export
-writes it unsigned. The cycle counter is the export's ``Cyc#`` (or ``Cycle C``).
+writes it unsigned. The cycle counter is the export's ``Cyc#`` (or ``Cycle C``). The test's
+start (``meta["start_datetime"]``, which places EIS sweeps) is the first record's
+``DPt Time``, else the ``Date of Test`` line.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..analysis.loader import KIND_CODES
-from ._model import IngestError, VendorData, VendorSpectrum
+from ._model import IngestError, VendorData
+from .maccor_eis import read_maccor_eis
 from .normalize import step_counter_increments
 
 __all__ = ["looks_like_maccor", "read_maccor"]
@@ -103,11 +107,39 @@ def _pick(fields: list[str]) -> dict[str, int]:
 _DHMS = r"^(?:(?P<d>\d+)d\s*)?(?:(?P<h>\d+):)?(?:(?P<m>\d+):)?(?P<s>[0-9.eE+-]+)$"
 
 
+_WEIGHTS = np.array([86400.0, 3600.0, 60.0, 1.0])
+
+
 def _seconds(col: pa.ChunkedArray) -> np.ndarray[Any, np.dtype[np.float64]]:
     """Test time as seconds: plain numbers, or MacTest's ``"Nd HH:MM:SS.ffff"``."""
     if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
         return np.asarray(col.to_numpy(), dtype=np.float64)
     text = pc.utf8_trim_whitespace(col.cast(pa.string()))
+    fast = _seconds_by_split(text)
+    return fast if fast is not None else _seconds_by_regex(text)
+
+
+def _seconds_by_split(text: pa.ChunkedArray) -> np.ndarray[Any, np.dtype[np.float64]] | None:
+    """The common case, five times quicker than the pattern: every value has the same
+    fields (``"0d 00:00:5.05"`` -> ``0:00:00:5.05`` -> 4 numbers), none missing."""
+    if text.null_count:
+        return None
+    parts = pc.split_pattern(pc.replace_substring(text, "d ", ":"), ":")
+    span = pc.min_max(pc.list_value_length(parts)).as_py()
+    k = span["max"]
+    if k is None or span["min"] != k or not 1 <= k <= 4:
+        return None
+    try:
+        flat = pc.list_flatten(parts).cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None  # something else in a field: the pattern says where
+    values = np.asarray(flat.to_numpy(), dtype=np.float64).reshape(-1, k)
+    out: np.ndarray[Any, np.dtype[np.float64]] = values @ _WEIGHTS[-k:]
+    return out
+
+
+def _seconds_by_regex(text: pa.ChunkedArray) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Any mix of ``Nd``, ``H:``, ``M:`` prefixes; NaN where a value is not a time."""
     parts = pc.extract_regex(text, _DHMS)
     total: Any = None
     for name, weight in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
@@ -139,6 +171,35 @@ def _meta_from_head(lines: list[str]) -> dict[str, Any]:
             if key and value and key not in meta:
                 meta[key] = value
     return meta
+
+
+_DPT_FORMATS = ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M",
+                "%Y-%m-%d %H:%M:%S", "%d.%m.%Y %H:%M:%S")  # fmt: skip
+_TEST_DATE_FORMATS = ("%d %B %Y, %I:%M:%S %p", "%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S")
+
+
+def _start_datetime(
+    lines: list[str], k: int, sep: str, fields: list[str], meta: dict[str, Any]
+) -> dt.datetime | None:
+    """When the test started: the first record's ``DPt Time``, else the ``Date of Test``
+    line where it holds a time of day."""
+    normed = [_norm(f) for f in fields]
+    first = next((ln for ln in lines[k + 1 : k + 4] if ln.strip()), None)
+    if "dpt time" in normed and first is not None:
+        cells = first.split(sep)
+        i = normed.index("dpt time")
+        if i < len(cells):
+            for fmt in _DPT_FORMATS:
+                try:
+                    return dt.datetime.strptime(cells[i].strip(), fmt)
+                except ValueError:
+                    continue
+    for fmt in _TEST_DATE_FORMATS:
+        try:
+            return dt.datetime.strptime(str(meta.get("test_date", "")).strip(), fmt)
+        except ValueError:
+            continue
+    return None
 
 
 def _read_table(path: Path, k: int, sep: str, fields: list[str], lines: list[str]) -> pa.Table:
@@ -190,7 +251,7 @@ def read_maccor(path: Path) -> VendorData:
     """Read a MACCOR text export (data or EIS)."""
     lines = _head_lines(path)
     if lines and lines[0].startswith("MACCOR") and "Impedance" in lines[0]:
-        return _read_eis(path, lines)
+        return read_maccor_eis(path, lines)
     found = _find_header(lines)
     if found is None:
         raise IngestError(
@@ -227,39 +288,12 @@ def read_maccor(path: Path) -> VendorData:
         line = int(np.flatnonzero(bad)[0]) + k + 2
         raise IngestError(path, f"line {line}: test time is not a number or Nd HH:MM:SS")
     meta = _meta_from_head(lines[:k])
+    started = _start_datetime(lines, k, sep, fields, meta)
+    if started is not None:
+        meta["start_datetime"] = started.isoformat()
     return VendorData(
         path, "MACCOR", READER, VERSION, t, amps,
         np.asarray(table.column("voltage").to_numpy(), dtype=np.float64), dq, cyc, step,
         segment.astype(np.int64), hint, temp, meta=meta,
         cycle_column=fields[_pick(fields)["cycle"]].strip(),
     )  # fmt: skip
-
-
-def _read_eis(path: Path, lines: list[str]) -> VendorData:
-    import pandas as pd
-
-    start = next((i for i, ln in enumerate(lines) if ln.startswith("Freq(Hz)")), None)
-    if start is None:
-        raise IngestError(path, "MACCOR EIS export without a 'Freq(Hz)' header line")
-    try:
-        df = pd.read_csv(path, sep="\t", skiprows=start, encoding="latin-1", engine="c",
-                         skip_blank_lines=True)  # fmt: skip
-    except (ValueError, OSError) as exc:
-        raise IngestError(path, f"unreadable MACCOR EIS export ({exc})") from None
-    cols = {_norm(c): c for c in df.columns}
-    need = ("freq(hz)", "z'(a)", "z''(b)")
-    if not all(c in cols for c in need):
-        raise IngestError(path, "MACCOR EIS export without Freq(Hz), Z'(a) and Z''(b) columns")
-    f = pd.to_numeric(df[cols["freq(hz)"]], errors="coerce").to_numpy(np.float64)
-    zr = pd.to_numeric(df[cols["z'(a)"]], errors="coerce").to_numpy(np.float64)
-    zi = pd.to_numeric(df[cols["z''(b)"]], errors="coerce").to_numpy(np.float64)
-    ok = np.isfinite(f) & np.isfinite(zr) & np.isfinite(zi) & (f > 0)
-    if ok.sum() < 3:
-        raise IngestError(path, "MACCOR EIS export with fewer than 3 valid frequencies")
-    meta = {"test_name": lines[3].strip() if len(lines) > 3 else None,
-            "procedure": lines[2].strip() if len(lines) > 2 else None,
-            "technique": lines[1].strip() if len(lines) > 1 else None}  # fmt: skip
-    spec = VendorSpectrum(f[ok], zr[ok], zi[ok], None, None, {"technique": meta["technique"]})
-    vd = VendorData.spectra_only(path, "MACCOR", READER, VERSION, [spec])
-    vd.meta = {k: v for k, v in meta.items() if v}
-    return vd

@@ -133,3 +133,83 @@ def test_compare_groups_replicates_with_mean_and_sd(tmp_path: Path) -> None:
     assert image_stats(png.read_bytes())[2] > 0.05
     html = write_compare(runs, tmp_path / "cmp.html", by="sample").read_text()
     assert "mean and s.d." in html
+
+
+def _eis_at(src: Path, dest: Path, start: str | None) -> Path:
+    """A copy of the MACCOR EIS export with its start line set to ``start``."""
+    lines = src.read_text(encoding="latin-1").splitlines(keepends=True)
+    k = next(i for i, ln in enumerate(lines) if ln.startswith("Start Date:"))
+    lines[k] = f"Start Date:  {start}\n" if start else "Line 6\n"
+    dest.write_text("".join(lines), encoding="latin-1")
+    return dest
+
+
+def test_maccor_data_export_and_its_eis_exports_make_one_run(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    data = src / "cellA.078"
+    data.write_bytes((DATA / "maccor" / "xTESLADIAG_000038con.078").read_bytes())
+    eis = DATA / "maccor" / "maccor_test_file_4267-66-6519.EDA0001.041"
+    # the data's first record is at 08/15/2019 16:37:02: 22:10 is test time 19,978 s, in
+    # MACCOR's cycle 2 (15,057 .. 23,249 s), labrig's cycle 3
+    _eis_at(eis, src / "cellA.EDA0001.078", "Thursday, August 15, 2019 Start Time:   22:10")
+    _eis_at(eis, src / "cellA.EDA0002.078", "Friday, August 16, 2019 Start Time:   9:00")
+    _eis_at(eis, src / "cellAB.EDA0001.078", None)  # another test's
+    res = CliRunner().invoke(app, ["import", str(data), "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    assert "with 2 EIS export(s)" in res.stdout
+    (run,) = (tmp_path / "runs").iterdir()
+    loaded = load_run(run)
+    files = loaded.meta["imported"]["eis_files"]
+    assert [Path(f["source_file"]).name for f in files] == ["cellA.EDA0001.078",
+                                                            "cellA.EDA0002.078"]  # fmt: skip
+    assert all(len(f["sha256"]) == 64 and f["spectra"] == 1 for f in files)
+    first, second = sorted(loaded.spectra, key=lambda s: s.meta["source_file"])
+    assert first.cycle == 3 and first.meta["placed_by"] == "time"
+    assert first.meta["source_time_s"] == pytest.approx(19978.0, abs=1.0)
+    assert second.cycle == 8  # after the last record: the last cycle
+    assert first.frequency_Hz.size == 60 and np.median(first.z_imag_ohm[:10]) < 0
+    assert len(load_run(run).series) == 3873  # the data, whole
+
+
+def test_data_and_eis_given_together_and_siblings_off(tmp_path: Path) -> None:
+    data = tmp_path / "data.txt"
+    data.write_bytes((DATA / "maccor" / "maccor_001_first700.txt").read_bytes())
+    eis = _eis_at(DATA / "maccor" / "maccor_test_file_4267-66-6519.EDA0001.041",
+                  tmp_path / "data_EIS.txt", None)  # fmt: skip
+    out = tmp_path / "runs"
+    res = CliRunner().invoke(app, ["import", str(data), "--no-siblings", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    (alone,) = out.iterdir()
+    assert load_run(alone).spectra == [] and load_run(alone).meta["imported"]["eis_files"] == []
+    res = CliRunner().invoke(app, ["import", str(data), str(eis), "--no-siblings",
+                                   "--out", str(tmp_path / "together")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (run,) = (tmp_path / "together").iterdir()  # one run, not two
+    (spec,) = load_run(run).spectra
+    assert spec.cycle == 0 and spec.meta["placed_by"] == "none"  # no start time to place it
+    assert len(load_run(run).series) == 700
+
+
+def test_a_damaged_eis_sibling_stops_the_import_naming_it(tmp_path: Path) -> None:
+    data = tmp_path / "cellB.078"
+    data.write_bytes((DATA / "maccor" / "xTESLADIAG_000038con.078").read_bytes())
+    bad = tmp_path / "cellB.EDA0001.078"
+    bad.write_text("MACCOR, INC.    AC Impedance Test\nFrequency Sweep: x\n", encoding="latin-1")
+    err = _bad(tmp_path, data, "import")
+    assert str(bad) in err and "Freq(Hz)" in err
+    res = CliRunner().invoke(app, ["import", str(data), "--no-siblings",
+                                   "--out", str(tmp_path / "ok")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+
+
+def test_an_eis_export_beside_another_vendors_file_is_a_run_of_its_own(tmp_path: Path) -> None:
+    mpr = tmp_path / "x.mpr"
+    mpr.write_bytes((DATA / "biologic" / "MB-1.mpr").read_bytes())
+    eis = _eis_at(DATA / "maccor" / "maccor_test_file_4267-66-6519.EDA0001.041",
+                  tmp_path / "x_EIS.txt", None)  # fmt: skip
+    res = CliRunner().invoke(app, ["import", str(mpr), str(eis), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    runs = sorted((tmp_path / "r").iterdir())
+    assert len(runs) == 2
+    assert sorted(len(load_run(r).spectra) for r in runs) == [0, 1]

@@ -4,6 +4,7 @@ format's reference reader. Capacities per cycle agree within 0.1 %."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import shutil
 import warnings
 from pathlib import Path
@@ -146,8 +147,15 @@ needs_mdbtools = pytest.mark.skipif(
 )
 
 
+needs_cellpy = pytest.mark.skipif(
+    importlib.util.find_spec("cellpy") is None,
+    reason="cross-check against cellpy: cellpy is kept out of the dev extra (heavy); "
+    "pip install -e '.[bench]' to run it",
+)
+
+
 @needs_mdbtools
-def test_arbin_res_against_mdb_and_cellpy(tmp_path: Path) -> None:
+def test_arbin_res_against_mdb(tmp_path: Path) -> None:
     import subprocess
     from io import StringIO
 
@@ -165,11 +173,21 @@ def test_arbin_res_against_mdb_and_cellpy(tmp_path: Path) -> None:
     assert cyc.loc[1, ["source_cycle", "source_cycle_last"]].tolist() == [1, 2]
     meta = load_run(run).meta
     assert meta["cell"]["cam_mass_mg"] == pytest.approx(0.852838, rel=1e-5)  # Global_Table
-    cellpy = pytest.importorskip("cellpy", reason="cellpy is in the bench extra only")
+
+
+@needs_mdbtools
+@needs_cellpy
+def test_arbin_res_against_cellpy(tmp_path: Path) -> None:
+    """cellpy's own Arbin reader and summary, on the file from cellpy's test data."""
+    import cellpy
+
+    src = DATA / "arbin" / "20160805_test001_45_cc_01.res"
+    ours_ch, ours_dis = _caps(import_file(src, tmp_path))
     with warnings.catch_warnings():  # cellpy warns of its optional ODBC loader
         warnings.simplefilter("ignore")
-        c = cellpy.get(str(src), instrument="arbin_res")
+        c = cellpy.get(str(src), instrument="arbin_res", custom_log_dir=str(tmp_path))
     summ = c.data.summary
+    assert len(summ) == 18
     _same(ours_ch, _nonzero(summ["charge_capacity"]))  # cellpy keeps the raw unit, Ah
     _same(ours_dis, _nonzero(summ["discharge_capacity"]))
 
@@ -196,3 +214,23 @@ def test_bdf_csv_from_the_bdf_repository(tmp_path: Path) -> None:
     assert sum(ours_dis) == pytest.approx(float(dis.sum()), rel=RTOL)
     a = analyze(run)
     assert a.key_numbers()["cycles_complete"] >= 1
+
+
+def test_maccor_mixed_and_bad_test_times(tmp_path: Path) -> None:
+    """Times without a day part next to ones with it are read alike; a value that is no
+    time stops the import at its line."""
+    from labrig.protocols.ingest import IngestError, read_vendor_file
+
+    src = DATA / "maccor" / "maccor_001_first700.txt"
+    lines = src.read_text(encoding="latin-1").splitlines(keepends=True)
+    mixed = lines[:4] + [ln.replace("  0d ", "", 1) if k % 2 else ln
+                         for k, ln in enumerate(lines[4:])]  # fmt: skip
+    (tmp_path / "mixed.txt").write_text("".join(mixed), encoding="latin-1")
+    ours = read_vendor_file(tmp_path / "mixed.txt").time_s
+    np.testing.assert_allclose(ours, read_vendor_file(src).time_s, atol=1e-9)
+    cells = lines[9].split("\t")
+    cells[3] = "soon"
+    (tmp_path / "bad.txt").write_text("".join([*lines[:9], "\t".join(cells), *lines[10:]]),
+                                      encoding="latin-1")  # fmt: skip
+    with pytest.raises(IngestError, match="line 10: test time"):
+        read_vendor_file(tmp_path / "bad.txt")
