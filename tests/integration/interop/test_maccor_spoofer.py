@@ -46,6 +46,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_listening(port: int, timeout_s: float = 20.0) -> None:
+    """Wait until something accepts connections on ``port`` (a busy machine can take a
+    while to schedule the spoofer's server thread)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class Script:
     """The scripted tester: steps of (state, records, V from, V to, |I|); a status poll
     moves the running test on by one record (10 s)."""
@@ -156,6 +172,7 @@ def _spoofer(worker: type | None) -> Iterator[tuple[MaccorSpoofer, int]]:
             args=({"ip": "127.0.0.1", "port": port}, worker), daemon=True,
         )  # fmt: skip
     spoofer.start()
+    _wait_listening(port)  # its server threads bind after start() returns
     try:
         yield spoofer, port
     finally:
