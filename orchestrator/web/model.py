@@ -140,6 +140,7 @@ class ChannelRow:
     eta_s: float | None = None
     updated: float | None = None  # wall time of the newest status or reading
     reading_time: float | None = None  # wall time of the newest reading
+    status_time: float | None = None  # wall time of the newest status
     last_event: str | None = None
     last_event_kind: str | None = None
     last_event_time: float | None = None
@@ -251,11 +252,12 @@ class LabModel:
             row.live = None
             row.events.clear()
             row.step = row.step_index = row.cycle = row.eta_s = row.run_time_s = None
-            row.reading_time = None
+            row.reading_time = row.status_time = None
 
     def _apply_status(self, row: ChannelRow, d: dict[str, Any]) -> Update:
         updated = _num(d.get("updated"))
-        older = updated is not None and row.updated is not None and updated < row.updated
+        last = row.status_time
+        older = updated is not None and last is not None and updated < last
         if older and _str(d.get("run_id")) == row.run_id:
             return Update()  # an older status of the same run
         self._new_run(row, _str(d.get("run_id")))
@@ -265,13 +267,17 @@ class LabModel:
         row.step = _str(d.get("step"))
         row.step_index = _int(d.get("step_index"))
         row.cycle = _int(d.get("cycle"))
-        row.voltage_V = _num(d.get("voltage_V"))
-        row.current_A = _num(d.get("current_A"))
-        row.temperature_C = _num(d.get("temperature_C"))
         row.run_time_s = _num(d.get("run_time_s"))
         row.eta_s = _num(d.get("eta_s"))
+        # statuses and readings travel on different topics and may overtake each other:
+        # a status older than the newest reading keeps that reading's values
+        if updated is None or row.reading_time is None or updated >= row.reading_time:
+            row.voltage_V = _num(d.get("voltage_V"))
+            row.current_A = _num(d.get("current_A"))
+            row.temperature_C = _num(d.get("temperature_C"))
         if updated is not None:
-            row.updated = updated
+            row.status_time = updated
+            row.updated = updated if row.updated is None else max(row.updated, updated)
         return Update(keys=(row.key,), run_id=row.run_id)
 
     def _apply_telemetry(self, row: ChannelRow, d: dict[str, Any]) -> Update:
