@@ -26,7 +26,7 @@ from starlette.routing import Route
 from .auth import User
 from .results import DOWNLOADS, dumps
 from .rundata import RunNotFound
-from .source import DataSource, SubmitRequest
+from .source import DataSource, SourceRefused, SourceUnavailable, SubmitRequest
 
 __all__ = ["api_routes"]
 
@@ -81,6 +81,7 @@ async def me(request: Request) -> Response:
         {
             "user": user.name,
             "role": user.role,
+            "role_note": user.why,
             "auth": config.auth,
             "can_command": config.auth and user.operator,
             "connections": _src(request).connections(),
@@ -135,14 +136,16 @@ async def lab_stream(request: Request) -> Response:
 
 async def runs(request: Request) -> Response:
     limit = int(_float(request.query_params.get("limit")) or 500)
-    src = _src(request)
-    rows = await asyncio.to_thread(src.run_summaries, max(1, min(limit, 5000)))
+    try:
+        rows = await _src(request).run_summaries(max(1, min(limit, 5000)))
+    except SourceUnavailable as exc:
+        return _json({"runs": [], "error": str(exc), "now": time.time()}, 503)
     return _json({"runs": rows, "now": time.time()})
 
 
 async def run_info(request: Request) -> Response:
     try:
-        return _json(_src(request).run_info(request.path_params["run_id"]))
+        return _json(await _src(request).run_info(request.path_params["run_id"]))
     except RunNotFound as exc:
         return _json({"error": str(exc)}, 404)
 
@@ -191,7 +194,7 @@ CYCLE_PLOT = (
 async def cycles(request: Request) -> Response:
     """Per-cycle rows; ``?fields=plot`` only what the run page plots (all: the CSV)."""
     try:
-        rows = await asyncio.to_thread(_src(request).runs.cycles, request.path_params["run_id"])
+        rows = await _src(request).run_cycles(request.path_params["run_id"])
     except RunNotFound as exc:
         return _json({"error": str(exc)}, 404)
     if request.query_params.get("fields") == "plot":
@@ -200,20 +203,11 @@ async def cycles(request: Request) -> Response:
 
 
 async def events(request: Request) -> Response:
-    src = _src(request)
     run_id = request.path_params["run_id"]
     after = int(_float(request.query_params.get("after_seq")) or 0)
     limit = max(1, min(int(_float(request.query_params.get("limit")) or 500), 5000))
-    try:
-        stored = await asyncio.to_thread(src.runs.events, run_id)
-    except RunNotFound:
-        stored = []
-    seen = {e.get("seq") for e in stored}
-    row = src.model.row_of_run(run_id)
-    live = [e for e in (row.events if row else ()) if e.get("seq") not in seen]
-    merged = [e for e in (*stored, *live) if isinstance(e.get("seq"), int) and e["seq"] > after]
-    merged.sort(key=lambda e: e["seq"])
-    return _json({"events": merged[-limit:], "total": len(merged)})
+    got, total = await _src(request).run_events(run_id, after, limit)
+    return _json({"events": got, "total": total})
 
 
 async def run_stream(request: Request) -> Response:
@@ -232,7 +226,7 @@ async def run_stream(request: Request) -> Response:
                 item = feed.take()
                 if item["status"]:
                     try:
-                        item["info"] = src.run_info(run_id)
+                        item["info"] = await src.run_info(run_id)
                     except RunNotFound:
                         item["info"] = None
                 del item["status"]
@@ -327,7 +321,9 @@ async def command(request: Request) -> Response:
         why = (
             "commands need a signed-in operator (no users are configured: see docs/web.md)"
             if not state.config.auth
-            else f"{user.name} is a {user.role}: only operators may command runs"
+            else f"{user.name} is a {user.role}"
+            + (f" ({user.why})" if user.why else "")
+            + ": only operators may command runs"
         )
         state.audit.record(user, word, run_id, False, why, via="web")
         return _json({"accepted": False, "reason": why}, 403)
@@ -384,8 +380,6 @@ def _submit_request(body: dict[str, Any]) -> SubmitRequest:
 
 
 async def submit(request: Request) -> Response:
-    from ..daemon import DaemonError, DaemonUnavailable
-
     state = request.app.state
     user: User = request.state.user
     try:
@@ -394,14 +388,16 @@ async def submit(request: Request) -> Response:
         return _json({"ok": False, "error": str(exc)}, 400)
     what = req.protocol or "pasted protocol"
     if not (state.config.auth and user.operator):
-        why = "only signed-in operators may submit runs"
+        why = "only signed-in operators may submit runs" + (f" ({user.why})" if user.why else "")
         state.audit.record(user, "submit", what, False, why, via="web")
         return _json({"ok": False, "error": why}, 403)
     try:
         reply = await _src(request).submit(user, req)
-    except (ValueError, DaemonError, DaemonUnavailable) as exc:
+    except (ValueError, SourceRefused, SourceUnavailable) as exc:
         state.audit.record(user, "submit", what, False, str(exc), cell=req.cell_id)
-        return _json({"ok": False, "error": str(exc)}, 409 if isinstance(exc, DaemonError) else 400)
+        code = 409 if isinstance(exc, SourceRefused) else 503 if isinstance(
+            exc, SourceUnavailable) else 400  # fmt: skip
+        return _json({"ok": False, "error": str(exc)}, code)
     state.audit.record(
         user, "submit", what, True, f"queued as {reply.get('run_id')} on {reply.get('position')}",
         cell=req.cell_id, run_id=reply.get("run_id"),

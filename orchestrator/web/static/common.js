@@ -6,6 +6,7 @@
   L.csrf = meta("labrig-csrf");
   L.user = meta("labrig-user");
   L.role = meta("labrig-role");
+  L.roleNote = meta("labrig-role-note"); // why the role is lower than the users file says
   L.auth = meta("labrig-auth") === "1";
   L.canCommand = L.auth && L.role === "operator";
 
@@ -29,6 +30,17 @@
     hour: "2-digit", minute: "2-digit", second: "2-digit" });
   const fmtClock = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   L.time = (epoch) => (epoch ? fmtTime.format(new Date(epoch * 1000)) : "–");
+  // short, for tables: the clock today, the day and minute this year, else the date
+  const fmtDay = new Intl.DateTimeFormat([], { month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit" });
+  const fmtDate = new Intl.DateTimeFormat([], { year: "numeric", month: "short", day: "2-digit" });
+  L.when = (epoch) => {
+    if (!epoch) return "–";
+    const d = new Date(epoch * 1000), today = new Date();
+    if (d.toDateString() === today.toDateString()) return fmtClock.format(d);
+    return d.getFullYear() === today.getFullYear() ? fmtDay.format(d) : fmtDate.format(d);
+  };
+  // a table cell with the short time and the full one on hover
+  L.timeCell = (epoch, attrs) => L.el("td", Object.assign({ text: L.when(epoch), title: epoch ? L.time(epoch) : "" }, attrs || {}));
   L.clock = (epoch) => (epoch ? fmtClock.format(new Date(epoch * 1000)) : "–");
   L.duration = (s) => {
     if (s === null || s === undefined || !isFinite(s)) return "–";
@@ -85,12 +97,19 @@
   L.showConnections = (c) => {
     const box = L.$("#conn");
     if (!box || !c) return;
+    L.conn = c;
     box.replaceChildren();
+    if (c.lab) box.append(L.el("span", { class: c.lab.connected ? "ok" : "bad",
+      title: c.lab.error || `${c.lab.url} as ${c.lab.login} (${c.lab.role || "no lab role"})`,
+      text: c.lab.connected ? `lab · ${c.lab.online}/${c.lab.agents} agents online` : "lab database" }));
     if (c.mqtt) box.append(L.el("span", { class: c.mqtt.connected ? "ok" : "bad",
       title: c.mqtt.error || c.mqtt.url, text: "MQTT" }));
-    box.append(L.el("span", { class: c.daemon.available ? "ok" : "bad",
+    else box.append(L.el("span", { class: "dim", text: "no MQTT",
+      title: c.lab ? "no live readings: start with --mqtt to see them"
+        : "channels from the scheduler and the run directories (no --mqtt given)" }));
+    if (c.daemon) box.append(L.el("span", { class: c.daemon.available ? "ok" : "bad",
       title: c.daemon.error || `daemon of ${c.runs_dir}`, text: "scheduler" }));
-    box.append(L.el("span", { class: "dim", text: L.tzName }));
+    box.append(L.el("span", { class: "dim", text: L.tzName, title: "times are shown in this time zone" }));
   };
 
   // ---- a confirmation dialog; resolves to {note} or null ----

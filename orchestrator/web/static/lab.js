@@ -10,7 +10,7 @@
   const COLS = [
     ["station", (r) => r.station, "opt"],
     ["channel", (r) => r.channel, ""],
-    ["state", (r) => r.state + (r.state === "idle" && r.run_state ? " · " + r.run_state : ""), "st"],
+    ["state", stateText, "st"],
     ["cell_id", (r) => r.cell_id || "", ""],
     ["protocol", (r) => r.protocol || "", "opt"],
     ["cycle", (r) => (r.cycle === null || r.cycle === undefined ? "" : String(r.cycle)), "num"],
@@ -23,6 +23,12 @@
     ["updated", (r) => (r.updated ? L.duration(now() - r.updated) : "–"), "num opt"],
   ];
   const now = () => Date.now() / 1000 - lab.offset;
+  function stateText(r) {
+    if (r.state === "idle" && r.run_state) return "idle · " + r.run_state;
+    if (r.state === "waiting" && r.waiting_for) return "waiting · " + r.waiting_for;
+    if (r.state === "offline" && r.note && r.note.startsWith("agent")) return "agent offline";
+    return r.state;
+  }
   let body, spacer, pool = [], rowH = 34;
 
   function searchText(r) {
@@ -63,10 +69,15 @@
     lab.order = arr;
     spacer.style.height = arr.length * rowH + "px";
     L.$("#count").textContent = `${arr.length} of ${lab.rows.size} channels`;
-    L.$("#empty").textContent = lab.rows.size ? "" :
-      "No channels yet: waiting for a station to publish on MQTT (see docs/mqtt.md).";
+    L.$("#empty").textContent = lab.rows.size ? "" : emptyText();
     counts();
     lab.resort = false;
+  }
+  function emptyText() {
+    const c = L.conn || {};
+    if (c.lab) return "No positions in the lab database yet: agents register theirs when they start (docs/lab.md).";
+    if (c.mqtt) return "No channels yet: waiting for a station to publish on MQTT (see docs/mqtt.md).";
+    return `No channels yet: no scheduler daemon answers and no run in ${c.runs_dir || "the runs directory"} names its position.`;
   }
   function counts() {
     const n = Object.fromEntries(STATES.map((s) => [s, 0]));
@@ -85,7 +96,7 @@
     const stale = r.state === "running" && r.updated && now() - r.updated > lab.staleAfter;
     const cls = "st " + r.state + (stale ? " stale" : "");
     if (st.className !== cls) st.className = cls;
-    st.title = stale ? "no news for " + L.duration(now() - r.updated) : (r.run_state || "");
+    st.title = stale ? "no news for " + L.duration(now() - r.updated) : (r.note || r.run_state || "");
     cells[10].className = "opt ev-" + (r.last_event_kind || "");
     cells[10].title = r.last_event_time ? L.time(r.last_event_time) : "";
     cells[11].title = r.eta_s ? "ends about " + L.time(now() + r.eta_s) : "";
@@ -161,10 +172,10 @@
       snapshot: (d) => {
         lab.offset = Date.now() / 1000 - d.now;
         lab.staleAfter = d.stale_after_s || 30;
+        L.showConnections(d.connections);
         lab.rows.clear();
         lab.resort = true;
         take(d.rows);
-        L.showConnections(d.connections);
       },
       rows: (d) => { lab.offset = Date.now() / 1000 - d.now; lab.batches++; take(d.rows); },
       status: (d) => { lab.offset = Date.now() / 1000 - d.now; L.showConnections(d.connections); },

@@ -28,13 +28,15 @@
     const items = [
       ["protocol", info.protocol], ["cell / sample", cell.cell_id || cell.sample_id || live.cell_id],
       ["station / position", [info.station || live.station, info.position || live.channel].filter(Boolean).join(" / ")],
-      ["started", info.t0 ? L.time(info.t0) : info.created], ["ended", info.ended ? L.time(Date.parse(info.ended) / 1000) : "–"],
+      ["started", L.time(info.t0 || info.created)], ["ended", L.time(info.ended)],
       ["cycle", live.cycle ?? "–"], ["step", live.step || "–"],
       ["V", L.num(live.voltage_V, 4)], ["I (mA)", L.num(live.current_A == null ? null : live.current_A * 1000, 3)],
       ["T (°C)", L.num(live.temperature_C, 1)],
       ["ETA", live.eta_s ? `${L.duration(live.eta_s)} (${L.clock(Date.now() / 1000 + live.eta_s)})` : "–"],
       ["last event", live.last_event || "–"],
     ];
+    if (info.lab) items.push(["submitted", `${L.time(info.lab.submitted)} by ${info.lab.submitted_by}`]);
+    if (info.lab && info.lab.agent_online === false && !ENDED.includes(state)) items.push(["agent", `${info.station} offline`]);
     if (info.reason) items.push(["reason", info.reason]);
     if (info.simulated) items.push(["instruments", "simulated (dry run)"]);
     L.$("#facts").replaceChildren(...items.map(([k, v]) => L.el("div", {}, L.el("b", { text: k }), String(v ?? "–"))));
@@ -46,7 +48,7 @@
     const going = !ENDED.includes(state) && state !== "unknown" && state !== "idle";
     if (!going) return;
     if (!L.canCommand) {
-      box.append(L.el("span", { class: "dim", text: L.auth ? `Signed in as ${L.role}: only operators command runs.`
+      box.append(L.el("span", { class: "dim", text: L.auth ? `Signed in as ${L.role}${L.roleNote ? ` (${L.roleNote})` : ""}: only operators command runs.`
         : "Commands need a signed-in operator (no users configured)." }));
       return;
     }
@@ -258,14 +260,19 @@
     more.classList.toggle("hidden", all.length <= rows.length);
     more.textContent = `show ${Math.min(all.length - rows.length, 500)} more`;
     L.$("#events tbody").replaceChildren(...rows.map((e) => L.el("tr", { class: "ev-" + e.kind },
-      L.el("td", { text: L.time(e.wall_time) }), L.el("td", { class: "num", text: e.seq }),
+      L.timeCell(e.wall_time), L.el("td", { class: "num", text: e.seq }),
       L.el("td", { text: e.kind }), L.el("td", { class: "wrap", text: eventText(e) }))));
   }
 
   // ---------------------------------------------------------------- downloads
   function downloads(info) {
     const box = L.$("#downloads");
-    if (!info.on_disk) { box.textContent = "This run's files are not on this computer."; return; }
+    if (!info.on_disk) {
+      box.textContent = info.lab ? `This run's files are on the PC of agent ${info.station} (its runs directory); ` +
+        "run labrig web there, or on a drive that holds them, for plots of the stored records, spectra, the report and downloads."
+        : "This run's files are not on this computer.";
+      return;
+    }
     const d = (kind, label) => L.el("a", { href: `${base}/download/${kind}`, download: "", text: label });
     box.replaceChildren(L.el("a", { href: `/runs/${encodeURIComponent(runId)}/report`, target: "_blank", rel: "noopener", text: "Report (HTML)" }),
       d("parquet", "Parquet"), d("csv", "CSV"), d("cycles-csv", "cycles CSV"), d("bdf-csv", "BDF CSV (zip)"), d("bdf-parquet", "BDF Parquet"));

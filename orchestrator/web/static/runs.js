@@ -14,8 +14,8 @@
       L.el("td", { text: r.protocol || "" }),
       L.el("td", { text: r.cell_id || "" }),
       L.el("td", { text: [r.station, r.position].filter(Boolean).join(" / ") }),
-      L.el("td", { text: L.time(r.created) }),
-      L.el("td", { text: r.ended ? L.time(r.ended) : "", title: r.reason || "" }),
+      L.timeCell(r.created),
+      r.ended ? L.timeCell(r.ended, { title: `${L.time(r.ended)}${r.reason ? " – " + r.reason : ""}` }) : L.el("td", {}),
       L.el("td", { class: "num", text: r.cycles === null || r.cycles === undefined ? (r.cycle ?? "") : String(r.cycles) }))));
     L.$("#count").textContent = `${rows.length} of ${runs.length} runs · times in ${L.tzName}`;
   }

@@ -56,7 +56,7 @@ def web_config(runs: Path, broker: LocalMosquitto | None, *, auth: bool = True,
         work_dir=runs.parent / "work",
         daemon_poll_s=0.5,
         batch_s=0.1,
-        **kw,
+        **{"cache_dir": runs.parent / "cache", **kw},
     )
 
 
