@@ -178,10 +178,33 @@ class LocalSource(BaseSource):
             if self.files is not None:
                 info, jobs = dict(self.daemon.info), list(self.daemon.jobs)
                 feeds = await asyncio.to_thread(self.files.collect, info, jobs, time.time())
+                feeds += await self._daemon_events(info, jobs)
                 self.files.apply(self.model, self.hub, feeds)
             self._warm({str(j["run_id"]) for j in self.daemon.jobs
                         if j.get("state") in ("running", "paused")})  # fmt: skip
             await asyncio.sleep(self.daemon.poll_s)
+
+    async def _daemon_events(self, info: dict[str, Any], jobs: list[dict[str, Any]]) -> list[Any]:
+        """New events of the daemon's going runs (it keeps the recent ones in memory; the
+        run's events.jsonl is written a block at a time)."""
+        assert self.files is not None
+        out = []
+        prefix = self.files.prefix(info.get("station"))
+        for j in jobs:
+            if j.get("state") not in ("running", "paused"):
+                continue
+            run_id = str(j["run_id"])
+            row = self.model.row_of_run(run_id)
+            after = row.last_seq.get(run_id, 0) if row is not None else 0
+            try:
+                reply = await self.daemon.request({"op": "events", "run": run_id,
+                                                   "after_seq": after})  # fmt: skip
+            except (DaemonError, DaemonUnavailable):
+                break
+            channel = channel_level(str(j.get("position") or "?"))
+            out += [(prefix, channel, "events", e) for e in reply.get("events", [])
+                    if isinstance(e, dict)]  # fmt: skip
+        return out
 
     # -- reading --------------------------------------------------------------------------
     def connections(self) -> dict[str, Any]:
