@@ -9,6 +9,7 @@ with the rows changed in the last batch period (coalesced per browser, see
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import math
 import tempfile
@@ -32,11 +33,25 @@ __all__ = ["api_routes"]
 
 COMMANDS = {"pause": "pause", "resume": "resume", "continue": "resume", "abort": "abort"}
 _MAX_BODY = 256 * 1024
+_GZIP_FROM = 8192
 _SSE_HEADERS = {"cache-control": "no-store", "x-accel-buffering": "no"}
 
 
-def _json(obj: Any, status: int = 200) -> Response:
-    return Response(dumps(obj), status, media_type="application/json")
+def _json(obj: Any, status: int = 200, request: Request | None = None) -> Response:
+    """JSON; a large body gzipped (fast level) for a client that accepts it, since a
+    whole-run view or a long cycle table is a few hundred kilobytes (a phone on Wi-Fi)."""
+    body = dumps(obj).encode()
+    accepts = request is not None and "gzip" in request.headers.get("accept-encoding", "")
+    if not accepts or len(body) < _GZIP_FROM:
+        return Response(body, status, media_type="application/json")
+    headers = {"content-encoding": "gzip", "vary": "accept-encoding"}
+    zipped = gzip.compress(body, compresslevel=1, mtime=0)
+    return Response(zipped, status, media_type="application/json", headers=headers)
+
+
+def _sig(v: Any) -> Any:
+    """A float to 6 significant digits (what a plot can show)."""
+    return float(f"{v:.6g}") if isinstance(v, float) and math.isfinite(v) else v
 
 
 def _src(request: Request) -> DataSource:
@@ -99,7 +114,8 @@ async def lab(request: Request) -> Response:
             "connections": src.connections(),
             "stale_after_s": config.stale_after_s,
             "now": time.time(),
-        }
+        },
+        request=request,
     )
 
 
@@ -140,7 +156,7 @@ async def runs(request: Request) -> Response:
         rows = await _src(request).run_summaries(max(1, min(limit, 5000)))
     except SourceUnavailable as exc:
         return _json({"runs": [], "error": str(exc), "now": time.time()}, 503)
-    return _json({"runs": rows, "now": time.time()})
+    return _json({"runs": rows, "now": time.time()}, request=request)
 
 
 async def run_info(request: Request) -> Response:
@@ -177,7 +193,7 @@ async def series(request: Request) -> Response:
         data = await asyncio.to_thread(_series, _src(request), request.path_params["run_id"], *args)
     except RunNotFound as exc:
         return _json({"error": str(exc)}, 404)
-    return _json(data)
+    return _json(data, request=request)
 
 
 CYCLE_PLOT = (
@@ -198,8 +214,8 @@ async def cycles(request: Request) -> Response:
     except RunNotFound as exc:
         return _json({"error": str(exc)}, 404)
     if request.query_params.get("fields") == "plot":
-        rows = [{k: r.get(k) for k in CYCLE_PLOT} for r in rows]
-    return _json({"cycles": rows})
+        rows = [{k: _sig(r.get(k)) for k in CYCLE_PLOT} for r in rows]
+    return _json({"cycles": rows}, request=request)
 
 
 async def events(request: Request) -> Response:
@@ -207,7 +223,7 @@ async def events(request: Request) -> Response:
     after = int(_float(request.query_params.get("after_seq")) or 0)
     limit = max(1, min(int(_float(request.query_params.get("limit")) or 500), 5000))
     got, total = await _src(request).run_events(run_id, after, limit)
-    return _json({"events": got, "total": total})
+    return _json({"events": got, "total": total}, request=request)
 
 
 async def run_stream(request: Request) -> Response:

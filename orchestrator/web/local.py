@@ -180,8 +180,11 @@ class LocalSource(BaseSource):
                 feeds = await asyncio.to_thread(self.files.collect, info, jobs, time.time())
                 feeds += await self._daemon_events(info, jobs)
                 self.files.apply(self.model, self.hub, feeds)
-            self._warm({str(j["run_id"]) for j in self.daemon.jobs
-                        if j.get("state") in ("running", "paused")})  # fmt: skip
+            going = {str(j["run_id"]) for j in self.daemon.jobs
+                     if j.get("state") in ("running", "paused")}  # fmt: skip
+            going |= {r.run_id for r in self.model.rows.values()
+                      if r.run_id and r.run_state == "running"}  # fmt: skip
+            self._warm({r for r in going if (self.runs.root / r).is_dir()})
             await asyncio.sleep(self.daemon.poll_s)
 
     async def _daemon_events(self, info: dict[str, Any], jobs: list[dict[str, Any]]) -> list[Any]:

@@ -289,13 +289,20 @@ class SeriesCache:
         self._full: OrderedDict[tuple[str, tuple[int, int]], Arrays] = OrderedDict()
         self._windows: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
         self._warmed: dict[str, list[str]] = {}
+        self._readers: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self.summaries_made = 0  # chunks read in full to summarise them (for tests, bench)
 
     # -- state ------------------------------------------------------------------------
+    def _reader(self, run_id: str) -> threading.Lock:
+        """One reader per run (a page and the background warmer never read it twice)."""
+        with self._lock:
+            return self._readers.setdefault(run_id, threading.Lock())
+
     def _run(self, run_id: str) -> _Run:
         with self._lock:
-            s = self._runs.pop(run_id, None) or _Run()
+            s = self._runs.pop(run_id, None) or _Run(lock=self._readers.setdefault(
+                run_id, threading.Lock()))  # fmt: skip
             self._runs[run_id] = s
             while len(self._runs) > self.max_runs:
                 self._runs.popitem(last=False)
@@ -475,6 +482,14 @@ class SeriesCache:
         with self._lock:
             if self._warmed.get(run_id) == parts:
                 return 0
+        with self._reader(run_id):
+            made = self._warm_parts(run_id, entries, parts)
+        with self._lock:
+            self._warmed[run_id] = parts
+            self.summaries_made += made
+        return made
+
+    def _warm_parts(self, run_id: str, entries: list[os.DirEntry[str]], parts: list[str]) -> int:
         made = 0
         for e in sorted(entries, key=lambda e: e.name):
             if e.name not in parts:
@@ -490,7 +505,4 @@ class SeriesCache:
                 continue
             self.store.save(run_id, e.name, key, len(cols["time_s"]), _summarise(cols))
             made += 1
-        with self._lock:
-            self._warmed[run_id] = parts
-            self.summaries_made += made
         return made

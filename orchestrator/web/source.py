@@ -146,9 +146,12 @@ class BaseSource:
         return []
 
     async def __aenter__(self) -> Any:
+        # pyarrow's first use costs a second (it imports pandas): pay it before the server
+        # takes requests, not on the first run page somebody opens
+        await asyncio.to_thread(warm_up)
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
-        loops = [("web-warm-up", asyncio.to_thread(warm_up)), *self._loops()]
+        loops = self._loops()
         if self.mqtt is not None:
             loops.append(("web-mqtt", self.mqtt.run()))
         for name, coro in loops:

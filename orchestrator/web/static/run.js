@@ -151,9 +151,10 @@
       note(d);
     }, 150);
   }
-  async function overview() {
+  const seriesUrl = () => `${base}/series?n=${Math.round(width(L.$("#plot")))}`;
+  async function overview(asked) {
     R.zoomed = null;
-    const d = await L.api(`${base}/series?n=${Math.round(width(L.$("#plot")))}`);
+    const d = await (asked || L.api(seriesUrl()));
     if (!d.t) { L.$("#plotnote").textContent = d.error || "no records"; return d; }
     const data = arrays(d);
     if (!R.plot) makePlot(data); else setData(data, true);
@@ -287,20 +288,23 @@
   // ---------------------------------------------------------------- start
   document.addEventListener("DOMContentLoaded", async () => {
     L.$("#tz").textContent = "· " + L.tzName;
-    L.$("#resetzoom").addEventListener("click", overview);
+    L.$("#resetzoom").addEventListener("click", () => overview());
     L.$("#evkind").addEventListener("change", () => addEvents([]));
     L.$("#evmore").addEventListener("click", async () => {
       R.eventRows = (R.eventRows || 100) + 500;
       const d = await L.api(`${base}/events?limit=${R.eventRows}`);
       addEvents(d.events || []);
     });
-    const info = await L.api(base);
+    // everything the page draws first is asked for at once
+    const asked = [L.api(base), L.api(seriesUrl()), L.api(base + "/cycles?fields=plot"),
+      L.api(base + "/events?limit=100")];
+    const info = await asked[0];
     if (info._status === 404) { L.$("#facts").textContent = info.error; document.body.dataset.ready = "1"; return; }
     facts(info);
     downloads(info);
-    overview().then(ready);
-    L.api(base + "/cycles?fields=plot").then((d) => { R.cycles = d.cycles || []; drawCycles(); ready(); });
-    L.api(base + "/events?limit=100").then((d) => { addEvents(d.events || []); ready(); });
+    overview(asked[1]).then(ready);
+    asked[2].then((d) => { R.cycles = d.cycles || []; drawCycles(); ready(); });
+    asked[3].then((d) => { addEvents(d.events || []); ready(); });
     const spectra = () => (document.body.dataset.ready ? loadSpectra() : setTimeout(spectra, 100));
     spectra(); // impedance fits take a while: after the rest is drawn
     L.api("/api/me").then((m) => L.showConnections(m.connections));
