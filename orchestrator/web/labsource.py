@@ -284,6 +284,7 @@ class LabSource(BaseSource):
                         lab=r)  # fmt: skip
             info["cell"] = info["cell"] or {"cell_id": r["cell_id"]}
             info["t0"] = info["t0"] or r["started"]
+            info["cycles"] = info["cycles"] or r["cycle"]
         return info
 
     def _local(self, run_id: str) -> bool:

@@ -41,7 +41,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ANONYMOUS = User("anonymous", "viewer")
 SESSION_MAX_AGE_S = 12 * 3600
-PUBLIC_PATHS = ("/login", "/static/app.css", "/favicon.svg")
+PUBLIC_PATHS = ("/login", "/static/app.css", "/static/theme.js", "/favicon.svg")
 _UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 
 _PAGE_CSP = (

@@ -272,6 +272,7 @@ def run_facts(meta: dict[str, Any], live: dict[str, Any] | None) -> dict[str, An
         "created": epoch(meta.get("created")),
         "ended": epoch(meta.get("ended")),
         "t0": meta.get("t0"),
+        "cycles": meta.get("cycles"),
         "live": live,
         "on_disk": "created" in meta,
     }

@@ -127,6 +127,30 @@
     dlg.showModal();
   });
 
+  // numbers of any size to ``digits`` significant digits (fit parameters: 1e-5 and 3e4)
+  L.sig = (v, digits) => {
+    if (v === null || v === undefined || !isFinite(v)) return "–";
+    const a = Math.abs(v);
+    return a !== 0 && (a < 1e-3 || a >= 1e6) ? Number(v).toExponential(digits - 1) : String(Number(Number(v).toPrecision(digits)));
+  };
+  L.css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+
+  // ---- the colour theme: auto (the system's), dark, light ----
+  const THEMES = ["auto", "dark", "light"];
+  L.theme = () => document.documentElement.dataset.theme || "auto";
+  function themeButton() {
+    const b = L.$("#theme");
+    if (!b) return;
+    b.title = `colours: ${L.theme()} (click: ${THEMES[(THEMES.indexOf(L.theme()) + 1) % 3]})`;
+    b.onclick = () => {
+      const next = THEMES[(THEMES.indexOf(L.theme()) + 1) % 3];
+      try { if (next === "auto") localStorage.removeItem("labrig-theme"); else localStorage.setItem("labrig-theme", next); } catch (e) { /* kept for this page only */ }
+      if (next === "auto") delete document.documentElement.dataset.theme; else document.documentElement.dataset.theme = next;
+      themeButton();
+      document.dispatchEvent(new Event("labrig-theme"));
+    };
+  }
+
   L.message = (box, ok, text) => {
     box.replaceChildren(L.el("div", { class: "msg " + (ok ? "ok" : "bad"), text }));
   };
@@ -134,5 +158,6 @@
   document.addEventListener("DOMContentLoaded", () => {
     const who = L.$("form.who");
     if (who && !L.auth) who.classList.add("hidden");
+    themeButton();
   });
 })();

@@ -9,7 +9,7 @@
   });
   const COLS = [
     ["station", (r) => r.station, "opt"],
-    ["channel", (r) => r.channel, ""],
+    ["channel", (r) => (narrow.matches ? r.station + "\n" + r.channel : r.channel), "chan"],
     ["state", stateText, "st"],
     ["cell_id", (r) => r.cell_id || "", ""],
     ["protocol", (r) => r.protocol || "", "opt"],
@@ -23,8 +23,10 @@
     ["updated", (r) => (r.updated ? L.duration(now() - r.updated) : "–"), "num opt"],
   ];
   const now = () => Date.now() / 1000 - lab.offset;
+  const narrow = matchMedia("(max-width: 760px)"); // a phone: fewer columns, shorter words
   function stateText(r) {
-    if (r.state === "idle" && r.run_state) return "idle · " + r.run_state;
+    if (r.state === "idle" && r.run_state) return narrow.matches ? r.run_state : "idle · " + r.run_state;
+    if (narrow.matches) return r.state;
     if (r.state === "waiting" && r.waiting_for) return "waiting · " + r.waiting_for;
     if (r.state === "offline" && r.note && r.note.startsWith("agent")) return "agent offline";
     return r.state;
@@ -69,7 +71,8 @@
     lab.order = arr;
     spacer.style.height = arr.length * rowH + "px";
     L.$("#count").textContent = `${arr.length} of ${lab.rows.size} channels`;
-    L.$("#empty").textContent = lab.rows.size ? "" : emptyText();
+    L.$("#empty").textContent = !lab.rows.size ? emptyText() : arr.length ? ""
+      : "No channel matches the filter" + (lab.states.size ? ` and the states chosen (${[...lab.states].join(", ")})` : "") + ".";
     counts();
     lab.resort = false;
   }
@@ -167,6 +170,7 @@
     makePool();
     body.addEventListener("scroll", schedule, { passive: true });
     window.addEventListener("resize", () => { makePool(); schedule(); });
+    narrow.addEventListener("change", () => { lab.tick = (lab.tick || 0) + 1; schedule(); });
     setInterval(() => { lab.tick = (lab.tick || 0) + 1; schedule(); }, 5000); // ages, staleness
     L.stream("/api/lab/stream", {
       snapshot: (d) => {

@@ -8,16 +8,17 @@
     const rows = list.slice().sort((a, b) => (ACTIVE.includes(b.state) - ACTIVE.includes(a.state)) || (b.submitted - a.submitted));
     L.$("#jobs tbody").replaceChildren(...rows.map((j) => {
       const starts = j.not_before ? L.when(j.not_before) : j.after ? `after ${j.after}` : "";
-      const cancel = L.canCommand && (j.state === "queued" || j.state === "waiting")
+      const notYet = j.state === "queued" || j.state === "waiting" || (j.state === "claimed" && !j.started);
+      const cancel = L.canCommand && notYet
         ? L.el("button", { class: "danger", text: "Remove", onclick: () => remove(j) }) : "";
       return L.el("tr", { "data-run": j.run_id },
-        L.el("td", {}, L.el("a", { href: "/runs/" + encodeURIComponent(j.run_id), text: j.run_id })),
-        L.el("td", { text: j.position }), L.el("td", { text: j.protocol }),
+        L.el("td", { class: "clip" }, L.el("a", { href: "/runs/" + encodeURIComponent(j.run_id), text: j.run_id, title: j.run_id })),
         L.el("td", { title: j.reason || "" }, waitingFor[j.run_id] && j.state === "running"
           ? L.el("span", { class: "st waiting", text: "waiting", title: "for " + waitingFor[j.run_id] })
           : L.el("span", { class: "st " + j.state, text: j.state + (j.place ? ` #${j.place}` : ""),
             title: j.place ? `number ${j.place} in the queue of ${j.position}` : "" }),
           ACTIVE.includes(j.state) && j.agent_online === false ? L.el("span", { class: "dim", text: " agent offline" }) : ""),
+        L.el("td", { text: j.position }), L.el("td", { class: "clip", text: j.protocol, title: j.protocol }),
         L.timeCell(j.submitted, j.submitted_by ? { title: `${L.time(j.submitted)} by ${j.submitted_by}` } : {}),
         L.el("td", { text: starts }),
         j.started ? L.timeCell(j.started) : L.el("td", {}),
@@ -59,7 +60,8 @@
     const box = L.$("#timeline");
     if (!list.length) { box.replaceChildren(L.el("p", { class: "dim", text: "No shared instrument is booked or awaited." })); return; }
     const now = Date.now() / 1000;
-    const from = Math.min(now - 60, ...list.flatMap((t) => t.slots.map((s) => s.since || now)));
+    const first = Math.min(now, ...list.flatMap((t) => t.slots.map((s) => s.since || now)));
+    const from = first - Math.max(10, (now - first) * 0.05);
     const nominal = Math.max(120, (now - from) * 0.3);
     const rows = list.map((t) => ({ t, bars: slotsOf(t, now, nominal) }));
     let end = now + 60;
@@ -67,9 +69,10 @@
     const pct = (x) => `${(100 * (x - from)) / (end - from)}%`;
     const nowMark = L.el("div", { class: "tl-now", title: "now " + L.clock(now) });
     nowMark.style.left = pct(now);
+    const open = rows.some((r) => r.bars.some((x) => !x.known));
     box.replaceChildren(L.el("p", { class: "dim" }, `from ${L.when(from)} to about ${L.when(end)} · `,
       L.el("span", { class: "st running", text: "holding" }), " ", L.el("span", { class: "st waiting", text: "waiting" }),
-      " · dashed: length not known"),
+      open ? " · a dashed end: length not known" : ""),
       ...rows.map(({ t, bars }) => L.el("div", { class: "tl-row" }, L.el("span", { class: "tl-name", text: t.resource, title: t.resource }),
         L.el("div", { class: "tl-track" }, nowMark.cloneNode(), ...bars.map(({ s, a, b, known }) => {
           const bar = L.el("div", { class: "tl-bar " + (s.holding ? "hold" : "wait") + (known ? "" : " open"),
