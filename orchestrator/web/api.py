@@ -166,34 +166,32 @@ async def run_info(request: Request) -> Response:
         return _json({"error": str(exc)}, 404)
 
 
-def _series(src: DataSource, run_id: str, lo: float | None, hi: float | None, n: int) -> Any:
-    try:
-        out = dict(src.series.window(run_id, lo, hi, n))
-        t_last = out["t_max"]
-    except RunNotFound:
-        if src.model.row_of_run(run_id) is None:
-            raise
-        out = {"t": [], "V": [], "I": [], "T": [], "stored": 0, "shown": 0, "decimated": False,
+_NO_RECORDS = {"t": [], "V": [], "I": [], "T": [], "stored": 0, "shown": 0, "decimated": False,
                "t_min": None, "t_max": None}  # fmt: skip
-        t_last = None
+
+
+async def series(request: Request) -> Response:
+    """The stored records in view (read in a worker thread) and the live readings after
+    them (read here: the model changes on the event loop's thread only)."""
+    src = _src(request)
+    run_id = request.path_params["run_id"]
+    q = request.query_params
+    n = int(_float(q.get("n")) or 1000)
+    n = max(100, min(5000, round(n / 100) * 100))  # whole hundreds: cached whole-run views
+    lo, hi = _float(q.get("lo")), _float(q.get("hi"))
+    try:
+        out = dict(await asyncio.to_thread(src.series.window, run_id, lo, hi, n))
+    except RunNotFound as exc:
+        if src.model.row_of_run(run_id) is None:
+            return _json({"error": str(exc)}, 404)
+        out = dict(_NO_RECORDS)
+    t_last = out["t_max"]
     row = src.model.row_of_run(run_id)
     live = np.empty((0, 4))
     if row is not None and row.live is not None and (hi is None or t_last is None or hi >= t_last):
         live = row.live.since(t_last if t_last is not None else -math.inf)
     out["live"] = np.round(live, 6).tolist()
-    return out
-
-
-async def series(request: Request) -> Response:
-    q = request.query_params
-    n = int(_float(q.get("n")) or 1000)
-    n = max(100, min(5000, round(n / 100) * 100))  # whole hundreds: cached whole-run views
-    args = (_float(q.get("lo")), _float(q.get("hi")), n)
-    try:
-        data = await asyncio.to_thread(_series, _src(request), request.path_params["run_id"], *args)
-    except RunNotFound as exc:
-        return _json({"error": str(exc)}, 404)
-    return _json(data, request=request)
+    return _json(out, request=request)
 
 
 CYCLE_PLOT = (

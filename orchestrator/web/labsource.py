@@ -264,7 +264,7 @@ class LabSource(BaseSource):
                  "cycle": r["cycle"], "agent_online": r["agent_online"]} for r in rows]  # fmt: skip
 
     async def run_info(self, run_id: str) -> dict[str, Any]:
-        meta, live = await asyncio.to_thread(self._file_info, run_id)
+        meta, live = await self._file_info(run_id)
         try:
             found = await self._ask(lambda c: queries.list_runs(c, run_id=run_id))
         except LabUnavailable as exc:

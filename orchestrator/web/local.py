@@ -237,7 +237,7 @@ class LocalSource(BaseSource):
 
     async def run_info(self, run_id: str) -> dict[str, Any]:
         """What the run page shows at the top: run.json facts and the live status."""
-        meta, live = await asyncio.to_thread(self._file_info, run_id)
+        meta, live = await self._file_info(run_id)
         job = self.daemon.job(run_id)
         if "created" not in meta and live is None and job is None:
             raise RunNotFound(f"no run {run_id!r} in {self.runs.root}")

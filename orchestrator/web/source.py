@@ -231,14 +231,15 @@ class BaseSource:
     async def run_cycles(self, run_id: str) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.runs.cycles, run_id)
 
-    def _file_info(self, run_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """run.json (or a stub when the run is not on this computer) and the live row."""
+    async def _file_info(self, run_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """run.json (read in a worker thread; a stub when the run is not on this computer)
+        and the live row (read here: the model changes on this thread only)."""
         row = self.model.row_of_run(run_id)
+        live = self.model.view(row.key, time.time()) if row is not None else None
         try:
-            meta = self.runs.meta(run_id)
+            meta = await asyncio.to_thread(self.runs.meta, run_id)
         except RunNotFound:
             meta = {"run_id": run_id, "t0": None}
-        live = self.model.view(row.key, time.time()) if row is not None else None
         return meta, live
 
 

@@ -10,21 +10,21 @@
       const starts = j.not_before ? L.when(j.not_before) : j.after ? `after ${j.after}` : "";
       const notYet = j.state === "queued" || j.state === "waiting" || (j.state === "claimed" && !j.started);
       const cancel = L.canCommand && notYet
-        ? L.el("button", { class: "danger", text: "Remove", onclick: () => remove(j) }) : "";
+        ? L.el("button", { class: "danger small", text: "Remove", onclick: () => remove(j) }) : "";
       return L.el("tr", { "data-run": j.run_id },
         L.el("td", { class: "clip" }, L.el("a", { href: "/runs/" + encodeURIComponent(j.run_id), text: j.run_id, title: j.run_id })),
         L.el("td", { title: j.reason || "" }, waitingFor[j.run_id] && j.state === "running"
           ? L.el("span", { class: "st waiting", text: "waiting", title: "for " + waitingFor[j.run_id] })
           : L.el("span", { class: "st " + j.state, text: j.state + (j.place ? ` #${j.place}` : ""),
             title: j.place ? `number ${j.place} in the queue of ${j.position}` : "" }),
-          ACTIVE.includes(j.state) && j.agent_online === false ? L.el("span", { class: "dim", text: " agent offline" }) : ""),
+          ACTIVE.includes(j.state) && j.agent_online === false ? L.el("span", { class: "dim", text: " agent offline" }) : "",
+          cancel ? " " : "", cancel),
         L.el("td", { text: j.position }), L.el("td", { class: "clip", text: j.protocol, title: j.protocol }),
         L.timeCell(j.submitted, j.submitted_by ? { title: `${L.time(j.submitted)} by ${j.submitted_by}` } : {}),
         L.el("td", { text: starts }),
         j.started ? L.timeCell(j.started) : L.el("td", {}),
         L.el("td", { class: "num", text: j.cycle ?? "" }),
-        L.el("td", { text: j.eta_s ? `${L.duration(j.eta_s)} (${L.clock(Date.now() / 1000 + j.eta_s)})` : "" }),
-        L.el("td", {}, cancel));
+        L.el("td", { text: j.eta_s ? `${L.duration(j.eta_s)} (${L.clock(Date.now() / 1000 + j.eta_s)})` : "" }));
     }));
   }
   async function remove(j) {
