@@ -199,11 +199,24 @@ class LabSource(BaseSource):
                                and (row.status_time or 0) > (status["updated"] or 0))  # fmt: skip
             if not newer_elsewhere:  # MQTT may already show the run after this one
                 self.hub.dispatch(self.model.feed(prefix, channel, "status", status))
+        self._alive(snap)
         waiting = {str(b["run_id"]): str(b["resource"]) for b in snap["bookings"]
                    if b["state"] == "waiting"}  # fmt: skip
         self.hub.mark_all(self.model.set_waiting(waiting))
         here = [str(p["run_id"]) for p in snap["positions"] if p["state"] == "running"]
         self._warm({r for r in here if (self.runs.root / r).is_dir()})
+
+    def _alive(self, snap: dict[str, Any]) -> None:
+        """A run of an agent that sends heartbeats is not stale, whatever the time of its
+        last status in the database (a long step changes nothing for an hour)."""
+        changed = []
+        for p in snap["positions"]:
+            age = p["heartbeat_age_s"]
+            if p["agent_online"] and p["state"] in ACTIVE and age is not None:
+                key = f"{self.prefix_of(p['agent'])}/{channel_level(p['position'])}"
+                if self.model.touch(key, snap["at"] - age):
+                    changed.append(key)
+        self.hub.mark_all(tuple(changed))
 
     @staticmethod
     def _status(p: dict[str, Any]) -> dict[str, Any] | None:

@@ -237,6 +237,15 @@ class LabModel:
         row = self._row(station, channel)
         return Update() if known else Update(keys=(row.key,))
 
+    def touch(self, key: str, when: float, every_s: float = 10.0) -> bool:
+        """News that the channel's station is alive at ``when`` (a lab agent's heartbeat):
+        the row's age restarts, at most every ``every_s``; True when it did."""
+        row = self.rows.get(key)
+        if row is None or (row.updated is not None and when - row.updated < every_s):
+            return False
+        row.updated = when
+        return True
+
     def set_station_override(
         self, states: dict[str, str], notes: dict[str, str]
     ) -> tuple[str, ...]:

@@ -147,3 +147,13 @@ def test_live_buffer_keeps_nan_for_missing_readings() -> None:
     b.add(1.0, 3.7, None, None)
     got = b.since(0.0)
     assert got.shape == (1, 4) and got[0, 1] == 3.7 and np.isnan(got[0, 2])
+
+
+def test_a_lab_agents_heartbeat_keeps_its_running_rows_fresh() -> None:
+    m = LabModel(stale_after_s=30)
+    m.feed(P, "ch0", "status", {"run_id": "run-1", "state": "running", "updated": 1000.0})
+    assert m.view(f"{P}/ch0", 1040.0)["stale"]  # no status for 40 s (a long EIS step)
+    assert m.touch(f"{P}/ch0", 1035.0) and not m.touch(f"{P}/ch0", 1040.0)  # every 10 s
+    assert not m.view(f"{P}/ch0", 1040.0)["stale"]
+    assert m.rows[f"{P}/ch0"].status_time == 1000.0  # statuses keep their own order
+    assert not m.touch("labrig/none/ch9", 2000.0)
