@@ -205,6 +205,16 @@ async def test_the_lab_from_its_database_in_a_browser(
         await page.wait_for_selector(row("labrig/pc-c/c0", "running"))
         await page.wait_for_selector(row("labrig/rig-a/a0", "idle"))
         await page.screenshot(path=str(tmp_path / "lab.png"))
+        state = await page.context.storage_state()
+        phone = await browser.new_context(
+            viewport={"width": 390, "height": 780}, color_scheme="dark", storage_state=state
+        )
+        small = await phone.new_page()
+        await small.goto(url + "/")
+        await small.wait_for_selector(row("labrig/pc-c/c1", "waiting"))
+        assert await small.inner_text(row("labrig/pc-c/c1") + " .st") == "waiting"  # short
+        await small.screenshot(path=str(tmp_path / "lab-phone-dark.png"))
+        await phone.close()
         run_id = await _submit_in_page(page, url)
         await page.goto(url + "/")
         await page.wait_for_selector(row("labrig/rig-a/a1", "running"), timeout=60_000)
