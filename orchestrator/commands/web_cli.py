@@ -31,42 +31,62 @@ def _loopback(host: str) -> bool:
         return False
 
 
+PrefixOpt = Annotated[
+    str, typer.Option("--prefix", help="Stations to show: an MQTT prefix, '+' for any level.")
+]
+LabOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lab",
+        envvar="LABRIG_LAB",
+        help="Lab database URL (postgresql://web@db/lab): show the whole lab (docs/lab.md).",
+    ),
+]
+RunsOpt = Annotated[Path, typer.Option("--runs", envvar="LABRIG_RUNS", help="Runs directory.")]
+PortOpt = Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")]
+HostOpt = Annotated[
+    str, typer.Option("--host", help="Address to listen on (default: this computer only).")
+]
+UsersOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--users",
+        envvar="LABRIG_WEB_USERS_FILE",
+        help="Users file (mode 0600; see `labrig web-user`). Default: $LABRIG_WEB_USERS.",
+    ),
+]
+NoMqttOpt = Annotated[
+    bool, typer.Option("--no-mqtt", help="Do not connect to a broker (even if set in env).")
+]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache", help="Where run overviews are kept (default: ~/.cache/labrig/web)."),
+]
+SecureOpt = Annotated[
+    bool,
+    typer.Option("--secure-cookies", help="Session cookie only over HTTPS (behind a TLS proxy)."),
+]
+AuditOpt = Annotated[
+    Path | None,
+    typer.Option("--audit", help="Audit log (JSON lines). Default: <runs>/web-audit.jsonl."),
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+
+
 def web(
     mqtt: MqttUrlOption = None,
     mqtt_ca: MqttCaOption = None,
-    prefix: Annotated[
-        str, typer.Option("--prefix", help="Stations to show: an MQTT prefix, '+' for any level.")
-    ] = "labrig/+",
-    lab: Annotated[
-        str | None, typer.Option("--lab", help="The lab database (not available yet).")
-    ] = None,
-    runs: Annotated[
-        Path, typer.Option("--runs", envvar="LABRIG_RUNS", help="Runs directory.")
-    ] = Path("runs"),
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8470,
-    host: Annotated[
-        str, typer.Option("--host", help="Address to listen on (default: this computer only).")
-    ] = "127.0.0.1",
-    users: Annotated[
-        Path | None,
-        typer.Option(
-            "--users",
-            envvar="LABRIG_WEB_USERS_FILE",
-            help="Users file (mode 0600; see `labrig web-user`). Default: $LABRIG_WEB_USERS.",
-        ),
-    ] = None,
-    no_mqtt: Annotated[bool, typer.Option("--no-mqtt", help="Do not connect to a broker.")] = False,
-    secure_cookies: Annotated[
-        bool,
-        typer.Option(
-            "--secure-cookies", help="Session cookie only over HTTPS (behind a TLS proxy)."
-        ),
-    ] = False,
-    audit: Annotated[
-        Path | None,
-        typer.Option("--audit", help="Audit log (JSON lines). Default: <runs>/web-audit.jsonl."),
-    ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    prefix: PrefixOpt = "labrig/+",
+    lab: LabOpt = None,
+    runs: RunsOpt = Path("runs"),
+    port: PortOpt = 8470,
+    host: HostOpt = "127.0.0.1",
+    users: UsersOpt = None,
+    no_mqtt: NoMqttOpt = False,
+    cache: CacheOpt = None,
+    secure_cookies: SecureOpt = False,
+    audit: AuditOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Serve the lab in a browser: live channels, runs with plots and reports, the queue."""
     import logging
@@ -74,9 +94,12 @@ def web(
     import uvicorn
 
     from ..web import WebConfig, create_app
+    from ..web.series import default_cache_dir
 
     store = _users(users, host, lab)
     settings = None if no_mqtt else _mqtt(mqtt, mqtt_ca, prefix)
+    if lab is not None:
+        _check_lab(lab)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -89,9 +112,13 @@ def web(
         secret_key=os.environ.get("LABRIG_WEB_SECRET") or WebConfig().secret_key,
         secure_cookies=secure_cookies,
         audit_path=audit or runs / "web-audit.jsonl",
+        lab=lab,
+        cache_dir=cache if cache is not None else default_cache_dir(),
     )
     where = "sign-in required" if store is not None else "no users configured: read-only"
-    err.print(f"labrig web on http://{host}:{port}/ ({where}; runs in {runs})", highlight=False)
+    what = f"lab {_redact(lab)}" if lab else f"runs in {runs}"
+    broker = settings.url if settings is not None else "no MQTT broker"
+    err.print(f"labrig web on http://{host}:{port}/ ({where}; {what}; {broker})", highlight=False)
     uvicorn.run(
         create_app(config),
         host=host,
@@ -102,16 +129,33 @@ def web(
     )
 
 
+def _redact(url: str | None) -> str:
+    from ..lab.db import redact
+
+    return redact(url or "")
+
+
+def _check_lab(url: str) -> None:
+    """The lab database answers and has labrig's tables (else a clear stop)."""
+    from ..lab.db import LabUnavailable, connect, redact
+
+    try:
+        with connect(url, app="labrig web") as conn:
+            conn.execute("SELECT 1 FROM schema_version LIMIT 1")
+    except LabUnavailable as exc:
+        raise _fail(str(exc), 3) from None
+    except Exception as exc:  # psycopg's own errors: no table, no permission
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _fail(
+            f"lab database {redact(url)}: {first} (run `labrig lab init --lab URL` once, "
+            "and give the web app a login of the lab: `labrig lab add-user web --role operator`)"
+        ) from None
+
+
 def _users(users: Path | None, host: str, lab: str | None) -> Any:
     """The users (None: no sign-in), after the checks that stop a bad start."""
-    from ..web import AuthConfigError, SourceUnavailable, UserStore
-    from ..web.source import lab_source
+    from ..web import AuthConfigError, UserStore
 
-    if lab is not None:
-        try:
-            lab_source(lab)
-        except SourceUnavailable as exc:
-            raise _fail(str(exc)) from None
     try:
         store = UserStore.from_file(users) if users is not None else UserStore.from_env()
     except AuthConfigError as exc:
@@ -125,11 +169,15 @@ def _users(users: Path | None, host: str, lab: str | None) -> Any:
 
 
 def _mqtt(url: str | None, ca: str | None, prefix: str) -> Any:
+    """The broker's settings; None when neither ``--mqtt`` nor ``LABRIG_MQTT_URL`` names
+    one (the lab page then comes from the daemon and the run directories)."""
     from ..mqtt.monitor import check_filter_prefix
     from ..mqtt.settings import MqttConfigError, MqttSettings
 
     try:
         check_filter_prefix(prefix)
+        if url is None and not os.environ.get("LABRIG_MQTT_URL"):
+            return None
         return MqttSettings.from_env(url=url, ca_file=ca, station="web")
     except MqttConfigError as exc:
         raise _fail(str(exc)) from None

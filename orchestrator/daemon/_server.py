@@ -228,6 +228,7 @@ class Daemon:
             if op == "ping":
                 return ok(
                     station=self.station.name,
+                    positions=[p.name for p in self.station.positions],
                     pid=os.getpid(),
                     sim=self.sim,
                     runs_dir=str(self.runs_dir),

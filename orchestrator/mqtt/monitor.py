@@ -60,6 +60,8 @@ class ChannelRow:
     temperature_C: float | None = None
     eta_s: float | None = None
     updated: float | None = None  # wall time of the newest status or reading
+    status_time: float | None = None  # wall time of the newest status
+    reading_time: float | None = None  # wall time of the newest reading
 
     def as_dict(self, now: float, orchestrator: str | None, stale_after_s: float) -> dict[str, Any]:
         age = None if self.updated is None else max(0.0, now - self.updated)
@@ -117,25 +119,35 @@ class MonitorModel:
         return [key]
 
     def _apply_status(self, row: ChannelRow, d: dict[str, Any]) -> None:
-        row.run_id = d.get("run_id") if isinstance(d.get("run_id"), str) else None
+        run_id = d.get("run_id") if isinstance(d.get("run_id"), str) else None
+        updated = _num(d.get("updated"))
+        last = row.status_time
+        if run_id == row.run_id and updated is not None and last is not None and updated < last:
+            return  # an older status of the same run
+        row.run_id = run_id
         row.protocol = d.get("protocol") if isinstance(d.get("protocol"), str) else None
         row.state = d.get("state") if isinstance(d.get("state"), str) else None
         row.step = d.get("step") if isinstance(d.get("step"), str) else None
         cycle = d.get("cycle")
         row.cycle = cycle if isinstance(cycle, int) and not isinstance(cycle, bool) else None
-        row.voltage_V = _num(d.get("voltage_V"))
-        row.current_A = _num(d.get("current_A"))
-        row.temperature_C = _num(d.get("temperature_C"))
         row.eta_s = _num(d.get("eta_s"))
-        updated = _num(d.get("updated"))
+        if updated is not None:
+            row.status_time = updated
+        # Statuses and readings travel on different topics, so either may overtake the
+        # other: the readings of a status older than the newest reading are not shown.
+        if updated is None or row.reading_time is None or updated >= row.reading_time:
+            row.voltage_V = _num(d.get("voltage_V"))
+            row.current_A = _num(d.get("current_A"))
+            row.temperature_C = _num(d.get("temperature_C"))
         if updated is not None and (row.updated is None or updated > row.updated):
             row.updated = updated
 
     def _apply_telemetry(self, row: ChannelRow, d: dict[str, Any]) -> None:
         t = _num(d.get("wall_time"))
-        if t is None or (row.updated is not None and t < row.updated):
-            return  # older than what we show
-        row.updated = t
+        if t is None or (row.reading_time is not None and t <= row.reading_time):
+            return  # a repeat or older than the newest reading (statuses do not count)
+        row.reading_time = t
+        row.updated = t if row.updated is None else max(row.updated, t)
         row.voltage_V = _num(d.get("voltage_V"))
         row.current_A = _num(d.get("current_A"))
         temperature = _num(d.get("temperature_C"))

@@ -62,7 +62,7 @@ def free_port() -> int:
 
 
 def shipped_file(name: str) -> str:
-    return resources.files("orchestrator").joinpath("data", name).read_text()
+    return resources.files("labrig.orchestrator").joinpath("data", name).read_text()
 
 
 def render_config(

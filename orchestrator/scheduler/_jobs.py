@@ -102,5 +102,7 @@ class Job:
         ex = self.executor
         if ex is not None and ex.state != RunState.pending:  # it has a clock
             st = ex.status()
-            d.update(cycle=st.cycle, step=st.step, eta_s=st.eta_s, run_time_s=st.run_time_s)
+            d.update(cycle=st.cycle, step=st.step, eta_s=st.eta_s, run_time_s=st.run_time_s,
+                     voltage_V=st.voltage_V, current_A=st.current_A,
+                     temperature_C=st.temperature_C, cell_id=st.cell_id)  # fmt: skip
         return d

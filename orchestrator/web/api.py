@@ -9,6 +9,7 @@ with the rows changed in the last batch period (coalesced per browser, see
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import math
 import tempfile
@@ -26,17 +27,31 @@ from starlette.routing import Route
 from .auth import User
 from .results import DOWNLOADS, dumps
 from .rundata import RunNotFound
-from .source import DataSource, SubmitRequest
+from .source import DataSource, SourceRefused, SourceUnavailable, SubmitRequest
 
 __all__ = ["api_routes"]
 
 COMMANDS = {"pause": "pause", "resume": "resume", "continue": "resume", "abort": "abort"}
 _MAX_BODY = 256 * 1024
+_GZIP_FROM = 8192
 _SSE_HEADERS = {"cache-control": "no-store", "x-accel-buffering": "no"}
 
 
-def _json(obj: Any, status: int = 200) -> Response:
-    return Response(dumps(obj), status, media_type="application/json")
+def _json(obj: Any, status: int = 200, request: Request | None = None) -> Response:
+    """JSON; a large body gzipped (fast level) for a client that accepts it, since a
+    whole-run view or a long cycle table is a few hundred kilobytes (a phone on Wi-Fi)."""
+    body = dumps(obj).encode()
+    accepts = request is not None and "gzip" in request.headers.get("accept-encoding", "")
+    if not accepts or len(body) < _GZIP_FROM:
+        return Response(body, status, media_type="application/json")
+    headers = {"content-encoding": "gzip", "vary": "accept-encoding"}
+    zipped = gzip.compress(body, compresslevel=1, mtime=0)
+    return Response(zipped, status, media_type="application/json", headers=headers)
+
+
+def _sig(v: Any) -> Any:
+    """A float to 6 significant digits (what a plot can show)."""
+    return float(f"{v:.6g}") if isinstance(v, float) and math.isfinite(v) else v
 
 
 def _src(request: Request) -> DataSource:
@@ -81,6 +96,7 @@ async def me(request: Request) -> Response:
         {
             "user": user.name,
             "role": user.role,
+            "role_note": user.why,
             "auth": config.auth,
             "can_command": config.auth and user.operator,
             "connections": _src(request).connections(),
@@ -98,7 +114,8 @@ async def lab(request: Request) -> Response:
             "connections": src.connections(),
             "stale_after_s": config.stale_after_s,
             "now": time.time(),
-        }
+        },
+        request=request,
     )
 
 
@@ -135,46 +152,46 @@ async def lab_stream(request: Request) -> Response:
 
 async def runs(request: Request) -> Response:
     limit = int(_float(request.query_params.get("limit")) or 500)
-    src = _src(request)
-    rows = await asyncio.to_thread(src.run_summaries, max(1, min(limit, 5000)))
-    return _json({"runs": rows, "now": time.time()})
+    try:
+        rows = await _src(request).run_summaries(max(1, min(limit, 5000)))
+    except SourceUnavailable as exc:
+        return _json({"runs": [], "error": str(exc), "now": time.time()}, 503)
+    return _json({"runs": rows, "now": time.time()}, request=request)
 
 
 async def run_info(request: Request) -> Response:
     try:
-        return _json(_src(request).run_info(request.path_params["run_id"]))
+        return _json(await _src(request).run_info(request.path_params["run_id"]))
     except RunNotFound as exc:
         return _json({"error": str(exc)}, 404)
 
 
-def _series(src: DataSource, run_id: str, lo: float | None, hi: float | None, n: int) -> Any:
-    try:
-        out = dict(src.series.window(run_id, lo, hi, n))
-        t_last = out["t_max"]
-    except RunNotFound:
-        if src.model.row_of_run(run_id) is None:
-            raise
-        out = {"t": [], "V": [], "I": [], "T": [], "stored": 0, "shown": 0, "decimated": False,
+_NO_RECORDS = {"t": [], "V": [], "I": [], "T": [], "stored": 0, "shown": 0, "decimated": False,
                "t_min": None, "t_max": None}  # fmt: skip
-        t_last = None
+
+
+async def series(request: Request) -> Response:
+    """The stored records in view (read in a worker thread) and the live readings after
+    them (read here: the model changes on the event loop's thread only)."""
+    src = _src(request)
+    run_id = request.path_params["run_id"]
+    q = request.query_params
+    n = int(_float(q.get("n")) or 1000)
+    n = max(100, min(5000, round(n / 100) * 100))  # whole hundreds: cached whole-run views
+    lo, hi = _float(q.get("lo")), _float(q.get("hi"))
+    try:
+        out = dict(await asyncio.to_thread(src.series.window, run_id, lo, hi, n))
+    except RunNotFound as exc:
+        if src.model.row_of_run(run_id) is None:
+            return _json({"error": str(exc)}, 404)
+        out = dict(_NO_RECORDS)
+    t_last = out["t_max"]
     row = src.model.row_of_run(run_id)
     live = np.empty((0, 4))
     if row is not None and row.live is not None and (hi is None or t_last is None or hi >= t_last):
         live = row.live.since(t_last if t_last is not None else -math.inf)
     out["live"] = np.round(live, 6).tolist()
-    return out
-
-
-async def series(request: Request) -> Response:
-    q = request.query_params
-    n = int(_float(q.get("n")) or 1000)
-    n = max(100, min(5000, round(n / 100) * 100))  # whole hundreds: cached whole-run views
-    args = (_float(q.get("lo")), _float(q.get("hi")), n)
-    try:
-        data = await asyncio.to_thread(_series, _src(request), request.path_params["run_id"], *args)
-    except RunNotFound as exc:
-        return _json({"error": str(exc)}, 404)
-    return _json(data)
+    return _json(out, request=request)
 
 
 CYCLE_PLOT = (
@@ -191,29 +208,20 @@ CYCLE_PLOT = (
 async def cycles(request: Request) -> Response:
     """Per-cycle rows; ``?fields=plot`` only what the run page plots (all: the CSV)."""
     try:
-        rows = await asyncio.to_thread(_src(request).runs.cycles, request.path_params["run_id"])
+        rows = await _src(request).run_cycles(request.path_params["run_id"])
     except RunNotFound as exc:
         return _json({"error": str(exc)}, 404)
     if request.query_params.get("fields") == "plot":
-        rows = [{k: r.get(k) for k in CYCLE_PLOT} for r in rows]
-    return _json({"cycles": rows})
+        rows = [{k: _sig(r.get(k)) for k in CYCLE_PLOT} for r in rows]
+    return _json({"cycles": rows}, request=request)
 
 
 async def events(request: Request) -> Response:
-    src = _src(request)
     run_id = request.path_params["run_id"]
     after = int(_float(request.query_params.get("after_seq")) or 0)
     limit = max(1, min(int(_float(request.query_params.get("limit")) or 500), 5000))
-    try:
-        stored = await asyncio.to_thread(src.runs.events, run_id)
-    except RunNotFound:
-        stored = []
-    seen = {e.get("seq") for e in stored}
-    row = src.model.row_of_run(run_id)
-    live = [e for e in (row.events if row else ()) if e.get("seq") not in seen]
-    merged = [e for e in (*stored, *live) if isinstance(e.get("seq"), int) and e["seq"] > after]
-    merged.sort(key=lambda e: e["seq"])
-    return _json({"events": merged[-limit:], "total": len(merged)})
+    got, total = await _src(request).run_events(run_id, after, limit)
+    return _json({"events": got, "total": total}, request=request)
 
 
 async def run_stream(request: Request) -> Response:
@@ -232,7 +240,7 @@ async def run_stream(request: Request) -> Response:
                 item = feed.take()
                 if item["status"]:
                     try:
-                        item["info"] = src.run_info(run_id)
+                        item["info"] = await src.run_info(run_id)
                     except RunNotFound:
                         item["info"] = None
                 del item["status"]
@@ -327,7 +335,9 @@ async def command(request: Request) -> Response:
         why = (
             "commands need a signed-in operator (no users are configured: see docs/web.md)"
             if not state.config.auth
-            else f"{user.name} is a {user.role}: only operators may command runs"
+            else f"{user.name} is a {user.role}"
+            + (f" ({user.why})" if user.why else "")
+            + ": only operators may command runs"
         )
         state.audit.record(user, word, run_id, False, why, via="web")
         return _json({"accepted": False, "reason": why}, 403)
@@ -384,8 +394,6 @@ def _submit_request(body: dict[str, Any]) -> SubmitRequest:
 
 
 async def submit(request: Request) -> Response:
-    from ..daemon import DaemonError, DaemonUnavailable
-
     state = request.app.state
     user: User = request.state.user
     try:
@@ -394,14 +402,16 @@ async def submit(request: Request) -> Response:
         return _json({"ok": False, "error": str(exc)}, 400)
     what = req.protocol or "pasted protocol"
     if not (state.config.auth and user.operator):
-        why = "only signed-in operators may submit runs"
+        why = "only signed-in operators may submit runs" + (f" ({user.why})" if user.why else "")
         state.audit.record(user, "submit", what, False, why, via="web")
         return _json({"ok": False, "error": why}, 403)
     try:
         reply = await _src(request).submit(user, req)
-    except (ValueError, DaemonError, DaemonUnavailable) as exc:
+    except (ValueError, SourceRefused, SourceUnavailable) as exc:
         state.audit.record(user, "submit", what, False, str(exc), cell=req.cell_id)
-        return _json({"ok": False, "error": str(exc)}, 409 if isinstance(exc, DaemonError) else 400)
+        code = 409 if isinstance(exc, SourceRefused) else 503 if isinstance(
+            exc, SourceUnavailable) else 400  # fmt: skip
+        return _json({"ok": False, "error": str(exc)}, code)
     state.audit.record(
         user, "submit", what, True, f"queued as {reply.get('run_id')} on {reply.get('position')}",
         cell=req.cell_id, run_id=reply.get("run_id"),

@@ -32,9 +32,11 @@ from starlette.staticfiles import StaticFiles
 from ..mqtt import MqttSettings
 from .api import api_routes
 from .auth import User, UserStore
+from .local import LocalSource
 from .rundata import RunNotFound
 from .security import REPORT_CSP, SESSION_MAX_AGE_S, Audit, AuthGate, LoginThrottle, csrf_token
-from .source import DataSource, LocalSource
+from .series import default_cache_dir
+from .source import DataSource
 
 __all__ = ["WebConfig", "create_app"]
 
@@ -57,6 +59,11 @@ class WebConfig:
     audit_path: Path | None = None
     work_dir: Path | None = None
     daemon_poll_s: float = 2.0
+    #: the lab database (``labrig web --lab``): a lab of many PCs instead of this one
+    lab: str | None = None
+    lab_poll_s: float = 2.0
+    #: where run overviews are kept between restarts (None: in memory only)
+    cache_dir: Path | None = field(default_factory=default_cache_dir)
 
     @property
     def auth(self) -> bool:
@@ -74,6 +81,7 @@ class Pages:
         fields = {
             "user": "" if user is None else user.name,
             "role": "" if user is None else user.role,
+            "role_note": "" if user is None or not user.why else user.why,
             "csrf": csrf_token(request.session),
             "auth": "1" if request.app.state.config.auth else "0",
             **values,
@@ -195,6 +203,17 @@ async def favicon(request: Request) -> Response:
     return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
 
+def _source(config: WebConfig, work: Path) -> DataSource:
+    common: dict[str, Any] = {"mqtt": config.mqtt, "prefix": config.prefix,
+                              "stale_after_s": config.stale_after_s,
+                              "cache_dir": config.cache_dir}  # fmt: skip
+    if config.lab is not None:
+        from .labsource import LabSource
+
+        return LabSource(config.lab, config.runs_dir, work, poll_s=config.lab_poll_s, **common)
+    return LocalSource(config.runs_dir, work, daemon_poll_s=config.daemon_poll_s, **common)
+
+
 def create_app(config: WebConfig, source: DataSource | None = None) -> Starlette:
     """The web app; ``source`` defaults to this PC's MQTT, runs directory and daemon."""
     tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -206,14 +225,7 @@ def create_app(config: WebConfig, source: DataSource | None = None) -> Starlette
         if work is None:
             tmp = tempfile.TemporaryDirectory(prefix="labrig-web-")
             work = Path(tmp.name)
-        src = LocalSource(
-            config.runs_dir,
-            work,
-            mqtt=config.mqtt,
-            prefix=config.prefix,
-            stale_after_s=config.stale_after_s,
-            daemon_poll_s=config.daemon_poll_s,
-        )
+        src = _source(config, work)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -246,7 +258,7 @@ def create_app(config: WebConfig, source: DataSource | None = None) -> Starlette
             same_site="strict",
             https_only=config.secure_cookies,
         ),
-        Middleware(AuthGate, users=config.users),
+        Middleware(AuthGate, users=config.users, roles=src.role_of),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.config = config

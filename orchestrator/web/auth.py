@@ -23,7 +23,7 @@ import secrets
 import stat
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -54,6 +54,8 @@ class AuthConfigError(ValueError):
 class User:
     name: str
     role: str
+    #: why the role is lower than the users file says (the lab database's role)
+    why: str | None = field(default=None, compare=False)
 
     @property
     def operator(self) -> bool:

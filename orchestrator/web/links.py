@@ -186,10 +186,10 @@ class DaemonLink:
         self.watchdog_trips = int(reply.get("watchdog_trips") or 0)
         self.fetched_at = now
 
-    def waiting_runs(self) -> set[str]:
-        """Runs queued (not holding) for a shared instrument right now."""
+    def waiting_runs(self) -> dict[str, str]:
+        """Runs queued (not holding) for a shared instrument right now -> the instrument."""
         return {
-            str(s["run_id"])
+            str(s["run_id"]): str(t.get("resource") or "")
             for t in self.timeline
             for s in t.get("slots", [])
             if not s.get("holding")

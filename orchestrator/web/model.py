@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +140,7 @@ class ChannelRow:
     eta_s: float | None = None
     updated: float | None = None  # wall time of the newest status or reading
     reading_time: float | None = None  # wall time of the newest reading
+    status_time: float | None = None  # wall time of the newest status
     last_event: str | None = None
     last_event_kind: str | None = None
     last_event_time: float | None = None
@@ -192,6 +193,10 @@ class LabModel:
         self.station_state: dict[str, str] = {}
         self.stations: dict[str, dict[str, Any]] = {}
         self.waiting: frozenset[str] = frozenset()
+        self.waiting_for: dict[str, str] = {}  # run id -> the shared instrument it awaits
+        # what a lab database says of a station (its agent's heartbeat): wins over MQTT
+        self.station_override: dict[str, str] = {}
+        self.station_note: dict[str, str] = {}
         self.messages = 0
 
     # -- input --------------------------------------------------------------------------
@@ -214,12 +219,44 @@ class LabModel:
         d = _load(payload)
         if d is None:
             return Update()
-        row = self._row("/".join(levels[:-2]), levels[-2])
+        return self.feed("/".join(levels[:-2]), levels[-2], kind, d)
+
+    def feed(self, station: str, channel: str, kind: str, d: dict[str, Any]) -> Update:
+        """One status, telemetry or events payload (a dict shaped as on MQTT) for the row
+        ``station/channel``; sources without MQTT feed what they read this way."""
+        row = self._row(station, channel)
         if kind == "status":
             return self._apply_status(row, d)
         if kind == "telemetry":
             return self._apply_telemetry(row, d)
         return self._apply_event(row, d)
+
+    def add_channel(self, station: str, channel: str) -> Update:
+        """A channel known to exist (an idle position)."""
+        known = f"{station}/{channel}" in self.rows
+        row = self._row(station, channel)
+        return Update() if known else Update(keys=(row.key,))
+
+    def touch(self, key: str, when: float, every_s: float = 10.0) -> bool:
+        """News that the channel's station is alive at ``when`` (a lab agent's heartbeat):
+        the row's age restarts, at most every ``every_s``; True when it did."""
+        row = self.rows.get(key)
+        if row is None or (row.updated is not None and when - row.updated < every_s):
+            return False
+        row.updated = when
+        return True
+
+    def set_station_override(
+        self, states: dict[str, str], notes: dict[str, str]
+    ) -> tuple[str, ...]:
+        """Station states from elsewhere (a lab database: ``online``/``offline``), and a
+        note for each; returns the keys of the rows that changed."""
+        changed = {st for st in set(states) | set(self.station_override)
+                   if states.get(st) != self.station_override.get(st)}  # fmt: skip
+        changed |= {st for st in set(notes) | set(self.station_note)
+                    if notes.get(st) != self.station_note.get(st)}  # fmt: skip
+        self.station_override, self.station_note = dict(states), dict(notes)
+        return tuple(k for k, r in self.rows.items() if r.station in changed)
 
     def _row(self, station: str, channel: str) -> ChannelRow:
         key = f"{station}/{channel}"
@@ -251,11 +288,12 @@ class LabModel:
             row.live = None
             row.events.clear()
             row.step = row.step_index = row.cycle = row.eta_s = row.run_time_s = None
-            row.reading_time = None
+            row.reading_time = row.status_time = None
 
     def _apply_status(self, row: ChannelRow, d: dict[str, Any]) -> Update:
         updated = _num(d.get("updated"))
-        older = updated is not None and row.updated is not None and updated < row.updated
+        last = row.status_time
+        older = updated is not None and last is not None and updated < last
         if older and _str(d.get("run_id")) == row.run_id:
             return Update()  # an older status of the same run
         self._new_run(row, _str(d.get("run_id")))
@@ -265,13 +303,18 @@ class LabModel:
         row.step = _str(d.get("step"))
         row.step_index = _int(d.get("step_index"))
         row.cycle = _int(d.get("cycle"))
-        row.voltage_V = _num(d.get("voltage_V"))
-        row.current_A = _num(d.get("current_A"))
-        row.temperature_C = _num(d.get("temperature_C"))
         row.run_time_s = _num(d.get("run_time_s"))
         row.eta_s = _num(d.get("eta_s"))
+        # statuses and readings travel on different topics and may overtake each other:
+        # a status older than the newest reading keeps that reading's values
+        newer = updated is None or row.reading_time is None or updated >= row.reading_time
+        if newer and "voltage_V" in d:  # (a lab database's run record has no readings)
+            row.voltage_V = _num(d.get("voltage_V"))
+            row.current_A = _num(d.get("current_A"))
+            row.temperature_C = _num(d.get("temperature_C"))
         if updated is not None:
-            row.updated = updated
+            row.status_time = updated
+            row.updated = updated if row.updated is None else max(row.updated, updated)
         return Update(keys=(row.key,), run_id=row.run_id)
 
     def _apply_telemetry(self, row: ChannelRow, d: dict[str, Any]) -> Update:
@@ -328,21 +371,27 @@ class LabModel:
             row.tripped_run = run_id
         return Update(keys=(row.key,), run_id=run_id, event=d)
 
-    def set_waiting(self, run_ids: Iterable[str]) -> tuple[str, ...]:
-        """Runs waiting for a shared instrument (from the scheduler); returns changed keys."""
-        new = frozenset(run_ids)
-        if new == self.waiting:
-            return ()
+    def set_waiting(self, runs: Mapping[str, str] | Iterable[str]) -> tuple[str, ...]:
+        """Runs waiting for a shared instrument (run ids, or run id -> the instrument),
+        from the scheduler or the lab's bookings; returns the keys of changed rows."""
+        waiting_for = dict(runs) if isinstance(runs, Mapping) else dict.fromkeys(runs, "")
+        new = frozenset(waiting_for)
         changed = new ^ self.waiting
-        self.waiting = new
+        changed |= {r for r in new & self.waiting if waiting_for[r] != self.waiting_for.get(r)}
+        self.waiting, self.waiting_for = new, waiting_for
+        if not changed:
+            return ()
         return tuple(k for k, r in self.rows.items() if r.run_id in changed)
 
     # -- output -------------------------------------------------------------------------
     def view(self, key: str, now: float) -> dict[str, Any]:
         """One row as the lab page receives it (JSON-ready)."""
         r = self.rows[key]
-        station_state = self.station_state.get(r.station)
+        station_state = self.station_override.get(r.station) or self.station_state.get(r.station)
         state = display_state(r, station_state, self.waiting)
+        note = self.station_note.get(r.station) if state == "offline" else None
+        if state == "waiting" and r.run_id is not None and self.waiting_for.get(r.run_id):
+            note = f"waiting for {self.waiting_for[r.run_id]}"
         age = None if r.updated is None else max(0.0, now - r.updated)
         stale = state in ("running", "starting") and (age is None or age > self.stale_after_s)
         info = self.stations.get(r.station) or {}
@@ -353,6 +402,8 @@ class LabModel:
             "prefix": r.station,
             "channel": r.channel,
             "state": state,
+            "note": note,
+            "waiting_for": self.waiting_for.get(r.run_id or "") if state == "waiting" else None,
             "run_state": r.run_state,
             "stale": stale,
             "run_id": r.run_id,

@@ -1,5 +1,5 @@
-"""Run directories as the web app reads them: the list, one run's facts, its time series
-(decimated for a plot), its per-cycle table and its events.
+"""Run directories as the web app reads them: the list, one run's facts, its per-cycle
+table and its events (the time series: :mod:`.series`).
 
 Reads only files (``docs`` of the run directory: ``run.json``, ``data/part-*.parquet``,
 ``data/staging-*.arrow`` while a hardware run goes, ``cycles.parquet``, ``events.jsonl``),
@@ -15,23 +15,29 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["RunNotFound", "RunsDir", "SeriesCache", "decimate"]
+__all__ = ["RunNotFound", "RunsDir"]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
-SERIES = ("voltage_V", "current_A", "temperature_C")
-_READ = ["time_s", *SERIES]  # record_seq is not read: run time orders the records too
 _EVENT_CACHE = 16
+
+
+def _parse_lines(raw: bytes) -> list[dict[str, Any]]:
+    out = []
+    for line in raw.splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(ev, dict):
+            out.append(ev)
+    return out
 
 
 class RunNotFound(LookupError):
@@ -46,7 +52,7 @@ def _stat_key(path: Path) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
-def _epoch(iso: Any) -> float | None:
+def epoch(iso: Any) -> float | None:
     if not isinstance(iso, str):
         return None
     try:
@@ -61,9 +67,9 @@ class RunsDir:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._meta: dict[str, tuple[tuple[int, int] | None, dict[str, Any]]] = {}
-        self._events: OrderedDict[str, tuple[tuple[int, int] | None, list[dict[str, Any]]]] = (
-            OrderedDict()
-        )
+        # run id -> (inode, bytes read, events)
+        self._events: OrderedDict[str, tuple[int, int, list[dict[str, Any]]]] = OrderedDict()
+        self._event_locks: dict[str, threading.Lock] = {}
         self._cycles: dict[str, tuple[tuple[int, int], list[dict[str, Any]]]] = {}
         self._lock = threading.Lock()
 
@@ -102,7 +108,7 @@ class RunsDir:
                 first = json.loads(fh.readline())
             return float(first["wall_time"]) - float(first["run_time_s"])
         except (OSError, ValueError, KeyError, TypeError):
-            return _epoch(meta.get("created"))
+            return epoch(meta.get("created"))
 
     def summaries(self, limit: int = 500) -> list[dict[str, Any]]:
         """The newest ``limit`` runs (by directory name: ids start with a time stamp)."""
@@ -134,39 +140,66 @@ class RunsDir:
                     "state": m.get("state"),
                     "reason": m.get("reason"),
                     "simulated": m.get("simulated"),
-                    "created": _epoch(m.get("created")),
-                    "ended": _epoch(m.get("ended")),
+                    "created": epoch(m.get("created")),
+                    "ended": epoch(m.get("ended")),
                     "cycles": m.get("cycles"),
                 }
             )
         return out
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
-        """Every event of ``events.jsonl`` (a torn last line is skipped)."""
+        """Every event of ``events.jsonl``, read on from where the last call stopped (a
+        line still being written is left for the next call)."""
         p = self.path(run_id) / "events.jsonl"
-        key = _stat_key(p)
+        with self._lock:
+            lock = self._event_locks.setdefault(run_id, threading.Lock())
+        with lock:
+            try:
+                st = p.stat()
+            except OSError:
+                return []
+            with self._lock:
+                hit = self._events.get(run_id)
+            ino, offset, events = hit if hit is not None else (st.st_ino, 0, [])
+            if ino != st.st_ino or st.st_size < offset:
+                offset, events = 0, []  # replaced or cut: read it again
+            if st.st_size > offset:
+                with open(p, "rb") as fh:
+                    fh.seek(offset)
+                    raw = fh.read(st.st_size - offset)
+                done = raw.rfind(b"\n") + 1
+                events = events + _parse_lines(raw[:done])
+                offset += done
+            with self._lock:
+                self._events[run_id] = (st.st_ino, offset, events)
+                self._events.move_to_end(run_id)
+                while len(self._events) > _EVENT_CACHE:
+                    self._events.popitem(last=False)
+            return events
+
+    def events_tail(self, run_id: str, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` events, reading the file from its end (a run page's first
+        look at a long run need not read ten thousand events)."""
         with self._lock:
             hit = self._events.get(run_id)
-            if hit is not None and hit[0] == key:
-                return hit[1]
-        events: list[dict[str, Any]] = []
+        if hit is not None:
+            return self.events(run_id)[-limit:]
+        p = self.path(run_id) / "events.jsonl"
         try:
-            with open(p, encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    try:
-                        ev = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(ev, dict):
-                        events.append(ev)
+            with open(p, "rb") as fh:
+                end = fh.seek(0, os.SEEK_END)
+                pos, raw = end, b""
+                while pos > 0 and raw.count(b"\n") <= limit + 1:
+                    step = min(pos, 65536)
+                    pos -= step
+                    fh.seek(pos)
+                    raw = fh.read(step) + raw
         except OSError:
-            pass
-        with self._lock:
-            self._events[run_id] = (key, events)
-            self._events.move_to_end(run_id)
-            while len(self._events) > _EVENT_CACHE:
-                self._events.popitem(last=False)
-        return events
+            return []
+        raw = raw[: raw.rfind(b"\n") + 1]  # a line being written waits
+        if pos > 0:
+            raw = raw[raw.find(b"\n") + 1 :]  # the first line may be cut
+        return _parse_lines(raw)[-limit:]
 
     def cycles(self, run_id: str) -> list[dict[str, Any]]:
         """Per-cycle rows: ``cycles.parquet`` when written, else the ``cycle_ended`` events."""
@@ -190,210 +223,3 @@ class RunsDir:
         return [
             dict(e.get("data") or {}) for e in self.events(run_id) if e.get("kind") == "cycle_ended"
         ]
-
-
-@dataclass
-class _Series:
-    """One run's time series as read so far: finished chunks plus the staged tail."""
-
-    chunks: dict[str, tuple[int, int]] = field(default_factory=dict)
-    cols: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
-    staged: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
-    staged_key: tuple[Any, ...] = ()
-    version: tuple[Any, ...] = ()
-    loading: threading.Lock = field(default_factory=threading.Lock)
-
-    def view(self) -> dict[str, npt.NDArray[np.float64]]:
-        if not self.staged or not len(self.staged["time_s"]):
-            return self.cols
-        return {c: np.concatenate([self.cols[c], self.staged[c]]) for c in self.cols}
-
-
-def _empty() -> dict[str, npt.NDArray[np.float64]]:
-    return {c: np.empty(0) for c in _READ}
-
-
-def _arrays(table: pa.Table) -> dict[str, npt.NDArray[np.float64]]:
-    out = {}
-    for c in _READ:
-        if c in table.column_names:
-            out[c] = np.asarray(table.column(c).to_numpy(), dtype=np.float64)
-        else:
-            out[c] = np.full(table.num_rows, np.nan)
-    return out
-
-
-def _read_chunk(path: Path) -> pa.Table:
-    names = set(pq.read_schema(path).names)
-    return pq.read_table(path, columns=[c for c in _READ if c in names])
-
-
-def _read_staging(path: Path) -> list[pa.RecordBatch]:
-    """The complete batches of a staging stream being written (a torn tail is left)."""
-    batches: list[pa.RecordBatch] = []
-    try:
-        with pa.OSFile(str(path), "rb") as f:
-            reader = pa.ipc.open_stream(f)
-            while True:
-                try:
-                    batches.append(reader.read_next_batch())
-                except StopIteration:
-                    break
-    except (pa.ArrowInvalid, OSError):
-        pass
-    return batches
-
-
-class SeriesCache:
-    """Time series of the runs recently looked at (``max_runs``, least recent dropped)."""
-
-    def __init__(self, runs: RunsDir, max_runs: int = 4) -> None:
-        self.runs = runs
-        self.max_runs = max_runs
-        self._cache: OrderedDict[str, _Series] = OrderedDict()
-        self._windows: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self._lock = threading.Lock()
-
-    def arrays(self, run_id: str) -> dict[str, npt.NDArray[np.float64]]:
-        """``time_s``, V, I and T of every stored record, in order."""
-        data = self.runs.path(run_id) / "data"
-        with self._lock:
-            s = self._cache.pop(run_id, None) or _Series(cols=_empty())
-            self._cache[run_id] = s
-            while len(self._cache) > self.max_runs:
-                self._cache.popitem(last=False)
-        with s.loading:  # one reader per run: a second caller waits and finds it read
-            return self._update(s, data)
-
-    def _update(self, s: _Series, data: Path) -> dict[str, npt.NDArray[np.float64]]:
-        try:
-            entries = sorted(os.scandir(data), key=lambda e: e.name)
-        except OSError:
-            return s.view()
-        new = [
-            e
-            for e in entries
-            if e.name.startswith("part-") and e.name.endswith(".parquet") and e.name not in s.chunks
-        ]
-        if new:
-            # Parquet decoding releases the GIL: read new chunks side by side
-            with ThreadPoolExecutor(max_workers=min(4, len(new))) as pool:
-                tables = list(pool.map(lambda e: _arrays(_read_chunk(Path(e.path))), new))
-            for e in new:
-                st = e.stat()
-                s.chunks[e.name] = (st.st_size, st.st_mtime_ns)
-            s.cols = {c: np.concatenate([s.cols[c], *(t[c] for t in tables)]) for c in _READ}
-            _sort(s.cols)
-        staging = [
-            e for e in entries if e.name.startswith("staging-") and e.name.endswith(".arrow")
-        ]
-        key = tuple((e.name, e.stat().st_size) for e in staging)
-        if key != s.staged_key:
-            s.staged_key = key
-            s.staged = self._staged(staging, s.cols)
-        s.version = (tuple(s.chunks.items()), key)
-        return s.view()
-
-    def window(self, run_id: str, lo: float | None, hi: float | None, n: int) -> dict[str, Any]:
-        """The records to draw in [lo, hi] at ``n`` pixel columns (see :func:`decimate`),
-        as JSON-ready lists; the whole run is kept for the next page that asks."""
-        cols = self.arrays(run_id)
-        with self._lock:
-            s = self._cache.get(run_id)
-            key = (run_id, s.version if s is not None else None, lo, hi, n)
-            hit = self._windows.get(key)
-        if hit is not None:
-            return hit
-        t = cols["time_s"]
-        idx = decimate(t, [cols["voltage_V"], cols["current_A"]], lo, hi, n)
-        i0 = 0 if lo is None else int(np.searchsorted(t, lo, "left"))
-        i1 = len(t) if hi is None else int(np.searchsorted(t, hi, "right"))
-        out = {
-            "t": np.round(t[idx], 3).tolist(),
-            "V": _nulls(np.round(cols["voltage_V"][idx], 6)),
-            "I": _nulls(np.round(cols["current_A"][idx], 9)),
-            "T": _nulls(np.round(cols["temperature_C"][idx], 3)),
-            "stored": len(t),
-            "shown": len(idx),
-            "decimated": len(idx) < max(0, i1 - i0),
-            "t_min": float(t[0]) if len(t) else None,
-            "t_max": float(t[-1]) if len(t) else None,
-        }
-        if lo is None and hi is None:
-            with self._lock:
-                self._windows[key] = out
-                while len(self._windows) > 2 * self.max_runs:
-                    self._windows.pop(next(iter(self._windows)))
-        return out
-
-    @staticmethod
-    def _staged(
-        staging: list[os.DirEntry[str]], cols: dict[str, npt.NDArray[np.float64]]
-    ) -> dict[str, npt.NDArray[np.float64]]:
-        batches = [b for e in staging for b in _read_staging(Path(e.path))]
-        if not batches:
-            return {}
-        part = _arrays(pa.Table.from_batches(batches))
-        t = cols["time_s"]
-        last = float(t[-1]) if len(t) else -np.inf
-        keep = part["time_s"] > last  # rows a chunk already holds are dropped
-        out = {c: v[keep] for c, v in part.items()}
-        _sort(out)
-        return out
-
-
-def _nulls(a: npt.NDArray[np.float64]) -> list[float | None]:
-    """A list for JSON: NaN (a missing reading) becomes None."""
-    values: list[float | None] = a.tolist()
-    if np.isnan(a).any():
-        values = [None if v != v else v for v in values]
-    return values
-
-
-def _sort(cols: dict[str, npt.NDArray[np.float64]]) -> None:
-    key = cols["time_s"]
-    if len(key) > 1 and bool(np.any(key[1:] < key[:-1])):
-        order = np.argsort(key, kind="stable")
-        for c in cols:
-            cols[c] = cols[c][order]
-
-
-def decimate(
-    t: npt.NDArray[np.float64],
-    ys: list[npt.NDArray[np.float64]],
-    lo: float | None,
-    hi: float | None,
-    buckets: int,
-) -> npt.NDArray[np.intp]:
-    """Indices of the points to draw of the sorted times ``t`` in [lo, hi].
-
-    With more than ``4 * buckets`` points in the window, the window is cut into
-    ``buckets`` equal time spans and each keeps its first and last point and the points
-    of the minimum and maximum of every series in ``ys``: a line drawn through them
-    looks like the full one at that width (peaks, steps and gaps stay). One point either
-    side of the window is kept so lines run to the edges.
-    """
-    n = len(t)
-    i0 = 0 if lo is None else int(np.searchsorted(t, lo, "left"))
-    i1 = n if hi is None else int(np.searchsorted(t, hi, "right"))
-    i0, i1 = max(0, i0 - 1), min(n, i1 + 1)
-    if i1 - i0 <= 4 * max(1, buckets):
-        return np.arange(i0, i1)
-    tw = t[i0:i1]
-    edges = np.linspace(tw[0], tw[-1], buckets + 1)
-    starts = np.unique(np.searchsorted(tw, edges[:-1], "left"))
-    counts = np.diff(np.append(starts, len(tw)))
-    keep = [starts, starts + counts - 1]
-    bucket = np.repeat(np.arange(len(starts)), counts)
-    for y in ys:
-        yw = y[i0:i1]
-        finite = np.isfinite(yw)
-        if not finite.any():
-            continue
-        for fill, reduce in ((np.inf, np.minimum), (-np.inf, np.maximum)):
-            vals = np.where(finite, yw, fill)
-            best = reduce.reduceat(vals, starts)
-            hit = np.flatnonzero((vals == best[bucket]) & finite)
-            _, first = np.unique(bucket[hit], return_index=True)
-            keep.append(hit[first])
-    return np.unique(np.concatenate(keep)) + i0

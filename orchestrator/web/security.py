@@ -41,7 +41,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ANONYMOUS = User("anonymous", "viewer")
 SESSION_MAX_AGE_S = 12 * 3600
-PUBLIC_PATHS = ("/login", "/static/app.css", "/favicon.svg")
+PUBLIC_PATHS = ("/login", "/static/app.css", "/static/theme.js", "/favicon.svg")
 _UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 
 _PAGE_CSP = (
@@ -85,9 +85,12 @@ def _same_origin(scope: Scope) -> bool:
 class AuthGate:
     """ASGI middleware: sign-in required, CSRF checked, security headers added."""
 
-    def __init__(self, app: ASGIApp, users: UserStore | None) -> None:
+    def __init__(
+        self, app: ASGIApp, users: UserStore | None, roles: Callable[[User], User] | None = None
+    ) -> None:
         self.app = app
         self.users = users
+        self.roles = roles  # the data source's say on a user's role (the lab database's)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,6 +99,8 @@ class AuthGate:
         path: str = scope["path"]
         session = scope.get("session", {})
         user = session_user(session, self.users)
+        if user is not None and self.roles is not None:
+            user = self.roles(user)
         scope.setdefault("state", {})["user"] = user
         public = path in PUBLIC_PATHS
         if user is None and not public:

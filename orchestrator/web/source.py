@@ -1,15 +1,20 @@
 """Where the web app's data comes from: the :class:`DataSource` seam.
 
-:class:`LocalSource` serves one PC with no database: channels live from MQTT, runs from
-the runs directory, the queue, bookings, submissions and commands from the scheduler
-daemon (``labrig serve``) of that directory, and commands to runs the daemon does not
-hold over MQTT. A lab-wide source (the PostgreSQL lab database: runs, queue, agents,
-bookings of several PCs) implements the same :class:`DataSource`;
-:func:`lab_source` is where it plugs in and says it is not available yet.
+Two sources implement it:
+
+- :class:`~.local.LocalSource` serves one PC with no database: channels live from MQTT
+  (or, without a broker, from the scheduler daemon's runs and the run directories), runs
+  from the runs directory, the queue, bookings, submissions and commands from the
+  daemon (``labrig serve``) of that directory;
+- :class:`~.labsource.LabSource` serves a lab of many PCs from its PostgreSQL database
+  (``labrig web --lab URL``): agents, positions, runs, queue, bookings, events and
+  cycles, with live readings from MQTT when a broker is given.
 
 Every command goes through the path a command from ``labrig pause|continue|abort``
-(daemon socket) or an MQTT operator takes, so the run's own rules judge it and record
-it as a ``command`` event: the web app adds no way around them.
+(daemon socket, lab database) or an MQTT operator takes, so the run's own rules judge it
+and record it as a ``command`` event: the web app adds no way around them.
+:class:`BaseSource` holds what both share: the channel model, its fan-out to browsers,
+the run directories and what is computed from them.
 """
 
 from __future__ import annotations
@@ -18,44 +23,48 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-import aiomqtt
-
-from ..daemon import DaemonError, DaemonUnavailable
 from ..mqtt import MqttSettings
 from .auth import User
 from .feeds import Hub, LabFeed, RunFeed
-from .links import DaemonLink, MqttLink
+from .links import MqttLink
 from .model import LabModel
 from .results import Results
-from .rundata import RunNotFound, RunsDir, SeriesCache
+from .rundata import RunNotFound, RunsDir
+from .series import SeriesCache, warm_up
 
 __all__ = [
+    "BaseSource",
     "CommandResult",
     "DataSource",
-    "LocalSource",
+    "SourceRefused",
     "SourceUnavailable",
     "SubmitRequest",
-    "lab_source",
+    "load_submission",
 ]
 
 log = logging.getLogger("labrig.web")
-_ENDED = ("finished", "aborted", "failed", "stopped")
+ENDED = ("finished", "aborted", "failed", "stopped")
 
 
 class SourceUnavailable(RuntimeError):
-    """A data source that cannot be used (yet); the message says why and what to do."""
+    """A data source that cannot be used (now); the message says why and what to do."""
+
+
+class SourceRefused(RuntimeError):
+    """The scheduler or the lab refused a request (the message says why)."""
 
 
 @dataclass(frozen=True, slots=True)
 class CommandResult:
     accepted: bool
     reason: str
-    via: str  # "daemon", "mqtt" or "none"
+    via: str  # "daemon", "mqtt", "lab" or "none"
     request_id: str | None = None
 
 
@@ -82,12 +91,17 @@ class DataSource(Protocol):
     results: Results
 
     def connections(self) -> dict[str, Any]: ...
+    def role_of(self, user: User) -> User: ...
     def lab_rows(self, keys: set[str] | None = None) -> list[dict[str, Any]]: ...
     def lab_feed(self) -> contextlib.AbstractContextManager[LabFeed]: ...
     def run_feed(self, run_id: str) -> contextlib.AbstractContextManager[RunFeed]: ...
-    def run_info(self, run_id: str) -> dict[str, Any]: ...
     def prefetch(self, run_id: str) -> None: ...
-    def run_summaries(self, limit: int) -> list[dict[str, Any]]: ...
+    async def run_info(self, run_id: str) -> dict[str, Any]: ...
+    async def run_summaries(self, limit: int) -> list[dict[str, Any]]: ...
+    async def run_events(
+        self, run_id: str, after_seq: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]: ...
+    async def run_cycles(self, run_id: str) -> list[dict[str, Any]]: ...
     async def queue(self) -> dict[str, Any]: ...
     async def command(
         self, user: User, run_id: str, command: str, note: str | None
@@ -102,16 +116,9 @@ class DataSource(Protocol):
     ) -> None: ...
 
 
-def lab_source(url: str) -> DataSource:
-    """The lab database source (``labrig web --lab URL``): not available yet."""
-    raise SourceUnavailable(
-        f"the lab database source ({url}) is not available yet: labrig web serves one PC "
-        "from MQTT and its runs directory (leave out --lab); see docs/web.md"
-    )
-
-
-class LocalSource:
-    """One PC: MQTT (optional), the runs directory and its scheduler daemon (optional)."""
+class BaseSource:
+    """The channel model and its feeds, the run directories, and the tasks that keep them
+    (the MQTT subscriber when a broker is given, and each source's own loops)."""
 
     def __init__(
         self,
@@ -121,25 +128,34 @@ class LocalSource:
         mqtt: MqttSettings | None,
         prefix: str = "labrig/+",
         stale_after_s: float = 30.0,
-        daemon_poll_s: float = 2.0,
+        cache_dir: Path | None = None,
     ) -> None:
         self.model = LabModel(stale_after_s=stale_after_s)
         self.hub = Hub()
         self.runs = RunsDir(runs_dir)
-        self.series = SeriesCache(self.runs)
+        self.series = SeriesCache(self.runs, cache_dir)
         self.results = Results(self.runs, work_dir)
         self.mqtt = MqttLink(mqtt, prefix, self.model, self.hub) if mqtt is not None else None
-        self.daemon = DaemonLink(runs_dir, poll_s=daemon_poll_s)
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._warming: set[str] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def __aenter__(self) -> LocalSource:
+    def _loops(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        """The source's own background loops (name, coroutine)."""
+        return []
+
+    async def __aenter__(self) -> Any:
+        # pyarrow's first use costs a second (it imports pandas): pay it before the server
+        # takes requests, not on the first run page somebody opens
+        await asyncio.to_thread(warm_up)
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
+        loops = self._loops()
         if self.mqtt is not None:
-            self._tasks.append(self._tg.create_task(self.mqtt.run(), name="web-mqtt"))
-        self._tasks.append(self._tg.create_task(self._poll_daemon(), name="web-daemon"))
+            loops.append(("web-mqtt", self.mqtt.run()))
+        for name, coro in loops:
+            self._tasks.append(self._tg.create_task(coro, name=name))
         return self
 
     async def __aexit__(
@@ -153,33 +169,26 @@ class LocalSource:
         assert self._tg is not None
         await self._tg.__aexit__(None, None, None)
 
-    async def _poll_daemon(self) -> None:
-        while True:
-            await self.daemon.refresh()
-            self.hub.mark_all(self.model.set_waiting(self.daemon.waiting_runs()))
-            await asyncio.sleep(self.daemon.poll_s)
+    def _warm(self, run_ids: set[str]) -> None:
+        """Summarise new chunks of these (running) runs in the background, one run at a
+        time, so their pages draw from summaries on disk."""
+        todo = [r for r in run_ids if r not in self._warming]
+        if not todo or self._tg is None:
+            return
+        self._warming.update(todo)
+
+        async def warm() -> None:
+            try:
+                for run_id in todo:
+                    await asyncio.to_thread(self.series.warm, run_id)
+            finally:
+                self._warming.difference_update(todo)
+
+        self._tg.create_task(warm(), name="web-overview")
 
     # -- reading --------------------------------------------------------------------------
-    def connections(self) -> dict[str, Any]:
-        m = self.mqtt
-        return {
-            "mqtt": None
-            if m is None
-            else {
-                "connected": m.connected,
-                "url": m.settings.url,
-                "prefix": m.prefix,
-                "error": m.error,
-            },
-            "daemon": {
-                "available": self.daemon.available,
-                "error": self.daemon.error,
-                "station": self.daemon.info.get("station"),
-                "sim": self.daemon.info.get("sim"),
-            },
-            "runs_dir": str(self.runs.root),
-            "lab": None,
-        }
+    def role_of(self, user: User) -> User:
+        return user
 
     def lab_rows(self, keys: set[str] | None = None) -> list[dict[str, Any]]:
         return self.model.views(time.time(), keys)
@@ -190,146 +199,106 @@ class LocalSource:
     def run_feed(self, run_id: str) -> contextlib.AbstractContextManager[RunFeed]:
         return self.hub.run_feed(run_id)
 
-    def run_summaries(self, limit: int) -> list[dict[str, Any]]:
-        rows = self.runs.summaries(limit)
-        live = {r.run_id: r for r in self.model.rows.values() if r.run_id}
-        for s in rows:
-            row = live.get(s["run_id"])
-            if row is not None and row.run_state:
-                s["state"] = row.run_state
-                s["cycle"] = row.cycle
-        return rows
-
     def prefetch(self, run_id: str) -> None:
         """Read what a run page asks for first (blocking: call it in a worker thread while
         the browser loads the page's scripts)."""
         try:
             self.series.window(run_id, None, None, 1200)
-            self.runs.events(run_id)
+            self.runs.events_tail(run_id, 100)
             self.runs.cycles(run_id)
         except (RunNotFound, OSError, ValueError):
             return  # the page's own requests report it
 
-    def run_info(self, run_id: str) -> dict[str, Any]:
-        """What the run page shows at the top: run.json facts and the live status."""
+    def _live_events(self, run_id: str) -> list[dict[str, Any]]:
         row = self.model.row_of_run(run_id)
+        return list(row.events) if row is not None else []
+
+    async def run_events(
+        self, run_id: str, after_seq: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Events after ``after_seq`` (the newest ``limit``) and how many there are: the
+        run directory's, and those MQTT brought since."""
+        live = self._live_events(run_id)
         try:
-            meta = self.runs.meta(run_id)
-        except RunNotFound:
-            if row is None:
-                raise
-            meta = {"run_id": run_id, "t0": None}
-        live = self.model.view(row.key, time.time()) if row is not None else None
-        proto = meta.get("protocol") if isinstance(meta.get("protocol"), dict) else {}
-        job = self.daemon.job(run_id)
-        state = (live or {}).get("run_state") or meta.get("state")
-        if job is not None and job.get("state") not in ("running", "paused"):
-            state = state if state in _ENDED else job.get("state")
-        return {
-            "run_id": run_id,
-            "state": state,
-            "reason": meta.get("reason"),
-            "protocol": (proto or {}).get("name") or (live or {}).get("protocol"),
-            "cell": meta.get("cell"),
-            "station": meta.get("station"),
-            "position": meta.get("position"),
-            "simulated": meta.get("simulated"),
-            "created": meta.get("created"),
-            "ended": meta.get("ended"),
-            "t0": meta.get("t0"),
-            "live": live,
-            "job": job,
-            "on_disk": "created" in meta,
-        }
-
-    # -- queue and bookings ---------------------------------------------------------------
-    async def queue(self) -> dict[str, Any]:
-        if not self.daemon.available:
-            await self.daemon.refresh()
-        d = self.daemon
-        return {
-            "available": d.available,
-            "error": d.error,
-            "station": d.info.get("station"),
-            "runs": d.jobs,
-            "timeline": d.timeline,
-            "watchdog_trips": d.watchdog_trips,
-            "fetched_at": d.fetched_at,
-        }
-
-    # -- commands -------------------------------------------------------------------------
-    async def command(
-        self, user: User, run_id: str, command: str, note: str | None
-    ) -> CommandResult:
-        """Pause, resume or abort ``run_id`` for ``user`` (the caller checked the role)."""
-        sender = f"{user.name} (web)"
-        await self.daemon.refresh()
-        job = self.daemon.job(run_id)
-        if job is not None and job.get("state") not in _ENDED:
-            try:
-                reply = await self.daemon.request({"op": command, "run": run_id, "sender": sender})
-                return CommandResult(True, str(reply.get("message", "done")), "daemon")
-            except DaemonError as exc:
-                return CommandResult(False, str(exc), "daemon")
-            except DaemonUnavailable:
-                pass  # gone meanwhile: try MQTT
-        row = self.model.row_of_run(run_id)
-        if row is None or self.mqtt is None or row.run_state in (None, *_ENDED):
-            return CommandResult(
-                False,
-                f"run {run_id} is not going on a station this app can reach "
-                "(no daemon holds it and MQTT shows it neither running nor paused)",
-                "none",
-            )
-        try:
-            reply = await self.mqtt.command(row.station, row.channel, command, sender, note)
-        except TimeoutError:
-            return CommandResult(
-                False,
-                "no reply from the station in time: the web app's MQTT account may not be "
-                "allowed to write commands (broker ACL), or the station is offline",
-                "mqtt",
-            )
-        except (ConnectionError, aiomqtt.MqttError) as exc:
-            return CommandResult(False, f"MQTT: {exc}", "mqtt")
-        return CommandResult(
-            bool(reply.get("accepted")),
-            str(reply.get("reason") or ""),
-            "mqtt",
-            str(reply.get("request_id")),
-        )
-
-    async def submit(self, user: User, request: SubmitRequest) -> dict[str, Any]:
-        """Validate the protocol here (errors name file and line), then queue it."""
-        from labrig.protocols.errors import ProtocolError
-        from labrig.protocols.library import library_names
-        from labrig.protocols.loader import dump_protocol_yaml, load_protocol, load_protocol_text
-
-        overrides = {k if k.startswith("cell.") else f"cell.{k}": v for k, v in request.sets}
-        overrides["cell.cell_id"] = request.cell_id
-        try:
-            if request.protocol_yaml is not None:
-                proto = load_protocol_text(
-                    request.protocol_yaml, source_name="protocol from the web", overrides=overrides
-                )
-            elif request.protocol:
-                if request.protocol not in library_names():
-                    raise ValueError(f"no library protocol {request.protocol!r}")
-                proto = await asyncio.to_thread(
-                    load_protocol, request.protocol, overrides=overrides
-                )
+            if after_seq <= 0 and limit <= 1000:
+                stored = await asyncio.to_thread(self.runs.events_tail, run_id, limit)
             else:
-                raise ValueError("choose a library protocol or paste a protocol's YAML")
-        except (ProtocolError, ValueError, OSError) as exc:
-            raise ValueError(str(exc)) from None
-        return await self.daemon.request(
-            {
-                "op": "submit",
-                "protocol_yaml": dump_protocol_yaml(proto),
-                "source": request.protocol or "web",
-                "position": request.position,
-                "at": request.at,
-                "after": request.after,
-                "seed": 0,
-            }
-        )
+                stored = await asyncio.to_thread(self.runs.events, run_id)
+        except RunNotFound:
+            stored = []
+        return merge_events(stored, live, after_seq, limit)
+
+    async def run_cycles(self, run_id: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.runs.cycles, run_id)
+
+    async def _file_info(self, run_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """run.json (read in a worker thread; a stub when the run is not on this computer)
+        and the live row (read here: the model changes on this thread only)."""
+        row = self.model.row_of_run(run_id)
+        live = self.model.view(row.key, time.time()) if row is not None else None
+        try:
+            meta = await asyncio.to_thread(self.runs.meta, run_id)
+        except RunNotFound:
+            meta = {"run_id": run_id, "t0": None}
+        return meta, live
+
+
+def merge_events(
+    stored: list[dict[str, Any]], live: list[dict[str, Any]], after_seq: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Stored and live events by sequence number, once each; (the newest ``limit`` after
+    ``after_seq``, the highest sequence number)."""
+    seen = {e.get("seq") for e in stored}
+    merged = [e for e in (*stored, *(e for e in live if e.get("seq") not in seen))
+              if isinstance(e.get("seq"), int) and e["seq"] > after_seq]  # fmt: skip
+    merged.sort(key=lambda e: e["seq"])
+    total = max((e["seq"] for e in merged), default=after_seq)
+    return merged[-limit:], total
+
+
+def run_facts(meta: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any]:
+    """The facts at the top of a run page from run.json and the live row."""
+    from .rundata import epoch
+
+    proto = meta.get("protocol") if isinstance(meta.get("protocol"), dict) else {}
+    return {
+        "run_id": meta.get("run_id"),
+        "state": (live or {}).get("run_state") or meta.get("state"),
+        "reason": meta.get("reason"),
+        "protocol": (proto or {}).get("name") or (live or {}).get("protocol"),
+        "cell": meta.get("cell"),
+        "station": meta.get("station"),
+        "position": meta.get("position"),
+        "simulated": meta.get("simulated"),
+        "created": epoch(meta.get("created")),
+        "ended": epoch(meta.get("ended")),
+        "t0": meta.get("t0"),
+        "cycles": meta.get("cycles"),
+        "live": live,
+        "on_disk": "created" in meta,
+    }
+
+
+async def load_submission(request: SubmitRequest) -> tuple[Any, str]:
+    """The protocol of a submission, validated here (errors name file and line), and its
+    YAML as it will run; :class:`ValueError` with the message otherwise."""
+    from labrig.protocols.errors import ProtocolError
+    from labrig.protocols.library import library_names
+    from labrig.protocols.loader import dump_protocol_yaml, load_protocol, load_protocol_text
+
+    overrides = {k if k.startswith("cell.") else f"cell.{k}": v for k, v in request.sets}
+    overrides["cell.cell_id"] = request.cell_id
+    try:
+        if request.protocol_yaml is not None:
+            proto = load_protocol_text(
+                request.protocol_yaml, source_name="protocol from the web", overrides=overrides
+            )
+        elif request.protocol:
+            if request.protocol not in library_names():
+                raise ValueError(f"no library protocol {request.protocol!r}")
+            proto = await asyncio.to_thread(load_protocol, request.protocol, overrides=overrides)
+        else:
+            raise ValueError("choose a library protocol or paste a protocol's YAML")
+    except (ProtocolError, ValueError, OSError) as exc:
+        raise ValueError(str(exc)) from None
+    return proto, dump_protocol_yaml(proto)

@@ -6,6 +6,7 @@
   L.csrf = meta("labrig-csrf");
   L.user = meta("labrig-user");
   L.role = meta("labrig-role");
+  L.roleNote = meta("labrig-role-note"); // why the role is lower than the users file says
   L.auth = meta("labrig-auth") === "1";
   L.canCommand = L.auth && L.role === "operator";
 
@@ -29,6 +30,17 @@
     hour: "2-digit", minute: "2-digit", second: "2-digit" });
   const fmtClock = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   L.time = (epoch) => (epoch ? fmtTime.format(new Date(epoch * 1000)) : "–");
+  // short, for tables: the clock today, the day and minute this year, else the date
+  const fmtDay = new Intl.DateTimeFormat([], { month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit" });
+  const fmtDate = new Intl.DateTimeFormat([], { year: "numeric", month: "short", day: "2-digit" });
+  L.when = (epoch) => {
+    if (!epoch) return "–";
+    const d = new Date(epoch * 1000), today = new Date();
+    if (d.toDateString() === today.toDateString()) return fmtClock.format(d);
+    return d.getFullYear() === today.getFullYear() ? fmtDay.format(d) : fmtDate.format(d);
+  };
+  // a table cell with the short time and the full one on hover
+  L.timeCell = (epoch, attrs) => L.el("td", Object.assign({ text: L.when(epoch), title: epoch ? L.time(epoch) : "" }, attrs || {}));
   L.clock = (epoch) => (epoch ? fmtClock.format(new Date(epoch * 1000)) : "–");
   L.duration = (s) => {
     if (s === null || s === undefined || !isFinite(s)) return "–";
@@ -85,12 +97,19 @@
   L.showConnections = (c) => {
     const box = L.$("#conn");
     if (!box || !c) return;
+    L.conn = c;
     box.replaceChildren();
+    if (c.lab) box.append(L.el("span", { class: c.lab.connected ? "ok" : "bad",
+      title: c.lab.error || `${c.lab.url} as ${c.lab.login} (${c.lab.role || "no lab role"})`,
+      text: c.lab.connected ? `lab · ${c.lab.online}/${c.lab.agents} agents online` : "lab database" }));
     if (c.mqtt) box.append(L.el("span", { class: c.mqtt.connected ? "ok" : "bad",
       title: c.mqtt.error || c.mqtt.url, text: "MQTT" }));
-    box.append(L.el("span", { class: c.daemon.available ? "ok" : "bad",
+    else box.append(L.el("span", { class: "dim", text: "no MQTT",
+      title: c.lab ? "no live readings: start with --mqtt to see them"
+        : "channels from the scheduler and the run directories (no --mqtt given)" }));
+    if (c.daemon) box.append(L.el("span", { class: c.daemon.available ? "ok" : "bad",
       title: c.daemon.error || `daemon of ${c.runs_dir}`, text: "scheduler" }));
-    box.append(L.el("span", { class: "dim", text: L.tzName }));
+    box.append(L.el("span", { class: "dim", text: L.tzName, title: "times are shown in this time zone" }));
   };
 
   // ---- a confirmation dialog; resolves to {note} or null ----
@@ -108,6 +127,30 @@
     dlg.showModal();
   });
 
+  // numbers of any size to ``digits`` significant digits (fit parameters: 1e-5 and 3e4)
+  L.sig = (v, digits) => {
+    if (v === null || v === undefined || !isFinite(v)) return "–";
+    const a = Math.abs(v);
+    return a !== 0 && (a < 1e-3 || a >= 1e6) ? Number(v).toExponential(digits - 1) : String(Number(Number(v).toPrecision(digits)));
+  };
+  L.css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+
+  // ---- the colour theme: auto (the system's), dark, light ----
+  const THEMES = ["auto", "dark", "light"];
+  L.theme = () => document.documentElement.dataset.theme || "auto";
+  function themeButton() {
+    const b = L.$("#theme");
+    if (!b) return;
+    b.title = `colours: ${L.theme()} (click: ${THEMES[(THEMES.indexOf(L.theme()) + 1) % 3]})`;
+    b.onclick = () => {
+      const next = THEMES[(THEMES.indexOf(L.theme()) + 1) % 3];
+      try { if (next === "auto") localStorage.removeItem("labrig-theme"); else localStorage.setItem("labrig-theme", next); } catch (e) { /* kept for this page only */ }
+      if (next === "auto") delete document.documentElement.dataset.theme; else document.documentElement.dataset.theme = next;
+      themeButton();
+      document.dispatchEvent(new Event("labrig-theme"));
+    };
+  }
+
   L.message = (box, ok, text) => {
     box.replaceChildren(L.el("div", { class: "msg " + (ok ? "ok" : "bad"), text }));
   };
@@ -115,5 +158,6 @@
   document.addEventListener("DOMContentLoaded", () => {
     const who = L.$("form.who");
     if (who && !L.auth) who.classList.add("hidden");
+    themeButton();
   });
 })();

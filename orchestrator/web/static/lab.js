@@ -9,8 +9,8 @@
   });
   const COLS = [
     ["station", (r) => r.station, "opt"],
-    ["channel", (r) => r.channel, ""],
-    ["state", (r) => r.state + (r.state === "idle" && r.run_state ? " · " + r.run_state : ""), "st"],
+    ["channel", (r) => (narrow.matches ? r.station + "\n" + r.channel : r.channel), "chan"],
+    ["state", stateText, "st"],
     ["cell_id", (r) => r.cell_id || "", ""],
     ["protocol", (r) => r.protocol || "", "opt"],
     ["cycle", (r) => (r.cycle === null || r.cycle === undefined ? "" : String(r.cycle)), "num"],
@@ -23,6 +23,14 @@
     ["updated", (r) => (r.updated ? L.duration(now() - r.updated) : "–"), "num opt"],
   ];
   const now = () => Date.now() / 1000 - lab.offset;
+  const narrow = matchMedia("(max-width: 760px)"); // a phone: fewer columns, shorter words
+  function stateText(r) {
+    if (r.state === "idle" && r.run_state) return narrow.matches ? r.run_state : "idle · " + r.run_state;
+    if (narrow.matches) return r.state;
+    if (r.state === "waiting" && r.waiting_for) return "waiting · " + r.waiting_for;
+    if (r.state === "offline" && r.note && r.note.startsWith("agent")) return "agent offline";
+    return r.state;
+  }
   let body, spacer, pool = [], rowH = 34;
 
   function searchText(r) {
@@ -63,10 +71,16 @@
     lab.order = arr;
     spacer.style.height = arr.length * rowH + "px";
     L.$("#count").textContent = `${arr.length} of ${lab.rows.size} channels`;
-    L.$("#empty").textContent = lab.rows.size ? "" :
-      "No channels yet: waiting for a station to publish on MQTT (see docs/mqtt.md).";
+    L.$("#empty").textContent = !lab.rows.size ? emptyText() : arr.length ? ""
+      : "No channel matches the filter" + (lab.states.size ? ` and the states chosen (${[...lab.states].join(", ")})` : "") + ".";
     counts();
     lab.resort = false;
+  }
+  function emptyText() {
+    const c = L.conn || {};
+    if (c.lab) return "No positions in the lab database yet: agents register theirs when they start (docs/lab.md).";
+    if (c.mqtt) return "No channels yet: waiting for a station to publish on MQTT (see docs/mqtt.md).";
+    return `No channels yet: no scheduler daemon answers and no run in ${c.runs_dir || "the runs directory"} names its position.`;
   }
   function counts() {
     const n = Object.fromEntries(STATES.map((s) => [s, 0]));
@@ -85,7 +99,7 @@
     const stale = r.state === "running" && r.updated && now() - r.updated > lab.staleAfter;
     const cls = "st " + r.state + (stale ? " stale" : "");
     if (st.className !== cls) st.className = cls;
-    st.title = stale ? "no news for " + L.duration(now() - r.updated) : (r.run_state || "");
+    st.title = stale ? "no news for " + L.duration(now() - r.updated) : (r.note || r.run_state || "");
     cells[10].className = "opt ev-" + (r.last_event_kind || "");
     cells[10].title = r.last_event_time ? L.time(r.last_event_time) : "";
     cells[11].title = r.eta_s ? "ends about " + L.time(now() + r.eta_s) : "";
@@ -156,15 +170,16 @@
     makePool();
     body.addEventListener("scroll", schedule, { passive: true });
     window.addEventListener("resize", () => { makePool(); schedule(); });
+    narrow.addEventListener("change", () => { lab.tick = (lab.tick || 0) + 1; schedule(); });
     setInterval(() => { lab.tick = (lab.tick || 0) + 1; schedule(); }, 5000); // ages, staleness
     L.stream("/api/lab/stream", {
       snapshot: (d) => {
         lab.offset = Date.now() / 1000 - d.now;
         lab.staleAfter = d.stale_after_s || 30;
+        L.showConnections(d.connections);
         lab.rows.clear();
         lab.resort = true;
         take(d.rows);
-        L.showConnections(d.connections);
       },
       rows: (d) => { lab.offset = Date.now() / 1000 - d.now; lab.batches++; take(d.rows); },
       status: (d) => { lab.offset = Date.now() / 1000 - d.now; L.showConnections(d.connections); },

@@ -7,7 +7,13 @@
   const base = "/api/runs/" + encodeURIComponent(runId);
   const R = (L.run = { info: null, t0: null, plot: null, data: [[], [], [], []], zoomed: null,
     cycles: [], events: [], seqs: new Set(), cycplot: null, eisplot: null, loaded: 0 });
-  const AX = { stroke: "#8b97a6", grid: { stroke: "#222b36", width: 1 }, ticks: { stroke: "#2a3441", width: 1 } };
+  // axes and series in the theme's colours (app.css); a new theme draws the page again
+  let AX = null;
+  const C = {};
+  function colours() {
+    AX = { stroke: L.css("--dim"), grid: { stroke: L.css("--grid"), width: 1 }, ticks: { stroke: L.css("--line"), width: 1 } };
+    for (const k of ["v", "i", "t", "dis", "ch", "ce", "fit"]) C[k] = L.css("--c-" + k);
+  }
   const ENDED = ["finished", "aborted", "failed"];
   let zoomTimer = null;
 
@@ -28,13 +34,20 @@
     const items = [
       ["protocol", info.protocol], ["cell / sample", cell.cell_id || cell.sample_id || live.cell_id],
       ["station / position", [info.station || live.station, info.position || live.channel].filter(Boolean).join(" / ")],
-      ["started", info.t0 ? L.time(info.t0) : info.created], ["ended", info.ended ? L.time(Date.parse(info.ended) / 1000) : "–"],
-      ["cycle", live.cycle ?? "–"], ["step", live.step || "–"],
-      ["V", L.num(live.voltage_V, 4)], ["I (mA)", L.num(live.current_A == null ? null : live.current_A * 1000, 3)],
-      ["T (°C)", L.num(live.temperature_C, 1)],
-      ["ETA", live.eta_s ? `${L.duration(live.eta_s)} (${L.clock(Date.now() / 1000 + live.eta_s)})` : "–"],
-      ["last event", live.last_event || "–"],
+      ["started", L.time(info.t0 || info.created)],
     ];
+    const ended = ENDED.includes(state) || info.ended;
+    if (ended) {
+      items.push(["ended", L.time(info.ended)], ["cycles", info.cycles ?? live.cycle ?? "–"]);
+    } else {  // what goes on now
+      items.push(["cycle", live.cycle ?? "–"], ["step", live.step || "–"],
+        ["V", L.num(live.voltage_V, 4)], ["I (mA)", L.num(live.current_A == null ? null : live.current_A * 1000, 3)],
+        ["T (°C)", L.num(live.temperature_C, 1)],
+        ["ETA", live.eta_s ? `${L.duration(live.eta_s)} (${L.clock(Date.now() / 1000 + live.eta_s)})` : "–"]);
+    }
+    if (live.last_event) items.push(["last event", live.last_event]);
+    if (info.lab) items.push(["submitted", `${L.time(info.lab.submitted)} by ${info.lab.submitted_by}`]);
+    if (info.lab && info.lab.agent_online === false && !ENDED.includes(state)) items.push(["agent", `${info.station} offline`]);
     if (info.reason) items.push(["reason", info.reason]);
     if (info.simulated) items.push(["instruments", "simulated (dry run)"]);
     L.$("#facts").replaceChildren(...items.map(([k, v]) => L.el("div", {}, L.el("b", { text: k }), String(v ?? "–"))));
@@ -46,7 +59,7 @@
     const going = !ENDED.includes(state) && state !== "unknown" && state !== "idle";
     if (!going) return;
     if (!L.canCommand) {
-      box.append(L.el("span", { class: "dim", text: L.auth ? `Signed in as ${L.role}: only operators command runs.`
+      box.append(L.el("span", { class: "dim", text: L.auth ? `Signed in as ${L.role}${L.roleNote ? ` (${L.roleNote})` : ""}: only operators command runs.`
         : "Commands need a signed-in operator (no users configured)." }));
       return;
     }
@@ -112,9 +125,9 @@
       series: [
         { label: R.t0 === null ? "h" : "time", value: (u, v) => (v == null ? "–" : R.t0 === null ? L.num(v, 3) + " h"
           : `${L.time(v)} (+${L.duration(v - R.t0)})`) },
-        { label: "V", scale: "V", stroke: "#6cb6ff", width: 1.25, value: (u, v) => L.num(v, 4) },
-        { label: "I (mA)", scale: "mA", stroke: "#f0883e", width: 1, value: (u, v) => L.num(v, 3) },
-        { label: "T (°C)", scale: "C", stroke: "#d2a8ff", width: 1, show: hasT, value: (u, v) => L.num(v, 1) },
+        { label: "V", scale: "V", stroke: C.v, width: 1.25, value: (u, v) => L.num(v, 4) },
+        { label: "I (mA)", scale: "mA", stroke: C.i, width: 1, value: (u, v) => L.num(v, 3) },
+        { label: "T (°C)", scale: "C", stroke: C.t, width: 1, show: hasT, value: (u, v) => L.num(v, 1) },
       ],
       axes: [
         Object.assign({}, AX),
@@ -149,9 +162,10 @@
       note(d);
     }, 150);
   }
-  async function overview() {
+  const seriesUrl = () => `${base}/series?n=${Math.round(width(L.$("#plot")))}`;
+  async function overview(asked) {
     R.zoomed = null;
-    const d = await L.api(`${base}/series?n=${Math.round(width(L.$("#plot")))}`);
+    const d = await (asked || L.api(seriesUrl()));
     if (!d.t) { L.$("#plotnote").textContent = d.error || "no records"; return d; }
     const data = arrays(d);
     if (!R.plot) makePlot(data); else setData(data, true);
@@ -192,9 +206,9 @@
       width: width(el), height: 260,
       scales: { x: { time: false }, cap: {}, ce: { range: (u, min, max) => [Math.min(min ?? 90, 95), Math.max(max ?? 100, 100.5)] } },
       series: [{ label: "cycle" },
-        { label: `discharge (${unit})`, scale: "cap", stroke: "#3fb950", width: 1, points: pts, value: (u, v) => L.num(v, 2) },
-        { label: `charge (${unit})`, scale: "cap", stroke: "#6cb6ff", width: 1, points: pts, value: (u, v) => L.num(v, 2) },
-        { label: "CE (%)", scale: "ce", stroke: "#d29922", width: 1, points: pts, value: (u, v) => L.num(v, 2) }],
+        { label: `discharge (${unit})`, scale: "cap", stroke: C.dis, width: 1, points: pts, value: (u, v) => L.num(v, 2) },
+        { label: `charge (${unit})`, scale: "cap", stroke: C.ch, width: 1, points: pts, value: (u, v) => L.num(v, 2) },
+        { label: "CE (%)", scale: "ce", stroke: C.ce, width: 1, points: pts, value: (u, v) => L.num(v, 2) }],
       axes: [Object.assign({}, AX, { label: "cycle", labelSize: 18, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000] }),
         Object.assign({}, AX, { scale: "cap", label: unit, labelSize: 18, size: 52 }),
         Object.assign({}, AX, { scale: "ce", label: "CE %", labelSize: 18, side: 1, grid: { show: false }, size: 52 })],
@@ -218,14 +232,14 @@
       width: width(el), height: Math.min(width(el), 340),
       scales: { x: { time: false, range: () => [x0, x0 + span] }, y: { range: () => [y0, y0 + span * 0.8] } },
       series: [{ label: "Z' (Ω)", value: (u, v) => L.num(v, 4) },
-        { label: "measured −Z'' (Ω)", stroke: "#6cb6ff", paths: () => null, points: { show: true, size: 6, fill: "#6cb6ff" }, value: (u, v) => L.num(v, 4) },
-        { label: `fit ${d.fit.circuit}`, stroke: "#f0883e", width: 1.5, spanGaps: true, points: { show: false }, value: (u, v) => L.num(v, 4) }],
+        { label: "measured −Z'' (Ω)", stroke: C.v, paths: () => null, points: { show: true, size: 6, fill: C.v }, value: (u, v) => L.num(v, 4) },
+        { label: `fit ${d.fit.circuit}`, stroke: C.fit, width: 1.5, spanGaps: true, points: { show: false }, value: (u, v) => L.num(v, 4) }],
       axes: [Object.assign({}, AX, { label: "Z' (Ω)", labelSize: 18 }), Object.assign({}, AX, { label: "−Z'' (Ω)", labelSize: 18, size: 52 })],
       cursor: { drag: { x: false, y: false } },
     }, data, el);
     L.$("#eisnote").textContent = d.fit.ok ? `fit residual ${L.num(d.fit.rel_rms_pct, 2)} % RMS` : `fit failed: ${d.fit.message}`;
     const rows = (d.fit.parameters || []).map((p) => L.el("tr", {}, L.el("td", { text: p.parameter }),
-      L.el("td", { class: "num", text: L.num(p.value, 4) }), L.el("td", { class: "num", text: "± " + L.num(p.stderr, 2) }),
+      L.el("td", { class: "num", text: L.sig(p.value, 4) }), L.el("td", { class: "num", text: "± " + L.sig(p.stderr, 2) }),
       L.el("td", { text: p.unit }), L.el("td", { class: "wrap dim", text: p.meaning })));
     L.$("#eisfit").replaceChildren(L.el("tr", {}, ...["parameter", "value", "σ", "unit", "meaning"].map((h) => L.el("th", { text: h }))), ...rows);
   }
@@ -258,14 +272,19 @@
     more.classList.toggle("hidden", all.length <= rows.length);
     more.textContent = `show ${Math.min(all.length - rows.length, 500)} more`;
     L.$("#events tbody").replaceChildren(...rows.map((e) => L.el("tr", { class: "ev-" + e.kind },
-      L.el("td", { text: L.time(e.wall_time) }), L.el("td", { class: "num", text: e.seq }),
+      L.timeCell(e.wall_time), L.el("td", { class: "num", text: e.seq }),
       L.el("td", { text: e.kind }), L.el("td", { class: "wrap", text: eventText(e) }))));
   }
 
   // ---------------------------------------------------------------- downloads
   function downloads(info) {
     const box = L.$("#downloads");
-    if (!info.on_disk) { box.textContent = "This run's files are not on this computer."; return; }
+    if (!info.on_disk) {
+      box.textContent = info.lab ? `This run's files are on the PC of agent ${info.station} (its runs directory); ` +
+        "run labrig web there, or on a drive that holds them, for plots of the stored records, spectra, the report and downloads."
+        : "This run's files are not on this computer.";
+      return;
+    }
     const d = (kind, label) => L.el("a", { href: `${base}/download/${kind}`, download: "", text: label });
     box.replaceChildren(L.el("a", { href: `/runs/${encodeURIComponent(runId)}/report`, target: "_blank", rel: "noopener", text: "Report (HTML)" }),
       d("parquet", "Parquet"), d("csv", "CSV"), d("cycles-csv", "cycles CSV"), d("bdf-csv", "BDF CSV (zip)"), d("bdf-parquet", "BDF Parquet"));
@@ -278,22 +297,27 @@
   }
 
   // ---------------------------------------------------------------- start
+  document.addEventListener("labrig-theme", () => location.reload()); // plots in the new colours
   document.addEventListener("DOMContentLoaded", async () => {
+    colours();
     L.$("#tz").textContent = "· " + L.tzName;
-    L.$("#resetzoom").addEventListener("click", overview);
+    L.$("#resetzoom").addEventListener("click", () => overview());
     L.$("#evkind").addEventListener("change", () => addEvents([]));
     L.$("#evmore").addEventListener("click", async () => {
       R.eventRows = (R.eventRows || 100) + 500;
       const d = await L.api(`${base}/events?limit=${R.eventRows}`);
       addEvents(d.events || []);
     });
-    const info = await L.api(base);
+    // everything the page draws first is asked for at once
+    const asked = [L.api(base), L.api(seriesUrl()), L.api(base + "/cycles?fields=plot"),
+      L.api(base + "/events?limit=100")];
+    const info = await asked[0];
     if (info._status === 404) { L.$("#facts").textContent = info.error; document.body.dataset.ready = "1"; return; }
     facts(info);
     downloads(info);
-    overview().then(ready);
-    L.api(base + "/cycles?fields=plot").then((d) => { R.cycles = d.cycles || []; drawCycles(); ready(); });
-    L.api(base + "/events?limit=100").then((d) => { addEvents(d.events || []); ready(); });
+    overview(asked[1]).then(ready);
+    asked[2].then((d) => { R.cycles = d.cycles || []; drawCycles(); ready(); });
+    asked[3].then((d) => { addEvents(d.events || []); ready(); });
     const spectra = () => (document.body.dataset.ready ? loadSpectra() : setTimeout(spectra, 100));
     spectra(); // impedance fits take a while: after the rest is drawn
     L.api("/api/me").then((m) => L.showConnections(m.connections));

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema  # type: ignore[import-untyped]
@@ -267,6 +270,34 @@ def test_monitor_model_rows_offline_and_stale() -> None:
     assert m.apply("labrig/rig-a/ch1/telemetry", b"[1]") == []
 
 
+def test_monitor_keeps_readings_when_statuses_overtake_them() -> None:
+    """Statuses (retained, QoS 1) and readings (QoS 0) travel on different topics: a
+    status stamped a moment after a reading may arrive first. The reading still shows,
+    and so do the readings after it (they never freeze behind the statuses)."""
+    m = MonitorModel(stale_after_s=30)
+    topic = "labrig/rig-a/ch1"
+    for k in range(5):
+        t = 1000.0 + k
+        st = json.loads(encode_status(status(updated=t + 0.01, voltage_V=3.0, cycle=k)))
+        tel = json.loads(encode_telemetry(telemetry(v=3.5 + k / 10)))
+        tel["wall_time"] = t
+        m.apply(f"{topic}/status", json.dumps(st).encode())  # overtook the reading
+        m.apply(f"{topic}/telemetry", json.dumps(tel).encode())
+        (row,) = m.rows(now=t + 0.02)
+        assert (row["voltage_V"], row["cycle"], row["updated"]) == (3.5 + k / 10, 3, t + 0.01)
+    # a newer status shows its readings; an older status of the same run changes nothing
+    newer = json.loads(encode_status(status(updated=1010.0, voltage_V=3.3, state=RunState.paused)))
+    m.apply(f"{topic}/status", json.dumps(newer).encode())
+    older = json.loads(encode_status(status(updated=1009.0, voltage_V=3.1)))
+    m.apply(f"{topic}/status", json.dumps(older).encode())
+    (row,) = m.rows(now=1011.0)
+    assert (row["state"], row["voltage_V"], row["updated"]) == ("paused", 3.3, 1010.0)
+    late = json.loads(encode_telemetry(telemetry(v=3.9)))
+    late["wall_time"] = 1003.5  # older than the newest reading: not shown
+    m.apply(f"{topic}/telemetry", json.dumps(late).encode())
+    assert m.rows(now=1011.0)[0]["voltage_V"] == 3.3
+
+
 @pytest.mark.parametrize("prefix", ["labrig/#", "labrig//x", "lab+rig/x", ""])
 def test_monitor_prefix_validation(prefix: str) -> None:
     with pytest.raises(MqttConfigError):
@@ -282,3 +313,23 @@ def test_rendered_broker_config_keeps_the_shipped_tuning(tmp_path: Path) -> None
     assert keys.count("listener") == 1 and keys.count("persistence") == 1
     for line in ("max_queued_messages 100000", "set_tcp_nodelay true", "allow_anonymous false"):
         assert line in text
+
+
+def test_shipped_broker_config_is_found_without_the_repository_on_the_path(
+    tmp_path: Path,
+) -> None:
+    """LocalMosquitto reads the config shipped as package data of labrig.orchestrator,
+    not through a top-level ``orchestrator`` package (absent from an installed labrig)."""
+    code = (
+        "import importlib.util, sys\n"
+        "assert importlib.util.find_spec('orchestrator') is None, sys.path\n"
+        "from labrig.orchestrator.mqtt.testing import shipped_file\n"
+        "print(shipped_file('mosquitto.conf').count('listener'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", code], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 1

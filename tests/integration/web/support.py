@@ -56,7 +56,7 @@ def web_config(runs: Path, broker: LocalMosquitto | None, *, auth: bool = True,
         work_dir=runs.parent / "work",
         daemon_poll_s=0.5,
         batch_s=0.1,
-        **kw,
+        **{"cache_dir": runs.parent / "cache", **kw},
     )
 
 
@@ -134,3 +134,14 @@ async def wait_until(predicate: Any, within_s: float = 30.0, every_s: float = 0.
     async with asyncio.timeout(within_s):
         while not await predicate():  # noqa: ASYNC110
             await asyncio.sleep(every_s)
+
+
+def submit(d: Daemon, steps: list[str], position: str, cell: str, every_s: float = 0.5) -> str:
+    """A run of ``steps`` queued on the daemon's scheduler for ``position``."""
+    from labrig.orchestrator.scheduler import RunSpec
+    from labrig.protocols.loader import load_protocol_text
+
+    assert d.scheduler is not None
+    text = protocol_text(f"web-{cell.lower()}", steps, every_s=every_s, cell=cell)
+    spec = RunSpec(protocol=load_protocol_text(text), protocol_yaml=text, position=position)
+    return d.scheduler.submit(spec).run_id

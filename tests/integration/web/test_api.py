@@ -11,11 +11,9 @@ from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
-import pytest
 from typer.testing import CliRunner
 
 from labrig.orchestrator.cli import app as cli
-from labrig.orchestrator.web import SourceUnavailable, lab_source
 
 from .support import serving, sign_in, web_config
 
@@ -136,12 +134,11 @@ async def test_downloads_and_report_hold_the_run(finished_run: tuple[Path, str])
     assert not list((runs / run_id).glob("export")), "downloads never write into the run"
 
 
-def test_the_lab_database_source_says_it_is_not_there_yet(tmp_path: Path) -> None:
-    with pytest.raises(SourceUnavailable, match="not available yet"):
-        lab_source("postgresql://lab-db/labrig")
-    r = CliRunner().invoke(cli, ["web", "--lab", "postgresql://lab-db/labrig", "--runs",
-                                 str(tmp_path)])  # fmt: skip
-    assert r.exit_code == 2 and "not available yet" in r.output
+def test_web_refuses_to_start_on_an_unreachable_lab_or_an_open_host(tmp_path: Path) -> None:
+    url = "postgresql://web:s3cret@127.0.0.1:1/lab"  # nothing listens on port 1
+    r = CliRunner().invoke(cli, ["web", "--lab", url, "--runs", str(tmp_path)])
+    assert r.exit_code == 3 and "lab database" in r.output, r.output
+    assert "s3cret" not in r.output  # the password never printed
     wide = CliRunner().invoke(cli, ["web", "--host", "0.0.0.0", "--runs", str(tmp_path)],
                               env={"LABRIG_WEB_USERS": ""})  # fmt: skip
     assert wide.exit_code == 2 and "without sign-in" in wide.output

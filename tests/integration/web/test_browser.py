@@ -14,12 +14,10 @@ from typing import Any
 
 import pytest
 
-from labrig.orchestrator.daemon import Daemon
 from labrig.orchestrator.mqtt.testing import LocalMosquitto
 from labrig.orchestrator.station import INPROCESS_STATION, Position
-from labrig.protocols.loader import load_protocol_text
 
-from .support import PASSWORDS, STATION, daemon, protocol_text, serving, web_config
+from .support import PASSWORDS, STATION, daemon, serving, submit, web_config
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -65,15 +63,6 @@ async def signed_in(
     await page.click("#signin")
     await page.wait_for_url(url + "/")
     return page
-
-
-def submit(d: Daemon, steps: list[str], position: str, cell: str, every_s: float = 0.5) -> str:
-    from labrig.orchestrator.scheduler import RunSpec
-
-    assert d.scheduler is not None
-    text = protocol_text(f"web-{cell.lower()}", steps, every_s=every_s, cell=cell)
-    spec = RunSpec(protocol=load_protocol_text(text), protocol_yaml=text, position=position)
-    return d.scheduler.submit(spec).run_id
 
 
 def row(key: str, state: str | None = None) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labrig.orchestrator.web.rundata import decimate
+from labrig.orchestrator.web.series import decimate
 
 
 def test_short_windows_come_back_whole() -> None:

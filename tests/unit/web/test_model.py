@@ -61,6 +61,18 @@ def test_telemetry_updates_readings_and_the_live_buffer_in_order() -> None:
     assert row.live.since(-1)[:, 0].tolist() == [6.0, 7.0, 8.0, 9.0]  # ring of 4
 
 
+def test_a_status_overtaken_by_a_newer_reading_still_changes_the_state() -> None:
+    m = LabModel()
+    m.apply(f"{P}/ch0/status", status(updated=1000.0))
+    m.apply(f"{P}/ch0/telemetry", telemetry(5.0, 3.65))  # read at 1005.0, arrives first
+    m.apply(f"{P}/ch0/status", status("paused", updated=1004.99, voltage_V=3.6))
+    row = m.rows[f"{P}/ch0"]
+    assert row.run_state == "paused" and row.voltage_V == 3.65  # the newer reading stays
+    assert m.view(f"{P}/ch0", 1006.0)["updated"] == 1005.0
+    m.apply(f"{P}/ch0/status", status("running", updated=1004.0))  # older than the last
+    assert row.run_state == "paused"
+
+
 def test_events_are_deduplicated_by_run_and_seq_and_give_the_last_event() -> None:
     m = LabModel()
     m.apply(f"{P}/ch0/status", status())
@@ -135,3 +147,13 @@ def test_live_buffer_keeps_nan_for_missing_readings() -> None:
     b.add(1.0, 3.7, None, None)
     got = b.since(0.0)
     assert got.shape == (1, 4) and got[0, 1] == 3.7 and np.isnan(got[0, 2])
+
+
+def test_a_lab_agents_heartbeat_keeps_its_running_rows_fresh() -> None:
+    m = LabModel(stale_after_s=30)
+    m.feed(P, "ch0", "status", {"run_id": "run-1", "state": "running", "updated": 1000.0})
+    assert m.view(f"{P}/ch0", 1040.0)["stale"]  # no status for 40 s (a long EIS step)
+    assert m.touch(f"{P}/ch0", 1035.0) and not m.touch(f"{P}/ch0", 1040.0)  # every 10 s
+    assert not m.view(f"{P}/ch0", 1040.0)["stale"]
+    assert m.rows[f"{P}/ch0"].status_time == 1000.0  # statuses keep their own order
+    assert not m.touch("labrig/none/ch9", 2000.0)
