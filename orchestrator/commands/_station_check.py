@@ -1,7 +1,7 @@
 """The station check of ``labrig validate --station`` and ``labrig run``: every step
 within what the position's instruments reach, each problem as ``file:line: path: rule``.
 
-The ranges come from the instrument registry (:mod:`orchestrator.instruments.ranges`);
+The ranges come from the instrument registry (:mod:`orchestrator.run.ranges`);
 this module only places each problem on its protocol file's line.
 """
 
@@ -41,7 +41,7 @@ def station_problems(
 
     A position of another ``kind`` than the protocol needs (a cell position for an
     anneal) is the run's to refuse, with its own message: nothing is listed here."""
-    from ..instruments.ranges import position_problems
+    from ..run.ranges import position_problems
 
     if position.kind != kind:
         return []
@@ -60,7 +60,7 @@ def station_problems(
 def range_summary(station: Any, position: Any) -> str:
     """One line of what the position's instruments reach (for ``validate --station``)."""
     from ..instruments import entry
-    from ..instruments.ranges import format_quantity
+    from ..run.ranges import format_quantity
 
     parts = []
     for _cap, label, ref in position.refs():

@@ -1,5 +1,5 @@
 """What each registry entry declares it reaches, and the steps a station position's
-instruments cannot run (checked before a run: ``orchestrator.instruments.ranges``)."""
+instruments cannot run (checked before a run: ``orchestrator.run.ranges``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from labrig.orchestrator.instruments import InstrumentLimits, entry
-from labrig.orchestrator.instruments.ranges import format_quantity, position_problems
+from labrig.orchestrator.run.ranges import format_quantity, position_problems
 from labrig.orchestrator.station import DEFAULT_STATION, INPROCESS_STATION, StationConfig
 from labrig.protocols.loader import load_protocol_text
 

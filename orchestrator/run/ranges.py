@@ -1,7 +1,7 @@
 """Every step of a protocol within what the instruments of its station position reach.
 
 Each registry entry declares the ranges an instrument reaches as its station options set
-it up (:class:`~.registry.InstrumentLimits`: EIS frequencies, current, setpoint
+it up (:class:`~orchestrator.instruments.InstrumentLimits`: EIS frequencies, current, setpoint
 temperatures, flow). :func:`position_problems` walks a protocol's steps with the
 instruments a position uses and lists each step an instrument cannot run: an EIS asking
 for 7 MHz of a VMP3 (1 MHz), a current above a channel's range, a chamber or furnace
@@ -17,15 +17,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from labrig.protocols import models as m
 
-from .registry import InstrumentLimits
-from .table import entry
-
-if TYPE_CHECKING:  # the station module imports this package
-    from ..station import Position, StationConfig
+from ..instruments import InstrumentLimits, entry
+from ..station import Position, StationConfig
 
 __all__ = ["RangeProblem", "format_quantity", "position_problems"]
 
