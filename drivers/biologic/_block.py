@@ -9,22 +9,59 @@ time and capacity ends.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
 
-from labrig.drivers.capabilities import ChannelState, ChannelStep, StepEnd
-from labrig.drivers.recordstore import StepTally
+from labrig.drivers.capabilities import (
+    ChannelLimits,
+    ChannelState,
+    ChannelStep,
+    StepEnd,
+)
+from labrig.drivers.recordstore import RecordStore, StepTally
 from labrig.drivers.steps import remaining
 
 from ._cycling import plan_step
 from ._params import Ocv
+from ._runner import ChainRunner, Frame
 
-if TYPE_CHECKING:
-    from ._channel import BioLogicChannel, _Run
-
-__all__ = ["run_block"]
+__all__ = ["BlockRun", "run_block"]
 
 
-async def run_block(ch: BioLogicChannel, run: _Run) -> None:
+@dataclass
+class BlockRun:
+    """A block as the host runs it on a channel: its steps, their ends, where it is."""
+
+    block_id: int
+    steps: tuple[ChannelStep, ...]
+    ends: list[StepEnd] = field(default_factory=list)
+    state: ChannelState = ChannelState.running
+    fault: str | None = None
+    step_id: int | None = None
+    step_t0: float = 0.0
+
+
+class _Channel(Protocol):
+    """What the supervisor uses of :class:`~._channel.BioLogicChannel`."""
+
+    runner: ChainRunner
+    records: RecordStore
+    poll_s: float
+    _limits: ChannelLimits | None
+    _resume: asyncio.Event
+
+    def _now(self) -> float: ...
+
+    def _on_frame(self, tally: StepTally, frame: Frame) -> None: ...
+
+    def _on_rest_frame(self, tally: StepTally, frame: Frame) -> None: ...
+
+    def _step_end(self, plan: object, tally: StepTally) -> tuple[str, str]: ...
+
+
+async def run_block(ch: _Channel, run: BlockRun) -> None:
     """Run ``run``'s steps in order on ``ch`` until the block ends."""
     idx = 0
     while 0 <= idx < len(run.steps):
@@ -54,7 +91,7 @@ async def run_block(ch: BioLogicChannel, run: _Run) -> None:
     run.state = ChannelState.done
 
 
-async def _run_step(ch: BioLogicChannel, run: _Run, step: ChannelStep) -> StepEnd:
+async def _run_step(ch: _Channel, run: BlockRun, step: ChannelStep) -> StepEnd:
     """One step, surviving host pauses; its end from the last record."""
     elapsed, charge, energy = 0.0, 0.0, 0.0
     todo = step
@@ -70,8 +107,12 @@ async def _run_step(ch: BioLogicChannel, run: _Run, step: ChannelStep) -> StepEn
         tally.charge_Ah, tally.energy_Wh = charge, energy
         rest = isinstance(plan.techniques[0], Ocv)
 
-        def sink(frame: Any, tally: StepTally = tally, rest: bool = rest) -> None:
-            (ch._on_rest_frame if rest else ch._on_frame)(tally, frame)
+        on: Callable[[StepTally, Frame], None] = ch._on_rest_frame if rest else ch._on_frame
+
+        def sink(
+            frame: Frame, tally: StepTally = tally, on: Callable[[StepTally, Frame], None] = on
+        ) -> None:
+            on(tally, frame)
 
         await ch.runner.run(plan.techniques, sink, poll_s=ch.poll_s)
         step_t = (tally.last_t if tally.last_t is not None else t0) - t0

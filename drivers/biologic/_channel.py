@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 
 import numpy as np
@@ -32,10 +31,10 @@ from labrig.drivers.capabilities import (
     InstrumentProtocolError,
     RecordBatch,
     SafetyTrip,
-    StepEnd,
 )
 from labrig.drivers.recordstore import RecordStore, StepTally
 
+from ._block import BlockRun, run_block
 from ._cycling import plan_step, step_end
 from ._device import BioLogicDevice
 from ._errors import ChannelInUse
@@ -60,17 +59,6 @@ def sweep_of(freqs: Sequence[float]) -> tuple[float, float, int, bool]:
     if np.allclose(d, d[0], rtol=1e-3) and d[0] != 0.0:
         return float(f[0]), float(f[-1]), int(f.size), False
     raise ValueError("EIS frequencies must form one logarithmic or linear sweep")
-
-
-@dataclass
-class _Run:
-    block_id: int
-    steps: tuple[ChannelStep, ...]
-    ends: list[StepEnd] = field(default_factory=list)
-    state: ChannelState = ChannelState.running
-    fault: str | None = None
-    step_id: int | None = None
-    step_t0: float = 0.0
 
 
 class BioLogicChannel:
@@ -109,7 +97,7 @@ class BioLogicChannel:
         self.frequency_rtol = frequency_rtol
         self.records = RecordStore()
         self._limits: ChannelLimits | None = None
-        self._run: _Run | None = None
+        self._run: BlockRun | None = None
         self._task: asyncio.Task[None] | None = None
         self._resume = asyncio.Event()
         self._resume.set()
@@ -276,7 +264,7 @@ class BioLogicChannel:
                 plan_step(s, self._limits, ewe_V=mid)
         except ValueError as exc:
             raise InstrumentError(f"{self.name}: {exc}") from None
-        self._run = _Run(block_id, tuple(steps))
+        self._run = BlockRun(block_id, tuple(steps))
         self._resume.set()
         self._task = asyncio.get_running_loop().create_task(
             self._supervise(self._run), name=f"{self.name}-block-{block_id}"
@@ -336,9 +324,7 @@ class BioLogicChannel:
         self._resume.set()
 
     # ------------------------------------------------------------------ supervisor
-    async def _supervise(self, run: _Run) -> None:
-        from ._block import run_block
-
+    async def _supervise(self, run: BlockRun) -> None:
         try:
             async with self._busy:
                 await run_block(self, run)

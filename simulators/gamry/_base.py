@@ -1,8 +1,36 @@
-"""What every simulated GamryCOM object shares: its error and the type library's constants."""
+"""What every simulated GamryCOM object shares: its error, the type library's constants,
+a device, and what an object asks of the COM server it belongs to."""
 
 from __future__ import annotations
 
-__all__ = ["Constants", "SimComError"]
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from labrig.simulators.engine import ChannelEngine
+
+__all__ = ["ComServer", "Constants", "SimComError", "SimDevice"]
+
+
+@dataclass
+class SimDevice:
+    section: str
+    label: str
+    engine: ChannelEngine
+    pstat_class: str = "GamryPC6Pstat"
+    opened_by: object | None = None
+    lost: bool = False  # the USB link is gone
+    retries: int = 0  # ReadZ points that first answer "retry"
+    events: list[str] = field(default_factory=list)
+
+
+class ComServer(Protocol):
+    """What a COM object uses of its server (:class:`~._com.SimGamryCom`)."""
+
+    now: Callable[[], float]
+    devices: dict[str, SimDevice]
+
+    def check_thread(self) -> None: ...
 
 
 class SimComError(Exception):

@@ -15,27 +15,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from labrig.simulators.engine import ChannelEngine
 
-from ._base import Constants, SimComError
+from ._base import Constants, SimComError, SimDevice
 from ._objects import DeviceList, DtaqChrono, DtaqOcv, Pstat, ReadZ, SignalConst
 
 __all__ = ["Constants", "SimComError", "SimDevice", "SimGamryCom"]
-
-
-@dataclass
-class SimDevice:
-    section: str
-    label: str
-    engine: ChannelEngine
-    pstat_class: str = "GamryPC6Pstat"
-    opened_by: object | None = None
-    lost: bool = False  # the USB link is gone
-    retries: int = 0  # ReadZ points that first answer "retry"
-    events: list[str] = field(default_factory=list)
 
 
 class SimGamryCom:
