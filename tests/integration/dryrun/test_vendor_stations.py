@@ -278,3 +278,20 @@ def test_validate_checks_the_station_too(tmp_path: Path) -> None:
     missing = runner.invoke(app, ["validate", p, "--station", str(tmp_path / "vmp300.yaml"),
                                   "--position", "B9"])  # fmt: skip
     assert missing.exit_code == 2 and "no position 'B9'" in missing.output
+
+
+def test_a_library_protocol_with_eis_checkpoints_dry_runs_on_the_built_in_station(
+    tmp_path: Path,
+) -> None:
+    """``labrig run long_term_eis --sim``: MACCOR cycling, EIS on the VMP-300 (7 MHz)."""
+    result = runner.invoke(app, ["run", "long_term_eis", "--sim", "--out", str(tmp_path), "-q"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    spectra = [pd.read_parquet(p) for p in sorted((run_dir / "eis").iterdir())]
+    assert [len(f) for f in spectra] == [82, 82]  # 7 MHz to 50 mHz, 10 per decade
+    assert all(f["frequency_Hz"].iloc[0] == pytest.approx(7e6) for f in spectra)
+    events = _events(run_dir)
+    assert events[-1]["data"]["state"] == "finished"
+    assert not [e for e in events if e["kind"] == "fault"]
+    cycles = pd.read_parquet(run_dir / "cycles.parquet")
+    assert len(cycles) == 101
