@@ -99,6 +99,7 @@ class BioLogicChannel:
         self._limits: ChannelLimits | None = None
         self._run: BlockRun | None = None
         self._task: asyncio.Task[None] | None = None
+        self._group: asyncio.TaskGroup | None = None  # owns the block supervisor
         self._resume = asyncio.Event()
         self._resume.set()
         self._busy = asyncio.Lock()  # one measurement or block at a time
@@ -110,8 +111,25 @@ class BioLogicChannel:
 
     # ------------------------------------------------------------------ life cycle
     async def open(self) -> None:
+        """Check the channel and start owning tasks (a block's supervisor runs under a
+        TaskGroup this entered; :meth:`__aexit__` ends it)."""
         self._t0 = asyncio.get_running_loop().time()
-        await self.device.prepare_channel(self.channel)
+        if self._group is None:
+            self._group = asyncio.TaskGroup()
+            await self._group.__aenter__()
+        try:
+            await self.device.prepare_channel(self.channel)
+        except BaseException:
+            await self._end_tasks()
+            raise
+
+    async def _end_tasks(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        group, self._group = self._group, None
+        if group is not None:
+            await group.__aexit__(None, None, None)
 
     async def __aenter__(self) -> BioLogicChannel:
         await self.open()
@@ -123,8 +141,11 @@ class BioLogicChannel:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        with contextlib.suppress(InstrumentError):  # must not mask the error that got us here
-            await self.safe_state()
+        try:
+            with contextlib.suppress(InstrumentError):  # must not mask the error that got us here
+                await self.safe_state()
+        finally:
+            await self._end_tasks()
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time() - self._t0
@@ -264,9 +285,11 @@ class BioLogicChannel:
                 plan_step(s, self._limits, ewe_V=mid)
         except ValueError as exc:
             raise InstrumentError(f"{self.name}: {exc}") from None
+        if self._group is None:
+            raise InstrumentError(f"{self.name}: not open (use 'async with' or open())")
         self._run = BlockRun(block_id, tuple(steps))
         self._resume.set()
-        self._task = asyncio.get_running_loop().create_task(
+        self._task = self._group.create_task(
             self._supervise(self._run), name=f"{self.name}-block-{block_id}"
         )
 
@@ -328,7 +351,7 @@ class BioLogicChannel:
         try:
             async with self._busy:
                 await run_block(self, run)
-        except InstrumentError as exc:
+        except Exception as exc:  # a fault of the run, never of the task that opened us
             run.state = ChannelState.fault
             run.fault = f"{type(exc).__name__}: {exc}"
         finally:

@@ -85,6 +85,7 @@ class HostCycler:
         self._limits: ChannelLimits | None = None
         self._run: _Run | None = None
         self._task: asyncio.Task[None] | None = None
+        self._group: asyncio.TaskGroup | None = None  # owns the block supervisor
         self.records = RecordStore()
         self._t0 = 0.0
         self._last_v = math.nan
@@ -137,9 +138,11 @@ class HostCycler:
                 raise InstrumentError(f"{self.name}: step {s.step_id} has no end that can come")
         if not steps:
             raise InstrumentError(f"{self.name}: a block needs at least one step")
+        if self._group is None:
+            raise InstrumentError(f"{self.name}: not open (use 'async with' or open())")
         self._run = _Run(block_id, tuple(steps))
         self._resume.set()
-        self._task = asyncio.get_running_loop().create_task(
+        self._task = self._group.create_task(
             self._supervise(self._run), name=f"{self.name}-block-{block_id}"
         )
 
@@ -190,6 +193,20 @@ class HostCycler:
     async def resume(self) -> None:
         self._resume.set()
 
+    async def _start_tasks(self) -> None:
+        """Own the tasks this channel starts (a TaskGroup, ended by :meth:`_end_tasks`)."""
+        if self._group is None:
+            self._group = asyncio.TaskGroup()
+            await self._group.__aenter__()
+
+    async def _end_tasks(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        group, self._group = self._group, None
+        if group is not None:
+            await group.__aexit__(None, None, None)
+
     async def stop_block(self) -> None:
         task, self._task = self._task, None
         if task is not None and not task.done():
@@ -226,7 +243,7 @@ class HostCycler:
                 else:
                     idx += 1
             run.state = ChannelState.done
-        except InstrumentError as exc:
+        except Exception as exc:  # a fault of the run, never of the task that opened us
             run.state, run.fault = ChannelState.fault, f"{type(exc).__name__}: {exc}"
 
     async def _step(self, run: _Run, step: ChannelStep) -> StepEnd:
