@@ -8,6 +8,15 @@ drivers' deadlines, and simulators served in the same process - shares that cloc
 knowing it, so months of protocol run in seconds and a simulator's physics and the
 driver's deadlines can never drift apart.
 
+Pseudo-terminals need one more look before a jump. Bytes written to one end of a pty
+reach the other end through a kernel worker; epoll (asyncio's selector) learns of them
+only once that worker has run, which on a loaded machine can be milliseconds later, so an
+idle-looking loop would jump past a driver's deadline with a reply still in the kernel.
+``poll()`` on a terminal first waits for that worker (the tty line discipline flushes its
+pending input before it answers), so before each jump the selector polls the terminals
+registered with it: no time passes while bytes are on their way, however busy the
+machine is.
+
 Durations are always measured on the loop's monotonic time; the wall clock is only used
 to stamp records (``Clock.wall()``), so a wall-clock jump cannot stretch a step.
 """
@@ -15,6 +24,9 @@ to stamp records (``Clock.wall()``), so a wall-clock jump cannot stretch a step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import select
 import selectors
 import time
 from collections.abc import Callable, Coroutine
@@ -31,20 +43,42 @@ T = TypeVar("T")
 
 
 class _JumpingSelector(selectors.BaseSelector):
-    """Wraps a real selector; when nothing is ready and a timer is due later, jumps time."""
+    """Wraps a real selector; when nothing is ready and a timer is due later, jumps time
+    (after the terminals among its descriptors have had their say: see the module)."""
 
     def __init__(self, loop: VirtualTimeLoop, real: selectors.BaseSelector) -> None:
         self._loop = loop
         self._real = real
+        self._ttys: dict[int, selectors.SelectorKey] = {}
+        self._tty_poll = select.poll()
+
+    def _track(self, key: selectors.SelectorKey) -> selectors.SelectorKey:
+        self._untrack(key.fd)
+        is_tty = False
+        with contextlib.suppress(OSError):
+            is_tty = os.isatty(key.fd)
+        if is_tty:
+            self._ttys[key.fd] = key
+            mask = (select.POLLIN if key.events & selectors.EVENT_READ else 0) | (
+                select.POLLOUT if key.events & selectors.EVENT_WRITE else 0
+            )
+            self._tty_poll.register(key.fd, mask)
+        return key
+
+    def _untrack(self, fd: int) -> None:
+        if self._ttys.pop(fd, None) is not None:
+            self._tty_poll.unregister(fd)
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.register(fileobj, events, data)
+        return self._track(self._real.register(fileobj, events, data))
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._real.unregister(fileobj)
+        key = self._real.unregister(fileobj)
+        self._untrack(key.fd)
+        return key
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.modify(fileobj, events, data)
+        return self._track(self._real.modify(fileobj, events, data))
 
     def get_key(self, fileobj: Any) -> selectors.SelectorKey:
         return self._real.get_key(fileobj)
@@ -53,7 +87,27 @@ class _JumpingSelector(selectors.BaseSelector):
         return self._real.get_map()
 
     def close(self) -> None:
+        self._ttys.clear()
         self._real.close()
+
+    def _terminals_ready(self) -> list[tuple[selectors.SelectorKey, int]]:
+        """Terminals with bytes (or room) once the kernel has delivered what is on its
+        way: ``poll()`` waits for a terminal's pending input to be flushed."""
+        if not self._ttys:
+            return []
+        ready = []
+        for fd, revents in self._tty_poll.poll(0):
+            key = self._ttys.get(fd)
+            if key is None:
+                continue
+            events = 0
+            if revents & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                events |= selectors.EVENT_READ
+            if revents & (select.POLLOUT | select.POLLHUP | select.POLLERR):
+                events |= selectors.EVENT_WRITE
+            if events & key.events:
+                ready.append((key, events & key.events))
+        return ready
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = self._real.select(0)
@@ -68,10 +122,13 @@ class _JumpingSelector(selectors.BaseSelector):
             if ready or timeout is None or loop.busy_threads > 0:
                 return ready
         elif loop.grace_s > 0:
-            # Data written on a pseudo-terminal or socket may take a moment to surface.
+            # A socket written by a thread of another process may take a moment.
             ready = self._real.select(loop.grace_s)
             if ready:
                 return ready
+        ready = self._terminals_ready()
+        if ready:
+            return ready
         assert timeout is not None
         loop.advance(timeout)
         return []

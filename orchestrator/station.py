@@ -4,11 +4,12 @@
 name: lab-1
 instruments:
   cycler: {driver: maccor, address: "tcp://10.0.0.20:57570", channels: 8}
-  eis:    {driver: palmsens, address: "serial:///dev/ttyUSB0?baudrate=230400"}
+  vmp:    {driver: biologic, address: "biologic://10.0.0.41", channels: 16,
+           options: {model: VMP-300, library_dir: 'C:\\EC-Lab Development Package\\lib'}}
   oven:   {driver: espec, address: "tcp://10.0.0.30:57732"}
 positions:
-  - {name: A1, cycler: cycler/0, impedance: eis/0, chamber: oven}
-  - {name: A2, cycler: cycler/1, impedance: eis/0, chamber: oven}
+  - {name: A1, cycler: cycler/0, impedance: vmp/0, chamber: oven}
+  - {name: A2, cycler: cycler/1, impedance: vmp/1, chamber: oven}
 ```
 
 A driver name is looked up in the instrument registry
@@ -232,15 +233,24 @@ _THERMAL_POSITION = Position(
     gas={"N2": "mfc/0", "O2": "mfc/1", "Ar": "mfc/2"},
 )
 
-#: The built-in simulated station: an 8-channel MACCOR (MacNet), a PalmSens potentiostat
-#: (MethodSCRIPT) on the same cells, a climate chamber, and a tube furnace (Eurotherm) with
-#: three mass-flow controllers (Alicat). With ``--sim`` each instrument is its wire-level
-#: simulator, reached through the same driver code as in the lab.
+#: The built-in simulated station, as the lab has it: an 8-channel MACCOR (MacNet), a
+#: BioLogic VMP-300 whose channel 0..7 takes the EIS of the cell on MACCOR channel 0..7
+#: (EC-Lab Development Package), a climate chamber, and a tube furnace (Eurotherm) with
+#: three mass-flow controllers (Alicat). With ``--sim`` each instrument is its simulator
+#: (on the wire, or where the vendor's library stands), reached through the same driver
+#: code as in the lab. examples/palmsens_station.yaml takes the EIS on a PalmSens instead.
 DEFAULT_STATION = StationConfig(
     name="sim",
     instruments={
         "cycler": InstrumentConfig(driver="maccor", address="tcp://127.0.0.1:57570", channels=8),
-        "eis": InstrumentConfig(driver="palmsens", address="serial:///dev/ttyACM0", channels=8),
+        "eis": InstrumentConfig.model_validate(
+            {
+                "driver": "biologic",
+                "address": "biologic://USB0",
+                "channels": 8,
+                "options": {"model": "VMP-300"},
+            }
+        ),
         "chamber": InstrumentConfig(driver="sim-chamber"),
         "furnace": InstrumentConfig.model_validate(
             {"driver": "eurotherm", "options": {"series": "2400"}}

@@ -21,9 +21,9 @@ The shell does the rest, alike for every family:
   the file descriptors.
 
 Time is the running loop's, so a virtual clock drives the faults' delays as it drives the
-device and the driver. On a pseudo-terminal, bytes cross the kernel asynchronously: after
-each write the server keeps the loop busy until they surface on the slave side, so a
-virtual clock cannot jump past a driver's deadline while a reply is in flight.
+device and the driver. (On a pseudo-terminal, bytes cross the kernel through a worker; the
+virtual clock looks at its terminals before each jump, so it never jumps past a deadline
+while a request or reply is still in the kernel: nothing here has to hold it.)
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import contextlib
 import logging
 import math
 import os
-import select
 import tty
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
@@ -57,8 +56,6 @@ __all__ = [
 
 log = logging.getLogger("labrig.simulators")
 
-#: loop turns to wait at most for written bytes to reach a pseudo-terminal's slave side
-_SETTLE_TURNS = 5000
 _READ_SIZE = 1 << 16
 
 
@@ -321,7 +318,6 @@ class SimServer:
         tty.setraw(slave)  # no echo, no CR/LF translation
         os.set_blocking(master, False)
         out = bytearray()
-        settling = False
 
         def flush() -> None:
             while out:
@@ -336,28 +332,6 @@ class SimServer:
                 del out[:n]
             with contextlib.suppress(Exception):
                 loop.remove_writer(master)
-            hold_clock()
-
-        def hold_clock() -> None:
-            # pty bytes cross the kernel asynchronously: keep the loop busy (bounded by
-            # loop turns, not time) until they are readable on the slave side
-            nonlocal settling
-            if settling:
-                return
-            settling = True
-
-            def check(turns: int) -> None:
-                nonlocal settling
-                try:
-                    ready, _, _ = select.select([slave], [], [], 0)
-                except (OSError, ValueError):
-                    ready = [slave]
-                if ready or turns <= 0:
-                    settling = False
-                    return
-                loop.call_soon(check, turns - 1)
-
-            loop.call_soon(check, _SETTLE_TURNS)
 
         def write(data: bytes) -> None:
             out.extend(data)

@@ -15,9 +15,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, cast
 
 import numpy as np
 
@@ -33,11 +31,10 @@ from labrig.drivers.capabilities import (
     InstrumentProtocolError,
     RecordBatch,
     SafetyTrip,
-    StepEnd,
 )
 from labrig.drivers.recordstore import RecordStore, StepTally
-from labrig.drivers.steps import remaining
 
+from ._block import BlockRun, run_block
 from ._cycling import plan_step, step_end
 from ._device import BioLogicDevice
 from ._errors import ChannelInUse
@@ -62,17 +59,6 @@ def sweep_of(freqs: Sequence[float]) -> tuple[float, float, int, bool]:
     if np.allclose(d, d[0], rtol=1e-3) and d[0] != 0.0:
         return float(f[0]), float(f[-1]), int(f.size), False
     raise ValueError("EIS frequencies must form one logarithmic or linear sweep")
-
-
-@dataclass
-class _Run:
-    block_id: int
-    steps: tuple[ChannelStep, ...]
-    ends: list[StepEnd] = field(default_factory=list)
-    state: ChannelState = ChannelState.running
-    fault: str | None = None
-    step_id: int | None = None
-    step_t0: float = 0.0
 
 
 class BioLogicChannel:
@@ -111,9 +97,9 @@ class BioLogicChannel:
         self.frequency_rtol = frequency_rtol
         self.records = RecordStore()
         self._limits: ChannelLimits | None = None
-        self._run: _Run | None = None
+        self._run: BlockRun | None = None
         self._task: asyncio.Task[None] | None = None
-        self._group: asyncio.TaskGroup | None = None  # owns the block's supervisor
+        self._group: asyncio.TaskGroup | None = None  # owns the block supervisor
         self._resume = asyncio.Event()
         self._resume.set()
         self._busy = asyncio.Lock()  # one measurement or block at a time
@@ -125,6 +111,8 @@ class BioLogicChannel:
 
     # ------------------------------------------------------------------ life cycle
     async def open(self) -> None:
+        """Check the channel and start owning tasks (a block's supervisor runs under a
+        TaskGroup this entered; :meth:`__aexit__` ends it)."""
         self._t0 = asyncio.get_running_loop().time()
         if self._group is None:
             self._group = asyncio.TaskGroup()
@@ -136,7 +124,6 @@ class BioLogicChannel:
             raise
 
     async def _end_tasks(self) -> None:
-        """Cancel and await the block supervisor, and leave its TaskGroup."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -298,10 +285,10 @@ class BioLogicChannel:
                 plan_step(s, self._limits, ewe_V=mid)
         except ValueError as exc:
             raise InstrumentError(f"{self.name}: {exc}") from None
-        self._run = _Run(block_id, tuple(steps))
-        self._resume.set()
         if self._group is None:
-            raise InstrumentError(f"{self.name}: open the channel before starting a block")
+            raise InstrumentError(f"{self.name}: not open (use 'async with' or open())")
+        self._run = BlockRun(block_id, tuple(steps))
+        self._resume.set()
         self._task = self._group.create_task(
             self._supervise(self._run), name=f"{self.name}-block-{block_id}"
         )
@@ -360,11 +347,11 @@ class BioLogicChannel:
         self._resume.set()
 
     # ------------------------------------------------------------------ supervisor
-    async def _supervise(self, run: _Run) -> None:
+    async def _supervise(self, run: BlockRun) -> None:
         try:
             async with self._busy:
                 await run_block(self, run)
-        except Exception as exc:  # a latched fault: nothing escapes the task
+        except Exception as exc:  # a fault of the run, never of the task that opened us
             run.state = ChannelState.fault
             run.fault = f"{type(exc).__name__}: {exc}"
         finally:
@@ -401,78 +388,3 @@ class BioLogicChannel:
 def _sweep_seconds(freqs: Sequence[float], average_n: int, wait: float) -> float:
     f = np.asarray(freqs, dtype=np.float64)
     return float(np.sum((average_n + wait + 1.0) / f) + 0.5 * f.size)
-
-
-# ---------------------------------------------------------------------- the block supervisor
-# Each step is loaded and started as techniques (._cycling); the firmware ends it on its
-# conditions and limits and stops the channel; the supervisor drains the records, reads how
-# the step ended, and follows its action (next, goto, end the block, pause, abort). A host
-# pause stops the step; on resume it runs again with what is left of its time and
-# capacity ends.
-
-
-async def run_block(ch: BioLogicChannel, run: _Run) -> None:
-    """Run ``run``'s steps in order on ``ch`` until the block ends."""
-    idx = 0
-    while 0 <= idx < len(run.steps):
-        step = run.steps[idx]
-        end = await _run_step(ch, run, step)
-        run.ends.append(end)
-        if end.reason == "safety":
-            run.state = ChannelState.fault
-            run.fault = f"step {step.step_id}: limit reached at {end.end_voltage_V:.4f} V"
-            return
-        if end.reason == "stopped":
-            run.state = ChannelState.fault
-            run.fault = f"step {step.step_id}: the channel stopped before any end (stopped " \
-                        "from outside labrig?)"  # fmt: skip
-            return
-        if end.action in ("abort", "end_block"):
-            break
-        if end.action == "pause":
-            run.state = ChannelState.paused
-            return
-        if end.action == "goto":
-            cond = next((e for e in (*step.ends, *step.cv_ends)
-                         if e.action == "goto" and e.quantity == end.reason), None)  # fmt: skip
-            idx = cond.goto if cond is not None and cond.goto is not None else idx + 1
-        else:
-            idx += 1
-    run.state = ChannelState.done
-
-
-async def _run_step(ch: BioLogicChannel, run: _Run, step: ChannelStep) -> StepEnd:
-    """One step, surviving host pauses; its end from the last record."""
-    elapsed, charge, energy = 0.0, 0.0, 0.0
-    todo = step
-    while True:
-        assert ch._limits is not None
-        ewe = float((await ch.runner.values()).Ewe)
-        plan = plan_step(todo, ch._limits, ewe_V=ewe)
-        # the channel's clock and the instrument's ticks may differ by a tick: records
-        # never go back in time
-        t0 = max(ch._now(), ch.records.last_time)
-        run.step_id, run.step_t0 = step.step_id, t0 - elapsed
-        tally = StepTally(step.step_id, t0)
-        tally.charge_Ah, tally.energy_Wh = charge, energy
-        rest = isinstance(plan.techniques[0], Ocv)
-
-        def sink(frame: Any, tally: StepTally = tally, rest: bool = rest) -> None:
-            (ch._on_rest_frame if rest else ch._on_frame)(tally, frame)
-
-        await ch.runner.run(plan.techniques, sink, poll_s=ch.poll_s)
-        step_t = (tally.last_t if tally.last_t is not None else t0) - t0
-        if not ch._resume.is_set():  # a host pause stopped the step: wait, run the rest
-            run.state = ChannelState.paused
-            await ch._resume.wait()
-            run.state = ChannelState.running
-            elapsed += step_t
-            charge, energy = tally.charge_Ah, tally.energy_Wh
-            todo = remaining(step, elapsed, abs(charge))
-            continue
-        reason, action = ch._step_end(plan, tally)
-        return StepEnd(
-            step_id=step.step_id, reason=reason, action=cast(Any, action),
-            time_s=elapsed + step_t, charge_Ah=tally.charge_Ah, energy_Wh=tally.energy_Wh,
-            end_voltage_V=tally.last_v,
-        )  # fmt: skip

@@ -35,22 +35,25 @@ class Model:
     code: DeviceCode
     family: Family
     max_frequency_Hz: float
+    max_current_A: float  # the largest current range, without a booster
+    min_frequency_Hz: float = 10e-6
 
 
-#: the lab's models; frequency limits are the catalogue's with the EIS board fitted
-#: (check each unit: option boards and firmware change them)
+#: the lab's models; frequency limits are the catalogue's with the EIS board fitted,
+#: currents the standard channel's (check each unit: option boards, boosters and firmware
+#: change them)
 MODELS: dict[str, Model] = {
     m.name.lower(): m
     for m in (
-        Model("VMP-300", DeviceCode.VMP300, Family.SP300, 7e6),
-        Model("SP-300", DeviceCode.SP300, Family.SP300, 7e6),
-        Model("VSP-300", DeviceCode.VSP300, Family.SP300, 7e6),
-        Model("SP-240", DeviceCode.SP240, Family.SP300, 7e6),
-        Model("VMP3", DeviceCode.VMP3, Family.VMP3, 1e6),
-        Model("VSP", DeviceCode.VSP, Family.VMP3, 1e6),
-        Model("SP-150", DeviceCode.SP150, Family.VMP3, 1e6),
-        Model("SP-50", DeviceCode.SP50, Family.VMP3, 1e6),
-        Model("SP-200", DeviceCode.SP200, Family.VMP3, 1e6),
+        Model("VMP-300", DeviceCode.VMP300, Family.SP300, 7e6, 0.5),
+        Model("SP-300", DeviceCode.SP300, Family.SP300, 7e6, 0.5),
+        Model("VSP-300", DeviceCode.VSP300, Family.SP300, 7e6, 0.5),
+        Model("SP-240", DeviceCode.SP240, Family.SP300, 7e6, 4.0),
+        Model("VMP3", DeviceCode.VMP3, Family.VMP3, 1e6, 0.4),
+        Model("VSP", DeviceCode.VSP, Family.VMP3, 1e6, 0.4),
+        Model("SP-150", DeviceCode.SP150, Family.VMP3, 1e6, 0.8),
+        Model("SP-50", DeviceCode.SP50, Family.VMP3, 1e6, 1.0),
+        Model("SP-200", DeviceCode.SP200, Family.VMP3, 1e6, 0.5),
     )
 }
 

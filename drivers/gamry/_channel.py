@@ -123,7 +123,14 @@ class GamryChannel(HostCycler):
     # ------------------------------------------------------------------ life cycle
     async def open(self) -> None:
         self._t0 = asyncio.get_running_loop().time()
-        await self._enter_tasks()
+        await self._start_tasks()
+        try:
+            await self._open()
+        except BaseException:
+            await self._end_tasks()
+            raise
+
+    async def _open(self) -> None:
         devices = await self.com(self.backend.create, "GamryCOM.GamryDeviceList", what="DeviceList")
         sections = list(await self.com(devices.EnumSections, what="EnumSections"))
         if not sections:
@@ -148,8 +155,10 @@ class GamryChannel(HostCycler):
                 with contextlib.suppress(InstrumentError):
                     await self.com(self.pstat.Close, what="Close")
         finally:
-            await self._end_tasks()
-            self.com.close()
+            try:
+                await self._end_tasks()
+            finally:
+                self.com.close()
 
     async def __aenter__(self) -> GamryChannel:
         await self.open()

@@ -85,7 +85,7 @@ class HostCycler:
         self._limits: ChannelLimits | None = None
         self._run: _Run | None = None
         self._task: asyncio.Task[None] | None = None
-        self._group: asyncio.TaskGroup | None = None  # owns the block's supervisor
+        self._group: asyncio.TaskGroup | None = None  # owns the block supervisor
         self.records = RecordStore()
         self._t0 = 0.0
         self._last_v = math.nan
@@ -138,10 +138,10 @@ class HostCycler:
                 raise InstrumentError(f"{self.name}: step {s.step_id} has no end that can come")
         if not steps:
             raise InstrumentError(f"{self.name}: a block needs at least one step")
+        if self._group is None:
+            raise InstrumentError(f"{self.name}: not open (use 'async with' or open())")
         self._run = _Run(block_id, tuple(steps))
         self._resume.set()
-        if self._group is None:
-            raise InstrumentError(f"{self.name}: open the channel before starting a block")
         self._task = self._group.create_task(
             self._supervise(self._run), name=f"{self.name}-block-{block_id}"
         )
@@ -193,14 +193,13 @@ class HostCycler:
     async def resume(self) -> None:
         self._resume.set()
 
-    async def _enter_tasks(self) -> None:
-        """Enter the TaskGroup that owns the block supervisor (on open)."""
+    async def _start_tasks(self) -> None:
+        """Own the tasks this channel starts (a TaskGroup, ended by :meth:`_end_tasks`)."""
         if self._group is None:
             self._group = asyncio.TaskGroup()
             await self._group.__aenter__()
 
     async def _end_tasks(self) -> None:
-        """Cancel and await the block supervisor, and leave its TaskGroup (on close)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -244,7 +243,7 @@ class HostCycler:
                 else:
                     idx += 1
             run.state = ChannelState.done
-        except Exception as exc:  # a latched fault: nothing escapes the task
+        except Exception as exc:  # a fault of the run, never of the task that opened us
             run.state, run.fault = ChannelState.fault, f"{type(exc).__name__}: {exc}"
 
     async def _step(self, run: _Run, step: ChannelStep) -> StepEnd:

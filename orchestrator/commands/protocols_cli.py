@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from labrig.protocols import (
     render_summary,
     summarize,
 )
+
+if TYPE_CHECKING:
+    from labrig.protocols.models import Protocol
 
 EXIT_INVALID = 2
 
@@ -35,6 +38,18 @@ def validate(
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a cell field: --set cell.cam_mass_mg=9.1"),
+    ] = None,
+    station: Annotated[
+        Path | None,
+        typer.Option(
+            "--station",
+            help="Also check every step against what this station's instruments reach "
+            "(EIS frequencies, currents, setpoints, flows).",
+        ),
+    ] = None,
+    position: Annotated[
+        str | None,
+        typer.Option("--position", help="Station position to check (default: the first)."),
     ] = None,
 ) -> None:
     """Check a protocol; print its summary (exit 0) or every error as file:line (exit 2)."""
@@ -58,6 +73,40 @@ def validate(
     for warning in (*summary.warnings, *rest_voltage_warnings(protocol)):
         out.print("[yellow]warning:[/yellow] ", end="")
         out.print(warning, markup=False)
+    if station is not None:
+        _check_station(file, protocol, station, position, out, err)
+
+
+def _check_station(
+    file: str, protocol: Protocol, path: Path, position: str | None, out: Console, err: Console
+) -> None:
+    """Exit 2 with every step the station position's instruments cannot run."""
+    from ..runner import is_thermal
+    from ..station import StationError, load_station
+    from ._station_check import range_summary, station_problems
+
+    kind = "furnace" if is_thermal(protocol) else "cell"
+    try:
+        st = load_station(path)
+        pos = st.position(position, kind)
+        if pos.kind != kind:
+            raise StationError(f"position {pos.name!r} is a {pos.kind} position, not a {kind} one")
+    except StationError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_INVALID) from None
+    problems = station_problems(file, protocol, st, pos, kind)
+    for line in problems:
+        err.print(line, markup=False)
+    if problems:
+        err.print(
+            f"{len(problems)} step(s) beyond what station {st.name!r}, position "
+            f"{pos.name!r} reaches ({range_summary(st, pos)}).",
+            style="red",
+            markup=False,
+        )
+        raise typer.Exit(EXIT_INVALID)
+    out.print("[green]fits[/green] ", end="")
+    out.print(f"station {st.name!r}, position {pos.name!r}: {range_summary(st, pos)}", markup=False)
 
 
 def schema(

@@ -83,6 +83,28 @@ def _check_compiles(proto: Any, sim: bool) -> None:
         check_preset(proto.cell)
 
 
+def _refuse_beyond_station(
+    protocol_arg: str, proto: Any, station: Any, position: Any, kind: str
+) -> None:
+    """Exit 2, before any run directory exists, if a step asks more than the position's
+    instruments reach (an EIS frequency, a current, a setpoint, a flow)."""
+    from ._station_check import range_summary, station_problems
+
+    problems = station_problems(protocol_arg, proto, station, position, kind)
+    if not problems:
+        return
+    for line in problems:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+    err.print(
+        f"error: {len(problems)} step(s) beyond what station {station.name!r}, position "
+        f"{position.name!r} reaches ({range_summary(station, position)}); nothing was started",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(2)
+
+
 _POLL_HELP = "Seconds between polls of the instrument (default: 10 on hardware)."
 
 
@@ -129,7 +151,7 @@ def run(
         overrides = _parse_sets(set_ or [])
         proto = load_protocol(protocol, overrides=overrides or None)
         st = load_station(station) if station is not None else DEFAULT_STATION
-        st.position(position, "furnace" if is_thermal(proto) else "cell")
+        pos = st.position(position, "furnace" if is_thermal(proto) else "cell")
         _check_compiles(proto, sim)
     except ProtocolError as exc:
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
@@ -137,6 +159,7 @@ def run(
     except (StationError, ValueError, typer.BadParameter) as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    _refuse_beyond_station(protocol, proto, st, pos, "furnace" if is_thermal(proto) else "cell")
     if not sim and station is None:
         err.print(
             "error: no station file given; use --sim for a dry run on the built-in "

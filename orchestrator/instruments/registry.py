@@ -2,7 +2,10 @@
 
 An :class:`InstrumentEntry` names a driver (the ``driver:`` of a station file), the
 capabilities it offers, its typed options, how to open it on hardware from a station
-entry, how to start its simulator for ``--sim``, and what ``labrig sim serve DRIVER``
+entry, how to start its simulator for ``--sim``, what ``labrig sim serve DRIVER``
+starts, and the ranges the instrument reaches as its options set it up
+(:class:`InstrumentLimits`: EIS frequencies, current, temperatures, flow), which
+``labrig validate --station`` and ``labrig run`` check every step against before anything
 starts. The table itself is :data:`orchestrator.instruments.table.ENTRIES`.
 
 Opening an instrument yields a :class:`Handle`: its channels, per capability, by channel
@@ -33,8 +36,10 @@ __all__ = [
     "Capability",
     "Handle",
     "InstrumentEntry",
+    "InstrumentLimits",
     "InstrumentOptions",
     "InstrumentUse",
+    "LimitsOf",
     "NoOptions",
     "OpenRequest",
     "Opened",
@@ -200,9 +205,30 @@ class ServeOptions:
     speed: float = 1.0
 
 
+@dataclass(frozen=True, slots=True)
+class InstrumentLimits:
+    """The ranges an instrument reaches as its station entry sets it up (None: not
+    limited here). ``model`` names it in messages (``BioLogic VMP3``); ``settings`` names,
+    per field, the station option that changes its figure
+    (``{"frequency_Hz": "options.max_frequency_Hz"}``).
+
+    ``frequency_Hz``: the EIS range; ``current_A``: the largest |current| a channel
+    sources (a step's current, a GEIS amplitude plus bias); ``temperature_C``: the
+    setpoints a chamber or furnace holds; ``flow_sccm``: the largest flow setpoint.
+    """
+
+    model: str = ""
+    settings: Mapping[str, str] = field(default_factory=dict)
+    frequency_Hz: tuple[float, float] | None = None
+    current_A: float | None = None
+    temperature_C: tuple[float, float] | None = None
+    flow_sccm: float | None = None
+
+
 Opener = Callable[[OpenRequest[Opt]], contextlib.AbstractAsyncContextManager[Handle]]
 SimStarter = Callable[[SimRequest[Opt]], contextlib.AbstractAsyncContextManager[SimStarted]]
 ServeFactory = Callable[[ServeOptions], contextlib.AbstractAsyncContextManager[str]]
+LimitsOf = Callable[[Opt], InstrumentLimits]
 
 
 @dataclass(frozen=True)
@@ -211,7 +237,8 @@ class InstrumentEntry(Generic[Opt]):
 
     ``open`` is None for an instrument that exists only as a simulator (``sim``);
     ``simulate`` None for one that has no simulator yet; ``serve`` None for one that
-    ``labrig sim serve`` cannot start on its own.
+    ``labrig sim serve`` cannot start on its own; ``limits`` None for one that declares
+    no ranges (nothing is checked before a run).
     """
 
     driver: str
@@ -221,6 +248,13 @@ class InstrumentEntry(Generic[Opt]):
     open: Opener[Opt] | None
     simulate: SimStarter[Opt] | None
     serve: ServeFactory | None = None
+    limits: LimitsOf[Opt] | None = None
+
+    def limits_for(self, options: InstrumentOptions) -> InstrumentLimits:
+        """The ranges of an instrument of this driver with ``options`` (a station's)."""
+        if self.limits is None:
+            return InstrumentLimits()
+        return self.limits(self.parse_options(options))
 
     def parse_options(self, raw: object) -> Opt:
         """Validate ``raw`` (a mapping, None, or options already parsed) as this driver's

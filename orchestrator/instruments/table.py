@@ -12,18 +12,24 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from .hw.alicat import AlicatOptions, open_alicat
-from .hw.biologic import BioLogicOptions, open_biologic_entry
-from .hw.espec import EspecOptions, open_espec
-from .hw.eurotherm import EurothermOptions, open_eurotherm
-from .hw.gamry import GamryOptions, open_gamry_entry
-from .hw.keithley import K2450Options, open_k2450
-from .hw.maccor import MaccorOptions, open_maccor
-from .hw.palmsens import PalmSensOptions, open_palmsens
+from .hw.alicat import AlicatOptions, alicat_limits, open_alicat
+from .hw.biologic import BioLogicOptions, biologic_limits, open_biologic_entry
+from .hw.espec import EspecOptions, espec_limits, open_espec
+from .hw.eurotherm import EurothermOptions, eurotherm_limits, open_eurotherm
+from .hw.gamry import GamryOptions, gamry_limits, open_gamry_entry
+from .hw.keithley import K2450Options, k2450_limits, open_k2450
+from .hw.maccor import MaccorOptions, maccor_limits, open_maccor
+from .hw.palmsens import PalmSensOptions, open_palmsens, palmsens_limits
 from .registry import Capability, InstrumentEntry, NoOptions
 from .sim.alicat import serve_alicat, simulate_alicat
 from .sim.biologic import simulate_biologic_entry
-from .sim.builtin import SimChamberOptions, simulate_chamber, simulate_cycler, simulate_eis
+from .sim.builtin import (
+    SimChamberOptions,
+    sim_chamber_limits,
+    simulate_chamber,
+    simulate_cycler,
+    simulate_eis,
+)
 from .sim.espec import serve_espec, simulate_espec
 from .sim.eurotherm import serve_eurotherm, simulate_eurotherm
 from .sim.gamry import simulate_gamry_entry
@@ -42,6 +48,7 @@ ENTRIES: tuple[InstrumentEntry[Any], ...] = (
         open=open_maccor,
         simulate=simulate_maccor,
         serve=serve_maccor,
+        limits=maccor_limits,
     ),
     InstrumentEntry(
         driver="keithley2450",
@@ -51,6 +58,7 @@ ENTRIES: tuple[InstrumentEntry[Any], ...] = (
         open=open_k2450,
         simulate=simulate_k2450,
         serve=serve_k2450,
+        limits=k2450_limits,
     ),
     InstrumentEntry(
         driver="palmsens",
@@ -60,6 +68,7 @@ ENTRIES: tuple[InstrumentEntry[Any], ...] = (
         open=open_palmsens,
         simulate=simulate_palmsens,
         serve=serve_palmsens,
+        limits=palmsens_limits,
     ),
     InstrumentEntry(
         driver="biologic",
@@ -68,6 +77,7 @@ ENTRIES: tuple[InstrumentEntry[Any], ...] = (
         options=BioLogicOptions,
         open=open_biologic_entry,
         simulate=simulate_biologic_entry,
+        limits=biologic_limits,
     ),
     InstrumentEntry(
         driver="gamry",
@@ -76,6 +86,7 @@ ENTRIES: tuple[InstrumentEntry[Any], ...] = (
         options=GamryOptions,
         open=open_gamry_entry,
         simulate=simulate_gamry_entry,
+        limits=gamry_limits,
     ),
     InstrumentEntry(
         driver="eurotherm",
@@ -85,6 +96,7 @@ ENTRIES: tuple[InstrumentEntry[Any], ...] = (
         open=open_eurotherm,
         simulate=simulate_eurotherm,
         serve=serve_eurotherm,
+        limits=eurotherm_limits,
     ),
     InstrumentEntry(
         driver="alicat",
@@ -94,6 +106,7 @@ ENTRIES: tuple[InstrumentEntry[Any], ...] = (
         open=open_alicat,
         simulate=simulate_alicat,
         serve=serve_alicat,
+        limits=alicat_limits,
     ),
     InstrumentEntry(
         driver="espec",
@@ -103,6 +116,7 @@ ENTRIES: tuple[InstrumentEntry[Any], ...] = (
         open=open_espec,
         simulate=simulate_espec,
         serve=serve_espec,
+        limits=espec_limits,
     ),
     InstrumentEntry(
         driver="sim",
@@ -127,6 +141,7 @@ ENTRIES: tuple[InstrumentEntry[Any], ...] = (
         options=SimChamberOptions,
         open=None,
         simulate=simulate_chamber,
+        limits=sim_chamber_limits,
     ),
 )
 

@@ -2,9 +2,15 @@
 
 DC techniques (OCV, CP, CA, CPLIMIT, CALIMIT) become one block of steps on the channel
 engine, which ends them on their durations and limit tests; their records are turned
-into data rows. PEIS/GEIS measure the engine's cell impedance, one point after another
-in simulated time. Rows wait in the channel's memory until the host reads them, one
-technique and process per read, at most one buffer's worth (1000 words) at a time.
+into data rows. LOOP sends the chain back to an earlier technique a number of times; each
+pass's rows carry its loop number. PEIS/GEIS measure the engine's cell impedance, one
+point after another in simulated time. Rows wait in the channel's memory until the host
+reads them, one technique, process and loop per read, at most one buffer's worth (1000
+words) at a time.
+
+The cell may be wired to another instrument too (a cycler that the channel measures the
+impedance of between its blocks): the channel reads back, and stops, only the engine
+blocks it started itself, and refuses to start while another instrument drives the cell.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from labrig.simulators.cell.steps import Action
 from labrig.simulators.engine import ChannelEngine, EngineError, SimEnd, SimRecord, SimStep
 
 from ._abi import WORDS
-from ._techniques import IDS, DcStep, EisSweep, SimTechnique, Test
+from ._techniques import IDS, DcStep, EisSweep, SimTechnique, TechniqueError, Test
 
 __all__ = ["Frame", "SimChannel"]
 
@@ -43,6 +49,7 @@ class Frame:
     process: int
     ncols: int
     start_time: float
+    loop: int = 0
     rows: list[list[int]] = field(default_factory=list)
 
 
@@ -86,12 +93,14 @@ class SimChannel:
         self.started_at = 0.0
         self.memory: deque[Frame] = deque()
         self.messages: deque[str] = deque()
-        self._blocks = 0
+        self._blocks = 0  # engine blocks started (ids -1, -2, ...: never a host's)
         self._seq = 0
         self._tech: int | None = None  # the technique running on the engine
         self._tech_start: dict[int, float] = {}  # technique -> s from BL_StartChannel
         self._origin = 0.0  # engine test time at the running technique's start
         self._eis: _Eis | None = None
+        self._loops: dict[int, int] = {}  # LOOP technique -> times it sent the chain back
+        self._loop_no = 0  # loops done since BL_StartChannel (the rows' loop number)
 
     # ------------------------------------------------------------------ loading
     def load(self, tech: SimTechnique, first: bool, last: bool) -> None:
@@ -100,6 +109,12 @@ class SimChannel:
             self.complete = False
         elif not self.chain:
             raise EngineError("first technique not loaded")
+        if tech.loop is not None and tech.loop.goto >= len(self.chain):
+            raise TechniqueError(
+                f"loop: protocol_number {tech.loop.goto} must name an earlier technique "
+                f"(this is technique {len(self.chain)})",
+                -4,
+            )
         self.chain.append(tech)
         self.complete = last
         eis = [t for t in self.chain if t.sweep is not None]
@@ -111,10 +126,16 @@ class SimChannel:
         if not self.complete:
             raise EngineError("technique chain not complete (last technique not loaded)")
         self.poll(now)  # keep what the previous run left
+        st = self.engine.status(now, live=False)
+        if st.state in ("running", "paused"):
+            self.messages.append("the cell is driven by another instrument")
+            raise EngineError("the cell is driven by another instrument")
         self.running = True
         self.started_at = now
         self._tech_start = {}
         self._eis = None
+        self._loops = {}
+        self._loop_no = 0
         first = self.chain[0]
         if first.sweep is not None:
             self._start_eis(first.sweep, now)
@@ -127,12 +148,39 @@ class SimChannel:
     def _start_technique(self, k: int, at: float) -> None:
         """Technique ``k`` of the chain as one engine block, from instant ``at``."""
         tech = self.chain[k]
-        steps = [_sim_step(j, s, self._clamp(s, at)) for j, s in enumerate(tech.steps)]
-        self._blocks += 1
+        run = tech.steps * (tech.cycles + 1)
+        steps = [_sim_step(j, s, self._clamp(s, at)) for j, s in enumerate(run)]
+        self._own_block(at)
         self._tech = k
-        self._origin = self.engine.status(at, live=False).test_time_s
         self._tech_start[k] = at - self.started_at
-        self.engine.start_block(self._blocks, steps, at)
+        self.engine.start_block(-self._blocks, steps, at)
+
+    def _own_block(self, at: float) -> None:
+        """The next engine block is this channel's: its records start after what the
+        cell has recorded so far (another instrument's records are not this channel's)."""
+        st = self.engine.status(at, live=False)
+        self._blocks += 1
+        self._seq = max(self._seq, st.last_seq)
+        self._origin = st.test_time_s
+
+    def _after(self, k: int) -> int | None:
+        """The technique that follows technique ``k``, through LOOP techniques; None at
+        the end of the chain."""
+        nxt = k + 1
+        while nxt < len(self.chain):
+            loop = self.chain[nxt].loop
+            if loop is None:
+                return nxt
+            done = self._loops.get(nxt, 0)
+            if done >= loop.repeat:
+                nxt += 1
+                continue
+            self._loops[nxt] = done + 1
+            for inner in range(loop.goto, nxt):  # loops inside start afresh
+                self._loops.pop(inner, None)
+            self._loop_no += 1
+            nxt = loop.goto
+        return None
 
     def _clamp(self, s: DcStep, at: float) -> float:
         """The current a voltage step may draw: what holds its voltage at its start (a
@@ -153,8 +201,8 @@ class SimChannel:
             self._collect_dc(end)
             st = self.engine.status(end, live=False)
             stopped = st.state == "fault" or (st.reason or "").startswith(("aborted", "stopped"))
-            nxt = self._tech + 1
-            if stopped or nxt >= len(self.chain) or self.chain[nxt].sweep is not None:
+            nxt = None if stopped else self._after(self._tech)
+            if nxt is None or self.chain[nxt].sweep is not None:
                 self._tech = None
                 return
             self._start_technique(nxt, end)
@@ -170,17 +218,18 @@ class SimChannel:
         if sw.settle_s > 0:  # the DC level settles: process-0 rows
             rec = SimRecord(every_s=sw.record_dt_s or None)
             step = SimStep(0, "rest", ends=(SimEnd("time", ">=", sw.settle_s),), record=rec)
-            self._blocks += 1
+            self._own_block(now)
             self._tech = 0
             self._tech_start[0] = 0.0
-            self._origin = self.engine.status(now, live=False).test_time_s
-            self.engine.start_block(self._blocks, [step], now)
+            self.engine.start_block(-self._blocks, [step], now)
 
     def stop(self, now: float) -> None:
         self.poll(now)
-        self._tech = None
-        if self.engine.status(now, live=False).state in ("running", "paused"):
-            self.engine.stop(now)
+        if self._tech is not None:  # a block of this channel's runs: only that stops
+            if self.engine.status(now, live=False).state in ("running", "paused"):
+                self.engine.stop(now)
+            self._collect_dc(now)
+            self._tech = None
         if self._eis is not None and self._eis.stopped_at is None:
             self._eis.stopped_at = now
         self.poll(now)
@@ -200,14 +249,20 @@ class SimChannel:
             self.running = dc_busy or eis_busy
 
     def _collect_dc(self, now: float) -> None:
+        """Rows of the running technique's records up to ``now`` (only while a block of
+        this channel's runs: the engine's other records are another instrument's)."""
+        k = self._tech
+        if k is None:
+            return
         recs = self.engine.records_after(self._seq, now)
         if recs["seq"].size == 0:
             return
         self._seq = int(recs["seq"][-1])
-        k = self._tech if self._tech is not None else max(self._tech_start, default=0)
         eis = self._eis is not None
-        tid = IDS["geis" if self._geis() else "peis"] if eis else self.chain[k].id
+        tech = self.chain[k]
+        tid = IDS["geis" if self._geis() else "peis"] if eis else tech.id
         start = self._tech_start.get(k, 0.0)
+        per_cycle = max(1, len(tech.steps))
         for n in range(recs["seq"].size):
             t_rel = float(recs["time_s"][n]) - self._origin
             ticks = max(0, int(t_rel / self.timebase_s))  # whole ticks elapsed
@@ -215,10 +270,10 @@ class SimChannel:
             row = [ticks >> 32, ticks & 0xFFFFFFFF, _f32(v)]
             if eis:
                 row.append(_f32(0.0))
-            elif self.chain[k].stem == "ocv":
+            elif tech.stem == "ocv":
                 row += [_f32(0.0)] if self.sp300 else []  # Ece on the SP-300 family
             else:
-                row += [_f32(i), 0]  # I, cycle
+                row += [_f32(i), int(recs["step_id"][n]) // per_cycle]  # I, cycle
             self._push(k, tid, 0, start, row)
 
     def _geis(self) -> bool:
@@ -264,10 +319,10 @@ class SimChannel:
         last = self.memory[-1] if self.memory else None
         if (
             last is None
-            or (last.technique_index, last.process) != (tech, process)
+            or (last.technique_index, last.process, last.loop) != (tech, process, self._loop_no)
             or len(last.rows) >= WORDS // len(row)
         ):
-            last = Frame(tech, tid, process, len(row), start)
+            last = Frame(tech, tid, process, len(row), start, self._loop_no)
             self.memory.append(last)
         last.rows.append(row)
 

@@ -430,7 +430,7 @@ class SimEClib:
             info: tuple[Any, ...] = (0, 0, 0, 0, 0, 0, 0, 0.0, 0)
             if frame is not None:
                 info = (0, len(rows), frame.ncols, frame.technique_index, frame.technique_id,
-                        frame.process, 0, frame.start_time, 0)  # fmt: skip
+                        frame.process, frame.loop, frame.start_time, 0)  # fmt: skip
             write_record(infos, DATA_INFOS, info, "data infos")
             write_record(values, CURRENT_VALUES, self._values(c, now), "current values")
             return OK

@@ -3,7 +3,9 @@
 A technique is named by its ``.ecc`` file: ``peis.ecc`` belongs to the VMP3 family,
 ``peis4.ecc`` to the SP-300 family. Parameters are read by label (case-sensitive) and
 index; a missing or mistyped parameter is refused. DC techniques become steps of the
-channel engine; EIS techniques a sweep. Limit tests (``TestN_Config``) are a bit field:
+channel engine, repeated ``N_Cycles`` more times; EIS techniques a sweep; LOOP
+(``loop_N_times``, ``protocol_number``) sends the chain back to an earlier technique
+(0-based index) that many more times. Limit tests (``TestN_Config``) are a bit field:
 bit 0 active, bit 1 AND, bit 2 ``>``, variable from bit 5 (0 Ewe, 3 I); ``Exit_Cond``
 0 next step, 1 next technique, 2 stop.
 """
@@ -20,6 +22,7 @@ __all__ = [
     "IDS",
     "DcStep",
     "EisSweep",
+    "Loop",
     "SimTechnique",
     "TechniqueError",
     "Test",
@@ -98,12 +101,22 @@ class EisSweep:
 
 
 @dataclass(frozen=True, slots=True)
+class Loop:
+    """LOOP: go back to technique ``goto`` (0-based) ``repeat`` more times."""
+
+    repeat: int
+    goto: int
+
+
+@dataclass(frozen=True, slots=True)
 class SimTechnique:
     stem: str
     id: int
     steps: tuple[DcStep, ...] = ()
     sweep: EisSweep | None = None
     params: dict[tuple[str, int], Param] = field(default_factory=dict)
+    cycles: int = 0  # N_Cycles: the steps run this many more times
+    loop: Loop | None = None
 
 
 class _Reader:
@@ -163,6 +176,13 @@ def _dc(
     return tuple(steps)
 
 
+def _cycles(r: _Reader) -> int:
+    n = r.i("N_Cycles")
+    if n < 0:
+        raise TechniqueError(f"{r.stem}: N_Cycles {n} must be >= 0", -4)
+    return n
+
+
 def _eis(r: _Reader, galvano: bool) -> EisSweep:
     lvl = "Initial_Current_step" if galvano else "Initial_Voltage_step"
     sweep = EisSweep(
@@ -190,10 +210,18 @@ def parse_technique(stem: str, params: list[Param]) -> SimTechnique:
     if stem in ("cp", "cplimit"):
         r.i("I_Range")
         rec = (r.f("Record_every_dT"), r.f("Record_every_dE"), 0.0)
-        return SimTechnique(stem, tid, _dc(r, "Current_step", "cc", stem == "cplimit", rec))
+        steps = _dc(r, "Current_step", "cc", stem == "cplimit", rec)
+        return SimTechnique(stem, tid, steps, cycles=_cycles(r))
     if stem in ("ca", "calimit"):
         rec = (r.f("Record_every_dT"), 0.0, r.f("Record_every_dI"))
-        return SimTechnique(stem, tid, _dc(r, "Voltage_step", "cv", stem == "calimit", rec))
+        steps = _dc(r, "Voltage_step", "cv", stem == "calimit", rec)
+        return SimTechnique(stem, tid, steps, cycles=_cycles(r))
     if stem in ("peis", "geis"):
         return SimTechnique(stem, tid, sweep=_eis(r, stem == "geis"))
+    if stem == "loop":
+        repeat, goto = r.i("loop_N_times"), r.i("protocol_number")
+        if repeat < 0 or goto < 0:
+            raise TechniqueError(f"loop: loop_N_times {repeat} and protocol_number {goto} "
+                                 "must be >= 0", -4)  # fmt: skip
+        return SimTechnique(stem, tid, loop=Loop(repeat, goto))
     raise TechniqueError(f"{stem}: not simulated", -4)

@@ -1,5 +1,5 @@
 """What every simulated GamryCOM object shares: its error, the type library's constants,
-a simulated instrument, and what the objects need of the COM server that made them."""
+a device, and what an object asks of the COM server it belongs to."""
 
 from __future__ import annotations
 
@@ -9,7 +9,28 @@ from typing import Protocol
 
 from labrig.simulators.engine import ChannelEngine
 
-__all__ = ["ComHost", "Constants", "SimComError", "SimDevice"]
+__all__ = ["ComServer", "Constants", "SimComError", "SimDevice"]
+
+
+@dataclass
+class SimDevice:
+    section: str
+    label: str
+    engine: ChannelEngine
+    pstat_class: str = "GamryPC6Pstat"
+    opened_by: object | None = None
+    lost: bool = False  # the USB link is gone
+    retries: int = 0  # ReadZ points that first answer "retry"
+    events: list[str] = field(default_factory=list)
+
+
+class ComServer(Protocol):
+    """What a COM object uses of its server (:class:`~._com.SimGamryCom`)."""
+
+    now: Callable[[], float]
+    devices: dict[str, SimDevice]
+
+    def check_thread(self) -> None: ...
 
 
 class SimComError(Exception):
@@ -34,24 +55,3 @@ class Constants:
     ReadZStatusOk = 0
     ReadZStatusRetry = 1
     ReadZStatusError = 2
-
-
-@dataclass
-class SimDevice:
-    section: str
-    label: str
-    engine: ChannelEngine
-    pstat_class: str = "GamryPC6Pstat"
-    opened_by: object | None = None
-    lost: bool = False  # the USB link is gone
-    retries: int = 0  # ReadZ points that first answer "retry"
-    events: list[str] = field(default_factory=list)
-
-
-class ComHost(Protocol):
-    """What a simulated COM object needs of its server (:class:`._com.SimGamryCom`)."""
-
-    now: Callable[[], float]
-    devices: dict[str, SimDevice]
-
-    def check_thread(self) -> None: ...

@@ -17,7 +17,7 @@ import numpy as np
 
 from labrig.simulators.engine import EngineError, SimEnd, SimRecord, SimStep
 
-from ._base import ComHost, Constants, SimComError, SimDevice
+from ._base import ComServer, Constants, SimComError, SimDevice
 
 __all__ = ["DeviceList", "DtaqChrono", "DtaqOcv", "Pstat", "ReadZ", "SignalConst"]
 
@@ -28,7 +28,7 @@ POINT_OVERHEAD_S = 0.2
 
 
 class _Object:
-    def __init__(self, com: ComHost) -> None:
+    def __init__(self, com: ComServer) -> None:
         self._com = com
 
     def _enter(self) -> None:
@@ -53,7 +53,7 @@ class DeviceList(_Object):
 
 
 class Pstat(_Object):
-    def __init__(self, com: ComHost, cls: str) -> None:
+    def __init__(self, com: ComServer, cls: str) -> None:
         super().__init__(com)
         self.cls = cls
         self.device: SimDevice | None = None
@@ -147,7 +147,7 @@ class SignalConst(_Object):
 class _Dtaq(_Object):
     kind = ""
 
-    def __init__(self, com: ComHost) -> None:
+    def __init__(self, com: ComServer) -> None:
         super().__init__(com)
         self.pstat: Pstat | None = None
         self.seq0 = 0  # engine records before the run
@@ -257,7 +257,7 @@ class DtaqChrono(_Dtaq):
 
 
 class ReadZ(_Object):
-    def __init__(self, com: ComHost) -> None:
+    def __init__(self, com: ComServer) -> None:
         super().__init__(com)
         self.pstat: Pstat | None = None
         self.due: float | None = None

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+import tty
 
 from labrig.orchestrator.clock import Clock
 from tests.helpers import run_virtual_strict
@@ -70,3 +72,41 @@ def test_wall_clock_follows_virtual_time() -> None:
         return clock.wall() - w0
 
     assert abs(run_virtual_strict(main()) - 86400.0) < 1e-3
+
+
+def test_virtual_clock_waits_for_bytes_inside_a_pseudo_terminal() -> None:
+    """Round trips over a pty with a 1 s (virtual) deadline each and no grace: epoll sees
+    a pty's bytes only after the kernel's tty worker ran; the loop polls its terminals
+    before each jump, so no deadline fires while bytes are on their way."""
+
+    async def main() -> tuple[int, float]:
+        loop = asyncio.get_running_loop()
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        for fd in (master, slave):
+            os.set_blocking(fd, False)
+        got: dict[int, asyncio.Queue[bytes]] = {master: asyncio.Queue(), slave: asyncio.Queue()}
+        for fd in (master, slave):
+            loop.add_reader(fd, lambda fd=fd: got[fd].put_nowait(os.read(fd, 1 << 16)))
+        t0 = loop.time()
+        done = 0
+        try:
+            for k in range(400):
+                payload = bytes([65 + k % 26]) * (1 + 97 * (k % 50))  # up to ~4.8 kB
+                for src, dst in ((master, slave), (slave, master)):
+                    os.write(src, payload)
+                    data = b""
+                    async with asyncio.timeout(1.0):
+                        while len(data) < len(payload):
+                            data += await got[dst].get()
+                    assert data == payload
+                done += 1
+        finally:
+            for fd in (master, slave):
+                loop.remove_reader(fd)
+                os.close(fd)
+        return done, loop.time() - t0
+
+    done, elapsed = run_virtual_strict(main())
+    assert done == 400
+    assert elapsed == 0.0  # no timer was due, so the clock never had a reason to move

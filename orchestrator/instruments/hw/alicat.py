@@ -9,9 +9,9 @@ from pydantic import Field
 
 from labrig.drivers.capabilities import GasFlow
 
-from ..registry import Handle, InstrumentOptions, OpenRequest
+from ..registry import Handle, InstrumentLimits, InstrumentOptions, OpenRequest
 
-__all__ = ["AlicatOptions", "open_alicat"]
+__all__ = ["AlicatOptions", "alicat_limits", "open_alicat"]
 
 
 class AlicatOptions(InstrumentOptions):
@@ -35,6 +35,13 @@ class AlicatOptions(InstrumentOptions):
                 f"options.units {self.units!r} names {len(self.units)} unit ids "
                 f"for {channels} channels"
             )
+
+
+def alicat_limits(o: AlicatOptions) -> InstrumentLimits:
+    return InstrumentLimits(
+        model="Alicat mass-flow controller", settings={"flow_sccm": "options.full_scale_sccm"},
+        flow_sccm=o.full_scale_sccm,
+    )  # fmt: skip
 
 
 @contextlib.asynccontextmanager

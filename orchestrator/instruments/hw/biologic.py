@@ -15,9 +15,9 @@ from pydantic import Field
 
 from labrig.drivers.capabilities import InstrumentError
 
-from ..registry import Handle, InstrumentOptions, OpenRequest
+from ..registry import Handle, InstrumentLimits, InstrumentOptions, OpenRequest
 
-__all__ = ["BioLogicOptions", "biologic_handle", "open_biologic_entry"]
+__all__ = ["BioLogicOptions", "biologic_handle", "biologic_limits", "open_biologic_entry"]
 
 SCHEME = "biologic://"
 
@@ -28,6 +28,9 @@ class BioLogicOptions(InstrumentOptions):
     ] = Field("VMP-300", description="the model: it picks the family (x4.ecc or x.ecc)")
     library_dir: str | None = Field(None, description="the Development Package's folder")
     max_frequency_Hz: float | None = Field(None, gt=0, description="None: the model's")
+    max_current_A: float | None = Field(
+        None, gt=0, description="largest |current| of a channel (None: the model's)"
+    )
     load_firmware: bool = True
     force_firmware: bool = False
     firmware_file: str | None = None
@@ -61,6 +64,7 @@ async def biologic_handle(
     from labrig.drivers.biologic import open_biologic
 
     opts = req.options.model_dump(exclude_none=True)
+    opts.pop("max_current_A", None)  # checked before the run (biologic_limits)
     model, library_dir = opts.pop("model"), opts.pop("library_dir", None)
     address = _dll_address(req.address, req.name)
     async with contextlib.AsyncExitStack() as stack:
@@ -77,6 +81,19 @@ async def biologic_handle(
             return chans[index]
 
         yield Handle(req.name, cycler=pick, impedance=pick)
+
+
+def biologic_limits(o: BioLogicOptions) -> InstrumentLimits:
+    """The model's EIS range and current (the station's options override them)."""
+    from labrig.drivers.biologic import MODELS
+
+    m = MODELS[o.model.lower()]
+    return InstrumentLimits(
+        model=f"BioLogic {m.name}",
+        settings={"frequency_Hz": "options.max_frequency_Hz", "current_A": "options.max_current_A"},
+        frequency_Hz=(m.min_frequency_Hz, o.max_frequency_Hz or m.max_frequency_Hz),
+        current_A=o.max_current_A or m.max_current_A,
+    )
 
 
 @contextlib.asynccontextmanager

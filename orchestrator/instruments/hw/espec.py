@@ -6,16 +6,31 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from ..registry import Handle, InstrumentOptions, OpenRequest
+from ..registry import Handle, InstrumentLimits, InstrumentOptions, OpenRequest
 
-__all__ = ["EspecOptions", "open_espec"]
+__all__ = ["EspecOptions", "espec_limits", "open_espec"]
 
 
 class EspecOptions(InstrumentOptions):
     timeout_s: float = Field(1.0, gt=0, description="deadline of one reply line")
     safe_mode: Literal["STANDBY", "OFF"] = "STANDBY"
+    min_C: float = Field(-40.0, description="lowest setpoint the chamber holds (its model's)")
+    max_C: float = Field(100.0, description="highest setpoint the chamber holds (its model's)")
+
+    @model_validator(mode="after")
+    def _range(self) -> EspecOptions:
+        if not self.min_C < self.max_C:
+            raise ValueError(f"min_C {self.min_C} must be below max_C {self.max_C}")
+        return self
+
+
+def espec_limits(o: EspecOptions) -> InstrumentLimits:
+    return InstrumentLimits(
+        model="ESPEC chamber", settings={"temperature_C": "options.min_C / max_C"},
+        temperature_C=(o.min_C, o.max_C),
+    )  # fmt: skip
 
 
 @contextlib.asynccontextmanager

@@ -8,22 +8,30 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from labrig.drivers.capabilities import InstrumentError
 
-from ..registry import Handle, InstrumentOptions, OpenRequest
+from ..registry import Handle, InstrumentLimits, InstrumentOptions, OpenRequest
 
-__all__ = ["GamryOptions", "gamry_handle", "open_gamry_entry"]
+__all__ = ["GamryOptions", "gamry_handle", "gamry_limits", "open_gamry_entry"]
 
 SCHEME = "gamry://"
 
+#: model -> (EIS range Hz, largest |current| A): the catalogue's (check the unit)
+MODELS: dict[str, tuple[tuple[float, float], float]] = {
+    "Interface 1000": ((10e-6, 1e6), 1.0),
+    "Reference 600": ((10e-6, 5e6), 0.6),
+}
+
 
 class GamryOptions(InstrumentOptions):
+    model: Literal["Interface 1000", "Reference 600"] = "Interface 1000"
     pstat_class: str = Field("GamryCOM.GamryPC6Pstat", pattern=r"^GamryCOM\.GamryPC[56]Pstat$")
-    max_frequency_Hz: float = Field(1e6, gt=0)
+    max_frequency_Hz: float | None = Field(None, gt=0, description="None: the model's")
+    max_current_A: float | None = Field(None, gt=0, description="None: the model's")
     ocv_before_eis_s: float = Field(10.0, gt=0)
     readz_retries: int = Field(10, ge=0)
     poll_s: float = Field(0.2, gt=0)
@@ -47,8 +55,24 @@ async def gamry_handle(
         raise InstrumentError(f"{req.name}: address {req.address!r} must be {SCHEME}<section>")
     section = req.address[len(SCHEME) :] or None
     opts = req.options.model_dump(exclude_none=True)
+    opts.pop("model")
+    opts.pop("max_current_A", None)  # checked before the run (gamry_limits)
+    top = gamry_limits(req.options).frequency_Hz
+    assert top is not None
+    opts["max_frequency_Hz"] = top[1]
     async with open_gamry(backend=backend, name=req.name, section=section, **opts) as ch:
         yield Handle(req.name, cycler=lambda _index: ch, impedance=lambda _index: ch)
+
+
+def gamry_limits(o: GamryOptions) -> InstrumentLimits:
+    """The model's EIS range and current (the station's options override them)."""
+    (f_lo, f_hi), amps = MODELS[o.model]
+    return InstrumentLimits(
+        model=f"Gamry {o.model}",
+        settings={"frequency_Hz": "options.max_frequency_Hz", "current_A": "options.max_current_A"},
+        frequency_Hz=(f_lo, o.max_frequency_Hz or f_hi),
+        current_A=o.max_current_A or amps,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 from pydantic import Field
 
-from ..registry import Handle, InstrumentOptions, OpenRequest
+from ..registry import Handle, InstrumentLimits, InstrumentOptions, OpenRequest
 
-__all__ = ["MaccorOptions", "open_maccor"]
+__all__ = ["MaccorOptions", "maccor_limits", "open_maccor"]
 
 
 class MaccorOptions(InstrumentOptions):
@@ -19,6 +19,17 @@ class MaccorOptions(InstrumentOptions):
     records_per_read: int = Field(100_000, ge=1, description="records per (1,7) read")
     # one (4,1) status poll per tester for all the runs on it (drivers.maccor.board)
     shared_status: bool = True
+    max_current_A: float | None = Field(
+        None, gt=0, description="the channels' largest current range (None: not checked)"
+    )
+
+
+def maccor_limits(o: MaccorOptions) -> InstrumentLimits:
+    return InstrumentLimits(
+        model="MACCOR Series 4000",
+        settings={"current_A": "options.max_current_A"},
+        current_A=o.max_current_A,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -13,9 +13,22 @@ from pydantic import Field, model_validator
 
 from labrig.drivers.capabilities import CyclerChannel, ImpedanceChannel
 
-from ..registry import Handle, InstrumentOptions, NoOptions, SimRequest, SimStarted
+from ..registry import (
+    Handle,
+    InstrumentLimits,
+    InstrumentOptions,
+    NoOptions,
+    SimRequest,
+    SimStarted,
+)
 
-__all__ = ["SimChamberOptions", "simulate_chamber", "simulate_cycler", "simulate_eis"]
+__all__ = [
+    "SimChamberOptions",
+    "sim_chamber_limits",
+    "simulate_chamber",
+    "simulate_cycler",
+    "simulate_eis",
+]
 
 
 class SimChamberOptions(InstrumentOptions):
@@ -29,6 +42,13 @@ class SimChamberOptions(InstrumentOptions):
         if not self.min_C < self.max_C:
             raise ValueError(f"min_C {self.min_C} must be below max_C {self.max_C}")
         return self
+
+
+def sim_chamber_limits(o: SimChamberOptions) -> InstrumentLimits:
+    return InstrumentLimits(
+        model="simulated chamber", settings={"temperature_C": "options.min_C / max_C"},
+        temperature_C=(o.min_C, o.max_C),
+    )  # fmt: skip
 
 
 @contextlib.asynccontextmanager

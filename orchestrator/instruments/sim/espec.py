@@ -50,7 +50,11 @@ async def simulate_espec(req: SimRequest[EspecOptions]) -> AsyncIterator[SimStar
         coupled = CellFollowsChamber(chamber, cell)
         return Handle(handle.name, chamber=lambda _index: coupled)
 
-    sim = await start_espec_sim()
+    from labrig.simulators.chamber import ChamberParams
+
+    o = req.options
+    params = ChamberParams(min_C=o.min_C, max_C=o.max_C, lower_C=o.min_C, upper_C=o.max_C)
+    sim = await start_espec_sim(params=params)
     async with sim:
         yield SimStarted(address=sim.address, model=sim, couple=couple)
 

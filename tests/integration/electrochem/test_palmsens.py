@@ -13,7 +13,6 @@ from labrig.simulators.engine import ChannelEngine, SimStep
 from labrig.simulators.palmsens import serve_palmsens
 from tests.helpers import run_virtual_strict
 
-GRACE = 0.002
 FREQS = tuple(float(f) for f in np.geomspace(1e5, 0.05, 41))
 
 
@@ -38,7 +37,7 @@ def test_eis_spectrum_is_the_cells_impedance() -> None:
             assert expected - 1e-6 <= res.duration_s < expected + 1.0
             assert not srv.device.cell_on
 
-    run_virtual_strict(main(), grace_s=GRACE)
+    run_virtual_strict(main())
 
 
 def test_ocp_and_cp_measure_the_shared_cell() -> None:
@@ -55,7 +54,7 @@ def test_ocp_and_cp_measure_the_shared_cell() -> None:
             assert cp.voltage_V[0] > v0
             assert not srv.device.cell_on
 
-    run_virtual_strict(main(), grace_s=GRACE)
+    run_virtual_strict(main())
 
 
 def test_cycler_and_potentiostat_share_one_cell() -> None:
@@ -75,7 +74,7 @@ def test_cycler_and_potentiostat_share_one_cell() -> None:
             await asyncio.sleep(end - loop.time() + 60.0)
             assert await ch.measure_ocv(1.0) > v_empty + 0.05
 
-    run_virtual_strict(main(), grace_s=GRACE)
+    run_virtual_strict(main())
 
 
 def test_cancelled_sweep_is_aborted_by_safe_state() -> None:
@@ -92,7 +91,7 @@ def test_cancelled_sweep_is_aborted_by_safe_state() -> None:
             assert not srv.device.cell_on
             assert 1.0 < await ch.measure_ocv(0.5) < 5.0  # the link is back in step
 
-    run_virtual_strict(main(), grace_s=GRACE)
+    run_virtual_strict(main())
 
 
 def test_rejected_script_names_code_and_line() -> None:
@@ -104,7 +103,7 @@ def test_rejected_script_names_code_and_line() -> None:
             assert isinstance(info.value, InstrumentError)
             assert srv.device.scripts_run == 0
 
-    run_virtual_strict(main(), grace_s=GRACE)
+    run_virtual_strict(main())
 
 
 def test_simulator_serves_on_tcp_too() -> None:

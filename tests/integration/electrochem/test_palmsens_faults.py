@@ -11,7 +11,6 @@ from labrig.simulators.faults import Garbage, Split, Stall
 from labrig.simulators.palmsens import serve_palmsens
 from tests.helpers import run_virtual_strict
 
-GRACE = 0.002
 FREQS = tuple(float(f) for f in np.geomspace(1e4, 1.0, 9))
 # device output messages: 0 abort answer at open, 1 't', 2 'i', 3 'e', 4 'M000D', 5.. packages
 REQ = EisRequest(FREQS, amplitude_V=0.01, bias="voltage", bias_V=3.0)
@@ -28,7 +27,7 @@ def test_output_split_into_single_bytes() -> None:
             assert len(res.frequency_Hz) == len(FREQS)
         assert split.applied > 10
 
-    run_virtual_strict(main(), grace_s=GRACE)
+    run_virtual_strict(main())
 
 
 def test_garbage_in_a_package_is_reported_and_the_link_recovers() -> None:
@@ -47,7 +46,7 @@ def test_garbage_in_a_package_is_reported_and_the_link_recovers() -> None:
             assert len(res.frequency_Hz) == len(FREQS)
         assert junk.applied == 1
 
-    run_virtual_strict(main(), grace_s=GRACE)
+    run_virtual_strict(main())
 
 
 def test_out_of_protocol_reply_names_command_and_reply() -> None:
@@ -63,7 +62,7 @@ def test_out_of_protocol_reply_names_command_and_reply() -> None:
             assert "bad data package" in text and "sent b'e\\nvar f" in text
             assert "dc0" in text
 
-    run_virtual_strict(main(), grace_s=GRACE)
+    run_virtual_strict(main())
 
 
 def test_stalled_instrument_times_out_and_the_cell_goes_off() -> None:
@@ -84,4 +83,4 @@ def test_stalled_instrument_times_out_and_the_cell_goes_off() -> None:
             finally:
                 await ch.close()
 
-    run_virtual_strict(main(), grace_s=GRACE)
+    run_virtual_strict(main())

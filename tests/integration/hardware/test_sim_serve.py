@@ -51,7 +51,7 @@ def test_the_served_simulator_is_reached_by_the_hardware_opener(
             assert handle.offers() == served.capabilities
             return {c: await _touch(handle, c) for c in served.capabilities}
 
-    values = run_virtual_strict(main(), grace_s=0.002)
+    values = run_virtual_strict(main())
     assert values and all(math.isfinite(v) and v >= 0.0 for v in values.values())
     assert values.get(Capability.cycler, 1.0) == 1.0
 
@@ -68,7 +68,7 @@ def test_serial_instruments_serve_on_a_pseudo_terminal() -> None:
             handle = await stack.enter_async_context(alicat.open(request))
             return (await handle.gas_line(1).read_flow()) + 1.0
 
-    assert run_virtual_strict(main(), grace_s=0.002) == pytest.approx(1.0, abs=0.5)
+    assert run_virtual_strict(main()) == pytest.approx(1.0, abs=0.5)
 
 
 def test_tcp_only_instruments_refuse_a_pseudo_terminal() -> None:

@@ -91,7 +91,7 @@ def test_over_temperature_trips_the_limit_and_ends_in_safe_state() -> None:
             reason, after = await rig((fsim, gsim), "stuck")
             return reason, after, fsim
 
-    reason, _, fsim = run_virtual_strict(main(), grace_s=0.002)
+    reason, _, fsim = run_virtual_strict(main())
     assert reason.startswith("over-temperature")
     ctrl = fsim.furnace.controller
     assert ctrl.manual and ctrl.output_pct == 0.0 and ctrl.program_state == "reset"

@@ -45,7 +45,7 @@ def test_synthetic_air_reaches_setpoint_on_one_bus_over_a_pty() -> None:
                 await n2.select_gas("Kryptonite")
             return flows
 
-    flows = run_virtual_strict(main(), grace_s=0.002)
+    flows = run_virtual_strict(main())
     assert flows["N2"] == pytest.approx(118.5, abs=0.5)
     assert flows["O2"] == pytest.approx(31.5, abs=0.5)
 
@@ -109,4 +109,4 @@ def test_chamber_settles_and_goes_to_standby() -> None:
             with pytest.raises(InstrumentTimeout):
                 await chamber.read_temperature()
 
-    run_virtual_strict(main(), grace_s=0.002)
+    run_virtual_strict(main())

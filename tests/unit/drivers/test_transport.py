@@ -113,4 +113,4 @@ def test_serial_transport_on_a_pty() -> None:
             os.close(master)
             os.close(slave)
 
-    run_virtual_strict(main(), grace_s=0.0005)
+    run_virtual_strict(main())

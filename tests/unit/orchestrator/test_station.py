@@ -9,7 +9,9 @@ from labrig.orchestrator.station import DEFAULT_STATION, StationError, load_stat
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
-@pytest.mark.parametrize("name", ["lab_station.yaml", "furnace_station.yaml"])
+@pytest.mark.parametrize(
+    "name", ["lab_station.yaml", "palmsens_station.yaml", "furnace_station.yaml"]
+)
 def test_example_stations_load(name: str) -> None:
     st = load_station(EXAMPLES / name)
     assert st.positions
