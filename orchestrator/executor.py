@@ -193,7 +193,8 @@ class Executor:
         self._clock: Clock | None = None
         self._abort_requested: str | None = None
         self._abandoned = False
-        # awaited after the safe state of a cancelled run, before its final writes
+        # no longer awaited: final writes run off the event loop (orchestrator.store);
+        # kept until the scheduler stops setting it
         self.before_final_writes: Callable[[], Awaitable[None]] | None = None
         self._last_time = 0.0
         self._pause_requested = False
@@ -345,11 +346,7 @@ class Executor:
             self.state = RunState.aborted
             self.reason = "cancelled"
             await self._safe_state_all()
-            if self.before_final_writes is not None:
-                # a station stopping at once: every run's instruments safe before any
-                # run's final writes hold the event loop
-                await self.before_final_writes()
-            self._close(final=True)
+            self._close(final=True)  # queues the final writes: the event loop is not held
             raise
         except (OSError, sqlite3.Error) as exc:
             self.state = RunState.failed
