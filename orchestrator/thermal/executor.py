@@ -19,18 +19,17 @@ hot keeps its gas on and waits for it to cool first.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from labrig.drivers.capabilities import InstrumentError, SafetyTrip
+from labrig.drivers.capabilities import Instrument, InstrumentError, SafetyTrip
 from labrig.protocols.models import Protocol
 
-from ..clock import Clock
-from ..events import Event, EventKind, EventSink, RunState, RunStatus, SinkFanout
-from ..executor import RunAborted, RunOutcome
+from ..events import EventKind, EventSink, RunState, RunStatus
+from ..journal import Journal
+from ..run.lifecycle import SAFE_STATE_TIMEOUT_S, RunAborted, RunLifecycle, RunOutcome
 from ..store import RunStore
 from .instruments import ThermalInstruments
 from .options import ThermalOptions
@@ -38,10 +37,6 @@ from .plan import GasPhase, ProgrammePhase, ThermalPlan
 from .recorder import ThermalRecorder
 
 __all__ = ["FurnaceExecutor", "ThermalOutcome"]
-
-log = logging.getLogger(__name__)
-
-SAFE_STATE_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -64,12 +59,13 @@ class StepView:
     index: int
 
 
-class FurnaceExecutor:
+class FurnaceExecutor(RunLifecycle):
     """Runs one furnace protocol. Use ``await FurnaceExecutor(...).run()`` once.
 
-    Compatible with the progress display and MQTT attachment of
-    :class:`orchestrator.executor.Executor`: ``progress()``, ``run_time()``, ``cycles``,
-    ``current_step``, ``state``, ``status()``, ``record()``, ``request_abort/pause/resume``.
+    Shares the lifecycle of :class:`orchestrator.executor.Executor` (events, status,
+    pause and abort, safe state, close: :class:`orchestrator.run.lifecycle.RunLifecycle`)
+    and what the progress display and MQTT attachment read: ``progress()``,
+    ``run_time()``, ``cycles``, ``current_step``, ``state``, ``status()``, ``record()``.
     """
 
     def __init__(
@@ -82,24 +78,24 @@ class FurnaceExecutor:
         instruments: ThermalInstruments,
         store: RunStore,
         options: ThermalOptions,
+        journal: Journal | None = None,
         sinks: Sequence[EventSink] = (),
         on_progress: Callable[[FurnaceExecutor], None] | None = None,
     ) -> None:
-        self.run_id = run_id
-        self.protocol = protocol
+        super().__init__(
+            run_id=run_id,
+            protocol=protocol,
+            channel=channel,
+            store=store,
+            journal=journal,
+            sinks=sinks,
+            on_progress=on_progress,
+        )
         self.plan = plan
-        self.channel = channel
         self.inst = instruments
-        self.store = store
         self.options = options
-        self.sinks = list(sinks)
-        self._out = SinkFanout(self.sinks)
-        self.on_progress = on_progress
         self.cycles = _Cycles()
         self.current_step: StepView | None = None
-        self.state = RunState.pending
-        self.reason: str | None = None
-        self.event_seq = 0
         self.recorder = ThermalRecorder(list(instruments.gases))
         self.summary: dict[str, Any] = {}
         self.last_pv: float | None = None
@@ -110,13 +106,9 @@ class FurnaceExecutor:
         self._low: dict[str, int] = {}
         self._heat_loss = 0
         self._prev_pv: float | None = None
-        self._clock: Clock | None = None
-        self._t0 = 0.0
         self._next_record = 0.0
         self._planned_s = 1.0
         self._heated = False
-        self._abort_requested: str | None = None
-        self._pause_requested = False
         self._pause_reason = ""
         self._hold_deadline: float | None = None
         self._prog: tuple[float, list[tuple[float, float, Any, float]], ProgrammePhase] | None = (
@@ -125,6 +117,7 @@ class FurnaceExecutor:
         self._held_s = 0.0
         self._selected: dict[str, str] = {}
         self._step_started: float = 0.0
+        self._purge: str | None = None  # the line a trip switches on (see _safe_state_all)
 
     # ------------------------------------------------------------------ control
 
@@ -133,23 +126,9 @@ class FurnaceExecutor:
         """The simulators of a dry run (``furnace``, ``gas``), for fault switches."""
         return self.inst.sims
 
-    def request_abort(self, reason: str = "operator abort") -> None:
-        self._abort_requested = reason
-
     def request_pause(self) -> None:
-        self._pause_requested = True
         self._pause_reason = "operator pause"
-
-    def request_resume(self) -> None:
-        self._pause_requested = False
-
-    @property
-    def clock(self) -> Clock:
-        assert self._clock is not None
-        return self._clock
-
-    def run_time(self) -> float:
-        return self.clock.now() - self._t0 if self._clock is not None else 0.0
+        super().request_pause()
 
     def progress(self) -> float:
         if self.state in (RunState.finished, RunState.aborted, RunState.failed):
@@ -157,25 +136,6 @@ class FurnaceExecutor:
         return min(0.99, self.run_time() / self._planned_s)
 
     # ------------------------------------------------------------------ events
-
-    def record(self, kind: EventKind, **data: Any) -> Event:
-        """Record an event from outside the run (an operator command, a notice)."""
-        return self._emit(kind, **data)
-
-    def _emit(self, kind: EventKind, /, **data: Any) -> Event:
-        self.event_seq += 1
-        e = Event(
-            run_id=self.run_id,
-            channel=self.channel,
-            seq=self.event_seq,
-            kind=kind,
-            wall_time=self.clock.wall(),
-            run_time_s=self.run_time(),
-            data=data,
-        )
-        self.store.append_event(e)
-        self._out.event(e)
-        return e
 
     def status(self) -> RunStatus:
         p = self.progress()
@@ -196,11 +156,6 @@ class FurnaceExecutor:
             updated=self.clock.wall(),
             cell_id=None,
         )
-
-    def _publish_status(self) -> None:
-        self._out.status(self.status())
-        if self.on_progress is not None:
-            self.on_progress(self)
 
     def _set_step(self, index: int | None) -> None:
         cur = self.current_step.index if self.current_step else None
@@ -225,49 +180,36 @@ class FurnaceExecutor:
 
     async def run(self) -> ThermalOutcome:
         """Run the protocol; always ends with the furnace in its safe state."""
-        self._clock = Clock()
-        self._t0 = self._clock.now()
+        outcome = await super().run()
+        assert isinstance(outcome, ThermalOutcome)
+        return outcome
+
+    def _begin(self) -> None:
         self._next_record = self._t0
-        self.state = RunState.running
         self._emit(
             EventKind.run_started,
             protocol=self.protocol.name,
             samples=self.store.meta.get("samples", []),
         )
-        try:
-            await self._prepare()
-            self._publish_status()
-            for phase in self.plan.phases:
-                if isinstance(phase, GasPhase):
-                    await self._gas(phase)
-                else:
-                    await self._programme(phase)
-            await self._cool_down_at_end()
-            self._set_step(None)
-            self.state = RunState.finished
-        except RunAborted as exc:
-            self.state = exc.state
-            self.reason = exc.reason
-        except SafetyTrip as exc:
-            self.state = RunState.failed
-            self.reason = f"safety trip: {exc}"
+
+    async def _work(self) -> None:
+        await self._prepare()
+        self._publish_status()
+        for phase in self.plan.phases:
+            if isinstance(phase, GasPhase):
+                await self._gas(phase)
+            else:
+                await self._programme(phase)
+        await self._cool_down_at_end()
+        self._set_step(None)
+
+    def _instrument_failed(self, exc: InstrumentError) -> str:
+        if isinstance(exc, SafetyTrip):
             self._emit(EventKind.fault, message=str(exc), instrument=self.inst.furnace.name)
-        except InstrumentError as exc:
-            self.state = RunState.failed
-            self.reason = f"instrument error: {exc}"
-            self._emit(EventKind.fault, message=str(exc))
-        except asyncio.CancelledError:
-            self.state = RunState.aborted
-            self.reason = "cancelled"
-            await self._safe_state()
-            self._close()
-            raise
-        except Exception as exc:
-            self.state = RunState.failed
-            self.reason = f"{type(exc).__name__}: {exc}"
-            log.exception("furnace run %s failed", self.run_id)
-        await self._safe_state()
-        self._close()
+            return f"safety trip: {exc}"
+        return super()._instrument_failed(exc)
+
+    def _outcome(self) -> ThermalOutcome:
         return ThermalOutcome(
             run_id=self.run_id,
             state=self.state,
@@ -277,6 +219,9 @@ class FurnaceExecutor:
             run_time_s=self.run_time(),
             summary=self.summary,
         )
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {"event_seq": self.event_seq}
 
     async def _prepare(self) -> None:
         f = self.inst.furnace
@@ -304,8 +249,7 @@ class FurnaceExecutor:
 
     async def _tick(self) -> None:
         """One supervision poll: control requests, temperature checks, maybe a record."""
-        if self._abort_requested is not None:
-            raise RunAborted(self._abort_requested)
+        self._check_control()
         try:
             pv = await self.inst.furnace.read_temperature()
         except SafetyTrip as exc:
@@ -557,41 +501,36 @@ class FurnaceExecutor:
 
     # ------------------------------------------------------------------ ending
 
-    async def _safe_state(self) -> None:
-        """Furnace output 0 and programme reset; gases kept flowing (the purge)."""
-        f = self.inst.furnace
-        try:
-            async with asyncio.timeout(SAFE_STATE_TIMEOUT_S):
-                await asyncio.shield(f.safe_state())
-        except Exception as exc:
-            log.error("furnace safe state failed: %s", exc)
-            self._emit(EventKind.fault, message=f"furnace safe state failed: {exc}")
+    def safe_targets(self) -> list[Instrument]:
+        """The furnace (output 0, programme reset); unless the run finished, every gas
+        line too (kept flowing: the purge), one switched on if all were closed and the
+        furnace is hot."""
         if self.state is RunState.finished:
-            return
-        flowing = any(sp > 0 for sp in self.flow_sp.values())
-        purge = self.options.purge_line
-        hot = self.last_pv is None or self.last_pv > self.options.end_cool_C
-        for line, gas in self.inst.gases.items():
-            try:
-                async with asyncio.timeout(SAFE_STATE_TIMEOUT_S):
-                    if not flowing and hot and line == purge:
-                        await asyncio.shield(gas.set_flow(self.options.purge_sccm))
-                        self.flow_sp[line] = self.options.purge_sccm
-                        self._emit(EventKind.notify, message=f"purge {line} switched on")
-                    else:
-                        await asyncio.shield(gas.safe_state())
-            except Exception as exc:
-                log.error("gas %s safe state failed: %s", line, exc)
-                self._emit(EventKind.fault, message=f"gas {line} safe state failed: {exc}")
+            return [self.inst.furnace]
+        return [self.inst.furnace, *self.inst.gases.values()]
 
-    def _close(self) -> None:
-        if self.state in (RunState.running, RunState.paused):
-            self.state = RunState.failed
+    async def _safe_state_all(self) -> None:
+        flowing = any(sp > 0 for sp in self.flow_sp.values())
+        hot = self.last_pv is None or self.last_pv > self.options.end_cool_C
+        purge = self.options.purge_line
+        self._purge = purge if not flowing and hot and purge in self.inst.gases else None
+        await super()._safe_state_all()
+
+    async def _make_safe(self, inst: Instrument) -> None:
+        line = self._purge
+        if line is None or inst is not self.inst.gases[line]:
+            await super()._make_safe(inst)
+            return
+        async with asyncio.timeout(SAFE_STATE_TIMEOUT_S):
+            await asyncio.shield(self.inst.gases[line].set_flow(self.options.purge_sccm))
+        self.flow_sp[line] = self.options.purge_sccm
+        self._emit(EventKind.notify, message=f"purge {line} switched on")
+
+    def _closing(self) -> None:
         if self.current_step is not None and self.current_step.index >= 0:
             self._set_step(None)
         self.current_step = None
         self.summary = self.recorder.finish(self.store.root, self.plan, self.state, self.reason)
-        self._emit(EventKind.run_ended, state=self.state.value, reason=self.reason)
-        self._publish_status()
-        self.store.finish(self.state, self.reason)
+
+    def _closed(self) -> None:
         self.store.update_meta(rows=self.recorder.rows, summary="summary.json")
