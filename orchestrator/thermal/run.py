@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from labrig.drivers.capabilities import InstrumentError
 
 from ..events import EventSink, RunState
-from ..executor import RunAborted
+from ..run.lifecycle import RunAborted
+from ..run.request import RunRequest
 from ..store import RunStore, new_run_id
 from .executor import FurnaceExecutor, ThermalOutcome
 from .instruments import open_thermal_instruments
 from .options import ThermalOptions
 from .plan import compile_thermal
 from .samples import samples_of
-
-if TYPE_CHECKING:
-    from ..runner import RunRequest
 
 __all__ = ["SIM_RECORD_PERIOD_S", "execute_thermal_run", "thermal_options"]
 
