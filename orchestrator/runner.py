@@ -112,11 +112,21 @@ async def resume_run(
 
     Reads the journal, asks the instrument what it is doing (a block that kept running
     is adopted, not restarted), and goes on at the right step and cycle, storing every
-    record exactly once. Raises :class:`JournalCorrupt` rather than guess.
+    record exactly once. A furnace run (``"kind": "thermal"``) goes to
+    :func:`orchestrator.thermal.resume_thermal_run`. Raises :class:`JournalCorrupt` rather
+    than guess.
     """
     from labrig.protocols.loader import load_protocol_text
 
     meta = json.loads((run_dir / "run.json").read_text())
+    if meta.get("kind") == "thermal":
+        from .thermal import resume_thermal_run
+
+        thermal: tuple[RunOutcome, Path] = await resume_thermal_run(
+            run_dir, station=station, sim=sim, sinks=sinks, on_progress=on_progress,
+            on_executor=on_executor, options=options, durable=durable,
+        )  # fmt: skip
+        return thermal
     if meta.get("state") in ("finished", "aborted", "failed"):
         raise ValueError(f"{run_dir.name} ended ({meta['state']}); nothing to resume")
     protocol = load_protocol_text(
