@@ -12,13 +12,14 @@ from .executor import FurnaceExecutor, StepView, ThermalOutcome
 from .instruments import ThermalInstruments, open_thermal_instruments
 from .options import ThermalOptions
 from .plan import GasPhase, PlanError, ProgrammePhase, ThermalPlan, compile_thermal
-from .recorder import SERIES_FILE, SUMMARY_FILE, read_series
+from .recorder import SERIES_FILE, STAGING_FILE, SUMMARY_FILE, read_series
 from .run import execute_thermal_run, resume_thermal_run, thermal_options
 from .samples import find_anneal_for_sample, group_by_anneal, samples_of
 from .summary import gas_used_scc, summarise, summary_lines
 
 __all__ = [
     "SERIES_FILE",
+    "STAGING_FILE",
     "SUMMARY_FILE",
     "FurnaceExecutor",
     "GasPhase",
