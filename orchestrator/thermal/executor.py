@@ -471,7 +471,9 @@ class FurnaceExecutor(FurnaceRunState):
             self._emit(EventKind.notify, message=f"waiting under gas until below {threshold:g} °C")
             await self._wait_cool(threshold, f"cooling below {threshold:g} °C")
             self.current_step = None
-        await self._record(self.last_pv if self.last_pv is not None else math.nan)
+        times = self.recorder.columns["time_s"]
+        if not times or self.run_time() > times[-1]:  # the last row, unless just taken
+            await self._record(self.last_pv if self.last_pv is not None else math.nan)
 
 
 def _unit_kind(phase: GasPhase | ProgrammePhase | None) -> str:

@@ -111,6 +111,10 @@ class FurnaceRunState(RunLifecycle):
         """The simulators of a dry run (``furnace``, ``gas``), for fault switches."""
         return self.inst.sims
 
+    def abandon(self) -> None:
+        super().abandon()
+        self.recorder.close()  # rows from here on are not staged, as in a killed process
+
     def request_pause(self) -> None:
         self._pause_reason = "operator pause"
         super().request_pause()
