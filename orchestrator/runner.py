@@ -13,6 +13,7 @@ from labrig.protocols.models import CellSpec, Protocol
 
 from .events import EventSink
 from .executor import Executor, RunOptions, RunOutcome
+from .instruments import Source
 from .journal import Journal
 from .run.bindings import RunBindings
 from .station import DEFAULT_STATION, Position, StationConfig
@@ -48,12 +49,21 @@ class RunRequest:
 
 @contextlib.asynccontextmanager
 async def bind_instruments(
-    station: StationConfig, position: Position, cell: CellSpec | None, *, sim: bool, seed: int
+    station: StationConfig,
+    position: Position,
+    cell: CellSpec | None,
+    *,
+    sim: bool,
+    seed: int,
+    wrap: Callable[[Source], Source] | None = None,
 ) -> AsyncIterator[RunBindings]:
-    """Open the instruments serving ``position`` (simulated when ``sim``) for one run."""
+    """Open the instruments serving ``position`` (simulated when ``sim``) for one run;
+    ``wrap`` may stand between the run and the instruments' source."""
     from .run.instruments import open_cell_bindings
 
-    async with open_cell_bindings(station, position, cell, sim=sim, seed=seed) as bindings:
+    async with open_cell_bindings(
+        station, position, cell, sim=sim, seed=seed, wrap=wrap
+    ) as bindings:
         yield bindings
 
 

@@ -92,6 +92,7 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self._stop = asyncio.Event()
         self._queue_sig: list[str] | None = None
+        self._queue_loaded = False  # queue.json is not rewritten before it was read
         self._publisher: Any = None
         self.recent = RecentEvents()
 
@@ -136,9 +137,13 @@ class Daemon:
                 stop_grace_s=self.stop_grace_s,
             )
             await stack.enter_async_context(sched)
+            # read the queue before re-attaching: every change rewrites queue.json
+            queued = self._read_queue()
             self.scheduler = sched
             self._reattach(sched, resume_fn is not None)
-            self._restore_queue(sched)
+            self._restore_queue(sched, queued)
+            self._queue_loaded = True
+            self._save_queue()
             if self.install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, self.signal, signal.Signals(sig).name)
@@ -296,7 +301,7 @@ class Daemon:
     # ------------------------------------------------------------------ persistence
     def _save_queue(self) -> None:
         sched = self.scheduler
-        if sched is None:
+        if sched is None or not self._queue_loaded:
             return
         pending = [
             j
@@ -327,19 +332,22 @@ class Daemon:
         tmp.write_text(json.dumps(rows, indent=1), encoding="utf-8")
         os.replace(tmp, path)
 
-    def _restore_queue(self, sched: Scheduler) -> None:
-        from labrig.protocols.errors import ProtocolError
-        from labrig.protocols.loader import load_protocol_text
-
+    def _read_queue(self) -> list[Any]:
         path = self.runs_dir / QUEUE_FILE
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return
+            return []
         except (OSError, ValueError) as exc:
             log.error("%s unreadable (%s); queued runs not restored", path, exc)
-            return
-        for row in rows if isinstance(rows, list) else []:
+            return []
+        return rows if isinstance(rows, list) else []
+
+    def _restore_queue(self, sched: Scheduler, rows: list[Any]) -> None:
+        from labrig.protocols.errors import ProtocolError
+        from labrig.protocols.loader import load_protocol_text
+
+        for row in rows:
             try:
                 if (self.runs_dir / row["run_id"]).exists():
                     continue  # it had started: re-attached above, if at all
