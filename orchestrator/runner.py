@@ -103,6 +103,30 @@ async def execute_run(
     # Dry runs skip fsync and the staging log: nothing real is at stake and they would
     # dominate their time. Hardware runs have both.
     durable = (not req.sim) if req.durable is None else req.durable
+    async with contextlib.AsyncExitStack() as stack:
+        if bindings is None:
+            # the instruments first: one out of reach leaves no run directory behind
+            bindings = await stack.enter_async_context(
+                bind_instruments(req.station, position, cell, sim=req.sim, seed=req.seed)
+            )
+        return await _start(req, run_id, meta, durable, position, sinks=sinks,
+                            on_progress=on_progress, on_executor=on_executor,
+                            bindings=bindings)  # fmt: skip
+
+
+async def _start(
+    req: RunRequest,
+    run_id: str,
+    meta: dict[str, Any],
+    durable: bool,
+    position: Position,
+    *,
+    sinks: Sequence[EventSink],
+    on_progress: Callable[[Executor], None] | None,
+    on_executor: Callable[[Executor], Any] | None,
+    bindings: RunBindings,
+) -> tuple[RunOutcome, Path]:
+    protocol = req.protocol
     store = RunStore.create(
         req.out_dir,
         run_id,

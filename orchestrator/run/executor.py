@@ -75,7 +75,7 @@ class Executor(ProtocolWalker):
             if self._abandoned:
                 raise  # as if the process died: nothing more is sent or written
             self.state = RunState.aborted
-            self.reason = "cancelled"
+            self.reason = self._abort_requested or "cancelled"  # the signal, if one says
             await self._safe_state_all()
             if self.before_final_writes is not None:
                 # a station stopping at once: every run's instruments safe before any
