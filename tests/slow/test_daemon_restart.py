@@ -198,3 +198,38 @@ def test_restart_reattaches_every_stopped_run_and_keeps_the_queue(
         _check_rows(runs / r)
     for r in running:
         assert json.loads((runs / r / "run.json").read_text()).get("resumed")
+
+
+def test_a_failed_reattach_leaves_the_run_failed_not_resumable(
+    tmp_path: Path, palmsens: str
+) -> None:
+    sim = _simulator("maccor")
+    maccor = next(sim)
+    station = _station(tmp_path, maccor, palmsens, shared=False)
+    proto = tmp_path / "drill.yaml"
+    proto.write_text(PROTOCOL.replace("      - EIS from", "      # "))
+    runs, log = tmp_path / "runs", tmp_path / "serve.log"
+    proc = _serve(runs, station, log)
+    try:
+        request(runs, {"op": "submit", "protocol_yaml": proto.read_text(), "position": "A1",
+                       "run_id": "lost"})  # fmt: skip
+        _wait(lambda: _events(runs / "lost") >= 3, 120)
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sim.close()  # the tester is gone: the next daemon cannot re-attach
+    assert json.loads((runs / "lost" / "run.json").read_text())["resumable"] is True
+    proc = _serve(runs, station, log)
+    try:
+        _wait(lambda: any(r["state"] == "failed" for r in _ls(runs) or []), 60)
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    meta = json.loads((runs / "lost" / "run.json").read_text())
+    assert meta["state"] == "failed" and meta["resumable"] is False, meta
+    assert "re-attach" in meta["reason"] and maccor.split("//")[1] in meta["reason"], meta
+    assert "Traceback" not in log.read_text()
