@@ -35,7 +35,6 @@ from . import _early
 __all__ = [
     "Interrupted",
     "Stopper",
-    "ignore_signals",
     "interruptible",
     "signals_handled",
 ]
@@ -44,6 +43,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_ran = False  # the run's event loop took the signals over (the run began)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -92,6 +92,8 @@ class Stopper:
         if not _main_thread():
             yield
             return
+        global _ran
+        _ran = True
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -169,19 +171,14 @@ def interruptible(fn: Callable[P, R]) -> Callable[P, R]:
                     raise Interrupted(signal.Signals(_early.noted[0]))
                 return fn(*args, **kwargs)
             except Interrupted as exc:
+                what = (
+                    "after the run ended"
+                    if _ran
+                    else "before the run started: nothing was started, no instrument was commanded"
+                )
                 Console(stderr=True).print(
-                    f"interrupted by {exc.sig.name} before the run started: nothing was "
-                    "started, no instrument was commanded",
-                    highlight=False,
-                    soft_wrap=True,
+                    f"interrupted by {exc.sig.name} {what}", highlight=False, soft_wrap=True
                 )
                 raise typer.Exit(128 + int(exc.sig)) from None
 
     return wrapper
-
-
-def ignore_signals() -> None:
-    """After the run has ended: the last lines are printed whatever comes."""
-    if _main_thread():
-        for s in SIGNALS:
-            signal.signal(s, signal.SIG_IGN)

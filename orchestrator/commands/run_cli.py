@@ -25,7 +25,7 @@ from rich.text import Text
 from ..events import RunState
 from ..instruments.sim.presets import check_preset
 from ._format import duration_text
-from ._interrupt import Interrupted, Stopper, ignore_signals, interruptible
+from ._interrupt import Interrupted, Stopper, interruptible, signals_handled
 from ._options import PositionOption, SetOption, StationOption, parse_sets
 
 __all__ = ["register"]
@@ -316,7 +316,7 @@ def _run_with_display(
     from labrig.drivers.capabilities import InstrumentError
 
     try:
-        with progress:
+        with signals_handled(), progress:
             if sim:
                 with asyncio.Runner(loop_factory=new_virtual_loop) as runner:
                     return runner.run(main())
@@ -332,8 +332,6 @@ def _run_with_display(
                   "directory was written", markup=False, highlight=False,
                   soft_wrap=True)  # fmt: skip
         raise typer.Exit(1) from None
-    finally:
-        ignore_signals()
 
 
 async def _start_with(
