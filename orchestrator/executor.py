@@ -51,6 +51,7 @@ from .cycles import CycleCounter, CycleFigures
 from .events import Event, EventKind, EventSink, RunState, RunStatus, SinkFanout, Telemetry
 from .journal import Journal
 from .run.bindings import RunBindings
+from .run.limits import check_resumed_limits
 from .store import RunStore
 from .trips import trip_reason
 
@@ -1015,21 +1016,9 @@ class Executor:
         return list(unit["pos"])
 
     async def _prepare_resumed(self) -> None:
-        """After a restart the instrument kept its limits; check them if it can say."""
-        lim = self.protocol.limits
-        if lim.voltage_V is None or lim.current_abs_A is None:
-            return
-        wanted = ChannelLimits(lim.voltage_V[0], lim.voltage_V[1], lim.current_abs_A)
-        try:
-            got = await self.bind.cycler.get_limits()
-        except InstrumentError as exc:
-            self._emit(EventKind.notify, message=f"limits not read back after restart: {exc}")
-            return
-        if not wanted.matches(got):
-            raise RunAborted(
-                f"after the restart the instrument's limits {got} differ from {wanted}",
-                RunState.failed,
-            )
+        """After a restart: the channel's limits read back and compared (run/limits.py)."""
+        for note in await check_resumed_limits(self.bind.cycler, self.protocol.limits):
+            self._emit(EventKind.notify, message=note)
 
     # ------------------------------------------------------------------ other instruments
 
