@@ -229,9 +229,9 @@ class LabAgent:
         service = SharedInstruments(self.cfg.name, Fences(self._link("fences")),
                                     check_s=min(1.0, self.cfg.lab.lease_s / 4))  # fmt: skip
         for name, inst in shared.items():
-            log = str(self.sim_log / f"{name}.jsonl") if self.sim_log is not None else None
+            cmds = str(self.sim_log / f"{name}.jsonl") if self.sim_log is not None else None
             kind, objs = await open_shared_instrument(stack, name, inst, sim=self.sim,
-                                                      command_log=log)  # fmt: skip
+                                                      command_log=cmds)  # fmt: skip
             service.add(name, inst.driver, kind, objs)
         stack.push_async_callback(service.safe_all)
         api = self.cfg.lab.api
