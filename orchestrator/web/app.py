@@ -33,6 +33,7 @@ from .api import api_routes
 from .assets import Assets
 from .auth import User, UserStore
 from .local import LocalSource
+from .pagedata import prefetch
 from .rundata import RunNotFound
 from .security import (
     PUBLIC_PATHS,
@@ -190,7 +191,7 @@ def _page(name: str) -> Any:
             # start reading the run while the browser fetches the scripts; the page's
             # requests then find it read (or wait for the one reader)
             live = source.live_events(run_id)
-            asyncio.get_running_loop().run_in_executor(None, source.prefetch, run_id, live)
+            asyncio.get_running_loop().run_in_executor(None, prefetch, source, run_id, live)
             return pages.render(name, request, run_id=run_id)
         return pages.render(name, request)
 

@@ -9,11 +9,18 @@ import math
 from typing import Any, Protocol
 
 from .bodies import Bodies, Encoded
-from .rundata import RunsDir
+from .rundata import RunNotFound, RunsDir
 from .series import SeriesCache
 from .source import merge_events
 
-__all__ = ["CYCLE_PLOT", "cycle_columns", "cycles_plot", "first_events", "whole_series"]
+__all__ = [
+    "CYCLE_PLOT",
+    "cycle_columns",
+    "cycles_plot",
+    "first_events",
+    "prefetch",
+    "whole_series",
+]
 
 #: the per-cycle fields the run page plots
 CYCLE_PLOT = (
@@ -96,3 +103,15 @@ def first_events(
         return Encoded.of({"events": got, "total": total})
 
     return src.bodies.get_or_make(run_id, "events", version, make)
+
+
+def prefetch(src: Stored, run_id: str, live: list[dict[str, Any]]) -> None:
+    """Make what a run page asks for first and that does not depend on the page's width:
+    the cycle table and the newest events (call it in a worker thread as the page's HTML
+    goes out; the page's own requests then find them made, or wait for this one maker).
+    ``live``: the source's ``live_events``, read on the event loop's thread."""
+    try:
+        cycles_plot(src, run_id)
+        first_events(src, run_id, 100, live)
+    except (RunNotFound, OSError, ValueError):
+        return  # the page's own requests report it

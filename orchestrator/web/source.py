@@ -97,7 +97,6 @@ class DataSource(Protocol):
     def lab_rows(self, keys: set[str] | None = None) -> list[dict[str, Any]]: ...
     def lab_feed(self) -> contextlib.AbstractContextManager[LabFeed]: ...
     def run_feed(self, run_id: str) -> contextlib.AbstractContextManager[RunFeed]: ...
-    def prefetch(self, run_id: str, live: list[dict[str, Any]]) -> None: ...
     def live_events(self, run_id: str) -> list[dict[str, Any]]: ...
     def stored_version(self, run_id: str, what: str) -> str | None: ...
     async def run_info(self, run_id: str) -> dict[str, Any]: ...
@@ -203,20 +202,6 @@ class BaseSource:
 
     def run_feed(self, run_id: str) -> contextlib.AbstractContextManager[RunFeed]:
         return self.hub.run_feed(run_id)
-
-    def prefetch(self, run_id: str, live: list[dict[str, Any]]) -> None:
-        """Make what a run page asks for first and that does not depend on the page's
-        width: the cycle table and the newest events (blocking: call it in a worker
-        thread while the browser loads the page; the page's own requests then find them
-        made, or wait for this one maker). ``live``: :meth:`live_events`, read on the
-        event loop's thread."""
-        from .pagedata import cycles_plot, first_events
-
-        try:
-            cycles_plot(self, run_id)
-            first_events(self, run_id, 100, live)
-        except (RunNotFound, OSError, ValueError):
-            return  # the page's own requests report it
 
     def stored_version(self, run_id: str, what: str) -> str | None:
         """A key of the run directory's files that ``what`` (``series``, ``cycles``,
