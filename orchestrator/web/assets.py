@@ -50,7 +50,8 @@ class Asset:
 
     @property
     def etag(self) -> str:
-        return f'"{self.digest}"'
+        """Weak: the gzipped and the plain answer are the same file."""
+        return f'W/"{self.digest}"'
 
 
 class Assets:
