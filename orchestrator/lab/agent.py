@@ -66,8 +66,10 @@ class LabAgent:
         watchdog: WatchdogOptions | None = None,
         install_signals: bool = True,
         stop_grace_s: float | None = 120.0,
+        sim_log: Path | None = None,
     ) -> None:
         self.cfg = cfg
+        self.sim_log = sim_log  # --sim: where simulated shared instruments log commands
         self.lab_url = lab_url
         self.runs_dir = runs_dir
         self.sim = sim
@@ -189,7 +191,7 @@ class LabAgent:
         from .security import mint_token
 
         shared = self.cfg.shared_instruments()
-        needs_remote = any(self.cfg.links.values())
+        needs_remote = self.cfg.needs_remote()
         if not shared and not needs_remote:
             return
         if self.secret is None:
@@ -203,7 +205,8 @@ class LabAgent:
         if shared:
             await self._serve_shared(stack, shared, tls)
         if needs_remote:
-            from .remote import RemoteHub
+            from ..instruments.hw.remote import CONNECTOR
+            from .remote import HubConnector, RemoteHub
 
             link = self._link("leases")
             leases = Leases(link, notifier, agent=self.cfg.name, lease_s=self.cfg.lab.lease_s)
@@ -213,6 +216,8 @@ class LabAgent:
                 ssl=client_ssl_context(tls), owner_wait_s=self.cfg.lab.owner_wait_s,
             )  # fmt: skip
             stack.push_async_callback(self.hub.aclose)
+            # ``driver: remote`` instruments open as this hub's proxies in our runs
+            CONNECTOR.set(HubConnector(self.hub))
 
     async def _serve_shared(
         self, stack: contextlib.AsyncExitStack, shared: dict[str, Any], tls: Any
@@ -224,7 +229,9 @@ class LabAgent:
         service = SharedInstruments(self.cfg.name, Fences(self._link("fences")),
                                     check_s=min(1.0, self.cfg.lab.lease_s / 4))  # fmt: skip
         for name, inst in shared.items():
-            kind, objs = await open_shared_instrument(stack, name, inst)
+            cmds = str(self.sim_log / f"{name}.jsonl") if self.sim_log is not None else None
+            kind, objs = await open_shared_instrument(stack, name, inst, sim=self.sim,
+                                                      command_log=cmds)  # fmt: skip
             service.add(name, inst.driver, kind, objs)
         stack.push_async_callback(service.safe_all)
         api = self.cfg.lab.api
@@ -267,11 +274,15 @@ class LabAgent:
     # ------------------------------------------------------------------ runs
     def _adapt(self, b: RunBindings, position: Position) -> RunBindings:
         links = self.cfg.links.get(position.name)
-        if not links or self.hub is None or self.scheduler is None:
+        if self.hub is None or self.scheduler is None:
             return b
-        from .remote import RemoteChamber, RemoteImpedance
+        from .remote import RemoteChamber, RemoteImpedance, bind_run
 
         run_id = self.scheduler.queue(position.name)[0].run_id
+        bind_run(b.impedance, run_id)
+        bind_run(b.chamber, run_id)
+        if not links:
+            return b
         upd: dict[str, Any] = {}
         if "impedance" in links:
             upd["impedance"] = RemoteImpedance(self.hub, links["impedance"], run_id)
