@@ -272,6 +272,11 @@ async def _drill(work: Path, kind: str | None) -> dict[str, Any]:
     }
 
 
+def drill(kind: str | None) -> dict[str, Any]:
+    """One drill: ``kind`` of damage (None: the undamaged control); see the docstring."""
+    return _one(kind)
+
+
 def _one(kind: str | None) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="labrig-damage-") as d,
