@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labrig.drivers.capabilities import InstrumentError
 from labrig.protocols.models import CellSpec, Protocol
 
-from .events import EventSink
+from .events import EventSink, RunState
 from .executor import Executor, RunOptions, RunOutcome
 from .journal import Journal
 from .run.bindings import RunBindings
@@ -180,9 +181,16 @@ async def _drive(
     try:
         async with contextlib.AsyncExitStack() as stack:
             if bindings is None:
-                bindings = await stack.enter_async_context(
-                    bind_instruments(station, position, cell, sim=sim, seed=seed)
-                )
+                try:
+                    bindings = await stack.enter_async_context(
+                        bind_instruments(station, position, cell, sim=sim, seed=seed)
+                    )
+                except (InstrumentError, OSError) as exc:
+                    if not resume:  # nothing ran: the directory says so (a resume may retry)
+                        reason = f"cannot open the instruments: {exc}"
+                        store.finish(RunState.failed, reason)
+                        journal.set_state(RunState.failed.value, reason)
+                    raise
             ex = Executor(
                 run_id=run_id,
                 protocol=protocol,

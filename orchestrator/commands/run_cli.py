@@ -26,6 +26,7 @@ from ..events import RunState
 from ..instruments.sim.presets import check_preset
 from ._format import duration_text
 from ._options import PositionOption, SetOption, StationOption, parse_sets
+from ._paths import writable_dir_or_exit
 
 __all__ = ["register"]
 
@@ -118,6 +119,7 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Run PROTOCOL and write a run directory of data and per-cycle results."""
+    from labrig.drivers.capabilities import InstrumentError
     from labrig.protocols.errors import ProtocolError
     from labrig.protocols.loader import dump_protocol_yaml, load_protocol
 
@@ -144,6 +146,7 @@ def run(
             "simulated station, or --station FILE for hardware"
         )
         raise typer.Exit(2)
+    writable_dir_or_exit(out_dir, "--out", err)
 
     req = RunRequest(
         protocol=proto,
@@ -159,7 +162,12 @@ def run(
     def start(**kw: Any) -> Any:
         return execute_run(req, **kw)
 
-    outcome, root = _run_with_display(req, start, sim=sim, mqtt=mqtt, quiet=quiet)
+    try:
+        outcome, root = _run_with_display(req, start, sim=sim, mqtt=mqtt, quiet=quiet)
+    except InstrumentError as exc:
+        err.print(f"error: {exc}; the run did not start (its directory says failed)",
+                  markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+        raise typer.Exit(2) from None
     _print_outcome(proto.name, outcome, root, sim)
 
 
