@@ -8,10 +8,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from labrig.drivers.capabilities import InstrumentError
 from labrig.protocols.models import CellSpec, Protocol
 
-from .events import EventSink, RunState
+from .events import EventSink
 from .executor import Executor, RunOptions, RunOutcome
 from .instruments import Source
 from .journal import Journal
@@ -208,16 +207,9 @@ async def _drive(
     try:
         async with contextlib.AsyncExitStack() as stack:
             if bindings is None:
-                try:
-                    bindings = await stack.enter_async_context(
-                        bind_instruments(station, position, cell, sim=sim, seed=seed)
-                    )
-                except (InstrumentError, OSError) as exc:
-                    if not resume:  # nothing ran: the directory says so (a resume may retry)
-                        reason = f"cannot open the instruments: {exc}"
-                        store.finish(RunState.failed, reason)
-                        journal.set_state(RunState.failed.value, reason)
-                    raise
+                bindings = await stack.enter_async_context(
+                    bind_instruments(station, position, cell, sim=sim, seed=seed)
+                )
             ex = Executor(
                 run_id=run_id,
                 protocol=protocol,

@@ -121,7 +121,6 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Run PROTOCOL and write a run directory of data and per-cycle results."""
-    from labrig.drivers.capabilities import InstrumentError
     from labrig.protocols.errors import ProtocolError
     from labrig.protocols.loader import dump_protocol_yaml, load_protocol
 
@@ -164,12 +163,7 @@ def run(
     def start(**kw: Any) -> Any:
         return execute_run(req, **kw)
 
-    try:
-        outcome, root = _run_with_display(req, start, sim=sim, mqtt=mqtt, quiet=quiet)
-    except InstrumentError as exc:
-        err.print(f"error: {exc}; the run did not start (its directory says failed)",
-                  markup=False, highlight=False, soft_wrap=True)  # fmt: skip
-        raise typer.Exit(2) from None
+    outcome, root = _run_with_display(req, start, sim=sim, mqtt=mqtt, quiet=quiet)
     _print_outcome(proto.name, outcome, root, sim)
 
 
