@@ -138,7 +138,7 @@ def submit(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a cell field, key=value.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of a simulated cell's noise.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of a simulated cell's noise.")] = 0,
     runs: RunsOpt = Path("runs"),
     lab: LabOpt = None,
 ) -> None:

@@ -113,7 +113,7 @@ def run(
         "runs"
     ),
     set_: SetOption = None,
-    seed: Annotated[int, typer.Option(help="Seed of the simulated cell's noise.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the simulated cell's noise.")] = 0,
     mqtt: Annotated[
         str | None, typer.Option("--mqtt", help="Publish status to this broker URL.")
     ] = None,

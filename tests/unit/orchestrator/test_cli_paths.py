@@ -97,3 +97,18 @@ def test_an_instrument_nobody_answers_for_leaves_no_run_running(tmp_path: Path) 
     assert result.exit_code != 0 and "cannot connect" in result.stderr
     for run in out.iterdir() if out.exists() else ():
         assert json.loads((run / "run.json").read_text())["state"] != "running"
+
+
+def test_sim_serve_refuses_a_port_out_of_range() -> None:
+    result = runner.invoke(app, ["sim", "serve", "maccor", "--port", "70000"])
+    _no_traceback(result)
+    assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "command", [["run", "--sim", "-q", "--out"], ["submit", "--runs"]], ids=["run", "submit"]
+)
+def test_a_negative_seed_is_refused(command: list[str], tmp_path: Path) -> None:
+    result = runner.invoke(app, [*command, str(tmp_path), "rate_test", "--seed", "-5"])
+    _no_traceback(result)
+    assert result.exit_code == 2
