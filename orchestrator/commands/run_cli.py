@@ -63,7 +63,7 @@ class _SimTimeColumn(ProgressColumn):
 _parse_sets = parse_sets  # the name `labrig submit` imports
 
 
-def _check_compiles(proto: Any, sim: bool) -> None:
+def check_compiles(proto: Any, sim: bool) -> None:
     """Every cycler step compiles, and a simulated cell's preset exists: before any run
     directory is made (ValueError otherwise)."""
     from ..compile import StepCompiler, is_cycler_step
@@ -133,7 +133,7 @@ def run(
         proto = load_protocol(protocol, overrides=overrides or None)
         st = load_station(station) if station is not None else DEFAULT_STATION
         pos = st.position(position, "furnace" if is_thermal(proto) else "cell")
-        _check_compiles(proto, sim)
+        check_compiles(proto, sim)
     except ProtocolError as exc:
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
