@@ -460,8 +460,10 @@ class Faults:
                 resumed_kills += ok == len(active)
             bookings = {b["id"]: b for b in queries.list_bookings(c, active_only=False,
                                                                   limit=1_000_000)}  # fmt: skip
-            policy = c.execute("SELECT count(*) FROM events WHERE kind = 'notify' AND "
-                               "data->>'policy' = 'repeat'").fetchone()[0]  # fmt: skip
+            policy = c.execute(
+                "SELECT count(*), count(DISTINCT run_id) FROM events WHERE kind = 'notify' "
+                "AND data->>'policy' = 'repeat'"
+            ).fetchone()
         lag = []
         states: dict[str, int] = defaultdict(int)
         for t, ids in self.eis:
@@ -476,7 +478,8 @@ class Faults:
         print(
             f"EIS-AGENT LOSSES: {len(self.eis)} kill -9 of eis-pc mid-sweep; leases held "
             f"then: {len(lag)} ({dict(states)}), ended {max(lag, default=0):.1f} s after the "
-            f"kill at most (lease_s {LEASE_S:g}); sweeps repeated by policy: {policy}"
+            f"kill at most (lease_s {LEASE_S:g}); EIS attempts interrupted and repeated by "
+            f"policy: {policy[0]} in {policy[1]} runs"
         )
         print(
             f"DB RESTARTS: {len(self.restarts)} pg_ctl restart -m fast of the lab database "
