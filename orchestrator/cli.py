@@ -10,7 +10,10 @@ command line needs them: ``labrig ls --lab URL`` is answered before, by
 ``from labrig.orchestrator.cli import app`` gives the full application.
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001
+
+# first, before typer and the commands load: `labrig run` notes signals from here on
+from .commands import _early  # noqa: F401
 
 import sys
 from typing import TYPE_CHECKING, Any
