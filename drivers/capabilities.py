@@ -42,6 +42,7 @@ __all__ = [
     "InstrumentProtocolError",
     "InstrumentTimeout",
     "LimitMismatch",
+    "LimitsUnknown",
     "RecordBatch",
     "RecordRule",
     "SafetyTrip",
@@ -80,6 +81,11 @@ class InstrumentProtocolError(InstrumentError):
 
 class LimitMismatch(InstrumentError):
     """Limits read back from the instrument differ from those written."""
+
+
+class LimitsUnknown(InstrumentError):
+    """The channel cannot say which limits it holds: none were written through this
+    connection and its protocol has no call that reads them back."""
 
 
 class SafetyTrip(InstrumentError):
@@ -416,6 +422,12 @@ class Furnace(Instrument, Protocol):
 
     async def hold_program(self) -> None:
         """Hold the running programme: its time stops and the setpoint stays."""
+        ...
+
+    async def read_program(self) -> list[FurnaceSegment]:
+        """The programme the controller holds, read back segment by segment up to its
+        ``end`` (included), as the controller stores it (rates and times at its
+        resolution): a restarted host compares it with the one it loaded."""
         ...
 
     async def program_status(self) -> str: ...

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,11 @@ from labrig.protocols.models import CellSpec, Protocol
 
 from .events import EventSink
 from .executor import Executor, RunOptions, RunOutcome
+from .instruments import Source
 from .journal import Journal
 from .run.bindings import RunBindings
-from .station import DEFAULT_STATION, Position, StationConfig
+from .run.request import RunRequest
+from .station import Position, StationConfig
 from .store import RunStore, new_run_id
 
 __all__ = ["RunRequest", "bind_instruments", "execute_run", "is_thermal", "resume_run"]
@@ -29,31 +30,23 @@ def is_thermal(protocol: Protocol) -> bool:
     return any(isinstance(s, FurnaceStep | GasStep) for s in steps) and not protocol.drives_cell()
 
 
-@dataclass
-class RunRequest:
-    protocol: Protocol
-    protocol_yaml: str
-    out_dir: Path
-    station: StationConfig = DEFAULT_STATION
-    position: str | None = None
-    sim: bool = True
-    seed: int = 0
-    options: RunOptions | None = None
-    run_id: str | None = None
-    durable: bool | None = None  # fsync data and journal (default: on hardware)
-    staging: bool | None = None  # log rows before they reach a chunk (default: durable)
-    # how often rows reach the staging log (default: STAGE_EVERY_S if durable, else 0)
-    stage_every_s: float | None = None
-
-
 @contextlib.asynccontextmanager
 async def bind_instruments(
-    station: StationConfig, position: Position, cell: CellSpec | None, *, sim: bool, seed: int
+    station: StationConfig,
+    position: Position,
+    cell: CellSpec | None,
+    *,
+    sim: bool,
+    seed: int,
+    wrap: Callable[[Source], Source] | None = None,
 ) -> AsyncIterator[RunBindings]:
-    """Open the instruments serving ``position`` (simulated when ``sim``) for one run."""
+    """Open the instruments serving ``position`` (simulated when ``sim``) for one run;
+    ``wrap`` may stand between the run and the instruments' source."""
     from .run.instruments import open_cell_bindings
 
-    async with open_cell_bindings(station, position, cell, sim=sim, seed=seed) as bindings:
+    async with open_cell_bindings(
+        station, position, cell, sim=sim, seed=seed, wrap=wrap
+    ) as bindings:
         yield bindings
 
 
@@ -71,7 +64,7 @@ async def execute_run(
     tests hand in instruments they keep).
     """
     if is_thermal(req.protocol):
-        from .thermal import execute_thermal_run  # type: ignore[import-not-found,unused-ignore]
+        from .thermal import execute_thermal_run
 
         result: tuple[RunOutcome, Path] = await execute_thermal_run(
             req, sinks=sinks, on_progress=on_progress, on_executor=on_executor
@@ -93,6 +86,30 @@ async def execute_run(
     # Dry runs skip fsync and the staging log: nothing real is at stake and they would
     # dominate their time. Hardware runs have both.
     durable = (not req.sim) if req.durable is None else req.durable
+    async with contextlib.AsyncExitStack() as stack:
+        if bindings is None:
+            # the instruments first: one out of reach leaves no run directory behind
+            bindings = await stack.enter_async_context(
+                bind_instruments(req.station, position, cell, sim=req.sim, seed=req.seed)
+            )
+        return await _start(req, run_id, meta, durable, position, sinks=sinks,
+                            on_progress=on_progress, on_executor=on_executor,
+                            bindings=bindings)  # fmt: skip
+
+
+async def _start(
+    req: RunRequest,
+    run_id: str,
+    meta: dict[str, Any],
+    durable: bool,
+    position: Position,
+    *,
+    sinks: Sequence[EventSink],
+    on_progress: Callable[[Executor], None] | None,
+    on_executor: Callable[[Executor], Any] | None,
+    bindings: RunBindings,
+) -> tuple[RunOutcome, Path]:
+    protocol = req.protocol
     store = RunStore.create(
         req.out_dir,
         run_id,
@@ -129,11 +146,21 @@ async def resume_run(
 
     Reads the journal, asks the instrument what it is doing (a block that kept running
     is adopted, not restarted), and goes on at the right step and cycle, storing every
-    record exactly once. Raises :class:`JournalCorrupt` rather than guess.
+    record exactly once. A furnace run (``"kind": "thermal"``) goes to
+    :func:`orchestrator.thermal.resume_thermal_run`. Raises :class:`JournalCorrupt` rather
+    than guess.
     """
     from labrig.protocols.loader import load_protocol_text
 
     meta = json.loads((run_dir / "run.json").read_text())
+    if meta.get("kind") == "thermal":
+        from .thermal import resume_thermal_run
+
+        thermal: tuple[RunOutcome, Path] = await resume_thermal_run(
+            run_dir, station=station, sim=sim, sinks=sinks, on_progress=on_progress,
+            on_executor=on_executor, options=options, durable=durable,
+        )  # fmt: skip
+        return thermal
     if meta.get("state") in ("finished", "aborted", "failed"):
         raise ValueError(f"{run_dir.name} ended ({meta['state']}); nothing to resume")
     protocol = load_protocol_text(

@@ -12,13 +12,12 @@ import collections
 from dataclasses import asdict
 from typing import Any
 
-from labrig.drivers.capabilities import ChannelLimits, InstrumentError
-
 from ..cycles import CycleFigures
-from ..events import EventKind, RunState
+from ..events import EventKind
 from ..journal import Journal
 from .cellrun import CellRunState
-from .lifecycle import RunAborted, event_key
+from .lifecycle import event_key
+from .limits import check_resumed_limits
 
 __all__ = ["JournalledRun"]
 
@@ -40,22 +39,6 @@ class JournalledRun(CellRunState):
             "last": [self.last_voltage, self.last_current, self.last_temperature],
             "last_time": self._last_time,
         }
-
-    def _journal_unit_start(self, kind: str, **extra: Any) -> None:
-        self.store.sync()  # the journal's position never runs ahead of the staged rows
-        self._unit_info = {
-            "kind": kind,
-            "pos": [list(p) for p in self._pos],
-            "before": self._snapshot(),
-            **extra,
-        }
-        if self.journal is not None:
-            self.journal.unit_start(self._unit_info)
-
-    def _journal_unit_done(self) -> None:
-        if self.journal is not None and self._unit_info is not None:
-            self.store.sync()
-            self.journal.unit_done({**self._unit_info, "after": self._snapshot()})
 
     def resume_from(self, journal: Journal) -> None:
         """Continue this run where the journal says it was (call before ``run``)."""
@@ -97,18 +80,6 @@ class JournalledRun(CellRunState):
         return list(unit["pos"])
 
     async def _prepare_resumed(self) -> None:
-        """After a restart the instrument kept its limits; check them if it can say."""
-        lim = self.protocol.limits
-        if lim.voltage_V is None or lim.current_abs_A is None:
-            return
-        wanted = ChannelLimits(lim.voltage_V[0], lim.voltage_V[1], lim.current_abs_A)
-        try:
-            got = await self.bind.cycler.get_limits()
-        except InstrumentError as exc:
-            self._emit(EventKind.notify, message=f"limits not read back after restart: {exc}")
-            return
-        if not wanted.matches(got):
-            raise RunAborted(
-                f"after the restart the instrument's limits {got} differ from {wanted}",
-                RunState.failed,
-            )
+        """After a restart: the channel's limits read back and compared (limits.py)."""
+        for note in await check_resumed_limits(self.bind.cycler, self.protocol.limits):
+            self._emit(EventKind.notify, message=note)
