@@ -1,0 +1,201 @@
+"""Ingesting a cell run's records: steps, cycles, capacities, the envelope, storage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from labrig.drivers.capabilities import RecordBatch, StepEnd
+
+from ..compile import CompiledStep
+from ..cycles import CycleFigures
+from ..events import EventKind, Telemetry
+from ..trips import trip_reason
+from .journalling import JournalledRun
+
+__all__ = ["RecordIngest"]
+
+
+class RecordIngest(JournalledRun):
+    """Turns the instrument's records and step ends into rows, cycles and events."""
+
+    def _ingest(self, batch: RecordBatch) -> None:
+        """Assign cycles and capacities to records, check the envelope, store them."""
+        # Drop anything already seen (a re-read after a reconnect) to keep rows unique.
+        keep = batch.seq > self.last_record_seq
+        if not keep.all():
+            batch = batch.select(keep)
+            if len(batch) == 0:
+                return
+        n = len(batch)
+        cycle_col = np.empty(n, dtype=np.int32)
+        charge_col = np.empty(n)
+        discharge_col = np.empty(n)
+        kind_col = np.empty(n, dtype=object)
+        sid = batch.step_id
+        # records arrive in step order: split where the step id changes
+        cuts = np.flatnonzero(np.diff(sid)) + 1
+        starts = np.concatenate(([0], cuts))
+        ends = np.concatenate((cuts, [n]))
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            step_id = int(sid[a])
+            cs = self._block_map.get(step_id)
+            kind = cs.channel_step.kind if cs is not None else "unknown"
+            if step_id not in self._seen_steps:
+                self._seen_steps.add(step_id)
+                self._start_step(cs, kind)
+            ch, dis = self.cycles.cumulative(kind, self.current_counts, batch.step_charge_Ah[a:b])
+            if self._open_step is not None:
+                self._open_step[1] = float(batch.step_charge_Ah[b - 1])
+            cycle_col[a:b] = self.cycles.cycle
+            charge_col[a:b] = ch
+            discharge_col[a:b] = dis
+            kind_col[a:b] = kind
+        self._check_envelope(batch)
+        rows: dict[str, npt.NDArray[Any]] = {
+            "time_s": batch.time_s,
+            "cycle": cycle_col,
+            "step": batch.step_id.astype(np.int32),
+            "step_type": kind_col,
+            "current_A": batch.current_A,
+            "voltage_V": batch.voltage_V,
+            "charge_capacity_Ah": charge_col,
+            "discharge_capacity_Ah": discharge_col,
+            "temperature_C": batch.temperature_C,
+            "record_seq": batch.seq,
+        }
+        if self.stored_seq >= int(batch.seq[0]):
+            # re-read after a restart: these rows were counted again for the bookkeeping,
+            # but only the ones the run's data does not hold yet are stored
+            new = batch.seq > self.stored_seq
+            rows = {k: v[new] for k, v in rows.items()}
+        self.store.append_records(rows)
+        self.last_record_seq = int(batch.seq[-1])
+        self._last_time = float(batch.time_s[-1])
+        self.last_voltage = float(batch.voltage_V[-1])
+        self.last_current = float(batch.current_A[-1])
+        self.last_temperature = float(batch.temperature_C[-1])
+        now = self.run_time()
+        if now - self._last_telemetry >= self.options.telemetry_every_s:
+            self._last_telemetry = now
+            self.out.telemetry(
+                Telemetry(
+                    run_id=self.run_id,
+                    channel=self.channel,
+                    wall_time=self.clock.wall(),
+                    run_time_s=now,
+                    voltage_V=self.last_voltage,
+                    current_A=self.last_current,
+                    temperature_C=self.last_temperature,
+                    cycle=self.cycles.cycle,
+                    step_index=self.current_step.channel_step.step_id
+                    if self.current_step
+                    else None,
+                )
+            )
+
+    def _start_step(self, cs: CompiledStep | None, kind: str) -> None:
+        self._close_open_step()
+        ended = self.cycles.start_step(kind, self.current_counts, self._block_label)
+        if ended is not None:
+            # stored once the block's step results (energy, time) are in
+            self._ended_cycles.append(ended)
+        self.current_step = cs
+        sid = cs.channel_step.step_id if cs else -1
+        self._step_cycle[sid] = self.cycles.current
+        self._open_step = [sid, 0.0]
+        self._emit(
+            EventKind.step_started,
+            step_id=sid,
+            step=cs.label if cs else None,
+            step_type=kind,
+            cycle=self.cycles.cycle,
+        )
+
+    def _close_open_step(self, exact_charge_Ah: float | None = None) -> None:
+        """Count the open step's charge into the cycle (once)."""
+        if self._open_step is None:
+            return
+        q = exact_charge_Ah if exact_charge_Ah is not None else self._open_step[1]
+        self.cycles.add_charge(self.current_counts, q)
+        self._open_step = None
+
+    def _check_envelope(self, batch: RecordBatch) -> None:
+        lim = self.protocol.limits
+        bad: list[tuple[str, float, Any]] = []
+        if lim.voltage_V is not None:
+            lo, hi = lim.voltage_V
+            v = batch.voltage_V
+            idx = np.flatnonzero((v < lo) | (v > hi))
+            if idx.size:
+                bad.append(("voltage", float(v[idx[0]]), list(lim.voltage_V)))
+        if lim.current_abs_A is not None:
+            i = np.abs(batch.current_A)
+            idx = np.flatnonzero(i > lim.current_abs_A * 1.001)
+            if idx.size:
+                bad.append(("current", float(batch.current_A[idx[0]]), lim.current_abs_A))
+        if lim.temperature_C is not None:
+            t = batch.temperature_C
+            lo, hi = lim.temperature_C
+            idx = np.flatnonzero((t < lo) | (t > hi))
+            if idx.size:
+                bad.append(("temperature", float(t[idx[0]]), list(lim.temperature_C)))
+        if bad:
+            quantity, value, limit = bad[0]
+            self._emit(EventKind.limit_trip, quantity=quantity, value=value, limit=limit)
+            # the safe state is applied by the caller's cleanup; do not resume by itself
+            cs = self.current_step
+            self._abort_requested = trip_reason(
+                quantity, value, limit, step_no=self.steps_done + 1,
+                step_label=cs.label if cs else None,
+                first_record=self.last_record_seq <= 0 and self.steps_done == 0,
+            )  # fmt: skip
+
+    def _finish_step(self, end: StepEnd, cs: CompiledStep | None) -> None:
+        kind = cs.channel_step.kind if cs else "unknown"
+        if end.step_id not in self._seen_steps:
+            # a step that recorded nothing (ended at once): still counts
+            self._start_step(cs, kind)
+        if self._open_step is not None and self._open_step[0] == end.step_id:
+            self._close_open_step(end.charge_Ah)
+        self.cycles.add_step_totals(
+            kind,
+            self.current_counts,
+            end.charge_Ah,
+            end.energy_Wh,
+            end.time_s,
+            cs.c_rate if cs else None,
+            self.run_time(),
+            target=self._step_cycle.pop(end.step_id, None),
+        )
+        self.steps_done += 1
+        self._emit(
+            EventKind.step_ended,
+            step_id=end.step_id,
+            reason=end.reason,
+            duration_s=end.time_s,
+            capacity_Ah=end.charge_Ah,
+            end_voltage_V=end.end_voltage_V,
+            cycle=self.cycles.cycle,
+        )
+
+    def _store_ended_cycles(self) -> None:
+        for figures in self._ended_cycles:
+            self._store_cycle(figures)
+        self._ended_cycles.clear()
+        self._step_cycle.clear()
+
+    def _finish_cycle(self) -> None:
+        self._store_ended_cycles()
+        cur = self.cycles.current
+        if cur.charge_Ah > 0 or cur.discharge_Ah > 0:
+            self._store_cycle(cur)
+
+    def _store_cycle(self, figures: CycleFigures) -> None:
+        row = figures.row(self._cam_mass_g)
+        self.store.add_cycle(row)
+        if self.journal is not None:
+            self.journal.add_cycle(row)
+        self._emit(EventKind.cycle_ended, **row)

@@ -1,0 +1,285 @@
+"""The lifecycle every run shares: events, status, pause and abort, safe state, close.
+
+A run (a cell run or a furnace run) is a subclass that says what it walks and which
+instruments it must leave safe; this class numbers and records its events, publishes
+its status, honours pause and abort requests between its units of work, puts every
+instrument it used in its safe state (each under a deadline, asked again when the
+answer is late) and closes its store and journal, reporting what could not be written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from labrig.drivers.capabilities import Instrument
+from labrig.protocols.models import Protocol
+
+from ..clock import Clock
+from ..events import Event, EventKind, EventSink, RunState, RunStatus, SinkFanout
+from ..journal import Journal
+from ..store import RunStore
+
+__all__ = [
+    "SAFE_STATE_ATTEMPTS",
+    "SAFE_STATE_TIMEOUT_S",
+    "RunAborted",
+    "RunLifecycle",
+    "RunOptions",
+    "RunOutcome",
+    "event_key",
+    "safe_state_with_retries",
+]
+
+log = logging.getLogger(__name__)
+
+SAFE_STATE_ATTEMPTS = 3
+SAFE_STATE_TIMEOUT_S = 10.0
+
+
+class RunAborted(Exception):
+    """The run was aborted (by an operator, a limit trip, or an end action)."""
+
+    def __init__(self, reason: str, state: RunState = RunState.aborted) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.state = state
+
+
+@dataclass
+class RunOptions:
+    poll_s: float = 10.0  # how often the instrument is polled while a block runs
+    collect_s: float | None = None  # how often records are collected (default: poll_s)
+    # longest wait between polls when the block's steps show it will run much longer
+    # (drivers.polling); None polls every poll_s
+    max_poll_s: float | None = None
+    # loop iterations handed to the instrument as one block (dry runs: fewer round trips;
+    # on hardware 1, so pause and abort act between cycles)
+    batch_iterations: int = 1
+    telemetry_every_s: float = 1.0
+    flush_every_s: float = 60.0  # wall seconds between forced data flushes on hardware
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    state: RunState
+    reason: str | None
+    cycles: int
+    rows: int
+    run_time_s: float
+
+
+async def safe_state_with_retries(inst: Instrument) -> None:
+    """``inst.safe_state()`` under a deadline, tried again if the answer did not come in
+    time: when a whole station stops at once, the host can be too busy to read replies
+    for a while, and an instrument left running is worse than a late stop."""
+    late: list[asyncio.Task[None]] = []  # earlier attempts, still waiting for an answer
+    try:
+        for attempt in range(SAFE_STATE_ATTEMPTS):
+            call = asyncio.ensure_future(inst.safe_state())
+            try:
+                async with asyncio.timeout(SAFE_STATE_TIMEOUT_S):
+                    await asyncio.shield(call)
+                return
+            except TimeoutError:
+                late.append(call)
+                if attempt == SAFE_STATE_ATTEMPTS - 1:
+                    raise
+                log.warning("safe state of %s: no answer yet, asking again", inst.name)
+    finally:
+        for call in late:  # an answer came to a later attempt: the earlier are moot
+            if not call.done():
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await call
+
+
+def event_key(kind: EventKind, data: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies an event when a resumed run re-derives it."""
+    return (kind, data.get("step_id"), data.get("cycle"), data.get("iteration"))
+
+
+class RunLifecycle:
+    """Events, status, control and ending of one run; subclasses do the work.
+
+    A subclass provides :meth:`status`, :meth:`safe_targets` (the instruments to leave
+    safe) and ``run()``; it calls :meth:`_start_clock` first, :meth:`_check_control` or
+    :meth:`_safe_point` between its units of work, and :meth:`_safe_state_all` and
+    :meth:`_close` at the end.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        protocol: Protocol,
+        channel: str,
+        store: RunStore,
+        journal: Journal | None,
+        sinks: Sequence[EventSink],
+        on_progress: Callable[[Any], None] | None,
+    ) -> None:
+        self.run_id = run_id
+        self.protocol = protocol
+        self.channel = channel
+        self.store = store
+        self.journal = journal
+        self.out = SinkFanout(sinks)
+        self.on_progress = on_progress
+        self.state = RunState.pending
+        self.reason: str | None = None
+        self.event_seq = 0
+        self._t0 = 0.0
+        self._clock: Clock | None = None
+        self._abort_requested: str | None = None
+        self._abandoned = False
+        self._pause_requested = False
+        self._resume = asyncio.Event()
+        # events a resumed run re-derives that the journal already holds (not recorded again)
+        self._replay_expect: collections.deque[tuple[Any, ...]] = collections.deque()
+
+    # ------------------------------------------------------------------ control
+
+    def request_abort(self, reason: str = "operator abort") -> None:
+        self._abort_requested = reason
+        self._resume.set()
+
+    def abandon(self) -> None:
+        """Make the next cancellation behave like a killed process: no safe state, no
+        final writes. For crash-recovery tests and drills; never needed in operation."""
+        self._abandoned = True
+        self.store.abandon()
+
+    def request_pause(self) -> None:
+        self._pause_requested = True
+        self._resume.clear()
+
+    def request_resume(self) -> None:
+        self._pause_requested = False
+        self._resume.set()
+
+    @property
+    def clock(self) -> Clock:
+        assert self._clock is not None
+        return self._clock
+
+    def _start_clock(self) -> None:
+        self._clock = Clock()
+        self._t0 = self._clock.now()
+
+    def run_time(self) -> float:
+        return self.clock.now() - self._t0 if self._clock is not None else 0.0
+
+    def _check_control(self) -> None:
+        if self._abort_requested is not None:
+            raise RunAborted(self._abort_requested)
+
+    async def _safe_point(self) -> None:
+        """Between units of work (instruments idle): honour pause and abort here."""
+        self._check_control()
+        if not self._pause_requested:
+            return
+        self.state = RunState.paused
+        self._emit(EventKind.paused)
+        self._publish_status()
+        await self._resume.wait()
+        self._check_control()
+        self.state = RunState.running
+        self._emit(EventKind.resumed)
+        self._publish_status()
+
+    # ------------------------------------------------------------------ events
+
+    def record(self, kind: EventKind, **data: Any) -> Event:
+        """Record an event from outside the run (an operator command, a notice)."""
+        return self._emit(kind, **data)
+
+    def _emit(self, event_kind: EventKind, /, **data: Any) -> Event:
+        if self._replay_expect and event_kind != EventKind.run_resumed:
+            # A resumed run re-derives the events of the unit it re-attached to; those
+            # the journal already holds are not recorded or published again.
+            key = event_key(event_kind, data)
+            if key == self._replay_expect[0]:
+                self._replay_expect.popleft()
+                return Event(self.run_id, self.channel, -1, event_kind, 0.0, 0.0, data)
+            self._replay_expect.clear()  # the story diverged: everything from here is new
+        self.event_seq += 1
+        e = Event(
+            run_id=self.run_id,
+            channel=self.channel,
+            seq=self.event_seq,
+            kind=event_kind,
+            wall_time=self.clock.wall(),
+            run_time_s=self.run_time(),
+            data=data,
+        )
+        self.store.append_event(e)
+        if self.journal is not None:
+            self.journal.log_event(e)
+        self.out.event(e)
+        return e
+
+    def status(self) -> RunStatus:
+        raise NotImplementedError
+
+    def _publish_status(self) -> None:
+        self.out.status(self.status())
+        if self.on_progress is not None:
+            self.on_progress(self)
+
+    # ------------------------------------------------------------------ ending
+
+    def safe_targets(self) -> list[Instrument]:
+        """The instruments this run must leave in their safe state, in order."""
+        raise NotImplementedError
+
+    async def _safe_state_all(self) -> None:
+        """Every instrument the run used to its safe state, each under its own deadline."""
+        for inst in self.safe_targets():
+            try:
+                await safe_state_with_retries(inst)
+            except Exception as exc:  # keep going: every instrument gets its chance
+                why = (
+                    f"no answer within {SAFE_STATE_TIMEOUT_S * SAFE_STATE_ATTEMPTS:g} s"
+                    if isinstance(exc, TimeoutError)
+                    else str(exc) or type(exc).__name__
+                )
+                log.error("safe state of %s failed: %s", inst.name, why)
+                self._emit(EventKind.fault, message=f"safe state of {inst.name} failed: {why}")
+
+    def _close(self, *, final: bool) -> None:
+        if self.state in (RunState.running, RunState.paused):
+            self.state = RunState.failed
+        # Storage can be what failed (a full disk): the instruments are already safe,
+        # so report what could not be written instead of crashing on it.
+        try:
+            self._emit(EventKind.run_ended, state=self.state.value, reason=self.reason)
+        except (OSError, sqlite3.Error) as exc:
+            self._storage_failed(exc)
+        self._publish_status()
+        try:
+            self.store.finish(self.state, self.reason)
+        except (OSError, sqlite3.Error) as exc:
+            self._storage_failed(exc)
+        if self.journal is not None:
+            try:
+                self.journal.set_state(self.state.value, self.reason)
+            except (OSError, sqlite3.Error) as exc:
+                self._storage_failed(exc)
+
+    def _storage_failed(self, exc: BaseException) -> None:
+        log.error("run %s: could not write its results: %s", self.run_id, exc)
+        if self.state == RunState.finished:
+            self.state = RunState.failed
+        note = f"storage failed: {exc}"
+        if self.reason is None:
+            self.reason = note
+        elif note not in self.reason:
+            self.reason = f"{self.reason}; {note}"
