@@ -149,6 +149,9 @@ class PendingEvent:
     kind: EventKind
     data: dict[str, Any]
 
+    def key(self) -> tuple[EventKind, float, dict[str, Any]]:
+        return (self.kind, self.time_s, self.data)
+
     def to_list(self) -> list[Any]:
         return [self.time_s, self.kind.value, self.data]
 
