@@ -418,6 +418,12 @@ class Furnace(Instrument, Protocol):
         """Hold the running programme: its time stops and the setpoint stays."""
         ...
 
+    async def read_program(self) -> list[FurnaceSegment]:
+        """The programme the controller holds, read back segment by segment up to its
+        ``end`` (included), as the controller stores it (rates and times at its
+        resolution): a restarted host compares it with the one it loaded."""
+        ...
+
     async def program_status(self) -> str: ...
 
     async def safe_state(self) -> None:

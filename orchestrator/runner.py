@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ from .events import EventSink
 from .executor import Executor, RunOptions, RunOutcome
 from .journal import Journal
 from .run.bindings import RunBindings
-from .station import DEFAULT_STATION, Position, StationConfig
+from .run.request import RunRequest
+from .station import Position, StationConfig
 from .store import RunStore, new_run_id
 
 __all__ = ["RunRequest", "bind_instruments", "execute_run", "is_thermal", "resume_run"]
@@ -27,23 +27,6 @@ def is_thermal(protocol: Protocol) -> bool:
 
     steps = protocol.steps()
     return any(isinstance(s, FurnaceStep | GasStep) for s in steps) and not protocol.drives_cell()
-
-
-@dataclass
-class RunRequest:
-    protocol: Protocol
-    protocol_yaml: str
-    out_dir: Path
-    station: StationConfig = DEFAULT_STATION
-    position: str | None = None
-    sim: bool = True
-    seed: int = 0
-    options: RunOptions | None = None
-    run_id: str | None = None
-    durable: bool | None = None  # fsync data and journal (default: on hardware)
-    staging: bool | None = None  # log rows before they reach a chunk (default: durable)
-    # how often rows reach the staging log (default: STAGE_EVERY_S if durable, else 0)
-    stage_every_s: float | None = None
 
 
 @contextlib.asynccontextmanager
@@ -71,7 +54,7 @@ async def execute_run(
     tests hand in instruments they keep).
     """
     if is_thermal(req.protocol):
-        from .thermal import execute_thermal_run  # type: ignore[import-not-found,unused-ignore]
+        from .thermal import execute_thermal_run
 
         result: tuple[RunOutcome, Path] = await execute_thermal_run(
             req, sinks=sinks, on_progress=on_progress, on_executor=on_executor
@@ -129,11 +112,21 @@ async def resume_run(
 
     Reads the journal, asks the instrument what it is doing (a block that kept running
     is adopted, not restarted), and goes on at the right step and cycle, storing every
-    record exactly once. Raises :class:`JournalCorrupt` rather than guess.
+    record exactly once. A furnace run (``"kind": "thermal"``) goes to
+    :func:`orchestrator.thermal.resume_thermal_run`. Raises :class:`JournalCorrupt` rather
+    than guess.
     """
     from labrig.protocols.loader import load_protocol_text
 
     meta = json.loads((run_dir / "run.json").read_text())
+    if meta.get("kind") == "thermal":
+        from .thermal import resume_thermal_run
+
+        thermal: tuple[RunOutcome, Path] = await resume_thermal_run(
+            run_dir, station=station, sim=sim, sinks=sinks, on_progress=on_progress,
+            on_executor=on_executor, options=options, durable=durable,
+        )  # fmt: skip
+        return thermal
     if meta.get("state") in ("finished", "aborted", "failed"):
         raise ValueError(f"{run_dir.name} ended ({meta['state']}); nothing to resume")
     protocol = load_protocol_text(

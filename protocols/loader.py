@@ -6,8 +6,9 @@ every problem as ``file:line: field.path: rule``. The YAML is read by
 :mod:`protocols.yamlsafe` (no tags, no constructors, bounded aliases, depth and size).
 
 Beyond the models' own rules the loader checks what needs the whole protocol: C-rates
-need a cell spec that resolves 1C, cut-off voltages lie inside the safety window, and
-setpoint currents do not exceed the current limit (each reported at its step's line).
+need a cell spec that resolves 1C, and the rules of :mod:`protocols.checks` (voltages,
+currents and temperatures inside the limits, EIS frequencies, loop totals and duration),
+each reported at its step's line.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import models as m
+from .checks import protocol_issues
 from .errors import Issue, ProtocolError
 from .yamlsafe import YamlDocument, YamlProblem, read_yaml, scalar_from_text
 
@@ -297,62 +299,6 @@ def _locate(
         issues.append(_issue(doc, name, path, msg, overrides))
     issues.sort(key=lambda i: (i.line or 0, i.path))
     return issues
-
-
-# --------------------------------------------------------------------------- whole-protocol checks
-
-
-def protocol_issues(protocol: m.Protocol) -> list[tuple[PathT, str]]:
-    """Rules that need the whole protocol: cut-offs inside the safety window, currents
-    within the current limit, furnace targets under furnace_max_C. Returns (path, rule)."""
-    out: list[tuple[PathT, str]] = []
-    lim = protocol.limits
-    for path, step in protocol.steps_with_paths():
-        if lim.voltage_V is not None:
-            lo, hi = lim.voltage_V
-            volts: list[float] = [
-                c.value for c in getattr(step, "until", []) if c.quantity == "voltage"
-            ]
-            if isinstance(step, m.HoldStep):
-                volts.append(step.voltage_V)
-            if isinstance(step, m.CurrentStep) and step.cv is not None:
-                v = step.cv_voltage_V()
-                if v is not None:
-                    volts.append(v)
-            if isinstance(step, m.EisStep) and step.bias_V is not None:
-                volts.append(step.bias_V)
-            for v in volts:
-                if not lo <= v <= hi:
-                    out.append((path, f"{v:g} V is outside limits.voltage_V [{lo:g}, {hi:g}]"))
-        current = getattr(step, "current", None)
-        if lim.current_abs_A is not None and isinstance(current, m.Current):
-            try:
-                amps = current.amps(protocol.cell)
-            except ValueError:
-                amps = None  # reported by cell_issues
-            if amps is not None and amps > lim.current_abs_A * (1 + 1e-9):
-                out.append(
-                    (
-                        path,
-                        (f"{current.describe()} = " if current.basis != "A" else "")
-                        + f"{amps * 1e3:.4g} mA is above "
-                        f"limits.current_abs_A ({lim.current_abs_A * 1e3:.4g} mA)",
-                    )
-                )
-        if (
-            isinstance(step, m.FurnaceStep)
-            and lim.furnace_max_C is not None
-            and step.target_C is not None
-            and step.target_C > lim.furnace_max_C
-        ):
-            out.append(
-                (
-                    path,
-                    f"{step.target_C:g} °C is above limits.furnace_max_C "
-                    f"({lim.furnace_max_C:g} °C)",
-                )
-            )
-    return out
 
 
 # --------------------------------------------------------------------------- dumping

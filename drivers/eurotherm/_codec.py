@@ -212,6 +212,25 @@ def encode_segments(
     return out
 
 
+def decode_segment(regs: Sequence[int], layout: SegmentLayout, decimals: int) -> FurnaceSegment:
+    """One segment's registers as the controller runs it (inverse of the encoding)."""
+    kind = regs[layout.type_offset]
+    target = decode_scaled(regs[layout.target_offset], decimals)
+    if kind == SEGMENT_TYPES["ramp_rate"]:
+        rate = decode_scaled(regs[layout.rate_offset], decimals) / layout.rate_unit_s
+        return FurnaceSegment("ramp", target, rate_K_per_s=rate)
+    if kind == SEGMENT_TYPES["ramp_time"]:
+        duration = regs[layout.duration_offset] * layout.time_unit_s
+        return FurnaceSegment("ramp", target, duration_s=duration)
+    if kind == SEGMENT_TYPES["dwell"]:
+        return FurnaceSegment("dwell", duration_s=regs[layout.duration_offset] * layout.time_unit_s)
+    if kind == SEGMENT_TYPES["step"]:
+        return FurnaceSegment("step", target)
+    if kind == SEGMENT_TYPES["end"]:
+        return FurnaceSegment("end")
+    raise InstrumentError(f"segment type {kind} is not one this driver loads")
+
+
 def _duration(seconds: float, layout: SegmentLayout, label: str) -> int:
     if not math.isfinite(seconds) or seconds <= 0:
         raise InstrumentError(f"{label}: duration must be positive, got {seconds}")

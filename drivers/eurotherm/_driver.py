@@ -17,6 +17,7 @@ from labrig.drivers.eurotherm._codec import (
     REG,
     EurothermSettings,
     decode_scaled,
+    decode_segment,
     decode_status,
     encode_scaled,
     encode_segments,
@@ -214,6 +215,24 @@ class EurothermFurnace:
 
     async def hold_program(self) -> None:
         await self._write(REG["program_status"], self.settings.status_commands["hold"])
+
+    async def read_program(self) -> list[FurnaceSegment]:
+        """The configured programme's segments, read back up to its ``end``."""
+        layout = self.settings.program
+        if layout is None:
+            raise InstrumentError(
+                f"{self._name}: no programmer layout configured for a {self.settings.series}"
+            )
+        segments: list[FurnaceSegment] = []
+        for i in range(1, layout.max_segments + 1):
+            regs = await self._bus.read_registers(
+                self._address, segment_address(layout, i), layout.segment_stride
+            )
+            seg = decode_segment(regs, layout, self.settings.decimals)
+            segments.append(seg)
+            if seg.kind == "end":
+                return segments
+        raise InstrumentError(f"{self._name}: the programme has no end segment")
 
     async def program_status(self) -> str:
         """``reset``, ``running``, ``hold``, ``holdback`` or ``complete``."""

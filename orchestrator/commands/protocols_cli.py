@@ -17,28 +17,17 @@ from labrig.protocols import (
     summarize,
 )
 
+from ._options import PositionOption, SetOption, parse_sets
+
 if TYPE_CHECKING:
     from labrig.protocols.models import Protocol
 
 EXIT_INVALID = 2
 
 
-def _parse_sets(values: list[str] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"{item!r}: write --set key=value (e.g. cell.cam_mass_mg=9.1)")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def validate(
     file: Annotated[str, typer.Argument(help="A protocol YAML file or a library name.")],
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a cell field: --set cell.cam_mass_mg=9.1"),
-    ] = None,
+    set_: SetOption = None,
     station: Annotated[
         Path | None,
         typer.Option(
@@ -47,15 +36,12 @@ def validate(
             "(EIS frequencies, currents, setpoints, flows).",
         ),
     ] = None,
-    position: Annotated[
-        str | None,
-        typer.Option("--position", help="Station position to check (default: the first)."),
-    ] = None,
+    position: PositionOption = None,
 ) -> None:
     """Check a protocol; print its summary (exit 0) or every error as file:line (exit 2)."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        protocol = load_protocol(file, overrides=_parse_sets(set_))
+        protocol = load_protocol(file, overrides=parse_sets(set_))
     except ProtocolError as exc:
         for issue in exc.issues:
             err.print(str(issue), markup=False)

@@ -23,8 +23,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ..events import RunState
-from ..instruments.sim.presets import PRESET_HELP, check_preset
+from ..instruments.sim.presets import check_preset
 from ._format import duration_text
+from ._options import PositionOption, SetOption, StationOption, parse_sets
 
 __all__ = ["register"]
 
@@ -57,17 +58,7 @@ class _SimTimeColumn(ProgressColumn):
         )
 
 
-def _parse_sets(items: list[str]) -> dict[str, str]:
-    out_: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"--set takes key=value, got {item!r}")
-        key = key.strip()
-        if not key.startswith("cell."):
-            key = "cell." + key
-        out_[key] = value.strip()
-    return out_
+_parse_sets = parse_sets  # the name `labrig submit` imports
 
 
 def _check_compiles(proto: Any, sim: bool) -> None:
@@ -113,25 +104,12 @@ def run(
         str, typer.Argument(help="A protocol file, or a name from `labrig library`.")
     ],
     sim: Annotated[bool, typer.Option("--sim", help="Run on simulated instruments.")] = False,
-    station: Annotated[
-        Path | None,
-        typer.Option("--station", help="Station file (default: built-in simulated station)."),
-    ] = None,
-    position: Annotated[
-        str | None, typer.Option("--position", help="Station position (default: the first).")
-    ] = None,
+    station: StationOption = None,
+    position: PositionOption = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where run directories go.")] = Path(
         "runs"
     ),
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Override a cell field, e.g. --set cam_mass_mg=9.1 or --set preset=NAME; "
-            + PRESET_HELP
-            + ".",
-        ),
-    ] = None,
+    set_: SetOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated cell's noise.")] = 0,
     mqtt: Annotated[
         str | None, typer.Option("--mqtt", help="Publish status to this broker URL.")

@@ -20,6 +20,7 @@ from .hw.gamry import GamryOptions, gamry_limits, open_gamry_entry
 from .hw.keithley import K2450Options, k2450_limits, open_k2450
 from .hw.maccor import MaccorOptions, maccor_limits, open_maccor
 from .hw.palmsens import PalmSensOptions, open_palmsens, palmsens_limits
+from .hw.remote import RemoteOptions, open_remote
 from .registry import Capability, InstrumentEntry, NoOptions
 from .sim.alicat import serve_alicat, simulate_alicat
 from .sim.biologic import simulate_biologic_entry
@@ -36,6 +37,7 @@ from .sim.gamry import simulate_gamry_entry
 from .sim.keithley import serve_k2450, simulate_k2450
 from .sim.maccor import serve_maccor, simulate_maccor
 from .sim.palmsens import serve_palmsens, simulate_palmsens
+from .sim.remote import simulate_remote
 
 __all__ = ["ENTRIES", "REGISTRY", "entry", "known_drivers"]
 
@@ -142,6 +144,14 @@ ENTRIES: tuple[InstrumentEntry[Any], ...] = (
         open=None,
         simulate=simulate_chamber,
         limits=sim_chamber_limits,
+    ),
+    InstrumentEntry(
+        driver="remote",
+        summary="an instrument another lab agent owns, through its API (lab://AGENT/INSTRUMENT)",
+        capabilities=frozenset({Capability.impedance, Capability.chamber}),
+        options=RemoteOptions,
+        open=open_remote,
+        simulate=simulate_remote,
     ),
 )
 

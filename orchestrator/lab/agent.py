@@ -189,7 +189,7 @@ class LabAgent:
         from .security import mint_token
 
         shared = self.cfg.shared_instruments()
-        needs_remote = any(self.cfg.links.values())
+        needs_remote = self.cfg.needs_remote()
         if not shared and not needs_remote:
             return
         if self.secret is None:
@@ -203,7 +203,8 @@ class LabAgent:
         if shared:
             await self._serve_shared(stack, shared, tls)
         if needs_remote:
-            from .remote import RemoteHub
+            from ..instruments.hw.remote import CONNECTOR
+            from .remote import HubConnector, RemoteHub
 
             link = self._link("leases")
             leases = Leases(link, notifier, agent=self.cfg.name, lease_s=self.cfg.lab.lease_s)
@@ -213,6 +214,8 @@ class LabAgent:
                 ssl=client_ssl_context(tls), owner_wait_s=self.cfg.lab.owner_wait_s,
             )  # fmt: skip
             stack.push_async_callback(self.hub.aclose)
+            # ``driver: remote`` instruments open as this hub's proxies in our runs
+            CONNECTOR.set(HubConnector(self.hub))
 
     async def _serve_shared(
         self, stack: contextlib.AsyncExitStack, shared: dict[str, Any], tls: Any
@@ -267,11 +270,15 @@ class LabAgent:
     # ------------------------------------------------------------------ runs
     def _adapt(self, b: RunBindings, position: Position) -> RunBindings:
         links = self.cfg.links.get(position.name)
-        if not links or self.hub is None or self.scheduler is None:
+        if self.hub is None or self.scheduler is None:
             return b
-        from .remote import RemoteChamber, RemoteImpedance
+        from .remote import RemoteChamber, RemoteImpedance, bind_run
 
         run_id = self.scheduler.queue(position.name)[0].run_id
+        bind_run(b.impedance, run_id)
+        bind_run(b.chamber, run_id)
+        if not links:
+            return b
         upd: dict[str, Any] = {}
         if "impedance" in links:
             upd["impedance"] = RemoteImpedance(self.hub, links["impedance"], run_id)

@@ -92,6 +92,11 @@ class AgentConfig:
     lab: LabSection = field(default_factory=LabSection)
     positions: list[Position] = field(default_factory=list)  # as written (for the lab db)
     path: Path | None = None
+    remote: dict[str, tuple[str, str]] = field(default_factory=dict)  # driver remote: owner
+
+    def needs_remote(self) -> bool:
+        """Whether runs here reach instruments of other agents (or our own shared ones)."""
+        return bool(self.remote) or any(self.links.values())
 
     def shared_instruments(self) -> dict[str, InstrumentConfig]:
         return {n: self.instruments[n] for n in self.lab.shared}
@@ -169,10 +174,8 @@ def agent_config_from_dict(data: dict[str, Any], path: Path = Path("<station>"))
             links.setdefault(str(pos.get("name")), {})[role] = link
             pos[role] = None
         local_positions.append(pos)
-    try:
-        instruments = {k: InstrumentConfig.model_validate(v) for k, v in instruments_raw.items()}
-    except ValidationError as exc:
-        raise _errors(path, exc, "instruments") from None
+    instruments = _instruments(path, instruments_raw)
+    remote = _remote_owners(path, instruments)
     station = None
     if local_positions:
         try:
@@ -183,8 +186,9 @@ def agent_config_from_dict(data: dict[str, Any], path: Path = Path("<station>"))
     elif not isinstance(name, str) or not name:
         raise StationError(f"{path}: name: the agent's name is required")
     written = [
-        Position.model_validate({**p, **{r: links[p["name"]][r].resource
-                                         for r in links.get(str(p.get("name")), {})}})
+        Position.model_validate({**p, **_remote_refs(p, remote),
+                                 **{r: links[p["name"]][r].resource
+                                    for r in links.get(str(p.get("name")), {})}})
         for p in local_positions
     ]  # fmt: skip
     return AgentConfig(
@@ -195,4 +199,46 @@ def agent_config_from_dict(data: dict[str, Any], path: Path = Path("<station>"))
         lab=lab,
         positions=written,
         path=path,
+        remote=remote,
     )
+
+
+def _instruments(path: Path, raw: dict[str, Any]) -> dict[str, InstrumentConfig]:
+    out = {}
+    for k, v in raw.items():
+        try:
+            out[k] = InstrumentConfig.model_validate(v)
+        except ValidationError as exc:
+            raise _errors(path, exc, f"instruments.{k}") from None
+    return out
+
+
+def _remote_owners(
+    path: Path, instruments: dict[str, InstrumentConfig]
+) -> dict[str, tuple[str, str]]:
+    """Instruments of ``driver: remote``: name -> (owning agent, its instrument)."""
+    from ..instruments.hw.remote import parse_remote_address
+
+    out = {}
+    for k, inst in instruments.items():
+        if inst.driver != "remote":
+            continue
+        if inst.address is None:
+            raise StationError(f"{path}: instruments.{k}.address: lab://AGENT/INSTRUMENT needed")
+        try:
+            out[k] = parse_remote_address(inst.address)
+        except ValueError as exc:
+            raise StationError(f"{path}: instruments.{k}.address: {exc}") from None
+    return out
+
+
+def _remote_refs(pos: dict[str, Any], remote: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """A position's references to remote instruments, as the lab database writes them
+    (``agent:instrument/channel``)."""
+    out = {}
+    for role in ROLES:
+        ref = pos.get(role)
+        if isinstance(ref, str) and ref.partition("/")[0] in remote:
+            agent, inst = remote[ref.partition("/")[0]]
+            out[role] = f"{agent}:{inst}/{ref.partition('/')[2] or 0}"
+    return out

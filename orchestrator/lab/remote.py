@@ -42,7 +42,15 @@ from .config import RemoteRef
 from .db import AsyncLink, LabUnavailable
 from .wire import decode_result, encode_args
 
-__all__ = ["OwnerLost", "RemoteChamber", "RemoteCycler", "RemoteHub", "RemoteImpedance"]
+__all__ = [
+    "HubConnector",
+    "OwnerLost",
+    "RemoteChamber",
+    "RemoteCycler",
+    "RemoteHub",
+    "RemoteImpedance",
+    "bind_run",
+]
 
 log = logging.getLogger("labrig.lab.remote")
 
@@ -234,8 +242,11 @@ class RemoteHub:
             raise LeaseLost(f"{ref.resource}: {detail}")
         if r.status_code == 502:
             d = r.json().get("detail") or {}
+            message = f"{ref.resource}: {d.get('message', detail)}"
+            if d.get("error") == "ValueError":
+                raise ValueError(message)  # the owner refused the arguments, as locally
             cls = InstrumentTimeout if d.get("error") == "InstrumentTimeout" else InstrumentError
-            raise cls(f"{ref.resource}: {d.get('message', detail)}")
+            raise cls(message)
         raise InstrumentError(f"{ref.resource}: {method} refused ({r.status_code}): {detail}")
 
 
@@ -328,6 +339,8 @@ class RemoteImpedance(_Remote):
                 return empty_spectrum()
 
     async def measure_ocv(self, duration_s: float) -> float:
+        if not (math.isfinite(duration_s) and duration_s > 0):
+            raise ValueError(f"{self.name}: OCV duration must be > 0 s, got {duration_s}")
         v: float = await self._once("measure_ocv", 30.0 + 2 * duration_s, duration_s=duration_s)
         return v
 
@@ -421,3 +434,27 @@ class RemoteCycler(_Remote):
 
     async def safe_state(self) -> None:
         await self._call("safe_state")
+
+
+class HubConnector:
+    """The agent's :class:`~orchestrator.instruments.hw.remote.RemoteConnector`: opening a
+    ``driver: remote`` instrument gives these proxies; :func:`bind_run` names their run."""
+
+    def __init__(self, hub: RemoteHub) -> None:
+        self.hub = hub
+
+    def channel(self, capability: Any, agent: str, instrument: str, channel: int) -> Any:
+        ref = RemoteRef(agent, instrument, channel)
+        if capability.value == "impedance":
+            return RemoteImpedance(self.hub, ref, "")
+        if capability.value == "chamber":
+            return RemoteChamber(self.hub, ref, "")
+        raise InstrumentError(f"{ref.resource}: no remote {capability.value} channel")
+
+
+def bind_run(obj: object, run_id: str) -> bool:
+    """Tell a remote proxy (opened through the registry) which run uses it."""
+    if isinstance(obj, _Remote):
+        obj.run_id = run_id
+        return True
+    return False

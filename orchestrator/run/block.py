@@ -7,6 +7,7 @@ import contextlib
 from typing import Any
 
 from labrig.drivers.capabilities import BlockResult, ChannelState, InstrumentError, StepEnd
+from labrig.protocols.models import PulseStep
 
 from ..compile import CompiledStep
 from ..events import EventKind, RunState
@@ -130,5 +131,4 @@ class BlockSupervisor(RecordIngest):
 
     def _ends_loop(self, cs: CompiledStep, end: StepEnd) -> bool:
         # end_block is used for 'end_loop' actions and for the end of a pulse train.
-        src = cs.source
-        return getattr(src, "step", None) != "pulse"
+        return not isinstance(cs.source, PulseStep)

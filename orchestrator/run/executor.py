@@ -16,13 +16,11 @@ type) and :mod:`.walk` (nodes, loops, units).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from labrig.drivers.capabilities import ChannelLimits, InstrumentError
+from labrig.drivers.capabilities import ChannelLimits
 from labrig.protocols.models import CellSpec, ChamberStep
 
 from ..events import EventKind, RunState
@@ -41,14 +39,13 @@ class Executor(ProtocolWalker):
     # awaited after the safe state of a cancelled run, before its final writes
     before_final_writes: Callable[[], Awaitable[None]] | None = None
 
-    async def run(self) -> RunOutcome:
-        """Run the protocol from the start, or from the journal when ``resume`` was set."""
-        self._start_clock()
-        self.state = RunState.running
-        position: list[Any] | None = None
+    _position: list[Any] | None = None  # where a resumed run goes on
+
+    def _begin(self) -> None:
+        """Start from the top, or from the journal when ``resume_from`` was called."""
         if self._resume_from is not None:
-            position = self._restore(self._resume_from)
-            self._emit(EventKind.run_resumed, position=position)
+            self._position = self._restore(self._resume_from)
+            self._emit(EventKind.run_resumed, position=self._position)
             self._journal_held()
         else:
             self._emit(
@@ -57,44 +54,22 @@ class Executor(ProtocolWalker):
             if self.journal is not None:
                 self.journal.set_started(self.clock.wall(), mono=self._t0)
         self._publish_status()
-        try:
-            if position is None:
-                await self._prepare()
-            else:
-                await self._prepare_resumed()
-            await self._run_nodes(self.protocol.sequence, True, position)
-            self._finish_cycle()
-            self.state = RunState.finished
-        except RunAborted as exc:
-            self.state = exc.state
-            self.reason = exc.reason
-        except InstrumentError as exc:
-            self.state = RunState.failed
-            self.reason = f"instrument error: {exc}"
-            self._emit(EventKind.fault, message=str(exc))
-        except asyncio.CancelledError:
-            if self._abandoned:
-                raise  # as if the process died: nothing more is sent or written
-            self.state = RunState.aborted
-            self.reason = "cancelled"
-            await self._safe_state_all()
-            if self.before_final_writes is not None:
-                # a station stopping at once: every run's instruments safe before any
-                # run's final writes hold the event loop
-                await self.before_final_writes()
-            self._close(final=True)
-            raise
-        except (OSError, sqlite3.Error) as exc:
-            self.state = RunState.failed
-            self.reason = f"storage failed: {exc}"
-            log.error("run %s: storage failed, instruments to their safe state: %s",
-                      self.run_id, exc)  # fmt: skip
-        except Exception as exc:
-            self.state = RunState.failed
-            self.reason = f"{type(exc).__name__}: {exc}"
-            log.exception("run %s failed", self.run_id)
-        await self._safe_state_all()
-        self._close(final=True)
+
+    async def _work(self) -> None:
+        if self._position is None:
+            await self._prepare()
+        else:
+            await self._prepare_resumed()
+        await self._run_nodes(self.protocol.sequence, True, self._position)
+        self._finish_cycle()
+
+    async def _cancelled_safe(self) -> None:
+        if self.before_final_writes is not None:
+            # a station stopping at once: every run's instruments safe before any
+            # run's final writes hold the event loop
+            await self.before_final_writes()
+
+    def _outcome(self) -> RunOutcome:
         return RunOutcome(
             run_id=self.run_id,
             state=self.state,

@@ -46,22 +46,6 @@ class JournalledRun(CellRunState):
             "held": [e.to_list() for e in self._timeline.pending()],
         }
 
-    def _journal_unit_start(self, kind: str, **extra: Any) -> None:
-        self.store.sync()  # the journal's position never runs ahead of the staged rows
-        self._unit_info = {
-            "kind": kind,
-            "pos": [list(p) for p in self._pos],
-            "before": self._snapshot(),
-            **extra,
-        }
-        if self.journal is not None:
-            self.journal.unit_start(self._unit_info)
-
-    def _journal_unit_done(self) -> None:
-        if self.journal is not None and self._unit_info is not None:
-            self.store.sync()
-            self.journal.unit_done({**self._unit_info, "after": self._snapshot()})
-
     def resume_from(self, journal: Journal) -> None:
         """Continue this run where the journal says it was (call before ``run``)."""
         unit = journal.get("unit")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labrig.drivers.capabilities import Instrument
+from labrig.drivers.capabilities import Instrument, InstrumentError
 from labrig.protocols.models import Protocol
 
 from ..clock import Clock
@@ -116,12 +116,14 @@ def event_key(kind: EventKind, data: dict[str, Any]) -> tuple[Any, ...]:
 
 
 class RunLifecycle:
-    """Events, status, control and ending of one run; subclasses do the work.
+    """Events, status, control, journal position and ending of one run.
 
-    A subclass provides :meth:`status`, :meth:`safe_targets` (the instruments to leave
-    safe) and ``run()``; it calls :meth:`_start_clock` first, :meth:`_check_control` or
-    :meth:`_safe_point` between its units of work, and :meth:`_safe_state_all` and
-    :meth:`_close` at the end.
+    :meth:`run` is the lifecycle: ``_begin`` (the first events), ``_work`` (the
+    protocol), then, however the work ended, every instrument of :meth:`safe_targets`
+    to its safe state and :meth:`_close`. A subclass provides those and
+    :meth:`status`, :meth:`_outcome` and :meth:`_snapshot`; it calls
+    :meth:`_check_control` or :meth:`_safe_point` between its units of work and
+    journals each unit with :meth:`_journal_unit_start` and :meth:`_journal_unit_done`.
     """
 
     def __init__(
@@ -153,6 +155,8 @@ class RunLifecycle:
         self._resume = asyncio.Event()
         # events a resumed run re-derives that the journal already holds (not recorded again)
         self._replay_expect: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._pos: list[Any] = []  # where the walk is: the unit in progress, from the root
+        self._unit_info: dict[str, Any] | None = None  # the journal entry of that unit
         # events wait here until nothing not known yet can be dated before them
         self._timeline = EventTimeline()
         self._ending = False  # the run is closing: every event waiting goes out
@@ -271,17 +275,101 @@ class RunLifecycle:
         if self.on_progress is not None:
             self.on_progress(self)
 
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> RunOutcome:
+        """Run to the end; every instrument the run used ends in its safe state."""
+        self._start_clock()
+        self.state = RunState.running
+        self._begin()
+        try:
+            await self._work()
+            self.state = RunState.finished
+        except RunAborted as exc:
+            self.state = exc.state
+            self.reason = exc.reason
+        except InstrumentError as exc:
+            self.state = RunState.failed
+            self.reason = self._instrument_failed(exc)
+        except asyncio.CancelledError:
+            if self._abandoned:
+                raise  # as if the process died: nothing more is sent or written
+            self.state = RunState.aborted
+            self.reason = "cancelled"
+            await self._safe_state_all()
+            await self._cancelled_safe()
+            self._close()
+            raise
+        except (OSError, sqlite3.Error) as exc:
+            self.state = RunState.failed
+            self.reason = f"storage failed: {exc}"
+            log.error("run %s: storage failed, instruments to their safe state: %s",
+                      self.run_id, exc)  # fmt: skip
+        except Exception as exc:
+            self.state = RunState.failed
+            self.reason = f"{type(exc).__name__}: {exc}"
+            log.exception("run %s failed", self.run_id)
+        await self._safe_state_all()
+        self._close()
+        return self._outcome()
+
+    def _begin(self) -> None:
+        """The run's first events (started, or resumed), before any instrument is used."""
+        raise NotImplementedError
+
+    async def _work(self) -> None:
+        """Carry out the protocol; returns when it is done."""
+        raise NotImplementedError
+
+    def _outcome(self) -> RunOutcome:
+        raise NotImplementedError
+
+    def _instrument_failed(self, exc: InstrumentError) -> str:
+        """Record an instrument's error that ended the run; returns the run's reason."""
+        self._emit(EventKind.fault, message=str(exc))
+        return f"instrument error: {exc}"
+
+    async def _cancelled_safe(self) -> None:
+        """A cancelled run's instruments are safe; its final writes come next."""
+
+    # ------------------------------------------------------------------ journal position
+
+    def _snapshot(self) -> dict[str, Any]:
+        """What a resumed run needs to know of its bookkeeping at a journalled point."""
+        raise NotImplementedError
+
+    def _journal_unit_start(self, kind: str, **extra: Any) -> None:
+        """A unit of work is about to be sent to an instrument: journal where and what."""
+        self.store.sync()  # the journal's position never runs ahead of the staged rows
+        self._unit_info = {
+            "kind": kind,
+            "pos": [list(p) for p in self._pos],
+            "before": self._snapshot(),
+            **extra,
+        }
+        if self.journal is not None:
+            self.journal.unit_start(self._unit_info)
+
+    def _journal_unit_done(self) -> None:
+        if self.journal is not None and self._unit_info is not None:
+            self.store.sync()
+            self.journal.unit_done({**self._unit_info, "after": self._snapshot()})
+
     # ------------------------------------------------------------------ ending
 
     def safe_targets(self) -> list[Instrument]:
         """The instruments this run must leave in their safe state, in order."""
         raise NotImplementedError
 
+    async def _make_safe(self, inst: Instrument) -> None:
+        """Put one instrument in its safe state (a subclass may do more for some)."""
+        await safe_state_with_retries(inst)
+
     async def _safe_state_all(self) -> None:
         """Every instrument the run used to its safe state, each under its own deadline."""
         for inst in self.safe_targets():
             try:
-                await safe_state_with_retries(inst)
+                await self._make_safe(inst)
             except Exception as exc:  # keep going: every instrument gets its chance
                 why = (
                     f"no answer within {SAFE_STATE_TIMEOUT_S * SAFE_STATE_ATTEMPTS:g} s"
@@ -291,12 +379,22 @@ class RunLifecycle:
                 log.error("safe state of %s failed: %s", inst.name, why)
                 self._emit(EventKind.fault, message=f"safe state of {inst.name} failed: {why}")
 
-    def _close(self, *, final: bool) -> None:
+    def _closing(self) -> None:
+        """The run's own last bookkeeping and files, before its ``run_ended`` event."""
+
+    def _closed(self) -> None:
+        """After the store is finished (its last metadata)."""
+
+    def _close(self) -> None:
         if self.state in (RunState.running, RunState.paused):
             self.state = RunState.failed
         # Storage can be what failed (a full disk): the instruments are already safe,
         # so report what could not be written instead of crashing on it.
         self._ending = True
+        try:
+            self._closing()
+        except (OSError, sqlite3.Error) as exc:
+            self._storage_failed(exc)
         try:
             self._emit(EventKind.run_ended, state=self.state.value, reason=self.reason)
         except (OSError, sqlite3.Error) as exc:
@@ -304,6 +402,7 @@ class RunLifecycle:
         self._publish_status()
         try:
             self.store.finish(self.state, self.reason)
+            self._closed()
         except (OSError, sqlite3.Error) as exc:
             self._storage_failed(exc)
         if self.journal is not None:

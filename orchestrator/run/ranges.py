@@ -56,7 +56,7 @@ class _Inst:
         return f" (the station's instruments.{self.name}.{option} sets it)" if option else ""
 
 
-_PREFIXES = ((1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ"))
+_PREFIXES = ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ"))
 
 
 def format_quantity(value: float, unit: str) -> str:

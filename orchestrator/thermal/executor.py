@@ -19,264 +19,82 @@ hot keeps its gas on and waits for it to cool first.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any
 
 from labrig.drivers.capabilities import InstrumentError, SafetyTrip
-from labrig.protocols.models import Protocol
 
-from ..clock import Clock
-from ..events import Event, EventKind, EventSink, RunState, RunStatus, SinkFanout
-from ..executor import RunAborted, RunOutcome
-from ..store import RunStore
-from .instruments import ThermalInstruments
-from .options import ThermalOptions
-from .plan import GasPhase, ProgrammePhase, ThermalPlan
-from .recorder import ThermalRecorder
+from ..events import EventKind, RunState
+from ..journal import Journal
+from ..run.lifecycle import RunAborted
+from .plan import GasPhase, ProgrammePhase
+from .state import FurnaceRunState, StepView, ThermalOutcome
 
-__all__ = ["FurnaceExecutor", "ThermalOutcome"]
-
-log = logging.getLogger(__name__)
-
-SAFE_STATE_TIMEOUT_S = 10.0
+__all__ = ["FurnaceExecutor", "StepView", "ThermalOutcome"]
 
 
-@dataclass
-class ThermalOutcome(RunOutcome):
-    """A run outcome with the furnace run's summary (also in ``summary.json``)."""
-
-    summary: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _Cycles:
-    cycle: int = 0  # furnace runs have no cycles; the progress display shows 0
-
-
-@dataclass(frozen=True)
-class StepView:
-    """The step in progress, as the progress display and status show it."""
-
-    label: str
-    index: int
-
-
-class FurnaceExecutor:
+class FurnaceExecutor(FurnaceRunState):
     """Runs one furnace protocol. Use ``await FurnaceExecutor(...).run()`` once.
 
-    Compatible with the progress display and MQTT attachment of
-    :class:`orchestrator.executor.Executor`: ``progress()``, ``run_time()``, ``cycles``,
-    ``current_step``, ``state``, ``status()``, ``record()``, ``request_abort/pause/resume``.
+    Shares the lifecycle of :class:`orchestrator.executor.Executor` (events, status,
+    pause and abort, safe state, close: :class:`orchestrator.run.lifecycle.RunLifecycle`)
+    and what the progress display and MQTT attachment read: ``progress()``,
+    ``run_time()``, ``cycles``, ``current_step``, ``state``, ``status()``, ``record()``.
     """
 
-    def __init__(
-        self,
-        *,
-        run_id: str,
-        protocol: Protocol,
-        plan: ThermalPlan,
-        channel: str,
-        instruments: ThermalInstruments,
-        store: RunStore,
-        options: ThermalOptions,
-        sinks: Sequence[EventSink] = (),
-        on_progress: Callable[[FurnaceExecutor], None] | None = None,
-    ) -> None:
-        self.run_id = run_id
-        self.protocol = protocol
-        self.plan = plan
-        self.channel = channel
-        self.inst = instruments
-        self.store = store
-        self.options = options
-        self.sinks = list(sinks)
-        self._out = SinkFanout(self.sinks)
-        self.on_progress = on_progress
-        self.cycles = _Cycles()
-        self.current_step: StepView | None = None
-        self.state = RunState.pending
-        self.reason: str | None = None
-        self.event_seq = 0
-        self.recorder = ThermalRecorder(list(instruments.gases))
-        self.summary: dict[str, Any] = {}
-        self.last_pv: float | None = None
-        self.last_sp: float | None = None
-        self.last_output: float | None = None
-        self.flow_sp: dict[str, float] = {line: 0.0 for line in instruments.gases}
-        self._settled: set[str] = set()
-        self._low: dict[str, int] = {}
-        self._heat_loss = 0
-        self._prev_pv: float | None = None
-        self._clock: Clock | None = None
-        self._t0 = 0.0
-        self._next_record = 0.0
-        self._planned_s = 1.0
-        self._heated = False
-        self._abort_requested: str | None = None
-        self._pause_requested = False
-        self._pause_reason = ""
-        self._hold_deadline: float | None = None
-        self._prog: tuple[float, list[tuple[float, float, Any, float]], ProgrammePhase] | None = (
-            None
-        )
-        self._held_s = 0.0
-        self._selected: dict[str, str] = {}
-        self._step_started: float = 0.0
-
-    # ------------------------------------------------------------------ control
-
-    @property
-    def sims(self) -> dict[str, Any]:
-        """The simulators of a dry run (``furnace``, ``gas``), for fault switches."""
-        return self.inst.sims
-
-    def request_abort(self, reason: str = "operator abort") -> None:
-        self._abort_requested = reason
-
-    def request_pause(self) -> None:
-        self._pause_requested = True
-        self._pause_reason = "operator pause"
-
-    def request_resume(self) -> None:
-        self._pause_requested = False
-
-    @property
-    def clock(self) -> Clock:
-        assert self._clock is not None
-        return self._clock
-
-    def run_time(self) -> float:
-        return self.clock.now() - self._t0 if self._clock is not None else 0.0
-
-    def progress(self) -> float:
-        if self.state in (RunState.finished, RunState.aborted, RunState.failed):
-            return 1.0
-        return min(0.99, self.run_time() / self._planned_s)
-
-    # ------------------------------------------------------------------ events
-
-    def record(self, kind: EventKind, **data: Any) -> Event:
-        """Record an event from outside the run (an operator command, a notice)."""
-        return self._emit(kind, **data)
-
-    def _emit(self, kind: EventKind, /, **data: Any) -> Event:
-        self.event_seq += 1
-        e = Event(
-            run_id=self.run_id,
-            channel=self.channel,
-            seq=self.event_seq,
-            kind=kind,
-            wall_time=self.clock.wall(),
-            run_time_s=self.run_time(),
-            data=data,
-        )
-        self.store.append_event(e)
-        self._out.event(e)
-        return e
-
-    def status(self) -> RunStatus:
-        p = self.progress()
-        eta = self.run_time() * (1 - p) / p if 0 < p < 1 else None
-        return RunStatus(
-            run_id=self.run_id,
-            channel=self.channel,
-            protocol=self.protocol.name,
-            state=self.state,
-            step=self.current_step.label if self.current_step else None,
-            step_index=self.current_step.index if self.current_step else None,
-            cycle=0,
-            voltage_V=None,
-            current_A=None,
-            temperature_C=self.last_pv,
-            run_time_s=self.run_time(),
-            eta_s=eta,
-            updated=self.clock.wall(),
-            cell_id=None,
-        )
-
-    def _publish_status(self) -> None:
-        self._out.status(self.status())
-        if self.on_progress is not None:
-            self.on_progress(self)
-
-    def _set_step(self, index: int | None) -> None:
-        cur = self.current_step.index if self.current_step else None
-        if index == cur:
-            return
-        now = self.run_time()
-        if self.current_step is not None:
+    def _begin(self) -> None:
+        if self._resume_from is not None:
+            self._restore(self._resume_from)
+            self._emit(EventKind.run_resumed, phase=self._start_phase, rows=self.recorder.rows)
+        else:
             self._emit(
-                EventKind.step_ended,
-                step=self.current_step.index,
-                label=self.current_step.label,
-                duration_s=now - self._step_started,
+                EventKind.run_started,
+                protocol=self.protocol.name,
+                samples=self.store.meta.get("samples", []),
             )
-        if index is None:
-            self.current_step = None
-            return
-        self.current_step = StepView(self.plan.labels[index], index)
-        self._step_started = now
-        self._emit(EventKind.step_started, step=index, label=self.current_step.label)
+            if self.journal is not None:
+                self.journal.set_started(self.clock.wall())
+        self.recorder.stage_to(self.store.root, durable=self.store.durable)
 
-    # ------------------------------------------------------------------ run
-
-    async def run(self) -> ThermalOutcome:
-        """Run the protocol; always ends with the furnace in its safe state."""
-        self._clock = Clock()
-        self._t0 = self._clock.now()
-        self._next_record = self._t0
-        self.state = RunState.running
-        self._emit(
-            EventKind.run_started,
-            protocol=self.protocol.name,
-            samples=self.store.meta.get("samples", []),
-        )
-        try:
+    async def _work(self) -> None:
+        """The phases in order, each a journalled unit, then the end (cool-down)."""
+        if self._resume_from is None:
             await self._prepare()
-            self._publish_status()
-            for phase in self.plan.phases:
-                if isinstance(phase, GasPhase):
-                    await self._gas(phase)
-                else:
-                    await self._programme(phase)
-            await self._cool_down_at_end()
-            self._set_step(None)
-            self.state = RunState.finished
-        except RunAborted as exc:
-            self.state = exc.state
-            self.reason = exc.reason
-        except SafetyTrip as exc:
-            self.state = RunState.failed
-            self.reason = f"safety trip: {exc}"
-            self._emit(EventKind.fault, message=str(exc), instrument=self.inst.furnace.name)
-        except InstrumentError as exc:
-            self.state = RunState.failed
-            self.reason = f"instrument error: {exc}"
-            self._emit(EventKind.fault, message=str(exc))
-        except asyncio.CancelledError:
-            self.state = RunState.aborted
-            self.reason = "cancelled"
-            await self._safe_state()
-            self._close()
-            raise
-        except Exception as exc:
-            self.state = RunState.failed
-            self.reason = f"{type(exc).__name__}: {exc}"
-            log.exception("furnace run %s failed", self.run_id)
-        await self._safe_state()
-        self._close()
-        return ThermalOutcome(
-            run_id=self.run_id,
-            state=self.state,
-            reason=self.reason,
-            cycles=0,
-            rows=self.recorder.rows,
-            run_time_s=self.run_time(),
-            summary=self.summary,
-        )
+        else:
+            await self._prepare_resumed()
+        self._publish_status()
+        phases = self.plan.phases
+        for i in range(self._start_phase, len(phases) + 1):
+            phase = phases[i] if i < len(phases) else None
+            self._pos = [["phase", i]]
+            reattach, self._reattach = self._reattach, None
+            if reattach is None:
+                kind = (
+                    "end"
+                    if phase is None
+                    else "gas"
+                    if isinstance(phase, GasPhase)
+                    else "programme"
+                )
+                self._journal_unit_start(kind)
+            self._unit_open = True
+            if isinstance(phase, GasPhase):
+                await self._gas(phase)
+            elif phase is not None:
+                await self._programme(phase, reattach)
+            else:
+                await self._cool_down_at_end()
+            self._unit_open = False
+            self._journal_unit_done()
+        self._set_step(None)
+
+    def _journal_progress(self) -> None:
+        """Commit where the unit in progress is (and the events so far) at each record."""
+        if self.journal is not None and self._unit_open and self._unit_info is not None:
+            # a unit in progress: "sent", with the snapshot a restart takes back
+            self.journal.unit_start({**self._unit_info, "now": self._snapshot()})
 
     async def _prepare(self) -> None:
         f = self.inst.furnace
@@ -295,6 +113,84 @@ class FurnaceExecutor:
         self._planned_s = max(1.0, self.plan.planned_s(pv))
         await self._record(pv)
 
+    # ------------------------------------------------------------------ resume
+
+    def resume_from(self, journal: Journal) -> None:
+        """Continue this run where the journal says it was (call before ``run``)."""
+        self._resume_from = {
+            "unit": journal.get("unit"),
+            "max_event_seq": journal.max_event_seq(),
+            "started": (journal.get("started") or {}).get("wall"),
+        }
+
+    def _restore(self, info: dict[str, Any]) -> None:
+        """Take back the journalled position and bookkeeping and the staged rows."""
+        self.event_seq = int(info["max_event_seq"])
+        self.recorder.restore(self.store.root)
+        unit = info["unit"]
+        snap: dict[str, Any] | None = None
+        if unit is not None:
+            done = unit["state"] == "done"
+            snap = unit["after"] if done else unit.get("now", unit["before"])
+            self._restore_snapshot(snap)
+            phase = int(unit["pos"][0][1])
+            self._start_phase = phase + 1 if done else phase
+            if not done and unit["kind"] == "programme":
+                self._reattach = unit
+            self._unit_info = {k: v for k, v in unit.items() if k not in ("state", "after", "now")}
+        # run time goes on from the start (wall time on hardware), never behind a row
+        elapsed = 0.0
+        if info["started"] is not None and not self.clock.virtual:
+            elapsed = max(0.0, self.clock.wall() - float(info["started"]))
+        last_row = self.recorder.columns["time_s"][-1] if self.recorder.rows else 0.0
+        elapsed = max(elapsed, last_row, snap["time_s"] if snap else 0.0)
+        self._t0 = self.clock.now() - elapsed
+        self._next_record = self._t0 + last_row + self.options.poll_s
+        if snap is not None and snap["paused"]:
+            self._held_while_down = elapsed - float(snap["time_s"])
+
+    async def _prepare_resumed(self) -> None:
+        """Check the furnace after a restart; re-attach to the programme it runs only if
+        it is the one this run loaded (read back and compared with the journal)."""
+        f = self.inst.furnace
+        pv = await f.read_temperature()
+        lim = self.protocol.limits.furnace_max_C
+        if lim is not None and pv > lim:
+            raise RunAborted(f"furnace at {pv:.1f} °C, above limits.furnace_max_C", RunState.failed)
+        self.last_pv = pv
+        unit = self._reattach
+        if unit is None:
+            return
+        status = await f.program_status()
+        prog = unit.get("programme")
+        if prog is None:  # stopped before the programme was loaded: load it again
+            if status in ("running", "hold", "holdback"):
+                raise RunAborted(
+                    f"after the restart the furnace controller runs a programme ({status}) "
+                    "this run had not started; refusing to re-attach",
+                    RunState.failed,
+                )
+            self._reattach = None
+            return
+        if status == "reset":
+            raise RunAborted(
+                "after the restart the furnace controller's programme is reset (it was "
+                "stopped while the run was down); refusing to go on",
+                RunState.failed,
+            )
+        got = [asdict(seg) for seg in await f.read_program()]
+        if got != prog["segments"]:
+            raise RunAborted(
+                "after the restart the furnace controller holds another programme than the "
+                f"one this run loaded: {_describe(got)} instead of {_describe(prog['segments'])}",
+                RunState.failed,
+            )
+        self._emit(EventKind.notify, message=f"re-attached to the furnace programme ({status})")
+        if status == "hold":
+            self._held_s += self._held_while_down
+            self._pause_requested = True
+            self._pause_reason = "the programme was held when the run stopped"
+
     # ------------------------------------------------------------------ polling
 
     def _sleep_s(self) -> float:
@@ -304,8 +200,7 @@ class FurnaceExecutor:
 
     async def _tick(self) -> None:
         """One supervision poll: control requests, temperature checks, maybe a record."""
-        if self._abort_requested is not None:
-            raise RunAborted(self._abort_requested)
+        self._check_control()
         try:
             pv = await self.inst.furnace.read_temperature()
         except SafetyTrip as exc:
@@ -361,6 +256,7 @@ class FurnaceExecutor:
             self.recorder.maybe_flush(self.store.root, now, self.options.flush_every_s)
         self._check_heating(pv, sp, out)
         self._check_gas(flows)
+        self._journal_progress()
         self._publish_status()
 
     def _check_heating(self, pv: float, sp: float, out: float) -> None:
@@ -502,19 +398,19 @@ class FurnaceExecutor:
 
             await self._wait_until(waited, step.wait_s + 60.0, f"wait after {step.line}")
 
-    async def _programme(self, phase: ProgrammePhase) -> None:
+    async def _programme(self, phase: ProgrammePhase, reattach: Any = None) -> None:
+        """Load and run one programme (or re-attach to it: ``reattach`` is its journalled
+        unit), wait for it to complete, then for the cool it ends with."""
         f = self.inst.furnace
-        if await f.program_status() != "reset":
-            await f.safe_state()  # a completed programme must be reset before a new load
-        start = self.last_pv if self.last_pv is not None else await f.read_temperature()
-        timeline = phase.timeline(start)
-        await f.load_program(phase.controller_segments())
-        await f.run_program()
+        if reattach is None:
+            t_start, timeline = await self._start_programme(phase)
+        else:
+            prog = reattach["programme"]
+            timeline = phase.timeline(float(prog["start_C"]))
+            t_start = self._t0 + float(prog["started_s"])
         self._heated = True
-        t_start = self.clock.now()
-        self._held_s = 0.0
         self._prog = (t_start, timeline, phase)
-        self._tag_programme(t_start)
+        self._tag_programme(self.clock.now())
         planned = timeline[-1][1] if timeline else 0.0
 
         async def complete() -> bool:
@@ -530,6 +426,28 @@ class FurnaceExecutor:
             assert phase.cool_step_index is not None
             self._set_step(phase.cool_step_index)
             await self._wait_cool(phase.cool_to_C, f"cooling below {phase.cool_to_C:g} °C")
+
+    async def _start_programme(
+        self, phase: ProgrammePhase
+    ) -> tuple[float, list[tuple[float, float, Any, float]]]:
+        f = self.inst.furnace
+        if await f.program_status() != "reset":
+            await f.safe_state()  # a completed programme must be reset before a new load
+        start = self.last_pv if self.last_pv is not None else await f.read_temperature()
+        timeline = phase.timeline(start)
+        await f.load_program(phase.controller_segments())
+        if self.journal is not None and self._unit_info is not None:
+            # what a restart will find on the controller, journalled before it runs
+            loaded = await f.read_program()
+            self._unit_info["programme"] = {
+                "segments": [asdict(seg) for seg in loaded],
+                "start_C": start,
+                "started_s": self.run_time(),
+            }
+            self.journal.unit_start(self._unit_info)
+        await f.run_program()
+        self._held_s = 0.0
+        return self.clock.now(), timeline
 
     def _end_threshold(self) -> float:
         last_cool = [p.cool_to_C for p in self.plan.phases if isinstance(p, ProgrammePhase)]
@@ -553,45 +471,27 @@ class FurnaceExecutor:
             self._emit(EventKind.notify, message=f"waiting under gas until below {threshold:g} °C")
             await self._wait_cool(threshold, f"cooling below {threshold:g} °C")
             self.current_step = None
-        await self._record(self.last_pv if self.last_pv is not None else math.nan)
+        times = self.recorder.columns["time_s"]
+        if not times or self.run_time() > times[-1]:  # the last row, unless just taken
+            await self._record(self.last_pv if self.last_pv is not None else math.nan)
 
-    # ------------------------------------------------------------------ ending
 
-    async def _safe_state(self) -> None:
-        """Furnace output 0 and programme reset; gases kept flowing (the purge)."""
-        f = self.inst.furnace
-        try:
-            async with asyncio.timeout(SAFE_STATE_TIMEOUT_S):
-                await asyncio.shield(f.safe_state())
-        except Exception as exc:
-            log.error("furnace safe state failed: %s", exc)
-            self._emit(EventKind.fault, message=f"furnace safe state failed: {exc}")
-        if self.state is RunState.finished:
-            return
-        flowing = any(sp > 0 for sp in self.flow_sp.values())
-        purge = self.options.purge_line
-        hot = self.last_pv is None or self.last_pv > self.options.end_cool_C
-        for line, gas in self.inst.gases.items():
-            try:
-                async with asyncio.timeout(SAFE_STATE_TIMEOUT_S):
-                    if not flowing and hot and line == purge:
-                        await asyncio.shield(gas.set_flow(self.options.purge_sccm))
-                        self.flow_sp[line] = self.options.purge_sccm
-                        self._emit(EventKind.notify, message=f"purge {line} switched on")
-                    else:
-                        await asyncio.shield(gas.safe_state())
-            except Exception as exc:
-                log.error("gas %s safe state failed: %s", line, exc)
-                self._emit(EventKind.fault, message=f"gas {line} safe state failed: {exc}")
+def _unit_kind(phase: GasPhase | ProgrammePhase | None) -> str:
+    if phase is None:
+        return "end"
+    return "gas" if isinstance(phase, GasPhase) else "programme"
 
-    def _close(self) -> None:
-        if self.state in (RunState.running, RunState.paused):
-            self.state = RunState.failed
-        if self.current_step is not None and self.current_step.index >= 0:
-            self._set_step(None)
-        self.current_step = None
-        self.summary = self.recorder.finish(self.store.root, self.plan, self.state, self.reason)
-        self._emit(EventKind.run_ended, state=self.state.value, reason=self.reason)
-        self._publish_status()
-        self.store.finish(self.state, self.reason)
-        self.store.update_meta(rows=self.recorder.rows, summary="summary.json")
+
+def _describe(segments: list[dict[str, Any]]) -> str:
+    """A programme in a few words: ``ramp 400 @0.1667 K/s, dwell 7200 s, end``."""
+    parts = []
+    for seg in segments:
+        words = [str(seg["kind"])]
+        if seg.get("target_C") is not None:
+            words.append(f"{seg['target_C']:g}")
+        if seg.get("rate_K_per_s") is not None:
+            words.append(f"@{seg['rate_K_per_s']:.4g} K/s")
+        if seg.get("duration_s") is not None:
+            words.append(f"{seg['duration_s']:g} s")
+        parts.append(" ".join(words))
+    return ", ".join(parts)

@@ -9,6 +9,11 @@
 ``temperature_C`` is NaN where the thermocouple read open. ``summary.json`` holds the
 results (see :mod:`orchestrator.thermal.summary`). Both files are written to a temporary
 name and renamed, so a reader never sees half a file.
+
+While the run goes on, every row is also appended to ``thermal.staging.jsonl`` as it is
+recorded (one JSON array per line, fsynced on durable stores), so a killed process loses
+no row: a resumed run reads them back (:meth:`ThermalRecorder.restore`). The file is
+removed once ``thermal.parquet`` holds every row.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ from ..events import RunState
 from .plan import ThermalPlan
 from .summary import summarise
 
-__all__ = ["SERIES_FILE", "SUMMARY_FILE", "ThermalRecorder", "read_series"]
+__all__ = ["SERIES_FILE", "STAGING_FILE", "SUMMARY_FILE", "ThermalRecorder", "read_series"]
 
 SERIES_FILE = "thermal.parquet"
 SUMMARY_FILE = "summary.json"
+STAGING_FILE = "thermal.staging.jsonl"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -49,6 +55,39 @@ class ThermalRecorder:
             names += [f"flow_{line}_sccm", f"flow_setpoint_{line}_sccm"]
         self.columns: dict[str, list[float]] = {n: [] for n in names}
         self._last_flush: float | None = None
+        self._staging: Any = None  # the open staging log (see :meth:`stage_to`)
+        self._durable = False
+
+    def stage_to(self, root: Path, *, durable: bool) -> None:
+        """Append every row from now on to ``root``'s staging log as it is recorded."""
+        self._staging = open(root / STAGING_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        self._durable = durable
+
+    def restore(self, root: Path) -> None:
+        """Take back the rows a killed run had staged (a torn last line is cut off)."""
+        path = root / STAGING_FILE
+        if not path.exists():
+            return
+        good = 0
+        with open(path, "rb+") as f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    values = json.loads(line)
+                except ValueError:
+                    break
+                if len(values) != len(self.columns):
+                    break
+                for column, value in zip(self.columns.values(), values, strict=True):
+                    column.append(value)
+                good += len(line)
+            f.truncate(good)
+
+    def close(self) -> None:
+        if self._staging is not None:
+            self._staging.close()
+            self._staging = None
 
     @property
     def rows(self) -> int:
@@ -73,6 +112,11 @@ class ThermalRecorder:
         for line in self.gas_lines:
             c[f"flow_{line}_sccm"].append(flows.get(line, math.nan))
             c[f"flow_setpoint_{line}_sccm"].append(flow_setpoints.get(line, 0.0))
+        if self._staging is not None:
+            self._staging.write(json.dumps([v[-1] for v in c.values()]) + "\n")
+            self._staging.flush()
+            if self._durable:
+                os.fsync(self._staging.fileno())
 
     def arrays(self) -> dict[str, np.ndarray[Any, Any]]:
         return {
@@ -99,6 +143,8 @@ class ThermalRecorder:
     ) -> dict[str, Any]:
         """Write the series and ``summary.json``; return the summary."""
         self.write_series(root)
+        self.close()
+        (root / STAGING_FILE).unlink(missing_ok=True)  # the series holds every row now
         arrays = self.arrays()
         cols = {k: v.astype(np.float64) for k, v in arrays.items()}
         summary = summarise(plan.steps, plan.labels, cols, list(plan.gas_lines), plan.peak_C)

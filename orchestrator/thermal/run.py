@@ -2,33 +2,36 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from labrig.drivers.capabilities import InstrumentError
+from labrig.protocols.models import Protocol
 
 from ..events import EventSink, RunState
-from ..executor import RunAborted
+from ..journal import Journal
+from ..run.lifecycle import RunAborted, RunOptions
+from ..run.request import RunRequest
+from ..station import Position, StationConfig
 from ..store import RunStore, new_run_id
 from .executor import FurnaceExecutor, ThermalOutcome
 from .instruments import open_thermal_instruments
 from .options import ThermalOptions
-from .plan import compile_thermal
+from .plan import ThermalPlan, compile_thermal
 from .samples import samples_of
 
-if TYPE_CHECKING:
-    from ..runner import RunRequest
-
-__all__ = ["SIM_RECORD_PERIOD_S", "execute_thermal_run", "thermal_options"]
+__all__ = ["SIM_RECORD_PERIOD_S", "execute_thermal_run", "resume_thermal_run", "thermal_options"]
 
 #: A dry run records every minute (a 2 K/min ramp moves 2 K between rows).
 SIM_RECORD_PERIOD_S = 60.0
 
 
-def thermal_options(req: RunRequest) -> ThermalOptions:
-    """The request's options as furnace-run options (a record period from ``poll_s``)."""
-    opts = req.options
+def thermal_options(opts: RunOptions | None, *, sim: bool) -> ThermalOptions:
+    """A run's options as furnace-run options (a record period from ``poll_s``)."""
     if isinstance(opts, ThermalOptions):
         return opts
     if opts is not None:
@@ -38,7 +41,7 @@ def thermal_options(req: RunRequest) -> ThermalOptions:
             flush_every_s=opts.flush_every_s,
             safety_period_s=min(5.0, opts.poll_s),
         )
-    return ThermalOptions(poll_s=SIM_RECORD_PERIOD_S if req.sim else 10.0)
+    return ThermalOptions(poll_s=SIM_RECORD_PERIOD_S if sim else 10.0)
 
 
 async def execute_thermal_run(
@@ -68,7 +71,7 @@ async def execute_thermal_run(
         refusal = f"refused: {exc}"
     if refusal is not None:
         return _refused(req, refusal)
-    options = thermal_options(req)
+    options = thermal_options(req.options, sim=req.sim)
     samples = samples_of(protocol)
     run_id = req.run_id or new_run_id(protocol.name, samples[0] if samples else None)
     meta = {
@@ -81,42 +84,126 @@ async def execute_thermal_run(
         "simulated": req.sim,
         "seed": req.seed,
         "record_period_s": options.poll_s,
+        "station_config": req.station.subset(position.name).model_dump(mode="json"),
     }
+    durable = not req.sim if req.durable is None else req.durable
     store = RunStore.create(
-        req.out_dir, run_id, protocol_yaml=req.protocol_yaml, meta=meta, durable=not req.sim,
+        req.out_dir, run_id, protocol_yaml=req.protocol_yaml, meta=meta, durable=durable,
         cell_files=False,
     )  # fmt: skip
-    try:
+    journal = Journal(store.root / "journal.sqlite", durable=durable)
+    run = _Drive(protocol, plan, req.station, position, run_id, sim=req.sim, seed=req.seed)
+    return await run(store, journal, options, sinks, on_progress, on_executor, resume=False)
+
+
+async def resume_thermal_run(
+    run_dir: Path,
+    *,
+    station: StationConfig | None = None,
+    sim: bool | None = None,
+    sinks: Sequence[EventSink] = (),
+    on_progress: Callable[[Any], None] | None = None,
+    on_executor: Callable[[Any], Any] | None = None,
+    options: RunOptions | None = None,
+    durable: bool | None = None,
+) -> tuple[ThermalOutcome, Path]:
+    """Continue a furnace run after the orchestrator stopped (killed, crashed, rebooted).
+
+    The controller kept running its programme: this re-attaches to it if it is the one
+    the journal says the run loaded (read back and compared), and goes on recording
+    after the rows the run had staged. Raises :class:`JournalCorrupt` rather than guess.
+    """
+    from labrig.protocols.loader import load_protocol_text
+
+    meta = json.loads((run_dir / "run.json").read_text())
+    if meta.get("state") in ("finished", "aborted", "failed"):
+        raise ValueError(f"{run_dir.name} ended ({meta['state']}); nothing to resume")
+    protocol = load_protocol_text(
+        (run_dir / "protocol.yaml").read_text(), source_name=str(run_dir / "protocol.yaml")
+    )
+    if station is None:
+        station = StationConfig.model_validate(meta["station_config"])
+    sim_ = bool(meta.get("simulated")) if sim is None else sim
+    durable_ = (not sim_) if durable is None else durable
+    position = station.position(meta["position"], kind="furnace")
+    plan = compile_thermal(protocol, tuple(position.gas))
+    journal = Journal(run_dir / "journal.sqlite", durable=durable_)
+    store = RunStore.open_existing(run_dir, durable=durable_)
+    store.cell_files = False
+    store.reconcile_events(journal)
+    store.update_meta(state="running", resumed=[*meta.get("resumed", []), _now_iso()])
+    if options is None:
+        options = RunOptions(poll_s=float(meta.get("record_period_s", 10.0)))
+    run = _Drive(protocol, plan, station, position, meta["run_id"], sim=sim_,
+                 seed=int(meta.get("seed", 0)))  # fmt: skip
+    opts = thermal_options(options, sim=sim_)
+    return await run(store, journal, opts, sinks, on_progress, on_executor, resume=True)
+
+
+@dataclass
+class _Drive:
+    """Open a furnace position's instruments and run (or resume) one furnace run."""
+
+    protocol: Protocol
+    plan: ThermalPlan
+    station: StationConfig
+    position: Position
+    run_id: str
+    sim: bool
+    seed: int
+
+    async def __call__(
+        self,
+        store: RunStore,
+        journal: Journal,
+        options: ThermalOptions,
+        sinks: Sequence[EventSink],
+        on_progress: Callable[[Any], None] | None,
+        on_executor: Callable[[Any], Any] | None,
+        *,
+        resume: bool,
+    ) -> tuple[ThermalOutcome, Path]:
         try:
-            async with open_thermal_instruments(
-                req.station,
-                position,
-                sim=req.sim,
-                seed=req.seed,
-                furnace_max_C=protocol.limits.furnace_max_C,
-            ) as inst:
-                ex = FurnaceExecutor(
-                    run_id=run_id,
-                    protocol=protocol,
-                    plan=plan,
-                    channel=position.name,
-                    instruments=inst,
-                    store=store,
-                    options=options,
-                    sinks=sinks,
-                    on_progress=on_progress,
-                )
-                if on_executor is not None:
-                    on_executor(ex)
-                outcome = await ex.run()
-        except (InstrumentError, OSError, RunAborted) as exc:
-            # The instruments could not be opened: nothing was started.
-            reason = f"could not open the furnace position's instruments: {exc}"
-            store.finish(RunState.failed, reason)
-            outcome = ThermalOutcome(run_id, RunState.failed, reason, 0, 0, 0.0)
-    finally:
-        store.close()
-    return outcome, store.root
+            try:
+                async with open_thermal_instruments(
+                    self.station,
+                    self.position,
+                    sim=self.sim,
+                    seed=self.seed,
+                    furnace_max_C=self.protocol.limits.furnace_max_C,
+                ) as inst:
+                    ex = FurnaceExecutor(
+                        run_id=self.run_id,
+                        protocol=self.protocol,
+                        plan=self.plan,
+                        channel=self.position.name,
+                        instruments=inst,
+                        store=store,
+                        options=options,
+                        journal=journal,
+                        sinks=sinks,
+                        on_progress=on_progress,
+                    )
+                    if resume:
+                        ex.resume_from(journal)
+                    if on_executor is not None:
+                        on_executor(ex)
+                    outcome = await ex.run()
+            except (InstrumentError, OSError, RunAborted) as exc:
+                # The instruments could not be opened: nothing was started (a resumed
+                # run stays resumable: the controller may still run its programme).
+                reason = f"could not open the furnace position's instruments: {exc}"
+                if not resume:
+                    store.finish(RunState.failed, reason)
+                outcome = ThermalOutcome(self.run_id, RunState.failed, reason, 0, 0, 0.0)
+        finally:
+            journal.close()
+            store.close()
+        return outcome, store.root
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 def _refused(req: RunRequest, reason: str) -> tuple[ThermalOutcome, Path]:

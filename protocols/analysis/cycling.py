@@ -77,30 +77,42 @@ def cycle_table(
     the run recorded) when given, otherwise from the mean current of the cycle's first
     charge and discharge step divided by ``one_c_A``, rounded by :func:`nice_c_rate`.
     """
-    n = len(ts)
-    if n == 0:
+    if len(ts) == 0:
         return pd.DataFrame(columns=["cycle"])
-    cycle = ts["cycle"]
-    starts = _cycle_starts(cycle)
-    if np.any(np.diff(cycle[starts]) <= 0):
+    starts = _cycle_starts(ts["cycle"])
+    if np.any(np.diff(ts["cycle"][starts]) <= 0):
         # cycle numbers not contiguous (a resumed run rewrote one): sort stably by cycle
-        order = np.argsort(cycle, kind="stable")
+        order = np.argsort(ts["cycle"], kind="stable")
         ts = TimeSeries({k: v[order] for k, v in ts.cols.items()})
-        cycle = ts["cycle"]
-        starts = _cycle_starts(cycle)
+        starts = _cycle_starts(ts["cycle"])
         segments = None
-    t = ts["time_s"]
-    counts = np.diff(np.append(starts, n)).astype(np.float64)
-    out: dict[str, Any] = {"cycle": cycle[starts].astype(np.int64)}
-    has_v = "voltage_V" in ts
-    v = ts["voltage_V"] if has_v else np.full(n, np.nan)
+    df = pd.DataFrame(_record_figures(ts, starts, cam_mass_g))
+    if segments is not None and len(segments):
+        df = _merge_segments(df, segments, one_c_A)
+    if stored is not None and "cycle" in stored.columns and len(stored):
+        df = _merge_stored(df, stored)
+    for c in ("charge_c_rate", "discharge_c_rate"):
+        if c not in df.columns:
+            df[c] = np.nan
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    return df.reset_index(drop=True)
+
+
+def _mid_voltages(ts: TimeSeries, starts: npt.NDArray[np.int64]) -> FloatArr:
+    """Each record's interval mid-point voltage (its own at a cycle's first record)."""
+    n = len(ts)
+    v = ts["voltage_V"] if "voltage_V" in ts else np.full(n, np.nan)
     v_mid = np.empty(n)
     v_mid[0] = v[0]
     np.add(v[1:], v[:-1], out=v_mid[1:])
     v_mid[1:] *= 0.5
     v_mid[starts] = v[starts]
+    return v_mid
 
-    kind = ts.cols.get("kind", np.zeros(n, dtype=np.int8))
+
+def _direction_masks(ts: TimeSeries) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Records charging and discharging (CV holds by the sign of their current)."""
+    kind = ts.cols.get("kind", np.zeros(len(ts), dtype=np.int8))
     # a 256-entry lookup table is several times faster than np.isin on millions of int8
     lut_ch = np.zeros(256, dtype=bool)
     lut_ch[list(CHARGE_CODES)] = True
@@ -115,11 +127,23 @@ def cycle_table(
             i = ts["current_A"]
             is_ch |= hold & (i > 0)
             is_dis |= hold & (i < 0)
+    return is_ch, is_dis
+
+
+def _record_figures(
+    ts: TimeSeries, starts: npt.NDArray[np.int64], cam_mass_g: float | None
+) -> dict[str, Any]:
+    """The per-cycle columns computed from the records themselves."""
+    n = len(ts)
+    t = ts["time_s"]
+    counts = np.diff(np.append(starts, n)).astype(np.float64)
+    out: dict[str, Any] = {"cycle": ts["cycle"][starts].astype(np.int64)}
+    v_mid = _mid_voltages(ts, starts)
+    is_ch, is_dis = _direction_masks(ts)
     dt = np.empty(n)
     dt[0] = 0.0
     np.subtract(t[1:], t[:-1], out=dt[1:])
     dt[starts] = 0.0
-
     for name, col, mask in (
         ("charge", "charge_capacity_Ah", is_ch),
         ("discharge", "discharge_capacity_Ah", is_dis),
@@ -127,8 +151,7 @@ def cycle_table(
         if col in ts:
             q = ts[col]
             cap = np.maximum.reduceat(q, starts)
-            dq = _increments(q, starts)
-            energy = np.add.reduceat(dq * v_mid, starts)
+            energy = np.add.reduceat(_increments(q, starts) * v_mid, starts)
         else:
             cap = np.full(starts.shape, np.nan)
             energy = cap
@@ -153,46 +176,44 @@ def cycle_table(
         out["mean_temperature_C"] = np.add.reduceat(ts["temperature_C"], starts) / counts
     out["records"] = counts.astype(np.int64)
     out["complete"] = (ch > 0) & (dis > 0)
-    df = pd.DataFrame(out)
+    return out
 
-    # end voltages and C-rates from the (small) segment table
-    if segments is not None and len(segments):
-        sdf = pd.DataFrame(
-            {
-                "cycle": segments.cycle,
-                "kind": segments.kind,
-                "v_last": segments.v_last,
-                "i_abs": np.abs(segments.i_mean),
-            }
-        )
-        for name, codes in (("charge", CHARGE_CODES), ("discharge", DISCHARGE_CODES)):
-            part = sdf[sdf["kind"].isin(codes)]
-            g = part.groupby("cycle", sort=True)
+
+def _merge_segments(df: pd.DataFrame, segments: Segments, one_c_A: float | None) -> pd.DataFrame:
+    """End voltages and (with ``one_c_A``) C-rates from the (small) segment table."""
+    sdf = pd.DataFrame(
+        {
+            "cycle": segments.cycle,
+            "kind": segments.kind,
+            "v_last": segments.v_last,
+            "i_abs": np.abs(segments.i_mean),
+        }
+    )
+    for name, codes in (("charge", CHARGE_CODES), ("discharge", DISCHARGE_CODES)):
+        part = sdf[sdf["kind"].isin(codes)]
+        g = part.groupby("cycle", sort=True)
+        df = df.merge(
+            g["v_last"].last().rename(f"end_of_{name}_voltage_V"),
+            left_on="cycle", right_index=True, how="left",
+        )  # fmt: skip
+        if one_c_A:
+            rate = (g["i_abs"].first() / one_c_A).map(nice_c_rate)
             df = df.merge(
-                g["v_last"].last().rename(f"end_of_{name}_voltage_V"),
-                left_on="cycle", right_index=True, how="left",
-            )  # fmt: skip
-            if one_c_A:
-                rate = (g["i_abs"].first() / one_c_A).map(nice_c_rate)
-                df = df.merge(
-                    rate.rename(f"{name}_c_rate"), left_on="cycle", right_index=True, how="left"
-                )
-    if stored is not None and "cycle" in stored.columns and len(stored):
-        keep = [c for c in ("charge_c_rate", "discharge_c_rate", "block") if c in stored.columns]
-        if keep:
-            st = stored[["cycle", *keep]].drop_duplicates("cycle", keep="last")
-            st = st.set_index("cycle")
-            for c in keep:
-                vals = df["cycle"].map(st[c])
-                if c in df.columns:
-                    df[c] = vals.where(vals.notna(), df[c])
-                else:
-                    df[c] = vals
-    for c in ("charge_c_rate", "discharge_c_rate"):
-        if c not in df.columns:
-            df[c] = np.nan
-        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
-    return df.reset_index(drop=True)
+                rate.rename(f"{name}_c_rate"), left_on="cycle", right_index=True, how="left"
+            )
+    return df
+
+
+def _merge_stored(df: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
+    """The nominal C-rates and block names the run recorded, over the measured ones."""
+    keep = [c for c in ("charge_c_rate", "discharge_c_rate", "block") if c in stored.columns]
+    if not keep:
+        return df
+    st = stored[["cycle", *keep]].drop_duplicates("cycle", keep="last").set_index("cycle")
+    for c in keep:
+        vals = df["cycle"].map(st[c])
+        df[c] = vals.where(vals.notna(), df[c]) if c in df.columns else vals
+    return df
 
 
 #: Retention and a loss per cycle need at least this many cycles at one C-rate when the

@@ -244,6 +244,66 @@ def _alternatives(circuit: str, p0: list[float]) -> list[list[float]]:
     return starts
 
 
+def _fit_points(
+    spectrum: Spectrum, f_min_Hz: float | None, f_max_Hz: float | None
+) -> tuple[FloatArr, ComplexArr]:
+    """The finite points of ``spectrum`` inside the fitted range, highest frequency first."""
+    f = np.asarray(spectrum.frequency_Hz, dtype=float)
+    z = np.asarray(spectrum.z, dtype=complex)
+    keep = np.isfinite(f) & np.isfinite(z.real) & np.isfinite(z.imag) & (f > 0)
+    if f_min_Hz is not None:
+        keep &= f >= f_min_Hz
+    if f_max_Hz is not None:
+        keep &= f <= f_max_Hz
+    f, z = f[keep], z[keep]
+    order = np.argsort(-f)
+    return f[order], z[order]
+
+
+def _param_names(circuit: str) -> tuple[list[str], list[str]]:
+    """The circuit's parameter names and units (ValueError: not a circuit)."""
+    from impedance.models.circuits import CustomCircuit
+    from impedance.models.circuits.fitting import calculateCircuitLength
+
+    try:
+        probe = CustomCircuit(circuit, initial_guess=[1.0] * calculateCircuitLength(circuit))
+        names, units = (list(x) for x in probe.get_param_names())
+    except (ValueError, TypeError, AssertionError, KeyError) as exc:
+        raise ValueError(f"invalid circuit {circuit!r}: {exc}") from None
+    return names, units
+
+
+def _best_fit(
+    circuit: str, f: FloatArr, z: ComplexArr, starts: list[list[float]],
+    bounds: tuple[list[float], list[float]], good_rms_pct: float,
+) -> tuple[tuple[float, Any] | None, str]:  # fmt: skip
+    """The fitted model of least relative RMS residual over ``starts`` (stopping at the
+    first under ``good_rms_pct``), or None and the last fitting error."""
+    from impedance.models.circuits import CustomCircuit
+
+    best: tuple[float, Any] | None = None
+    last_error = ""
+    absz = np.abs(z)
+    for start in starts:
+        model = CustomCircuit(circuit, initial_guess=list(start))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.fit(f, z, bounds=bounds, weight_by_modulus=True, maxfev=20000)
+        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+            last_error = str(exc)
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            zf = model.predict(f)
+        rms = float(np.sqrt(np.mean((np.abs(zf - z) / absz) ** 2)))
+        if np.isfinite(rms) and (best is None or rms < best[0]):
+            best = (rms, model)
+        if best is not None and best[0] < good_rms_pct / 100.0:
+            break  # good enough: the other starts only matter for a poor first fit
+    return best, last_error
+
+
 def fit_spectrum(
     spectrum: Spectrum,
     circuit: str = DEFAULT_CIRCUIT,
@@ -259,26 +319,8 @@ def fit_spectrum(
     message. ``f_min_Hz``/``f_max_Hz`` restrict the fitted range. Further starting points
     are tried only while the relative RMS residual stays above ``good_rms_pct``.
     """
-    from impedance.models.circuits import CustomCircuit
-    from impedance.models.circuits.fitting import calculateCircuitLength
-
-    f = np.asarray(spectrum.frequency_Hz, dtype=float)
-    z = np.asarray(spectrum.z, dtype=complex)
-    keep = np.isfinite(f) & np.isfinite(z.real) & np.isfinite(z.imag) & (f > 0)
-    if f_min_Hz is not None:
-        keep &= f >= f_min_Hz
-    if f_max_Hz is not None:
-        keep &= f <= f_max_Hz
-    f, z = f[keep], z[keep]
-    order = np.argsort(-f)
-    f, z = f[order], z[order]
-    names: list[str] = []
-    units: list[str] = []
-    try:
-        probe = CustomCircuit(circuit, initial_guess=[1.0] * calculateCircuitLength(circuit))
-        names, units = (list(x) for x in probe.get_param_names())
-    except (ValueError, TypeError, AssertionError, KeyError) as exc:
-        raise ValueError(f"invalid circuit {circuit!r}: {exc}") from None
+    f, z = _fit_points(spectrum, f_min_Hz, f_max_Hz)
+    names, units = _param_names(circuit)
     n = len(names)
     empty = np.full(n, np.nan)
 
@@ -298,33 +340,12 @@ def fit_spectrum(
     lo, hi = _bounds(circuit, n)
     p0 = [min(max(v, lo_ * 1.0001 + 1e-12), hi_ * 0.9999 if np.isfinite(hi_) else v)
           for v, lo_, hi_ in zip(p0, lo, hi, strict=True)]  # fmt: skip
-    best: tuple[float, Any] | None = None
-    last_error = ""
     starts = [p0] if initial_guess is not None else _alternatives(circuit, p0)
-    absz = np.abs(z)
-    for start in starts:
-        model = CustomCircuit(circuit, initial_guess=list(start))
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model.fit(f, z, bounds=(lo, hi), weight_by_modulus=True, maxfev=20000)
-        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
-            last_error = str(exc)
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            zf = model.predict(f)
-        rms = float(np.sqrt(np.mean((np.abs(zf - z) / absz) ** 2)))
-        if np.isfinite(rms) and (best is None or rms < best[0]):
-            best = (rms, model)
-        if best is not None and best[0] < good_rms_pct / 100.0:
-            break  # good enough: the other starts only matter for a poor first fit
+    best, last_error = _best_fit(circuit, f, z, starts, (lo, hi), good_rms_pct)
     if best is None:
         return failed(f"fit did not converge: {last_error}", np.asarray(p0, dtype=float))
     rms, model = best
-    values = np.asarray(model.parameters_, dtype=float)
     conf = model.conf_
-    stderr = np.asarray(conf, dtype=float) if conf is not None else np.full(n, np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         zf = np.asarray(model.predict(f), dtype=complex)
@@ -334,8 +355,8 @@ def fit_spectrum(
         circuit=circuit,
         param_names=names,
         param_units=units,
-        values=values,
-        stderr=stderr,
+        values=np.asarray(model.parameters_, dtype=float),
+        stderr=np.asarray(conf, dtype=float) if conf is not None else np.full(n, np.nan),
         initial=np.asarray(p0, dtype=float),
         rel_rms_pct=100.0 * rms,
         ok=True,

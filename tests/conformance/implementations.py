@@ -122,14 +122,29 @@ def _connector(
     return connect
 
 
+#: entries whose implementation is not their ``--sim`` stand-in: the real thing, end to
+#: end (``remote``: the lab proxy to another agent's instrument, :mod:`.remote`)
+END_TO_END = {"remote": {Capability.impedance: "remote_impedance"}}
+
+
+def _end_to_end(driver: str, capability: Capability) -> list[Impl]:
+    from . import remote
+
+    name = END_TO_END[driver].get(capability)
+    return [getattr(remote, name)()] if name is not None else []
+
+
 def implementations(capability: Capability) -> list[Impl]:
     """Every implementation of ``capability``: registry entries with a simulator, then
     :data:`EXTRA`."""
-    found = [
-        _registry_impl(e, capability)
-        for e in ENTRIES
-        if capability in e.capabilities and e.simulate is not None
-    ]
+    found: list[Impl] = []
+    for e in ENTRIES:
+        if capability not in e.capabilities or e.simulate is None:
+            continue
+        if e.driver in END_TO_END:
+            found += _end_to_end(e.driver, capability)
+        else:
+            found.append(_registry_impl(e, capability))
     return found + [i for i in EXTRA if i.capability is capability]
 
 

@@ -123,3 +123,18 @@ def test_setpoint_with_a_rate_limit_ramps_towards_it(impl: Impl) -> None:
         assert await f.read_output() == 0.0
 
     run_connected(impl, body)
+
+
+@each
+def test_the_loaded_programme_reads_back(impl: Impl) -> None:
+    async def body(f: Furnace) -> None:
+        await f.load_program(PROGRAMME)
+        assert await f.read_program() == list(PROGRAMME)
+        await f.run_program()
+        assert await f.read_program() == list(PROGRAMME)  # also while it runs
+        await f.safe_state()
+        other = (FurnaceSegment("step", 80.0), FurnaceSegment("dwell", duration_s=2 * MIN))
+        await f.load_program(other)
+        assert await f.read_program() == [*other, FurnaceSegment("end")]
+
+    run_connected(impl, body)

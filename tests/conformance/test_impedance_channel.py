@@ -25,7 +25,7 @@ def _request(f_hi: float, f_lo: float, n: int) -> EisRequest:
 
 
 def test_every_impedance_channel_is_covered() -> None:
-    assert {"palmsens", "sim-eis"} <= set(ids(IMPLS))
+    assert {"palmsens", "sim-eis", "remote"} <= set(ids(IMPLS))
 
 
 @each

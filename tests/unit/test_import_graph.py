@@ -10,16 +10,7 @@ import grimp
 
 #: Cycles being broken elsewhere right now. Each entry is a group of modules a cycle may
 #: run through; remove an entry as soon as its cycle is gone (and never add one).
-ALLOWED_CYCLES: tuple[frozenset[str], ...] = (
-    # the runner and the thermal run import each other (through the package __init__)
-    frozenset(
-        {
-            "labrig.orchestrator.runner",
-            "labrig.orchestrator.thermal",
-            "labrig.orchestrator.thermal.run",
-        }
-    ),
-)
+ALLOWED_CYCLES: tuple[frozenset[str], ...] = ()
 
 
 def import_cycles(graph: grimp.ImportGraph, modules: Iterable[str]) -> list[set[str]]:

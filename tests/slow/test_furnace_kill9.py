@@ -1,0 +1,170 @@
+"""kill -9 of a real orchestrator process in the middle of an anneal, while a simulated
+Eurotherm (its own process, on the real clock) keeps running its programme: ``labrig
+resume`` must re-attach to the programme, go on recording, and lose or repeat no row;
+and it must refuse to go on when the controller holds another programme."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labrig.drivers.capabilities import FurnaceSegment
+from labrig.drivers.eurotherm import EurothermFurnace, settings_2400
+from labrig.orchestrator.thermal import STAGING_FILE, read_series
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+LABRIG = [sys.executable, "-m", "labrig.orchestrator.cli"]
+
+# ~40 s of programme on the real clock: a ramp the controller runs on its own
+PROTOCOL = """\
+name: short anneal drill
+limits: {furnace_max_C: 200}
+sequence:
+  - Ramp furnace to 45 °C at 30 K/min
+"""
+
+
+@pytest.fixture
+def controller() -> Iterator[str]:
+    proc = subprocess.Popen(
+        [*LABRIG, "sim", "serve", "eurotherm", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        assert address.startswith("tcp://"), address
+        yield address
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _start(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*LABRIG, *args, "-q", "--poll", "0.25"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _staged(out: Path) -> list[list[float]]:
+    runs = list(out.iterdir()) if out.exists() else []
+    path = runs[0] / STAGING_FILE if len(runs) == 1 else None
+    if path is None or not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_bytes().splitlines(keepends=True)
+            if x.endswith(b"\n")]  # fmt: skip
+
+
+def _wait_for_rows(out: Path, proc: subprocess.Popen[bytes], *, more_than: int) -> None:
+    """Wait (up to a minute) for more staged rows, the newest inside a programme step."""
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline and proc.poll() is None:
+        rows = _staged(out)
+        if len(rows) > more_than and rows[-1][1] >= 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no new rows (process ended: {proc.poll()})")
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+async def _controller_status(address: str) -> str:
+    async with EurothermFurnace.from_url(address, 1, settings_2400(), name="f") as f:
+        return await f.program_status()
+
+
+async def _replace_programme(address: str) -> None:
+    """What a person at the controller might do while the host is down."""
+    async with EurothermFurnace.from_url(address, 1, settings_2400(), name="f") as f:
+        await f.safe_state()
+        await f.load_program([FurnaceSegment("ramp", 60.0, rate_K_per_s=0.5),
+                              FurnaceSegment("dwell", duration_s=120.0)])  # fmt: skip
+        await f.run_program()
+
+
+def _setup(tmp_path: Path, controller: str) -> tuple[Path, Path]:
+    (tmp_path / "anneal.yaml").write_text(PROTOCOL)
+    (tmp_path / "station.yaml").write_text(
+        "name: lab\n"
+        f"instruments:\n  furnace: {{driver: eurotherm, address: '{controller}'}}\n"
+        "positions:\n  - {name: tube1, kind: furnace, furnace: furnace}\n"
+    )
+    return tmp_path / "anneal.yaml", tmp_path / "station.yaml"
+
+
+def test_a_killed_anneal_resumes_on_the_running_programme(controller: str, tmp_path: Path) -> None:
+    protocol, station = _setup(tmp_path, controller)
+    out = tmp_path / "runs"
+    proc = _start(["run", str(protocol), "--station", str(station), "--out", str(out)])
+    _wait_for_rows(out, proc, more_than=3)
+    _kill(proc)
+    before = _staged(out)  # every row the killed process had recorded
+    assert asyncio.run(_controller_status(controller)) in ("running", "holdback")
+    (root,) = list(out.iterdir())
+    proc = _start(["resume", str(root)])
+    assert proc.wait(180) == 0
+    meta = json.loads((root / "run.json").read_text())
+    assert meta["state"] == "finished", meta.get("reason")
+    assert len(meta["resumed"]) == 1
+    series = read_series(root)
+    t = series["time_s"]
+    # nothing lost: the killed process's rows come first, as they were recorded
+    assert np.array_equal(t[: len(before)], [row[0] for row in before])
+    assert np.array_equal(series["setpoint_C"][: len(before)], [row[2] for row in before])
+    # nothing twice, and recording went on after the restart
+    assert np.all(np.diff(t) > 0), "a row was recorded twice or out of order"
+    assert len(t) > len(before) + 3
+    assert not (root / STAGING_FILE).exists()
+    events = [json.loads(x) for x in (root / "events.jsonl").read_text().splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("run_resumed") == 1 and kinds.count("run_started") == 1
+    notes = [e["data"].get("message", "") for e in events if e["kind"] == "notify"]
+    assert any(n.startswith("re-attached to the furnace programme") for n in notes), notes
+    # each step starts once: the re-attached run knows which step it was in
+    started = [e["data"]["step"] for e in events if e["kind"] == "step_started"]
+    assert started == sorted(set(started)), started
+    assert asyncio.run(_controller_status(controller)) == "reset"  # left in its safe state
+
+
+def test_a_changed_programme_is_refused(controller: str, tmp_path: Path) -> None:
+    protocol, station = _setup(tmp_path, controller)
+    out = tmp_path / "runs"
+    proc = _start(["run", str(protocol), "--station", str(station), "--out", str(out)])
+    _wait_for_rows(out, proc, more_than=3)
+    _kill(proc)
+    rows = _staged(out)
+    asyncio.run(_replace_programme(controller))
+    (root,) = list(out.iterdir())
+    proc = _start(["resume", str(root)])
+    assert proc.wait(60) == 1
+    meta = json.loads((root / "run.json").read_text())
+    assert meta["state"] == "failed"
+    assert "another programme" in meta["reason"], meta["reason"]
+    assert "ramp 60" in meta["reason"] and "ramp 45" in meta["reason"]
+    assert len(read_series(root)["time_s"]) == len(rows)  # what was recorded is kept
+    assert asyncio.run(_controller_status(controller)) == "reset"  # left in its safe state
