@@ -65,6 +65,7 @@ class StatusSink:
 
     def __init__(self) -> None:
         self.statuses: list[RunStatus] = []
+        self.telemetry: list[Telemetry] = []
 
     def publish_event(self, event: Event) -> None:
         pass
@@ -73,14 +74,15 @@ class StatusSink:
         self.statuses.append(status)
 
     def publish_telemetry(self, telemetry: Telemetry) -> None:
-        pass
+        self.telemetry.append(telemetry)
 
 
 class Run:
-    def __init__(self, root: Path, outcome: Any, statuses: list[RunStatus]) -> None:
+    def __init__(self, root: Path, outcome: Any, sink: StatusSink) -> None:
         self.root = root
         self.outcome = outcome
-        self.statuses = statuses
+        self.statuses = sink.statuses
+        self.telemetry = sink.telemetry
         self.data = pq.read_table(root / "data").to_pandas().sort_values("record_seq")
         self.cycles = pd.read_csv(root / "cycles.csv")
         self.events = [json.loads(x) for x in (root / "events.jsonl").read_text().splitlines()]
@@ -93,7 +95,7 @@ def _dry_run(proto: Any, out: Path, station: Any) -> Run:
     )
     outcome, root = run_virtual_strict(execute_run(req, sinks=[sink]))
     assert outcome.state == RunState.finished, outcome.reason
-    return Run(root, outcome, sink.statuses)
+    return Run(root, outcome, sink)
 
 
 @pytest.fixture(
@@ -195,3 +197,15 @@ def test_status_names_the_step_of_the_latest_record(run: Run) -> None:
         assert int(rec["cycle"].iloc[0]) == st.cycle, (st.step, st.cycle)
         checked += 1
     assert checked >= 5
+
+
+def test_live_readings_name_the_step_of_their_record(run: Run) -> None:
+    data = run.data.set_index("time_s")
+    labels = {e["data"]["step_id"]: e["data"]["step"] for e in run.events
+              if e["kind"] == "step_started" and e["data"].get("step_id") is not None}  # fmt: skip
+    assert run.telemetry
+    for t in run.telemetry:
+        at = data.loc[[t.run_time_s]]  # the reading is a record at its time
+        rec = at[(at.voltage_V == t.voltage_V) & (at.current_A == t.current_A)].iloc[0]
+        assert t.step_index == int(rec["step"]) and t.cycle == int(rec["cycle"])
+        assert t.step == labels[t.step_index]
