@@ -42,6 +42,7 @@ __all__ = [
     "InstrumentProtocolError",
     "InstrumentTimeout",
     "LimitMismatch",
+    "LimitsUnknown",
     "RecordBatch",
     "RecordRule",
     "SafetyTrip",
@@ -80,6 +81,11 @@ class InstrumentProtocolError(InstrumentError):
 
 class LimitMismatch(InstrumentError):
     """Limits read back from the instrument differ from those written."""
+
+
+class LimitsUnknown(InstrumentError):
+    """The channel cannot say which limits it holds: none were written through this
+    connection and its protocol has no call that reads them back."""
 
 
 class SafetyTrip(InstrumentError):

@@ -12,6 +12,7 @@ from labrig.protocols.models import CellSpec, Protocol
 
 from .events import EventSink
 from .executor import Executor, RunOptions, RunOutcome
+from .instruments import Source
 from .journal import Journal
 from .run.bindings import RunBindings
 from .run.request import RunRequest
@@ -31,12 +32,21 @@ def is_thermal(protocol: Protocol) -> bool:
 
 @contextlib.asynccontextmanager
 async def bind_instruments(
-    station: StationConfig, position: Position, cell: CellSpec | None, *, sim: bool, seed: int
+    station: StationConfig,
+    position: Position,
+    cell: CellSpec | None,
+    *,
+    sim: bool,
+    seed: int,
+    wrap: Callable[[Source], Source] | None = None,
 ) -> AsyncIterator[RunBindings]:
-    """Open the instruments serving ``position`` (simulated when ``sim``) for one run."""
+    """Open the instruments serving ``position`` (simulated when ``sim``) for one run;
+    ``wrap`` may stand between the run and the instruments' source."""
     from .run.instruments import open_cell_bindings
 
-    async with open_cell_bindings(station, position, cell, sim=sim, seed=seed) as bindings:
+    async with open_cell_bindings(
+        station, position, cell, sim=sim, seed=seed, wrap=wrap
+    ) as bindings:
         yield bindings
 
 
@@ -76,6 +86,30 @@ async def execute_run(
     # Dry runs skip fsync and the staging log: nothing real is at stake and they would
     # dominate their time. Hardware runs have both.
     durable = (not req.sim) if req.durable is None else req.durable
+    async with contextlib.AsyncExitStack() as stack:
+        if bindings is None:
+            # the instruments first: one out of reach leaves no run directory behind
+            bindings = await stack.enter_async_context(
+                bind_instruments(req.station, position, cell, sim=req.sim, seed=req.seed)
+            )
+        return await _start(req, run_id, meta, durable, position, sinks=sinks,
+                            on_progress=on_progress, on_executor=on_executor,
+                            bindings=bindings)  # fmt: skip
+
+
+async def _start(
+    req: RunRequest,
+    run_id: str,
+    meta: dict[str, Any],
+    durable: bool,
+    position: Position,
+    *,
+    sinks: Sequence[EventSink],
+    on_progress: Callable[[Executor], None] | None,
+    on_executor: Callable[[Executor], Any] | None,
+    bindings: RunBindings,
+) -> tuple[RunOutcome, Path]:
+    protocol = req.protocol
     store = RunStore.create(
         req.out_dir,
         run_id,

@@ -14,6 +14,9 @@ The shell does the rest, alike for every family:
   due times (a line keeps order); an infinite delay stalls the link for good; a ``None``
   piece hangs up (a no-op on a pseudo-terminal: a serial line cannot be hung up);
 - **bookkeeping**: connections counted, the live links, :meth:`SimServer.drop_connections`;
+- **command log** (optional): a device calls :meth:`Link.log` for every command it
+  receives; the server's :class:`~simulators.command_log.CommandLog` writes it with the
+  time and the sender (the process at the other end of a loopback connection);
 - **tasks**: background work (a device's runner, a session's command queue) starts with
   :meth:`SimServer.start` or :meth:`Link.start`, under the server's TaskGroup; a link's
   tasks end with the link, all of them with the server;
@@ -40,6 +43,7 @@ from types import TracebackType
 from typing import Any, Literal, Protocol, Self
 
 from labrig.simulators.clock import Now
+from labrig.simulators.command_log import CommandLog, loopback_peer_pid
 from labrig.simulators.faults import Piece, ReplyFaults, apply_manipulators
 
 __all__ = [
@@ -162,9 +166,14 @@ class Link:
         number: int,
         write: Callable[[bytes], None],
         hang_up: Callable[[], None] | None,
+        peer: tuple[str, int] | None = None,
+        local: tuple[str, int] | None = None,
     ) -> None:
         self.server = server
         self.number = number
+        self.peer = peer
+        self._local = local
+        self._sender: dict[str, Any] | None = None
         self._write = write
         self._hang_up = hang_up
         loop = asyncio.get_running_loop()
@@ -176,6 +185,23 @@ class Link:
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
+
+    @property
+    def sender(self) -> dict[str, Any]:
+        """Who is at the other end: ``pid`` (None if unknown) and ``peer`` (an address)."""
+        if self._sender is None:
+            if self.peer is None:  # a pseudo-terminal: whoever opened the serial port
+                self._sender = {"pid": None, "peer": "pty"}
+            else:
+                pid = loopback_peer_pid(self.peer, self._local) if self._local else None
+                self._sender = {"pid": pid, "peer": f"{self.peer[0]}:{self.peer[1]}"}
+        return self._sender
+
+    def log(self, cmd: str, *, chan: int | None = None, **extra: Any) -> None:
+        """Record one command received on this link (if the server keeps a log)."""
+        log_ = self.server.command_log
+        if log_ is not None:
+            log_.write(cmd, chan=chan, **self.sender, **extra)
 
     def _open(self, device: Device) -> None:
         self._session = device.open_session(self)
@@ -248,7 +274,13 @@ class _TcpProtocol(asyncio.Protocol):
             if not transport.is_closing():
                 transport.write(data)
 
-        self._link = self._server._new_link(write, transport.close)
+        peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+        self._link = self._server._new_link(
+            write,
+            transport.close,
+            peer=tuple(peer[:2]) if isinstance(peer, tuple) else None,
+            local=tuple(local[:2]) if isinstance(local, tuple) else None,
+        )
 
     def data_received(self, data: bytes) -> None:
         if self._link is not None:
@@ -264,6 +296,7 @@ class SimServer:
 
     ``manipulators`` (a list, changeable while serving) act on every link. With
     ``one_host``, a new TCP connection ends the previous one, as on a serial port.
+    ``command_log``: where devices record the commands they receive (None: nowhere).
     """
 
     def __init__(
@@ -272,8 +305,10 @@ class SimServer:
         *,
         manipulators: Sequence[Manipulator] = (),
         one_host: bool = False,
+        command_log: CommandLog | None = None,
     ) -> None:
         self.device = device
+        self.command_log = command_log
         self.manipulators: list[Manipulator] = list(manipulators)
         self.one_host = one_host
         self.address = ""
@@ -422,12 +457,19 @@ class SimServer:
         for link in list(self._links):
             link.hang_up()
 
-    def _new_link(self, write: Callable[[bytes], None], hang_up: Callable[[], None] | None) -> Link:
+    def _new_link(
+        self,
+        write: Callable[[bytes], None],
+        hang_up: Callable[[], None] | None,
+        *,
+        peer: tuple[str, int] | None = None,
+        local: tuple[str, int] | None = None,
+    ) -> Link:
         if self.one_host:
             for old in list(self._links):
                 old.hang_up()
         self.connections += 1
-        link = Link(self, self.connections, write, hang_up)
+        link = Link(self, self.connections, write, hang_up, peer, local)
         self._links.append(link)
         link._open(self.device)
         return link

@@ -109,7 +109,9 @@ def decode(
             ticks = (hi << np.uint64(32)) + col.astype(np.uint64)
             out["time_s"] = start_time_s + timebase_s * ticks.astype(np.float64)
         elif kind == "f32":
-            out[name] = col.view(np.float32).astype(np.float64)
+            # a signalling NaN's bits become a quiet NaN: not an error of the cast
+            with np.errstate(invalid="ignore"):
+                out[name] = col.view(np.float32).astype(np.float64)
         elif kind == "u32":
             out[name] = col.astype(np.float64)
     return out

@@ -190,11 +190,14 @@ class K2450Channel:
             raise LimitMismatch(f"{self.name}: wrote {limits}, read back {got}")
 
     async def get_limits(self) -> ChannelLimits:
-        if self._limits is None:
-            raise InstrumentError(f"{self.name}: no limits set on this channel yet")
+        """The voltage compliance as the 2450 holds it (``:SOUR:CURR:VLIM?``); the lower
+        voltage and the current limit are supervised here, so before set_limits has run
+        on this object (after a host restart) they read NaN: nothing held them."""
         cmd = ":SOUR:CURR:VLIM?"
         vlim = codec.decode_number(await self.query(cmd), cmd)
         lim = self._limits
+        if lim is None:
+            return ChannelLimits(math.nan, vlim, math.nan)
         return ChannelLimits(lim.v_min_V, vlim, lim.i_max_A, lim.t_max_C)
 
     # ------------------------------------------------------------------ blocks

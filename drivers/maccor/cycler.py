@@ -34,6 +34,7 @@ from labrig.drivers.capabilities import (
     EndCondition,
     InstrumentError,
     InstrumentTimeout,
+    LimitsUnknown,
     RecordBatch,
     StepEnd,
 )
@@ -219,9 +220,14 @@ class MaccorChannel:
         self._limits = decode_safety_limits(result, b"(6,10)")
 
     async def get_limits(self) -> ChannelLimits:
-        """The limits as the tester echoed them at (6,10) (MacNet has no read-only call)."""
+        """The limits as the tester echoed them at (6,10). MacNet has no call that reads
+        safety limits back: before set_limits has run on this connection (after a host
+        restart) they are unknown (:class:`LimitsUnknown`)."""
         if self._limits is None:
-            raise InstrumentError(f"{self.name}: limits unknown until set_limits has run")
+            raise LimitsUnknown(
+                f"{self.name}: MacNet has no call that reads safety limits back, and none "
+                "were written through this connection"
+            )
         lim = self._limits
         return ChannelLimits(lim.v_min_V, lim.v_max_V, min(lim.i_chg_A, lim.i_dis_A))
 

@@ -72,6 +72,12 @@ def serve(
             "running blocks to the instruments (resumed on the next start).",
         ),
     ] = 120.0,
+    poll: Annotated[
+        float | None,
+        typer.Option(
+            "--poll", min=0.001, help="Seconds between polls of each instrument (default: 10)."
+        ),
+    ] = None,
 ) -> None:
     """Run the scheduler as a service until SIGTERM / Ctrl-C (twice: stop at once)."""
     import asyncio
@@ -90,7 +96,12 @@ def serve(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    daemon = Daemon(station=st, runs_dir=runs, sim=sim, mqtt_url=mqtt, stop_grace_s=stop_grace)
+    from ..executor import RunOptions
+
+    daemon = Daemon(
+        station=st, runs_dir=runs, sim=sim, mqtt_url=mqtt, stop_grace_s=stop_grace,
+        run_options=RunOptions(poll_s=poll) if poll is not None else None,
+    )  # fmt: skip
     try:
         asyncio.run(daemon.run())
     except DaemonStartError as exc:

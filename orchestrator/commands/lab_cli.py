@@ -62,6 +62,10 @@ def agent(
     certs: CertsOpt = None,
     mqtt: Annotated[str | None, typer.Option("--mqtt", help="Publish to this broker.")] = None,
     sim: Annotated[bool, typer.Option("--sim", help="Simulated instruments (dry run).")] = False,
+    sim_log: Annotated[
+        Path | None,
+        typer.Option("--sim-log", help="--sim: shared instruments log commands to DIR/NAME.jsonl"),
+    ] = None,
     poll: Annotated[
         float | None, typer.Option("--poll", help="Instrument poll period, s (default 10).")
     ] = None,
@@ -90,7 +94,8 @@ def agent(
     )
     options = RunOptions(poll_s=poll, collect_s=poll) if poll is not None else None
     a = LabAgent(cfg, lab_url=lab, runs_dir=runs, sim=sim, mqtt_url=mqtt, certs=certs,
-                 secret=secret, run_options=options, stop_grace_s=stop_grace)  # fmt: skip
+                 secret=secret, run_options=options, stop_grace_s=stop_grace,
+                 sim_log=sim_log)  # fmt: skip
     try:
         asyncio.run(a.run())
     except LabUnavailable as exc:

@@ -25,6 +25,7 @@ from rich.text import Text
 from ..events import RunState
 from ..instruments.sim.presets import check_preset
 from ._format import duration_text
+from ._interrupt import Interrupted, Stopper, interruptible, signals_handled
 from ._options import PositionOption, SetOption, StationOption, parse_sets
 
 __all__ = ["register"]
@@ -99,6 +100,7 @@ def _refuse_beyond_station(
 _POLL_HELP = "Seconds between polls of the instrument (default: 10 on hardware)."
 
 
+@interruptible
 def run(
     protocol: Annotated[
         str, typer.Argument(help="A protocol file, or a name from `labrig library`.")
@@ -298,30 +300,59 @@ def _run_with_display(
             eta=eta or "–",
         )
 
+    stopper = Stopper(err)
+
     def announce(ex: Any) -> None:
+        stopper.executor = ex
         store = getattr(ex, "store", None)
         if store is not None and not quiet:
             err.print(f"run directory: {store.root}", markup=False, highlight=False,
                       soft_wrap=True)  # fmt: skip
 
     async def main() -> Any:
-        if mqtt:
-            from ..mqtt import attach_executor, open_publisher_for_run
+        with stopper.installed():
+            return await _start_with(mqtt, req, start, on_progress, announce)
 
-            async with open_publisher_for_run(mqtt, req) as pub:
+    from labrig.drivers.capabilities import InstrumentError
 
-                def on_executor(ex: Any) -> Any:
-                    announce(ex)
-                    return attach_executor(pub, ex)
+    try:
+        with signals_handled(), progress:
+            if sim:
+                with asyncio.Runner(loop_factory=new_virtual_loop) as runner:
+                    return runner.run(main())
+            return asyncio.run(main())
+    except (asyncio.CancelledError, Interrupted) as exc:
+        sig = stopper.signal or (exc.sig if isinstance(exc, Interrupted) else None)
+        if sig is None:
+            raise
+        raise typer.Exit(stopper.report(sig)) from None
+    except InstrumentError as exc:
+        # the instruments are opened before the run directory is made: none is left
+        err.print(f"error: instrument out of reach: {exc}; nothing was started, no run "
+                  "directory was written", markup=False, highlight=False,
+                  soft_wrap=True)  # fmt: skip
+        raise typer.Exit(1) from None
 
-                return await start(sinks=[pub], on_progress=on_progress, on_executor=on_executor)
+
+async def _start_with(
+    mqtt: str | None,
+    req: Any,
+    start: Callable[..., Awaitable[Any]],
+    on_progress: Callable[[Any], None],
+    announce: Callable[[Any], None],
+) -> Any:
+    """``start`` with the sinks and hooks of the display (and MQTT when asked)."""
+    if not mqtt:
         return await start(on_progress=on_progress, on_executor=announce)
+    from ..mqtt import attach_executor, open_publisher_for_run
 
-    with progress:
-        if sim:
-            with asyncio.Runner(loop_factory=new_virtual_loop) as runner:
-                return runner.run(main())
-        return asyncio.run(main())
+    async with open_publisher_for_run(mqtt, req) as pub:
+
+        def on_executor(ex: Any) -> Any:
+            announce(ex)
+            return attach_executor(pub, ex)
+
+        return await start(sinks=[pub], on_progress=on_progress, on_executor=on_executor)
 
 
 def register(app: typer.Typer) -> None:

@@ -41,7 +41,7 @@ from ..scheduler import (
     WatchdogOptions,
 )
 from ..station import StationConfig, StationError
-from ._wire import OPS, WireError, decode, encode, error, ok
+from ._wire import OPS, WireError, decode, encode, error, ok, submit_problem
 from .client import socket_path
 
 __all__ = ["Daemon", "DaemonStartError"]
@@ -92,6 +92,7 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self._stop = asyncio.Event()
         self._queue_sig: list[str] | None = None
+        self._queue_loaded = False  # queue.json is not rewritten before it was read
         self._publisher: Any = None
         self.recent = RecentEvents()
 
@@ -136,9 +137,13 @@ class Daemon:
                 stop_grace_s=self.stop_grace_s,
             )
             await stack.enter_async_context(sched)
+            # read the queue before re-attaching: every change rewrites queue.json
+            queued = self._read_queue()
             self.scheduler = sched
             self._reattach(sched, resume_fn is not None)
-            self._restore_queue(sched)
+            self._restore_queue(sched, queued)
+            self._queue_loaded = True
+            self._save_queue()
             if self.install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, self.signal, signal.Signals(sig).name)
@@ -203,11 +208,7 @@ class Daemon:
                     return
                 if not line:
                     return
-                try:
-                    reply = self.handle(decode(line))
-                except WireError as exc:
-                    reply = error(str(exc))
-                writer.write(encode(reply))
+                writer.write(self.answer(line))
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             return
@@ -215,6 +216,18 @@ class Daemon:
             with contextlib.suppress(ConnectionError, OSError):
                 writer.close()
                 await writer.wait_closed()
+
+    def answer(self, line: bytes) -> bytes:
+        """The reply to one request line: never an exception, whatever the line holds."""
+        try:
+            return encode(self.handle(decode(line)))
+        except WireError as exc:
+            return encode(error(str(exc)))
+        except RecursionError:
+            return encode(error("request nested too deeply"))
+        except Exception as exc:  # a bug of ours must not cost the client its reply
+            log.error("request not handled: %s: %s", type(exc).__name__, exc)
+            return encode(error(f"request not handled: {type(exc).__name__}: {exc}"))
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         """Answer one control request (see :mod:`._wire`)."""
@@ -251,7 +264,9 @@ class Daemon:
                 return error(f"{op} needs a run id")
             if op == "events":
                 after = req.get("after_seq", 0)
-                return ok(events=self.recent.since(run_id, after if isinstance(after, int) else 0))
+                if not isinstance(after, int) or isinstance(after, bool):
+                    return error("after_seq must be an event number")
+                return ok(events=self.recent.since(run_id, after))
             sender = req.get("sender", "local")
             if not (isinstance(sender, str) and 0 < len(sender) <= 200 and sender.isprintable()):
                 return error("sender must be a printable name of at most 200 characters")
@@ -266,29 +281,26 @@ class Daemon:
         text = req.get("protocol_yaml")
         if not isinstance(text, str):
             return error("submit needs protocol_yaml (the protocol's text)")
+        source = req.get("source")
+        if source is not None and not isinstance(source, str):
+            return error("source must be the protocol file's name")
         try:
-            proto = load_protocol_text(text, source_name=req.get("source") or None)
+            proto = load_protocol_text(text, source_name=source or None)
         except ProtocolError as exc:
             return error(str(exc))
+        problem = submit_problem(req, now=sched.clock.wall())
+        if problem is not None:
+            return error(problem)
         at = req.get("at")
-        if at is not None and not isinstance(at, int | float):
-            return error("at must be seconds since the Unix epoch")
-        after = req.get("after")
-        if after is not None and not isinstance(after, str):
-            return error("after must be a run id")
-        position = req.get("position")
-        seed = req.get("seed", 0)
-        if not isinstance(seed, int):
-            return error("seed must be an integer")
         job = sched.submit(
             RunSpec(
                 protocol=proto,
                 protocol_yaml=text,
-                position=position if isinstance(position, str) else None,
+                position=req.get("position"),
                 not_before=float(at) if at is not None else None,
-                after=after,
-                seed=seed,
-                run_id=req.get("run_id") if isinstance(req.get("run_id"), str) else None,
+                after=req.get("after"),
+                seed=req.get("seed", 0),
+                run_id=req.get("run_id"),
             )
         )
         return ok(run_id=job.run_id, position=job.position, state=job.state.value)
@@ -296,7 +308,7 @@ class Daemon:
     # ------------------------------------------------------------------ persistence
     def _save_queue(self) -> None:
         sched = self.scheduler
-        if sched is None:
+        if sched is None or not self._queue_loaded:
             return
         pending = [
             j
@@ -327,19 +339,22 @@ class Daemon:
         tmp.write_text(json.dumps(rows, indent=1), encoding="utf-8")
         os.replace(tmp, path)
 
-    def _restore_queue(self, sched: Scheduler) -> None:
-        from labrig.protocols.errors import ProtocolError
-        from labrig.protocols.loader import load_protocol_text
-
+    def _read_queue(self) -> list[Any]:
         path = self.runs_dir / QUEUE_FILE
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return
+            return []
         except (OSError, ValueError) as exc:
             log.error("%s unreadable (%s); queued runs not restored", path, exc)
-            return
-        for row in rows if isinstance(rows, list) else []:
+            return []
+        return rows if isinstance(rows, list) else []
+
+    def _restore_queue(self, sched: Scheduler, rows: list[Any]) -> None:
+        from labrig.protocols.errors import ProtocolError
+        from labrig.protocols.loader import load_protocol_text
+
+        for row in rows:
             try:
                 if (self.runs_dir / row["run_id"]).exists():
                     continue  # it had started: re-attached above, if at all

@@ -165,7 +165,8 @@ class SimRequest(Generic[Opt]):
 
     ``cell`` is the position's one simulated cell, shared by its cycler channel,
     impedance channel and chamber. ``furnace_limit_C`` is where a simulated furnace's
-    independent over-temperature limit sits (None: none).
+    independent over-temperature limit sits (None: none). ``command_log``: a file where
+    the simulator logs every command it receives (simulators that offer one; the BioLogic).
     """
 
     name: str
@@ -175,6 +176,7 @@ class SimRequest(Generic[Opt]):
     cell: SimulatedCell
     seed: int = 0
     furnace_limit_C: float | None = None
+    command_log: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,12 +199,17 @@ class SimStarted:
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
     """``labrig sim serve``: a TCP port (0 picks a free one; None the instrument's usual
-    port) or a pseudo-terminal, and ``speed`` simulated seconds per real second."""
+    port) or a pseudo-terminal, and ``speed`` simulated seconds per real second.
+    ``channels`` (None: the instrument's usual count) and ``command_log`` (a file logging
+    every command with its time and sender) only for entries whose ``serve_features``
+    name them."""
 
     host: str = "127.0.0.1"
     port: int | None = None
     pty: bool = False
     speed: float = 1.0
+    channels: int | None = None
+    command_log: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +245,8 @@ class InstrumentEntry(Generic[Opt]):
     ``open`` is None for an instrument that exists only as a simulator (``sim``);
     ``simulate`` None for one that has no simulator yet; ``serve`` None for one that
     ``labrig sim serve`` cannot start on its own; ``limits`` None for one that declares
-    no ranges (nothing is checked before a run).
+    no ranges (nothing is checked before a run). ``serve_features``: the optional
+    :class:`ServeOptions` its ``serve`` honours (``channels``, ``command_log``).
     """
 
     driver: str
@@ -249,6 +257,7 @@ class InstrumentEntry(Generic[Opt]):
     simulate: SimStarter[Opt] | None
     serve: ServeFactory | None = None
     limits: LimitsOf[Opt] | None = None
+    serve_features: frozenset[str] = frozenset()
 
     def limits_for(self, options: InstrumentOptions) -> InstrumentLimits:
         """The ranges of an instrument of this driver with ``options`` (a station's)."""

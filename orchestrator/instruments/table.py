@@ -51,6 +51,7 @@ ENTRIES: tuple[InstrumentEntry[Any], ...] = (
         simulate=simulate_maccor,
         serve=serve_maccor,
         limits=maccor_limits,
+        serve_features=frozenset({"channels", "command_log"}),
     ),
     InstrumentEntry(
         driver="keithley2450",

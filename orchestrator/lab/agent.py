@@ -66,8 +66,10 @@ class LabAgent:
         watchdog: WatchdogOptions | None = None,
         install_signals: bool = True,
         stop_grace_s: float | None = 120.0,
+        sim_log: Path | None = None,
     ) -> None:
         self.cfg = cfg
+        self.sim_log = sim_log  # --sim: where simulated shared instruments log commands
         self.lab_url = lab_url
         self.runs_dir = runs_dir
         self.sim = sim
@@ -227,7 +229,9 @@ class LabAgent:
         service = SharedInstruments(self.cfg.name, Fences(self._link("fences")),
                                     check_s=min(1.0, self.cfg.lab.lease_s / 4))  # fmt: skip
         for name, inst in shared.items():
-            kind, objs = await open_shared_instrument(stack, name, inst)
+            cmds = str(self.sim_log / f"{name}.jsonl") if self.sim_log is not None else None
+            kind, objs = await open_shared_instrument(stack, name, inst, sim=self.sim,
+                                                      command_log=cmds)  # fmt: skip
             service.add(name, inst.driver, kind, objs)
         stack.push_async_callback(service.safe_all)
         api = self.cfg.lab.api

@@ -264,9 +264,33 @@ def _v1(cur: Any, roles: dict[str, str]) -> None:
     cur.execute(_GRANTS_V1.format(**ids))
 
 
+def _submit_v2() -> str:
+    """``labrig_submit`` of version 1, choosing its position under a lock: two clients
+    submitting at once no longer both take the same least-busy position."""
+    start = _V1.index("CREATE FUNCTION labrig_submit(")
+    end = _V1.index("END $$;", start) + len("END $$;")
+    text = _V1[start:end].replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+    head, _, body = text.partition("\nBEGIN\n")
+    lock = f"    PERFORM pg_advisory_xact_lock({_SUBMIT_LOCK_KEY});\n"
+    return f"{head}\nBEGIN\n{lock}{body}"
+
+
+_SUBMIT_LOCK_KEY = 0x6C616273  # held by labrig_submit until its transaction ends
+
+
+def _v2(cur: Any, roles: dict[str, str]) -> None:
+    cur.execute(_submit_v2())  # grants and revokes of the function stay as they were
+    # the busy runs of a position, as labrig_submit counts them for every position
+    cur.execute(
+        "CREATE INDEX IF NOT EXISTS runs_busy_position ON runs (agent, position) "
+        "WHERE state NOT IN ('finished', 'aborted', 'failed')"
+    )
+
+
 #: (version, what it does, how)
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "agents, instruments, positions, runs, queue, commands, bookings, events, cycles", _v1),
+    (2, "labrig_submit picks positions one client at a time; index of busy runs", _v2),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -38,15 +38,25 @@ SHAREABLE = (Capability.impedance, Capability.chamber)
 
 
 async def open_shared_instrument(
-    stack: contextlib.AsyncExitStack, name: str, inst: InstrumentConfig
+    stack: contextlib.AsyncExitStack,
+    name: str,
+    inst: InstrumentConfig,
+    *,
+    sim: bool = False,
+    command_log: str | None = None,
 ) -> tuple[str, list[Any]]:
     """``(kind, [one capability object per channel])`` for a shared instrument, opened
-    through the instrument registry."""
+    through the instrument registry (``sim``: its simulator, logging its commands to
+    ``command_log`` where it offers that)."""
     from ..instruments import OpenRequest, entry
 
+    found = entry(inst.driver)
+    if sim:
+        kind = next((k for k in SHAREABLE if k in found.capabilities), None)
+        if kind is not None:
+            return kind.value, await _simulated(stack, name, inst, kind, command_log)
     if inst.address is None:
         raise InstrumentError(f"shared instrument {name!r} has no address")
-    found = entry(inst.driver)
     kind = next((k for k in SHAREABLE if k in found.capabilities), None)
     if found.open is None or kind is None:
         raise InstrumentError(
@@ -68,6 +78,30 @@ async def open_shared_instrument(
         for i in range(inst.channels)
     ]
     return kind.value, channels
+
+
+async def _simulated(
+    stack: contextlib.AsyncExitStack,
+    name: str,
+    inst: InstrumentConfig,
+    kind: Capability,
+    command_log: str | None,
+) -> list[Any]:
+    """A shared instrument's simulator (``labrig agent --sim``): channel 0 measures one
+    simulated cell, the others cells of their own."""
+    from ..instruments import InstrumentUse, entry
+    from ..instruments.sim.cell import SimCell
+    from ..instruments.sim.station import simulate
+
+    found = entry(inst.driver)
+    use = InstrumentUse(found, name, inst.address, inst.channels,
+                        found.parse_options(inst.options), {0: kind.value})  # fmt: skip
+    sim = await stack.enter_async_context(
+        simulate(use, SimCell(None, seed=0), command_log=command_log)
+    )
+    handle = await sim.connect(stack)
+    pick = handle.impedance_channel if kind is Capability.impedance else handle.chamber_controller
+    return [pick(i) for i in range(inst.channels)]
 
 
 @dataclass(slots=True)

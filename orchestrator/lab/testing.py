@@ -114,6 +114,10 @@ class Proc:
 
     def first_line(self, timeout_s: float = 60.0) -> str:
         """The first line the process prints (a simulator's address)."""
+        return self.first_lines(1, timeout_s)[0]
+
+    def first_lines(self, n: int, timeout_s: float = 60.0) -> list[str]:
+        """The first ``n`` lines the process prints (``sim serve --count n``: addresses)."""
         assert self.p.stdout is not None
         os.set_blocking(self.p.stdout.fileno(), False)
         deadline = time.monotonic() + timeout_s
@@ -121,8 +125,8 @@ class Proc:
         while time.monotonic() < deadline:
             chunk = self.p.stdout.read() or b""
             buf += chunk
-            if b"\n" in buf:
-                return buf.split(b"\n", 1)[0].decode().strip()
+            if buf.count(b"\n") >= n:
+                return [x.decode().strip() for x in buf.split(b"\n")[:n]]
             if self.p.poll() is not None:
                 break
             time.sleep(0.02)

@@ -9,7 +9,7 @@ cell run gets :class:`RunBindings`; a furnace run a furnace and its gas lines.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from labrig.drivers.capabilities import (
@@ -136,12 +136,23 @@ async def open_position(
 
 @contextlib.asynccontextmanager
 async def open_cell_bindings(
-    station: StationConfig, position: Position, cell: CellSpec | None, *, sim: bool, seed: int
+    station: StationConfig,
+    position: Position,
+    cell: CellSpec | None,
+    *,
+    sim: bool,
+    seed: int,
+    wrap: Callable[[Source], Source] | None = None,
 ) -> AsyncIterator[RunBindings]:
-    """The instruments serving a cell at ``position`` (simulated when ``sim``)."""
+    """The instruments serving a cell at ``position`` (simulated when ``sim``).
+
+    ``wrap`` may stand between the run and its source (the scheduler opens instruments
+    that positions share once, for all their runs)."""
     if position.cycler is None:
         raise InstrumentError(f"position {position.name!r} has no cycler channel")
     source = source_for(sim=sim, cell=cell, seed=seed)
+    if wrap is not None:
+        source = wrap(source)
     async with open_position(station, position, source) as inst:
         assert inst.cycler is not None
         yield RunBindings(cycler=inst.cycler, impedance=inst.impedance, chamber=inst.chamber)

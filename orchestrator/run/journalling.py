@@ -13,13 +13,12 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from labrig.drivers.capabilities import ChannelLimits, InstrumentError
-
 from ..cycles import CycleFigures
-from ..events import Event, EventKind, PendingEvent, RunState
+from ..events import Event, EventKind, PendingEvent
 from ..journal import Journal
 from .cellrun import CellRunState
-from .lifecycle import RunAborted, event_key
+from .lifecycle import event_key
+from .limits import check_resumed_limits
 
 __all__ = ["JournalledRun"]
 
@@ -146,21 +145,9 @@ class JournalledRun(CellRunState):
         self._t0 = min(self._t0, now - reached)
 
     async def _prepare_resumed(self) -> None:
-        """After a restart the instrument kept its limits; check them if it can say."""
-        lim = self.protocol.limits
-        if lim.voltage_V is None or lim.current_abs_A is None:
-            return
-        wanted = ChannelLimits(lim.voltage_V[0], lim.voltage_V[1], lim.current_abs_A)
-        try:
-            got = await self.bind.cycler.get_limits()
-        except InstrumentError as exc:
-            self._emit(EventKind.notify, message=f"limits not read back after restart: {exc}")
-            return
-        if not wanted.matches(got):
-            raise RunAborted(
-                f"after the restart the instrument's limits {got} differ from {wanted}",
-                RunState.failed,
-            )
+        """After a restart: the channel's limits read back and compared (limits.py)."""
+        for note in await check_resumed_limits(self.bind.cycler, self.protocol.limits):
+            self._emit(EventKind.notify, message=note)
 
 
 def _identity(kind: EventKind, time_s: float, data: dict[str, Any]) -> str:

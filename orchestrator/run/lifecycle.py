@@ -295,7 +295,7 @@ class RunLifecycle:
             if self._abandoned:
                 raise  # as if the process died: nothing more is sent or written
             self.state = RunState.aborted
-            self.reason = "cancelled"
+            self.reason = self._abort_requested or "cancelled"  # the signal, if one says
             await self._safe_state_all()
             await self._cancelled_safe()
             self._close()

@@ -12,8 +12,10 @@ The daemon (:mod:`orchestrator.daemon`) serves a scheduler to ``labrig`` command
 
 from ._booking import Booker, BookingSlot, BookingStats, ResourceTimeline
 from ._jobs import Job, JobState, RunSpec
+from ._launch import ResumeFn, expected_eis_s
 from ._marks import mark_run
-from ._scheduler import ResumeFn, Scheduler, SchedulerError, expected_eis_s
+from ._scheduler import Scheduler, SchedulerError
+from ._shared import SharedInstruments, shared_instrument_names
 from ._watchdog import StaleData, WatchdogOptions, WatchdogStats, WatchedCycler
 
 __all__ = [
@@ -27,10 +29,12 @@ __all__ = [
     "RunSpec",
     "Scheduler",
     "SchedulerError",
+    "SharedInstruments",
     "StaleData",
     "WatchdogOptions",
     "WatchdogStats",
     "WatchedCycler",
     "expected_eis_s",
     "mark_run",
+    "shared_instrument_names",
 ]

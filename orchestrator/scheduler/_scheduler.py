@@ -7,8 +7,10 @@ and its start time (``not_before``) has come - all waiting on the event loop's c
 the virtual clock of a dry run drives schedules too. The first run of a queue holds its
 channel while it waits for its time or dependency (strict FIFO: predictable for users).
 
-Shared instruments are booked through :class:`~._booking.Booker` (FIFO); the cycler
-channel of every run is watched by the stale-data watchdog (:mod:`._watchdog`).
+Shared instruments are opened once for all their runs (:mod:`._shared`) and booked
+through :class:`~._booking.Booker` (FIFO); the cycler channel of every run is watched by
+the stale-data watchdog (:mod:`._watchdog`). Opening and starting a run is
+:mod:`._launch`; what a stopped or failed run's directory says, :mod:`._stopping`.
 
 Stopping (:meth:`Scheduler.stop`): ``at_once=False`` pauses every run at its next safe
 point (a block boundary, cycler at open circuit), then ends its task and marks its run
@@ -19,63 +21,35 @@ to its safe state under its own deadline) and marks it ``aborted`` with the reas
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from labrig.protocols.models import EisStep, FurnaceStep, GasStep, Protocol
-
 from ..clock import Clock
 from ..events import EventKind, EventSink, RunState
-from ..executor import Executor, RunOptions, RunOutcome
+from ..executor import Executor, RunOptions
 from ..run.bindings import RunBindings
 from ..station import Position, StationConfig
 from ..store import new_run_id
 from ._booking import Booker, ResourceTimeline
 from ._jobs import ACTIVE, ENDED, Job, JobState, RunSpec
+from ._launch import ResumeFn, expected_eis_s, launch, position_kind
 from ._marks import mark_run
-from ._watchdog import WatchdogOptions, WatchdogStats, WatchedCycler
+from ._shared import SharedInstruments
+from ._stopping import SafeFirst, close_unfinished, mark_stopped
+from ._watchdog import WatchdogOptions, WatchdogStats
 
 __all__ = ["ResumeFn", "Scheduler", "SchedulerError", "expected_eis_s"]
 
 log = logging.getLogger(__name__)
 
-ResumeFn = Callable[..., Awaitable[tuple[RunOutcome, Path]]]
-"""``orchestrator.runner.resume_run``'s shape: ``(run_dir, *, station, sim, sinks,
-on_progress, on_executor, bindings)``."""
-
 
 class SchedulerError(ValueError):
     """A request the scheduler cannot honour; the message says why."""
-
-
-def expected_eis_s(protocol: Protocol) -> float | None:
-    """How long this protocol holds the impedance channel per EIS (the longest sweep)."""
-    from labrig.protocols.summary import eis_sweep_s
-
-    sweeps = [eis_sweep_s(s) for s in protocol.steps() if isinstance(s, EisStep)]
-    return max(sweeps) if sweeps else None
-
-
-def _stored_protocol(run_dir: Path) -> tuple[Protocol, int]:
-    """The protocol and seed of a run directory (to open its instruments on resume)."""
-    from labrig.protocols.loader import load_protocol_text
-
-    meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    text = (run_dir / "protocol.yaml").read_text(encoding="utf-8")
-    return load_protocol_text(text), int(meta.get("seed", 0))
-
-
-def _position_kind(protocol: Protocol) -> str:
-    """A protocol with furnace or gas steps needs a furnace position; others a cell one."""
-    thermal = any(isinstance(s, FurnaceStep | GasStep) for s in protocol.steps())
-    return "furnace" if thermal else "cell"
 
 
 class Scheduler:
@@ -124,6 +98,7 @@ class Scheduler:
         self._changed = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._clock: Clock | None = None
+        self.shared = SharedInstruments(station, _not_started)
         self.closing = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -131,6 +106,10 @@ class Scheduler:
         self._clock = Clock()
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
+        tg = self._tg
+        self.shared = SharedInstruments(
+            self.station, lambda coro, name: tg.create_task(coro, name=name)
+        )
         return self
 
     async def __aexit__(
@@ -214,7 +193,7 @@ class Scheduler:
         if self.closing:
             raise SchedulerError("the scheduler is stopping; no new runs")
         if spec.position is None:
-            kind = _position_kind(spec.protocol)
+            kind = position_kind(spec.protocol)
             fits = [p for p in self.station.positions if p.kind == kind]
             if not fits:
                 raise SchedulerError(f"station {self.station.name!r} has no {kind} position")
@@ -358,7 +337,7 @@ class Scheduler:
     def stop(self, *, at_once: bool, reason: str) -> None:
         """Stop every run: at the next safe point (resumable) or at once (aborted)."""
         self.closing = True
-        gate = _SafeFirst() if at_once else None
+        gate = SafeFirst() if at_once else None
         for job in list(self._jobs.values()):
             if job.state in ENDED or job.state is JobState.detached or job.task is None:
                 continue
@@ -437,8 +416,10 @@ class Scheduler:
                 else:  # left for the next daemon start
                     self._end(job, JobState.stopped, job.stop_reason)
         except Exception as exc:  # a failing run never takes the others down
-            log.exception("run %s failed", job.run_id)
-            self._end(job, JobState.failed, f"{type(exc).__name__}: {exc}")
+            log.error("run %s failed: %s", job.run_id, _why(exc), exc_info=_unexpected(exc))
+            reason = _why(exc)
+            close_unfinished(job.run_dir, reason, resumed=job.resume, durable=not self.sim)
+            self._end(job, JobState.failed, reason)
         finally:
             if not job.done.is_set():
                 self._end(job, JobState.failed, job.reason or "ended unexpectedly")
@@ -475,33 +456,7 @@ class Scheduler:
                 await asyncio.sleep(delay)
         return True
 
-    def _adapt(self, job: Job) -> Callable[[RunBindings, Position], RunBindings]:
-        def adapt(b: RunBindings, position: Position) -> RunBindings:
-            # the caller's adapter sees the instruments as opened (to instrument them);
-            # booking and the watchdog go on top
-            if self.adapter is not None:
-                b = self.adapter(b, position)
-            cycler: Any = b.cycler
-            if self.watchdog.enabled:
-                from .. import runner
-
-                opts = (
-                    (job.spec.options if job.spec is not None else None)
-                    or self.run_options
-                    or runner.default_options(self.sim)
-                )
-                # the watchdog waits for the run's own collections, up to a minute
-                look_s = min(opts.collect_s or opts.poll_s, 60.0)
-                cycler = WatchedCycler(b.cycler, self.watchdog, self.watchdog_stats, look_s=look_s)
-            return replace(
-                b, cycler=cycler, booking=self.booker.booking(job.run_id, job.eis_expected_s)
-            )
-
-        return adapt
-
     async def _execute(self, job: Job) -> None:
-        from .. import runner
-
         job.state = JobState.running
         job.reason = None
         job.started = self.clock.wall()
@@ -524,115 +479,34 @@ class Scheduler:
                 self._park(job)
 
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                if job.resume:
-                    assert self.resume_fn is not None and job.run_dir is not None
-                    protocol, seed = _stored_protocol(job.run_dir)
-                else:
-                    assert job.spec is not None
-                    protocol, seed = job.spec.protocol, job.spec.seed
-                bindings: RunBindings | None = None
-                if not runner.is_thermal(protocol):
-                    # open the instruments here so booking and the watchdog wrap them
-                    position = self.station.position(job.position)
-                    raw = await stack.enter_async_context(
-                        runner.bind_instruments(
-                            self.station, position, protocol.cell, sim=self.sim, seed=seed
-                        )
-                    )
-                    bindings = self._adapt(job)(raw, position)
-                if job.resume:
-                    assert self.resume_fn is not None and job.run_dir is not None
-                    outcome, root = await self.resume_fn(
-                        job.run_dir,
-                        station=self.station,
-                        sim=self.sim,
-                        sinks=self.sinks,
-                        on_progress=on_progress,
-                        on_executor=on_executor,
-                        bindings=bindings,
-                    )
-                else:
-                    assert job.spec is not None
-                    req = runner.RunRequest(
-                        protocol=job.spec.protocol,
-                        protocol_yaml=job.spec.protocol_yaml,
-                        out_dir=self.out_dir,
-                        station=self.station,
-                        position=job.position,
-                        sim=self.sim,
-                        seed=job.spec.seed,
-                        options=job.spec.options or self.run_options,
-                        run_id=job.run_id,
-                    )
-                    outcome, root = await runner.execute_run(
-                        req,
-                        sinks=self.sinks,
-                        on_progress=on_progress,
-                        on_executor=on_executor,
-                        bindings=bindings,
-                    )
+            outcome, root = await launch(
+                self, job, on_progress=on_progress, on_executor=on_executor
+            )
         except asyncio.CancelledError:
             if job.stop_mode in ("park", "kill") and job.executor is not None:
-                self._mark_stopped(job)
+                self._end(job, *mark_stopped(job, durable=not self.sim))
                 return
             raise
         job.outcome = outcome
         job.run_dir = root
         self._end(job, JobState(outcome.state.value), outcome.reason)
 
-    def _mark_stopped(self, job: Job) -> None:
-        assert job.run_dir is not None
-        reason = job.stop_reason or "stopped by the scheduler"
-        parked = job.stop_mode == "park" and job.parked
-        try:
-            if parked:
-                mark_run(
-                    job.run_dir,
-                    state="paused",
-                    reason=f"{reason}: stopped at a safe point; resumes when the daemon restarts",
-                    resumable=True,
-                    durable=not self.sim,
-                    log_event=False,  # the journal stays as resume expects it
-                )
-            else:
-                mark_run(
-                    job.run_dir,
-                    state="aborted",
-                    reason=f"{reason}: safe state at once",
-                    resumable=False,
-                    durable=not self.sim,
-                )
-        except (OSError, ValueError) as exc:
-            log.error("could not mark run %s: %s", job.run_id, exc)
-        if parked:
-            self._end(job, JobState.stopped, reason)
-        else:
-            self._end(job, JobState.aborted, f"{reason}: safe state at once")
+
+def _why(exc: BaseException) -> str:
+    from labrig.drivers.capabilities import InstrumentError
+
+    if isinstance(exc, InstrumentError | OSError):
+        return f"instrument error: {exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
-class _SafeFirst:
-    """Runs stopped together put their instruments in the safe state before any of them
-    does its final writes: with a thousand runs, those writes would hold the event loop
-    long enough for the other runs' safe-state answers to time out."""
+def _unexpected(exc: BaseException) -> bool:
+    """Whether the log needs the traceback: not for an instrument out of reach."""
+    from labrig.drivers.capabilities import InstrumentError
 
-    #: longest wait for the others (their safe state has deadlines of its own)
-    MAX_WAIT_S = 45.0
+    return not isinstance(exc, InstrumentError | OSError)
 
-    def __init__(self) -> None:
-        self._expected = 0
-        self._arrived = 0
-        self._all_safe = asyncio.Event()
 
-    def join(self) -> Callable[[], Awaitable[None]]:
-        self._expected += 1
-
-        async def arrive() -> None:
-            self._arrived += 1
-            if self._arrived >= self._expected:
-                self._all_safe.set()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.MAX_WAIT_S):
-                    await self._all_safe.wait()
-
-        return arrive
+def _not_started(coro: Any, name: str) -> None:
+    coro.close()
+    raise SchedulerError("use the scheduler inside 'async with'")

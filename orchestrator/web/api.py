@@ -25,6 +25,8 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .auth import User
+from .bodies import GZIP_FROM
+from .pagedata import cycle_columns, cycles_plot, first_events, whole_series
 from .results import DOWNLOADS, dumps
 from .rundata import RunNotFound
 from .source import DataSource, SourceRefused, SourceUnavailable, SubmitRequest
@@ -33,7 +35,6 @@ __all__ = ["api_routes"]
 
 COMMANDS = {"pause": "pause", "resume": "resume", "continue": "resume", "abort": "abort"}
 _MAX_BODY = 256 * 1024
-_GZIP_FROM = 8192
 _SSE_HEADERS = {"cache-control": "no-store", "x-accel-buffering": "no"}
 
 
@@ -42,16 +43,11 @@ def _json(obj: Any, status: int = 200, request: Request | None = None) -> Respon
     whole-run view or a long cycle table is a few hundred kilobytes (a phone on Wi-Fi)."""
     body = dumps(obj).encode()
     accepts = request is not None and "gzip" in request.headers.get("accept-encoding", "")
-    if not accepts or len(body) < _GZIP_FROM:
+    if not accepts or len(body) < GZIP_FROM:
         return Response(body, status, media_type="application/json")
     headers = {"content-encoding": "gzip", "vary": "accept-encoding"}
     zipped = gzip.compress(body, compresslevel=1, mtime=0)
     return Response(zipped, status, media_type="application/json", headers=headers)
-
-
-def _sig(v: Any) -> Any:
-    """A float to 6 significant digits (what a plot can show)."""
-    return float(f"{v:.6g}") if isinstance(v, float) and math.isfinite(v) else v
 
 
 def _src(request: Request) -> DataSource:
@@ -170,9 +166,33 @@ _NO_RECORDS = {"t": [], "V": [], "I": [], "T": [], "stored": 0, "shown": 0, "dec
                "t_min": None, "t_max": None}  # fmt: skip
 
 
+def _gzip_ok(request: Request) -> bool:
+    return "gzip" in request.headers.get("accept-encoding", "")
+
+
+def _send(body: tuple[bytes, bool], status: int = 200) -> Response:
+    """Encoded JSON (:class:`~.bodies.Encoded`): (bytes, gzipped?)."""
+    data, zipped = body
+    headers = {"vary": "accept-encoding"}
+    if zipped:
+        headers["content-encoding"] = "gzip"
+    return Response(data, status, media_type="application/json", headers=headers)
+
+
+def _live(src: DataSource, run_id: str, t_last: float | None, hi: float | None) -> list[Any]:
+    """The run's live readings after its stored records (read on the event loop's thread:
+    the model changes there only)."""
+    row = src.model.row_of_run(run_id)
+    live = np.empty((0, 4))
+    if row is not None and row.live is not None and (hi is None or t_last is None or hi >= t_last):
+        live = row.live.since(t_last if t_last is not None else -math.inf)
+    out: list[Any] = np.round(live, 6).tolist()
+    return out
+
+
 async def series(request: Request) -> Response:
-    """The stored records in view (read in a worker thread) and the live readings after
-    them (read here: the model changes on the event loop's thread only)."""
+    """The stored records in view (read in a worker thread; the whole-run view made once
+    per state of the run's files, :mod:`.pagedata`) and the live readings after them."""
     src = _src(request)
     run_id = request.path_params["run_id"]
     q = request.query_params
@@ -180,47 +200,50 @@ async def series(request: Request) -> Response:
     n = max(100, min(5000, round(n / 100) * 100))  # whole hundreds: cached whole-run views
     lo, hi = _float(q.get("lo")), _float(q.get("hi"))
     try:
+        if lo is None and hi is None:
+            enc = await asyncio.to_thread(whole_series, src, run_id, n)
+            live = _live(src, run_id, enc.meta.get("t_max"), None)
+            return _send(enc.with_live(dumps(live).encode(), _gzip_ok(request)))
         out = dict(await asyncio.to_thread(src.series.window, run_id, lo, hi, n))
     except RunNotFound as exc:
         if src.model.row_of_run(run_id) is None:
             return _json({"error": str(exc)}, 404)
         out = dict(_NO_RECORDS)
-    t_last = out["t_max"]
-    row = src.model.row_of_run(run_id)
-    live = np.empty((0, 4))
-    if row is not None and row.live is not None and (hi is None or t_last is None or hi >= t_last):
-        live = row.live.since(t_last if t_last is not None else -math.inf)
-    out["live"] = np.round(live, 6).tolist()
+    out["live"] = _live(src, run_id, out["t_max"], hi)
     return _json(out, request=request)
 
 
-CYCLE_PLOT = (
-    "cycle",
-    "charge_capacity_mAh",
-    "discharge_capacity_mAh",
-    "charge_capacity_mAh_g",
-    "discharge_capacity_mAh_g",
-    "coulombic_efficiency_pct",
-    "discharge_c_rate",
-)
-
-
 async def cycles(request: Request) -> Response:
-    """Per-cycle rows; ``?fields=plot`` only what the run page plots (all: the CSV)."""
+    """Per-cycle rows; ``?fields=plot``: only what the run page plots, as columns."""
+    src = _src(request)
+    run_id = request.path_params["run_id"]
+    plot = request.query_params.get("fields") == "plot"
     try:
-        rows = await _src(request).run_cycles(request.path_params["run_id"])
+        if plot:
+            enc = await asyncio.to_thread(cycles_plot, src, run_id)
+            if enc is not None:
+                return _send(enc.pick(_gzip_ok(request)))
+        rows = await src.run_cycles(run_id)
     except RunNotFound as exc:
         return _json({"error": str(exc)}, 404)
-    if request.query_params.get("fields") == "plot":
-        rows = [{k: _sig(r.get(k)) for k in CYCLE_PLOT} for r in rows]
+    if plot:
+        return _json(cycle_columns(rows), request=request)
     return _json({"cycles": rows}, request=request)
 
 
 async def events(request: Request) -> Response:
+    src = _src(request)
     run_id = request.path_params["run_id"]
     after = int(_float(request.query_params.get("after_seq")) or 0)
     limit = max(1, min(int(_float(request.query_params.get("limit")) or 500), 5000))
-    got, total = await _src(request).run_events(run_id, after, limit)
+    if after <= 0 and limit <= 1000:  # a page's first look: made once per events file
+        try:
+            enc = await asyncio.to_thread(first_events, src, run_id, limit, src.live_events(run_id))
+        except RunNotFound:
+            enc = None
+        if enc is not None:
+            return _send(enc.pick(_gzip_ok(request)))
+    got, total = await src.run_events(run_id, after, limit)
     return _json({"events": got, "total": total}, request=request)
 
 

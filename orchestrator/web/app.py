@@ -27,14 +27,23 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from ..mqtt import MqttSettings
 from .api import api_routes
+from .assets import Assets
 from .auth import User, UserStore
 from .local import LocalSource
+from .pagedata import prefetch
 from .rundata import RunNotFound
-from .security import REPORT_CSP, SESSION_MAX_AGE_S, Audit, AuthGate, LoginThrottle, csrf_token
+from .security import (
+    PUBLIC_PATHS,
+    REPORT_CSP,
+    SESSION_MAX_AGE_S,
+    Audit,
+    AuthGate,
+    LoginThrottle,
+    csrf_token,
+)
 from .series import default_cache_dir
 from .source import DataSource
 
@@ -71,10 +80,13 @@ class WebConfig:
 
 
 class Pages:
-    """The HTML pages, read once, with per-request values filled in (HTML-escaped)."""
+    """The HTML pages, read once (naming the assets by their hashed names), with
+    per-request values filled in (HTML-escaped)."""
 
-    def __init__(self) -> None:
-        self._text = {p: (STATIC / f"{p}.html").read_text(encoding="utf-8") for p in PAGES}
+    def __init__(self, assets: Assets) -> None:
+        self._text = {
+            p: assets.rewrite((STATIC / f"{p}.html").read_text(encoding="utf-8")) for p in PAGES
+        }
 
     def render(self, page: str, request: Request, **values: str) -> HTMLResponse:
         user = request.state.user
@@ -178,7 +190,8 @@ def _page(name: str) -> Any:
             source: DataSource = request.app.state.source
             # start reading the run while the browser fetches the scripts; the page's
             # requests then find it read (or wait for the one reader)
-            asyncio.get_running_loop().run_in_executor(None, source.prefetch, run_id)
+            live = source.live_events(run_id)
+            asyncio.get_running_loop().run_in_executor(None, prefetch, source, run_id, live)
             return pages.render(name, request, run_id=run_id)
         return pages.render(name, request)
 
@@ -200,7 +213,13 @@ async def report(request: Request) -> Response:
 
 
 async def favicon(request: Request) -> Response:
-    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+    assets: Assets = request.app.state.assets
+    return assets.response(request, "favicon.svg")
+
+
+async def static(request: Request) -> Response:
+    assets: Assets = request.app.state.assets
+    return assets.response(request, request.path_params["name"])
 
 
 def _source(config: WebConfig, work: Path) -> DataSource:
@@ -236,6 +255,7 @@ def create_app(config: WebConfig, source: DataSource | None = None) -> Starlette
             if tmp is not None:
                 tmp.cleanup()
 
+    assets = Assets(STATIC)
     routes = [
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
@@ -247,7 +267,7 @@ def create_app(config: WebConfig, source: DataSource | None = None) -> Starlette
         Route("/queue", _page("queue")),
         Route("/favicon.svg", favicon),
         Mount("/api", routes=api_routes()),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        Route("/static/{name:path}", static),
     ]
     middleware = [
         Middleware(
@@ -258,12 +278,14 @@ def create_app(config: WebConfig, source: DataSource | None = None) -> Starlette
             same_site="strict",
             https_only=config.secure_cookies,
         ),
-        Middleware(AuthGate, users=config.users, roles=src.role_of),
-    ]
+        Middleware(AuthGate, users=config.users, roles=src.role_of,
+                   public=assets.public_urls(PUBLIC_PATHS)),
+    ]  # fmt: skip
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.config = config
     app.state.source = src
-    app.state.pages = Pages()
+    app.state.assets = assets
+    app.state.pages = Pages(assets)
     app.state.audit = Audit(config.audit_path)
     app.state.throttle = LoginThrottle()
     return app

@@ -300,6 +300,12 @@ class LabSource(BaseSource):
             info["cycles"] = info["cycles"] or r["cycle"]
         return info
 
+    def stored_version(self, run_id: str, what: str) -> str | None:
+        """Only a run whose directory is here comes from files (else: the database)."""
+        if what != "series" and not self._local(run_id):
+            return None
+        return super().stored_version(run_id, what)
+
     def _local(self, run_id: str) -> bool:
         try:
             return (self.runs.path(run_id) / "events.jsonl").is_file()
@@ -317,7 +323,7 @@ class LabSource(BaseSource):
             )
         except LabUnavailable:
             stored = []
-        return merge_events(stored, self._live_events(run_id), after_seq, limit)
+        return merge_events(stored, self.live_events(run_id), after_seq, limit)
 
     async def run_cycles(self, run_id: str) -> list[dict[str, Any]]:
         if await asyncio.to_thread(self._local, run_id):

@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit
 
 from .auth import User, UserStore
 
-__all__ = ["Audit", "AuthGate", "LoginThrottle", "csrf_token", "session_user"]
+__all__ = ["PUBLIC_PATHS", "Audit", "AuthGate", "LoginThrottle", "csrf_token", "session_user"]
 
 audit_log = logging.getLogger("labrig.web.audit")
 
@@ -41,7 +41,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ANONYMOUS = User("anonymous", "viewer")
 SESSION_MAX_AGE_S = 12 * 3600
-PUBLIC_PATHS = ("/login", "/static/app.css", "/static/theme.js", "/favicon.svg")
+#: what answers without a signed-in user: the sign-in page and what it loads (the assets
+#: under their hashed names too, see :mod:`.assets`)
+PUBLIC_PATHS = ("/login", "/static/app.css", "/static/theme.js", "/static/favicon.svg",
+                "/favicon.svg")  # fmt: skip
 _UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 
 _PAGE_CSP = (
@@ -86,11 +89,13 @@ class AuthGate:
     """ASGI middleware: sign-in required, CSRF checked, security headers added."""
 
     def __init__(
-        self, app: ASGIApp, users: UserStore | None, roles: Callable[[User], User] | None = None
-    ) -> None:
+        self, app: ASGIApp, users: UserStore | None, roles: Callable[[User], User] | None = None,
+        public: tuple[str, ...] = PUBLIC_PATHS,
+    ) -> None:  # fmt: skip
         self.app = app
         self.users = users
         self.roles = roles  # the data source's say on a user's role (the lab database's)
+        self.public = frozenset(public)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,7 +107,7 @@ class AuthGate:
         if user is not None and self.roles is not None:
             user = self.roles(user)
         scope.setdefault("state", {})["user"] = user
-        public = path in PUBLIC_PATHS
+        public = path in self.public
         if user is None and not public:
             if path.startswith("/api/"):
                 await _plain(send, 401, {"error": "sign in first"})

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from ..mqtt import MqttSettings
 from .auth import User
+from .bodies import Bodies, files_key
 from .feeds import Hub, LabFeed, RunFeed
 from .links import MqttLink
 from .model import LabModel
@@ -89,13 +90,15 @@ class DataSource(Protocol):
     runs: RunsDir
     series: SeriesCache
     results: Results
+    bodies: Bodies
 
     def connections(self) -> dict[str, Any]: ...
     def role_of(self, user: User) -> User: ...
     def lab_rows(self, keys: set[str] | None = None) -> list[dict[str, Any]]: ...
     def lab_feed(self) -> contextlib.AbstractContextManager[LabFeed]: ...
     def run_feed(self, run_id: str) -> contextlib.AbstractContextManager[RunFeed]: ...
-    def prefetch(self, run_id: str) -> None: ...
+    def live_events(self, run_id: str) -> list[dict[str, Any]]: ...
+    def stored_version(self, run_id: str, what: str) -> str | None: ...
     async def run_info(self, run_id: str) -> dict[str, Any]: ...
     async def run_summaries(self, limit: int) -> list[dict[str, Any]]: ...
     async def run_events(
@@ -134,6 +137,7 @@ class BaseSource:
         self.hub = Hub()
         self.runs = RunsDir(runs_dir)
         self.series = SeriesCache(self.runs, cache_dir)
+        self.bodies = Bodies(self.series.store.root)
         self.results = Results(self.runs, work_dir)
         self.mqtt = MqttLink(mqtt, prefix, self.model, self.hub) if mqtt is not None else None
         self._tg: asyncio.TaskGroup | None = None
@@ -199,17 +203,25 @@ class BaseSource:
     def run_feed(self, run_id: str) -> contextlib.AbstractContextManager[RunFeed]:
         return self.hub.run_feed(run_id)
 
-    def prefetch(self, run_id: str) -> None:
-        """Read what a run page asks for first (blocking: call it in a worker thread while
-        the browser loads the page's scripts)."""
-        try:
-            self.series.window(run_id, None, None, 1200)
-            self.runs.events_tail(run_id, 100)
-            self.runs.cycles(run_id)
-        except (RunNotFound, OSError, ValueError):
-            return  # the page's own requests report it
+    def stored_version(self, run_id: str, what: str) -> str | None:
+        """A key of the run directory's files that ``what`` (``series``, ``cycles``,
+        ``events``) is made of, changing whenever they change; None when ``what`` does
+        not come from the run directory. :class:`RunNotFound` for an unknown run."""
+        root = self.runs.path(run_id)
+        if what == "series":
+            data = root / "data"
+            key = files_key((data, "part-"), (data, "staging-"))
+            staged = any(True for _ in data.glob("staging-*")) if data.is_dir() else False
+            return key + ("+staging" if staged else "")
+        if what == "cycles":
+            table = root / "cycles.parquet"
+            return files_key(table if table.is_file() else root / "events.jsonl")
+        if what == "events":
+            return files_key(root / "events.jsonl")
+        raise ValueError(f"no stored answer {what!r}")
 
-    def _live_events(self, run_id: str) -> list[dict[str, Any]]:
+    def live_events(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's events MQTT brought (call on the event loop's thread)."""
         row = self.model.row_of_run(run_id)
         return list(row.events) if row is not None else []
 
@@ -218,7 +230,7 @@ class BaseSource:
     ) -> tuple[list[dict[str, Any]], int]:
         """Events after ``after_seq`` (the newest ``limit``) and how many there are: the
         run directory's, and those MQTT brought since."""
-        live = self._live_events(run_id)
+        live = self.live_events(run_id)
         try:
             if after_seq <= 0 and limit <= 1000:
                 stored = await asyncio.to_thread(self.runs.events_tail, run_id, limit)

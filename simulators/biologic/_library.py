@@ -15,11 +15,13 @@ channel), :meth:`fail_technique` (a technique file that does not load),
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from labrig.simulators.command_log import CommandLog
 from labrig.simulators.engine import ChannelEngine, EngineError
 
 from ._abi import (
@@ -91,10 +93,12 @@ class SimInstrument:
 class SimEClib:
     """A stand-in for EClib64.dll serving simulated instruments on clock ``now``."""
 
-    def __init__(self, now: Callable[[], float]) -> None:
+    def __init__(self, now: Callable[[], float], command_log: CommandLog | None = None) -> None:
         self.now = now
         self.instruments: dict[str, SimInstrument] = {}
         self.calls: list[str] = []
+        self.command_log = command_log  # every call, its channel and answer code
+        self._call_chan: int | None = None
         self._lock = threading.RLock()
         self._next_id = 1
         self._by_id: dict[int, SimInstrument] = {}
@@ -184,6 +188,7 @@ class SimEClib:
         if isinstance(inst, int):
             return inst
         k = int_arg(ch, ctypes.c_uint8, "channel")
+        self._call_chan = k
         if k >= len(inst.channels):
             return NOT_PLUGGED
         return inst.channels[k]
@@ -191,10 +196,15 @@ class SimEClib:
     def _call(self, name: str, fn: Callable[[], int]) -> int:
         with self._lock:
             self.calls.append(name)
+            self._call_chan = None
             try:
-                return fn()
+                rc = fn()
             except EngineError:
-                return FAILED
+                rc = FAILED
+            if self.command_log is not None:
+                # in-process: the sender is the process that loaded the library
+                self.command_log.write(name, chan=self._call_chan, pid=os.getpid(), rc=rc)
+            return rc
 
     # ------------------------------------------------------------------ general
     def BL_GetLibVersion(self, buf: Any, size: Any) -> int:

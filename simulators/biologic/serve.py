@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from labrig.simulators.cell.params import CellParams
+from labrig.simulators.command_log import CommandLog
 from labrig.simulators.engine import ChannelEngine
 
 from ._library import SimEClib, SimInstrument
@@ -41,18 +43,25 @@ async def simulate_biologic(
     now: Callable[[], float] | None = None,
     cell: CellParams | str | None = None,
     seed: int = 0,
+    command_log: str | Path | None = None,
 ) -> AsyncIterator[BioLogicSim]:
     """A simulated instrument whose channels measure ``engines`` (or that many new cells).
 
     Several instruments can share one ``library`` (as one DLL serves several units).
+    ``command_log``: a file where a new library logs every call with its time, channel
+    and answer code (:mod:`simulators.command_log`).
     """
     clock = now if now is not None else asyncio.get_running_loop().time
     if isinstance(engines, int):
         engines = [ChannelEngine(cell, seed=seed + k, now=clock()) for k in range(engines)]
-    lib = library if library is not None else SimEClib(clock)
+    log = CommandLog(command_log) if command_log is not None and library is None else None
+    lib = library if library is not None else SimEClib(clock, command_log=log)
     inst = lib.add_instrument(address, model, engines, phase_unit=phase_unit, firmware=firmware)
     try:
         yield BioLogicSim(lib, address, inst, model)
     finally:
         lib.release()
         lib.instruments.pop(address, None)
+        if log is not None:
+            lib.command_log = None
+            log.close()

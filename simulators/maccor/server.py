@@ -23,6 +23,7 @@ module is the tester and its JSON framing per connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from labrig.simulators._serving import Link, SimServer
+from labrig.simulators.command_log import CommandLog
 from labrig.simulators.maccor.channel import SimChannel
 from labrig.simulators.maccor.framing import Garbage, JsonFramer
 
@@ -258,7 +260,18 @@ class _MacNetSession:
 
     def received(self, data: bytes) -> None:
         for frame in self._framer.feed(data):
+            if self._link.server.command_log is not None:
+                self._log(frame)
             self._link.send(self._tester.handle(frame))
+
+    def _log(self, frame: bytes | Garbage) -> None:
+        """``FClass.FNum`` and the channel of a request, as the command log keeps it."""
+        cmd, chan = "garbage", None
+        if not isinstance(frame, Garbage):
+            with contextlib.suppress(UnicodeDecodeError, ValueError, KeyError, TypeError):
+                p = json.loads(frame.decode("utf-8"))["params"]
+                cmd, chan = f"{int(p['FClass'])}.{int(p['FNum'])}", p.get("Chan")
+        self._link.log(cmd, chan=chan if isinstance(chan, int) else None)
 
     def closed(self) -> None:
         pass
@@ -305,12 +318,15 @@ class MacNetServer:
         port: int = 0,
         binary_port: int | None = None,
         manipulators: Sequence[Any] = (),
+        command_log: CommandLog | None = None,
     ) -> None:
         self.tester = tester
         self.host = host
         self.port = port
         self.binary_port = binary_port
-        self.server = SimServer(_MacNetDevice(tester), manipulators=manipulators)
+        self.server = SimServer(
+            _MacNetDevice(tester), manipulators=manipulators, command_log=command_log
+        )
         self._binary_server: SimServer | None = None  # the binary port's server
         self._binary = _BinaryPort()
 

@@ -19,11 +19,9 @@ MAX_FUNCTION_LINES = 80
 #: Delete an entry as soon as its module or function is within the limits, and never add
 #: one: the lists are to be empty.
 ALLOWED_MODULES: dict[str, int] = {
-    "orchestrator/scheduler/_scheduler.py": 638,  # the scheduler, being split
     "orchestrator/store.py": 656,  # the store, becoming a package with a writer thread
 }
 ALLOWED_FUNCTIONS: dict[str, int] = {
-    "orchestrator/scheduler/_scheduler.py:_execute": 81,  # the scheduler, being split
 }
 
 

@@ -26,7 +26,9 @@ async def simulate_biologic_entry(req: SimRequest[BioLogicOptions]) -> AsyncIter
         for i in range(req.channels)
     ]
     o = req.options
-    async with simulate_biologic(engines, model=o.model, phase_unit=o.phase_unit) as sim:
+    async with simulate_biologic(
+        engines, model=o.model, phase_unit=o.phase_unit, command_log=req.command_log
+    ) as sim:
         open_req = OpenRequest(req.name, f"biologic://{sim.address}", req.channels, o, req.labels)
         async with biologic_handle(open_req, library=sim.library) as handle:
             yield SimStarted(handle=handle, model=sim)

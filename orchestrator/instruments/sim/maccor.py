@@ -31,9 +31,9 @@ async def simulate_maccor(req: SimRequest[MaccorOptions]) -> AsyncIterator[SimSt
 
 @contextlib.asynccontextmanager
 async def serve_maccor(opts: ServeOptions) -> AsyncIterator[str]:
-    """An 8-channel tester on TCP: the JSON-RPC port 57570 and the binary port 57560 beside
-    it, as on a tester (clients such as pymacnet open both), unless told another port
-    (then the binary port is any free one)."""
+    """An 8-channel tester (or ``opts.channels``) on TCP: the JSON-RPC port 57570 and the
+    binary port 57560 beside it, as on a tester (clients such as pymacnet open both),
+    unless told another port (then the binary port is any free one)."""
     from labrig.simulators.maccor import serve_maccor as serve
     from labrig.simulators.maccor.serve import BINARY_PORT, JSON_PORT
 
@@ -41,5 +41,9 @@ async def serve_maccor(opts: ServeOptions) -> AsyncIterator[str]:
         raise ValueError("the MACCOR tester speaks MacNet over TCP only; use --port")
     port = JSON_PORT if opts.port is None else opts.port
     binary = BINARY_PORT if port == JSON_PORT else 0
-    async with serve(8, host=opts.host, port=port, speed=opts.speed, binary_port=binary) as srv:
+    channels = 8 if opts.channels is None else opts.channels
+    if not 1 <= channels <= 512:
+        raise ValueError(f"a tester has 1 to 512 channels, not {channels}")
+    async with serve(channels, host=opts.host, port=port, speed=opts.speed,
+                     binary_port=binary, command_log=opts.command_log) as srv:  # fmt: skip
         yield str(srv.url)

@@ -45,7 +45,12 @@ class SimulatedInstrument:
 
 @contextlib.asynccontextmanager
 async def simulate(
-    use: InstrumentUse, cell: SimCell, *, seed: int = 0, furnace_limit_C: float | None = None
+    use: InstrumentUse,
+    cell: SimCell,
+    *,
+    seed: int = 0,
+    furnace_limit_C: float | None = None,
+    command_log: str | None = None,
 ) -> AsyncIterator[SimulatedInstrument]:
     """Start the simulator of ``use`` for a position whose cell is ``cell``."""
     start = use.entry.simulate
@@ -61,6 +66,7 @@ async def simulate(
         cell,
         seed=seed,
         furnace_limit_C=furnace_limit_C,
+        command_log=command_log,
     )
     async with start(request) as started:
         yield SimulatedInstrument(use, started)

@@ -61,7 +61,11 @@
       opts.headers["content-type"] = "application/json";
     }
     if (opts.method && opts.method !== "GET") opts.headers["x-csrf-token"] = L.csrf;
-    const res = await fetch(path, opts);
+    return L.read(fetch(path, opts));
+  };
+  // the JSON of a response (a fetch already sent, such as run-boot.js's)
+  L.read = async (pending) => {
+    const res = await pending;
     if (res.status === 401) {
       location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
       throw new Error("signed out");

@@ -19,7 +19,12 @@
 
   const width = (el) => Math.max(280, el.clientWidth || 600);
   const xOf = (t) => (R.t0 === null ? t / 3600 : R.t0 + t);
-  const ready = () => { if (++R.loaded >= 3) document.body.dataset.ready = "1"; };
+  // drawn: the V/I/T plot, the cycle plot and the events (bench/web.py reads the mark)
+  const ready = () => {
+    if (++R.loaded < 3 || document.body.dataset.ready) return;
+    document.body.dataset.ready = "1";
+    performance.mark("labrig-ready");
+  };
 
   // ---------------------------------------------------------------- facts and commands
   function facts(info) {
@@ -186,6 +191,18 @@
   }
 
   // ---------------------------------------------------------------- cycles
+  // the plotted fields come as columns (?fields=plot); the page keeps rows (a live
+  // cycle_ended event adds one)
+  function cycleRows(d) {
+    if (d.cycles) return d.cycles;
+    const cols = d.columns || {}, keys = Object.keys(cols), rows = [];
+    for (let k = 0; k < (d.count || 0); k++) {
+      const r = {};
+      for (const f of keys) r[f] = cols[f][k];
+      rows.push(r);
+    }
+    return rows;
+  }
   function cycleData() {
     const rows = R.cycles.filter((r) => r.cycle !== null && r.cycle !== undefined).sort((a, b) => a.cycle - b.cycle);
     const specific = rows.some((r) => r.discharge_capacity_mAh_g !== null && r.discharge_capacity_mAh_g !== undefined);
@@ -292,7 +309,7 @@
 
   function reloadResults() {
     if (!R.zoomed) overview();
-    L.api(base + "/cycles?fields=plot").then((d) => { R.cycles = d.cycles || []; drawCycles(); });
+    L.api(base + "/cycles?fields=plot").then((d) => { R.cycles = cycleRows(d); drawCycles(); });
     loadSpectra();
   }
 
@@ -308,15 +325,17 @@
       const d = await L.api(`${base}/events?limit=${R.eventRows}`);
       addEvents(d.events || []);
     });
-    // everything the page draws first is asked for at once
-    const asked = [L.api(base), L.api(seriesUrl()), L.api(base + "/cycles?fields=plot"),
-      L.api(base + "/events?limit=100")];
+    // everything the page draws first was asked for at once, by run-boot.js at the top
+    // of the page (else now)
+    const boot = L.boot && L.boot.run === runId ? L.boot : null;
+    const asked = boot ? [L.read(boot.info), L.read(boot.series), L.read(boot.cycles), L.read(boot.events)]
+      : [L.api(base), L.api(seriesUrl()), L.api(base + "/cycles?fields=plot"), L.api(base + "/events?limit=100")];
     const info = await asked[0];
-    if (info._status === 404) { L.$("#facts").textContent = info.error; document.body.dataset.ready = "1"; return; }
+    if (info._status === 404) { L.$("#facts").textContent = info.error; R.loaded = 2; ready(); return; }
     facts(info);
     downloads(info);
     overview(asked[1]).then(ready);
-    asked[2].then((d) => { R.cycles = d.cycles || []; drawCycles(); ready(); });
+    asked[2].then((d) => { R.cycles = cycleRows(d); drawCycles(); ready(); });
     asked[3].then((d) => { addEvents(d.events || []); ready(); });
     const spectra = () => (document.body.dataset.ready ? loadSpectra() : setTimeout(spectra, 100));
     spectra(); // impedance fits take a while: after the rest is drawn

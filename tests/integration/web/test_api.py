@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,47 @@ async def test_run_api_series_cycles_events_and_impedance(finished_run: tuple[Pa
         assert {p["parameter"] for p in eis["fit"]["parameters"]} >= {"R0"}
         for bad in (f"/api/runs/..%2F{run_id}/series", f"{base}/eis/..%2Fx", "/api/runs/nope"):
             assert (await c.get(bad)).status_code == 404, bad
+
+
+async def test_assets_go_by_hashed_names_kept_a_year_and_the_first_answers_gzipped(
+    finished_run: tuple[Path, str],
+) -> None:
+    runs, run_id = finished_run
+    base = f"/api/runs/{run_id}"
+    gz = {"accept-encoding": "gzip"}
+    async with serving(web_config(runs, None)) as url, httpx.AsyncClient(base_url=url) as c:
+        login = (await c.get("/login")).text
+        css = re.search(r'href="(/static/app\.[0-9a-f]{10}\.css)"', login)
+        assert css is not None, login
+        assert (await c.get(css.group(1))).status_code == 200  # the sign-in page's style
+        await sign_in(c, "vera")
+        page = (await c.get("/runs/" + run_id)).text
+        scripts = re.findall(r'src="(/static/[^"]+)"', page)
+        assert scripts and all(re.search(r"\.[0-9a-f]{10}\.js$", s) for s in scripts), scripts
+        assert re.search(r'src="/static/run-boot\.[0-9a-f]{10}\.js" data-run="' + run_id, page)
+        for path in scripts:
+            r = await c.get(path, headers=gz)
+            assert r.status_code == 200 and r.headers["content-encoding"] == "gzip", path
+            assert r.headers["cache-control"] == "private, max-age=31536000, immutable"
+        plain = await c.get("/static/run.js")
+        assert plain.headers["cache-control"] == "private, no-cache"
+        again = await c.get("/static/run.js", headers={"if-none-match": plain.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+        assert (await c.get("/static/run.0000000000.js")).status_code == 404
+        assert (await c.get("/static/%2e%2e/app.py")).status_code == 404
+        series = await c.get(base + "/series?n=300", headers=gz)
+        assert series.headers["content-encoding"] == "gzip"  # httpx unzips it
+        assert series.json()["live"] == [] and series.json()["shown"] == len(series.json()["t"])
+        cycles = (await c.get(base + "/cycles?fields=plot")).json()
+        rows = (await c.get(base + "/cycles")).json()["cycles"]
+        assert cycles["count"] == 3 and cycles["columns"]["coulombic_efficiency_pct"] == [
+            r["coulombic_efficiency_pct"] for r in rows
+        ]
+        first = (await c.get(base + "/events?limit=100")).json()
+        assert first == (await c.get(base + "/events?limit=100")).json()
+    async with serving(web_config(runs, None)) as url, httpx.AsyncClient(base_url=url) as c:
+        for path in scripts:  # not without signing in (but the sign-in page's theme)
+            assert (await c.get(path)).status_code == (200 if "/theme." in path else 303), path
 
 
 async def test_downloads_and_report_hold_the_run(finished_run: tuple[Path, str]) -> None:

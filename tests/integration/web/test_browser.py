@@ -17,11 +17,10 @@ import pytest
 from labrig.orchestrator.mqtt.testing import LocalMosquitto
 from labrig.orchestrator.station import INPROCESS_STATION, Position
 
-from .support import PASSWORDS, STATION, daemon, serving, submit, web_config
+from .support import CHROMIUM_ARGS, PASSWORDS, STATION, daemon, serving, submit, web_config
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+ARGS = CHROMIUM_ARGS
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.timeout(240),
@@ -33,6 +32,18 @@ pytestmark = [
 playwright = pytest.importorskip("playwright.async_api", reason="the playwright package is missing")
 
 Page = Any
+# the run page's requests for its facts, plot, cycles and events: when they started, and
+# when the page's own scripts had run (DOMContentLoaded)
+FIRST_REQUESTS = """() => {
+  const nav = performance.getEntriesByType("navigation")[0];
+  const early = performance.getEntriesByType("resource")
+    .filter((e) => /\\/api\\/runs\\/[^/]+(\\/series|\\/cycles|\\/events|)(\\?|$)/.test(e.name))
+    .map((e) => e.startTime);
+  return { early, dcl: nav.domContentLoadedEventStart,
+    ready: performance.getEntriesByName("labrig-ready").length };
+}"""
+ASSETS_FETCHED = """() => performance.getEntriesByType("resource")
+  .filter((e) => e.name.includes("/static/")).map((e) => [e.name, e.transferSize])"""
 
 
 @contextlib.asynccontextmanager
@@ -207,11 +218,22 @@ async def test_run_page_of_a_finished_run_zooms_on_the_server_and_shows_impedanc
 ) -> None:
     runs, run_id = finished_run
     async with serving(web_config(runs, None, auth=False)) as url, chromium() as browser:
-        page = await browser.new_page(viewport={"width": 1280, "height": 860})
+        context = await browser.new_context(viewport={"width": 1280, "height": 860})
+        page = await context.new_page()
         await page.goto(f"{url}/runs/{run_id}")
         await page.wait_for_selector("body[data-ready='1']")
+        # its first requests went out from the top of the page, before its scripts ran
+        first = await page.evaluate(FIRST_REQUESTS)
+        assert first["ready"] == 1, first
+        assert len(first["early"]) == 4 and all(t < first["dcl"] for t in first["early"]), first
         await page.wait_for_selector("#eisplot canvas", timeout=60_000)
         assert await page.get_attribute("#cycplot", "data-cycles") == "3"
+        again = await context.new_page()  # the same browser cache
+        await again.goto(f"{url}/runs/{run_id}")
+        await again.wait_for_selector("body[data-ready='1']")
+        cached = await again.evaluate(ASSETS_FETCHED)  # every asset from the browser's cache
+        assert cached and all(size == 0 for _, size in cached), cached
+        await again.close()
         whole = int(await page.get_attribute("#plot", "data-points") or 0)
         assert whole > 100
         await page.screenshot(path=str(tmp_path / "run-finished.png"), full_page=True)

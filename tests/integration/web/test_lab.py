@@ -34,11 +34,10 @@ from labrig.orchestrator.mqtt.testing import LocalMosquitto
 from labrig.orchestrator.web import UserStore, WebConfig, set_user
 from labrig.protocols.loader import load_protocol_text
 
-from .support import serving, sign_in, wait_until
+from .support import CHROMIUM_ARGS, serving, sign_in, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+ARGS = CHROMIUM_ARGS
 pytestmark = [pytest.mark.timeout(300)]
 
 PROTOCOL = """\

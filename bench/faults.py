@@ -1,0 +1,356 @@
+"""What labs do to labrig, as figures (issue: surviving what labs do to it).
+
+    python bench/faults.py [--restarts 10] [--moments 20] [--seed 12]
+
+1. DAEMON RESTARTS: a simulated MACCOR and a simulated PalmSens, each in its own process
+   on a fast real clock (the instruments outlive the daemon), 4 runs under ``labrig serve``
+   (2 of them sharing the PalmSens channel ``eis/0``); SIGTERM (runs paused at a safe
+   point), ``labrig serve`` again, ``--restarts`` times: runs that continued after each
+   restart out of (runs x restarts), then the rows each run stored, lost (gaps in the
+   tester's record numbers) and duplicated.
+2. JOURNAL / STAGING DAMAGE: ``run_damage_drills()`` of ``bench/faults_damage.py`` when
+   that file is there (15 kinds of damage: detected, reported, silent).
+3. SIGNALS: SIGINT or SIGTERM to ``labrig run`` at ``--moments`` seeded moments after its
+   first line ran (0 to 6 s: loading, opening, running): final state in ``run.json`` (or
+   no run directory, with the command saying nothing was started), the message, and the
+   tester's own channel state read back from the simulator (not running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from labrig.drivers.capabilities import ChannelState
+from labrig.drivers.maccor import MaccorCycler
+from labrig.orchestrator.daemon import DaemonUnavailable, request
+
+LABRIG = [sys.executable, "-m", "labrig.orchestrator.cli"]
+FINAL = ("finished", "aborted", "failed")
+
+RESTART_PROTOCOL = """\
+name: restart bench
+cell: {{cam_mass_mg: 8.4, c_rate_basis_mA_per_g: 190}}
+limits: {{voltage_V: [2.0, 3.8], current_abs_mA: 10}}
+defaults: {{record: {{every_s: 30}}}}
+sequence:
+  - label: aging
+    repeat: {cycles}
+    steps:
+      - Charge at 1C until 3.68 V
+{eis}      - Discharge at 1C until 2.28 V
+"""
+EIS_LINE = "      - EIS from 10 kHz to 10 Hz, 5 per decade, 10 mV amplitude at OCV\n"
+
+SIGNAL_PROTOCOL = """\
+name: signal bench
+cell: {cam_mass_mg: 8.4, c_rate_basis_mA_per_g: 190}
+limits: {voltage_V: [2.0, 3.8], current_abs_mA: 10}
+defaults: {record: {every_s: 30}}
+sequence:
+  - label: aging
+    repeat: 200
+    steps: [Charge at 1C until 3.68 V, Rest for 10 min, Discharge at 1C until 2.28 V]
+"""
+
+
+@contextmanager
+def simulator(name: str, speed: float = 4000.0) -> Iterator[str]:
+    proc = subprocess.Popen(
+        [*LABRIG, "sim", "serve", name, "--port", "0", "--speed", str(speed)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        if not address.startswith("tcp://"):
+            raise RuntimeError(f"simulator {name} did not start: {address!r}")
+        yield address
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def wait(pred: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+# ---------------------------------------------------------------------- 1. restarts
+def _ls(runs: Path) -> list[dict[str, Any]]:
+    try:
+        rows: list[dict[str, Any]] = request(runs, {"op": "ls"}, timeout_s=10)["runs"]
+    except DaemonUnavailable:
+        return []
+    return rows
+
+
+def _serve(runs: Path, station: Path, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(
+            [*LABRIG, "serve", "--station", str(station), "--runs", str(runs),
+             "--poll", "0.05", "--stop-grace", "60"],
+            stdout=subprocess.DEVNULL, stderr=f,
+        )  # fmt: skip
+    if not wait(lambda: bool(_ls(runs)) or (runs / "labrig.sock").exists(), 60):
+        raise RuntimeError(f"labrig serve did not start: {log.read_text()[-2000:]}")
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _events(root: Path) -> int:
+    path = root / "events.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def _rows(root: Path) -> tuple[int, int, int]:
+    """(rows stored, rows lost, rows duplicated) of one run, from the tester's numbers."""
+    try:
+        seq = pq.read_table(root / "data").column("record_seq").to_numpy()
+    except (OSError, ValueError):
+        return 0, 0, 0
+    unique = np.unique(seq)
+    block, rec = unique >> 32, unique & 0xFFFFFFFF
+    lost = sum(int(rec[block == b].max()) - int((block == b).sum()) for b in np.unique(block))
+    return len(seq), lost, len(seq) - len(unique)
+
+
+def restart_drill(restarts: int, folder: Path) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with simulator("maccor") as maccor, simulator("palmsens") as palmsens:
+        station = folder / "station.yaml"
+        station.write_text(
+            "name: lab\ninstruments:\n"
+            f"  cycler: {{driver: maccor, address: '{maccor}', channels: 8}}\n"
+            f"  eis: {{driver: palmsens, address: '{palmsens}', channels: 1}}\n"
+            "positions:\n"
+            "  - {name: A1, cycler: cycler/0, impedance: eis/0}\n"
+            "  - {name: A2, cycler: cycler/1, impedance: eis/0}\n"
+            "  - {name: A3, cycler: cycler/2}\n"
+            "  - {name: A4, cycler: cycler/3}\n"
+        )
+        runs, log = folder / "runs", folder / "serve.log"
+        cycles = 6 * restarts + 6  # outlives every restart
+        with_eis = RESTART_PROTOCOL.format(cycles=cycles, eis=EIS_LINE)
+        plain = RESTART_PROTOCOL.format(cycles=cycles, eis="")
+        proc = _serve(runs, station, log)
+        ids = []
+        for pos, text in (("A1", with_eis), ("A2", with_eis), ("A3", plain), ("A4", plain)):
+            reply = request(runs, {"op": "submit", "protocol_yaml": text, "position": pos,
+                                   "run_id": f"bench-{pos}"})  # fmt: skip
+            ids.append(reply["run_id"])
+        continued = attempts = paused_ok = 0
+        for _ in range(restarts):
+            seen = {r: _events(runs / r) for r in ids}
+            # stop once every unfinished run has moved since the last start
+            wait(lambda s=seen: all(_events(runs / r) > s[r] or _ended(runs, r) for r in ids), 120)
+            _stop(proc)
+            going = [r for r in ids if not _ended(runs, r)]
+            paused_ok += sum(_meta(runs, r).get("resumable") is True for r in going)
+            proc = _serve(runs, station, log)
+            for r in going:
+                attempts += 1
+                base = _events(runs / r)
+                if wait(lambda r=r, base=base: _events(runs / r) > base or _ended(runs, r), 90):
+                    continued += _meta(runs, r).get("state") in ("running", "finished")
+        wait(lambda: all(_ended(runs, r) for r in ids), 600)
+        _stop(proc)
+    rows = [_rows(runs / r) for r in ids]
+    return {
+        "restarts": restarts,
+        "runs": len(ids),
+        "attempts": attempts,
+        "continued": continued,
+        "paused_resumable": paused_ok,
+        "finished": sum(_meta(runs, r).get("state") == "finished" for r in ids),
+        "rows": sum(r[0] for r in rows),
+        "lost": sum(r[1] for r in rows),
+        "duplicated": sum(r[2] for r in rows),
+        "tracebacks": log.read_text().count("Traceback"),
+        "states": {r: (_meta(runs, r).get("state"), _meta(runs, r).get("reason")) for r in ids},
+    }
+
+
+def _meta(runs: Path, run_id: str) -> dict[str, Any]:
+    try:
+        meta: dict[str, Any] = json.loads((runs / run_id / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta
+
+
+def _ended(runs: Path, run_id: str) -> bool:
+    return _meta(runs, run_id).get("state") in FINAL
+
+
+# ---------------------------------------------------------------------- 3. signals
+async def _channel_state(address: str, number: int) -> ChannelState:
+    async with MaccorCycler.from_url(address, channels=8) as cycler:
+        return (await cycler.channel(number).status()).state
+
+
+def _wait_for_handlers(proc: subprocess.Popen[str]) -> None:
+    def caught() -> bool:
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+        except OSError:
+            return True
+        mask = next(x for x in status.splitlines() if x.startswith("SigCgt:")).split()[1]
+        return proc.poll() is not None or bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
+
+    wait(caught, 60)
+
+
+def signal_moment(address: str, folder: Path, sig: signal.Signals, delay_s: float
+                  ) -> dict[str, Any]:  # fmt: skip
+    (folder / "p.yaml").write_text(SIGNAL_PROTOCOL)
+    (folder / "station.yaml").write_text(
+        "name: lab\n"
+        f"instruments:\n  cycler: {{driver: maccor, address: '{address}', channels: 8}}\n"
+        "positions:\n  - {name: A1, cycler: cycler/0}\n"
+    )
+    out = folder / "runs"
+    proc = subprocess.Popen(
+        [*LABRIG, "run", str(folder / "p.yaml"), "--station", str(folder / "station.yaml"),
+         "--out", str(out), "-q", "--poll", "0.02"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait_for_handlers(proc)
+    time.sleep(delay_s)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    dirs = list(out.iterdir()) if out.exists() else []
+    meta = json.loads((dirs[0] / "run.json").read_text()) if dirs else None
+    channel = asyncio.run(_channel_state(address, 0))
+    said = f"interrupted by {sig.name}" in stdout + stderr
+    final = meta is None or meta.get("state") in FINAL
+    return {
+        "signal": sig.name,
+        "delay_s": delay_s,
+        "code": proc.returncode,
+        "run_dir": bool(dirs),
+        "state": None if meta is None else meta.get("state"),
+        "said": said,
+        "channel": channel.value,
+        "ok_final": final and said and proc.returncode == 128 + int(sig),
+        "ok_safe": channel is not ChannelState.running,
+        "traceback": "Traceback" in stdout + stderr,
+    }
+
+
+def signal_drill(moments: int, seed: int, folder: Path) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    plan = [(rng.choice([signal.SIGINT, signal.SIGTERM]), rng.uniform(0.0, 6.0))
+            for _ in range(moments)]  # fmt: skip
+    out = []
+    folder.mkdir(parents=True, exist_ok=True)
+    with simulator("maccor") as address:
+        for i, (sig, delay) in enumerate(plan):
+            sub = folder / f"m{i:02d}"
+            sub.mkdir()
+            out.append(signal_moment(address, sub, sig, delay))
+    return out
+
+
+# ---------------------------------------------------------------------- 2. damage
+def damage_drills() -> dict[str, Any] | None:
+    path = Path(__file__).with_name("faults_damage.py")
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("faults_damage", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result: dict[str, Any] = module.run_damage_drills()
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--restarts", type=int, default=10)
+    ap.add_argument("--moments", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=12)
+    args = ap.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="labrig-faults-"))
+
+    t0 = time.perf_counter()
+    r = restart_drill(args.restarts, folder / "restarts")
+    print(f"DAEMON RESTARTS ({r['runs']} runs, 2 sharing eis/0; SIGTERM + serve x{r['restarts']},"
+          f" {time.perf_counter() - t0:.0f} s)")  # fmt: skip
+    print(
+        f"  runs continued after a restart: {r['continued']}/{r['attempts']}"
+        f" (paused resumable at the stop: {r['paused_resumable']}/{r['attempts']})"
+    )
+    print(f"  runs finished: {r['finished']}/{r['runs']}; rows stored {r['rows']:,}, "
+          f"lost {r['lost']}, duplicated {r['duplicated']}; tracebacks in the daemon's log "
+          f"{r['tracebacks']}")  # fmt: skip
+    for run_id, (state, reason) in r["states"].items():
+        if state != "finished":
+            print(f"  {run_id}: {state} ({reason})")
+
+    print("JOURNAL / STAGING DAMAGE")
+    damage = damage_drills()
+    if damage is None:
+        print("  not available (bench/faults_damage.py is not in this tree)")
+    else:
+        for key, value in damage.items():
+            print(f"  {key}: {value}")
+
+    t0 = time.perf_counter()
+    moments = signal_drill(args.moments, args.seed, folder / "signals")
+    n = len(moments)
+    print(
+        f"SIGNALS to labrig run at {n} seeded moments (0-6 s after its first line; "
+        f"{time.perf_counter() - t0:.0f} s)"
+    )
+    print(f"  final states written (and said so): {sum(m['ok_final'] for m in moments)}/{n}; "
+          f"safe states reached (tester's channel not running): "
+          f"{sum(m['ok_safe'] for m in moments)}/{n}; tracebacks "
+          f"{sum(m['traceback'] for m in moments)}")  # fmt: skip
+    print(
+        f"  moments inside a started run: {sum(m['run_dir'] for m in moments)}/{n}, "
+        f"before it (nothing started): {sum(not m['run_dir'] for m in moments)}/{n}"
+    )
+    for m in moments:
+        flag = "" if m["ok_final"] and m["ok_safe"] else "   <-- NOT OK"
+        print(f"    {m['signal']:7} at {m['delay_s']:4.2f} s: exit {m['code']}, run.json "
+              f"{m['state'] or '(none)'}, channel {m['channel']}{flag}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

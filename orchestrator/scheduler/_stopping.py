@@ -1,0 +1,99 @@
+"""What the scheduler writes into a run directory when it stops a run, or when a run's
+task ended without the executor saying how (a failed re-attach, a failed start)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from ._jobs import Job, JobState
+from ._marks import mark_run
+
+__all__ = ["SafeFirst", "close_unfinished", "mark_stopped"]
+
+log = logging.getLogger(__name__)
+
+
+def mark_stopped(job: Job, *, durable: bool) -> tuple[JobState, str]:
+    """Mark a run the daemon stopped: ``paused`` and resumable when it was left at a safe
+    point, ``aborted`` when it was stopped at once. Returns the job's end state and why."""
+    assert job.run_dir is not None
+    reason = job.stop_reason or "stopped by the scheduler"
+    parked = job.stop_mode == "park" and job.parked
+    try:
+        if parked:
+            mark_run(
+                job.run_dir,
+                state="paused",
+                reason=f"{reason}: stopped at a safe point; resumes when the daemon restarts",
+                resumable=True,
+                durable=durable,
+                log_event=False,  # the journal stays as resume expects it
+            )
+        else:
+            mark_run(
+                job.run_dir,
+                state="aborted",
+                reason=f"{reason}: safe state at once",
+                resumable=False,
+                durable=durable,
+            )
+    except (OSError, ValueError) as exc:
+        log.error("could not mark run %s: %s", job.run_id, exc)
+    if parked:
+        return JobState.stopped, reason
+    return JobState.aborted, f"{reason}: safe state at once"
+
+
+def close_unfinished(run_dir: Path | None, reason: str, *, resumed: bool, durable: bool) -> None:
+    """A run whose task failed before its executor could end it: a run directory that
+    still says ``running`` or ``paused`` (resumable) is marked ``failed`` with the reason,
+    so nothing waits for a run no one drives. Its instruments were not commanded (a block
+    the instrument kept running goes on under the instrument's own limits)."""
+    if run_dir is None:
+        return
+    try:
+        meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if meta.get("state") not in ("running", "paused"):
+        return
+    why = f"re-attach after a daemon restart failed: {reason}" if resumed else reason
+    try:
+        mark_run(run_dir, state="failed", reason=why, resumable=False, durable=durable)
+    except Exception as exc:  # a damaged journal or event log: run.json says it still
+        log.error("could not log the end of %s (%s); marking run.json only", run_dir.name, exc)
+        with contextlib.suppress(OSError, ValueError):
+            mark_run(run_dir, state="failed", reason=why, resumable=False, durable=durable,
+                     log_event=False)  # fmt: skip
+
+
+class SafeFirst:
+    """Runs stopped together put their instruments in the safe state before any of them
+    does its final writes: with a thousand runs, those writes would hold the event loop
+    long enough for the other runs' safe-state answers to time out."""
+
+    #: longest wait for the others (their safe state has deadlines of its own)
+    MAX_WAIT_S = 45.0
+
+    def __init__(self) -> None:
+        self._expected = 0
+        self._arrived = 0
+        self._all_safe = asyncio.Event()
+
+    def join(self) -> Callable[[], Awaitable[None]]:
+        self._expected += 1
+
+        async def arrive() -> None:
+            self._arrived += 1
+            if self._arrived >= self._expected:
+                self._all_safe.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.MAX_WAIT_S):
+                    await self._all_safe.wait()
+
+        return arrive

@@ -1,0 +1,235 @@
+"""A daemon restart re-attaches every run it stopped and keeps its queue.
+
+Real processes: a simulated MACCOR and a simulated PalmSens, each in its own process on
+a fast real clock (the instruments outlive the daemon), and ``labrig serve`` stopped
+with SIGTERM (runs paused at a safe point, resumable) and started again.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from labrig.orchestrator.daemon import DaemonUnavailable, request
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+LABRIG = [sys.executable, "-m", "labrig.orchestrator.cli"]
+
+PROTOCOL = """\
+name: restart drill
+cell: {cam_mass_mg: 8.4, c_rate_basis_mA_per_g: 190}
+limits: {voltage_V: [2.0, 3.8], current_abs_mA: 10}
+defaults: {record: {every_s: 30}}
+sequence:
+  - label: aging
+    repeat: 3
+    steps:
+      - Charge at 1C until 3.68 V
+      - EIS from 10 kHz to 10 Hz, 5 per decade, 10 mV amplitude at OCV
+      - Discharge at 1C until 2.28 V
+"""
+
+
+def _simulator(name: str) -> Iterator[str]:
+    proc = subprocess.Popen(
+        [*LABRIG, "sim", "serve", name, "--port", "0", "--speed", "4000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        assert address.startswith("tcp://"), address
+        yield address
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.fixture
+def maccor() -> Iterator[str]:
+    yield from _simulator("maccor")
+
+
+@pytest.fixture
+def palmsens() -> Iterator[str]:
+    yield from _simulator("palmsens")
+
+
+def _station(folder: Path, maccor: str, palmsens: str, shared: bool) -> Path:
+    eis = ["eis/0", "eis/0", "eis/0"] if shared else [None, None, None]
+    lines = [
+        "name: lab",
+        "instruments:",
+        f"  cycler: {{driver: maccor, address: '{maccor}', channels: 8}}",
+        f"  eis: {{driver: palmsens, address: '{palmsens}', channels: 1}}",
+        "positions:",
+    ]
+    for i, ref in enumerate(eis):
+        imp = f", impedance: {ref}" if ref else ""
+        lines.append(f"  - {{name: A{i + 1}, cycler: cycler/{i}{imp}}}")
+    path = folder / "station.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _serve(runs: Path, station: Path, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(
+            [*LABRIG, "serve", "--station", str(station), "--runs", str(runs),
+             "--poll", "0.05", "--stop-grace", "60"],
+            stdout=subprocess.DEVNULL,
+            stderr=f,
+        )  # fmt: skip
+    _wait(lambda: _ls(runs) is not None or proc.poll() is not None, 60)
+    assert proc.poll() is None, log.read_text()
+    return proc
+
+
+def _ls(runs: Path) -> list[dict[str, Any]] | None:
+    try:
+        rows: list[dict[str, Any]] = request(runs, {"op": "ls"}, timeout_s=10)["runs"]
+    except DaemonUnavailable:
+        return None
+    return rows
+
+
+def _wait(pred: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _events(root: Path) -> int:
+    path = root / "events.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _check_rows(root: Path) -> None:
+    seq = pq.read_table(root / "data").column("record_seq").to_numpy()
+    assert len(np.unique(seq)) == len(seq), f"{root.name}: a record was stored twice"
+    block, rec = seq >> 32, seq & 0xFFFFFFFF
+    for b in np.unique(block):
+        r = np.sort(rec[block == b])
+        assert np.array_equal(r, np.arange(1, len(r) + 1)), f"{root.name}: gap in block {b}"
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-eis", "own-instruments"])
+def test_restart_reattaches_every_stopped_run_and_keeps_the_queue(
+    tmp_path: Path, maccor: str, palmsens: str, shared: bool
+) -> None:
+    station = _station(tmp_path, maccor, palmsens, shared)
+    proto = tmp_path / "drill.yaml"
+    proto.write_text(PROTOCOL if shared else PROTOCOL.replace("      - EIS from", "      # "))
+    runs, log = tmp_path / "runs", tmp_path / "serve.log"
+    proc = _serve(runs, station, log)
+    try:
+        ids = []
+        for i, pos in enumerate(["A1", "A2", "A3", "A1"]):
+            reply = request(runs, {"op": "submit", "protocol_yaml": proto.read_text(),
+                                   "position": pos, "run_id": f"run{i}"})  # fmt: skip
+            ids.append(reply["run_id"])
+        running, queued = ids[:3], ids[3]
+        # stop once every run has recorded something of its own
+        _wait(lambda: all(_events(runs / r) >= 3 for r in running), 120)
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for r in running:
+        meta = json.loads((runs / r / "run.json").read_text())
+        assert meta["state"] == "paused" and meta["resumable"] is True, meta
+    assert [q["run_id"] for q in json.loads((runs / "queue.json").read_text())] == [queued]
+
+    proc = _serve(runs, station, log)
+    try:
+        listed = {row["run_id"] for row in _ls(runs) or []}
+        assert set(ids) <= listed, f"{listed}: the queued run is kept"
+        assert queued in [q["run_id"] for q in json.loads((runs / "queue.json").read_text())]
+
+        def ended() -> bool:
+            rows = _ls(runs) or []
+            return len(rows) == 4 and all(
+                r["state"] in ("finished", "failed", "aborted") for r in rows
+            )
+
+        _wait(ended, 150)
+        states = {r["run_id"]: (r["state"], r["reason"]) for r in _ls(runs) or []}
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert all(s == "finished" for s, _ in states.values()), (states, log.read_text()[-3000:])
+    assert "Traceback" not in log.read_text()
+    for r in ids:
+        meta = json.loads((runs / r / "run.json").read_text())
+        assert meta["state"] == "finished"
+        _check_rows(runs / r)
+    for r in running:
+        assert json.loads((runs / r / "run.json").read_text()).get("resumed")
+
+
+def test_a_failed_reattach_leaves_the_run_failed_not_resumable(
+    tmp_path: Path, palmsens: str
+) -> None:
+    sim = _simulator("maccor")
+    maccor = next(sim)
+    station = _station(tmp_path, maccor, palmsens, shared=False)
+    proto = tmp_path / "drill.yaml"
+    proto.write_text(PROTOCOL.replace("      - EIS from", "      # "))
+    runs, log = tmp_path / "runs", tmp_path / "serve.log"
+    proc = _serve(runs, station, log)
+    try:
+        request(runs, {"op": "submit", "protocol_yaml": proto.read_text(), "position": "A1",
+                       "run_id": "lost"})  # fmt: skip
+        _wait(lambda: _events(runs / "lost") >= 3, 120)
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sim.close()  # the tester is gone: the next daemon cannot re-attach
+    assert json.loads((runs / "lost" / "run.json").read_text())["resumable"] is True
+    proc = _serve(runs, station, log)
+    try:
+        _wait(lambda: any(r["state"] == "failed" for r in _ls(runs) or []), 60)
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    meta = json.loads((runs / "lost" / "run.json").read_text())
+    assert meta["state"] == "failed" and meta["resumable"] is False, meta
+    assert "re-attach" in meta["reason"] and maccor.split("//")[1] in meta["reason"], meta
+    assert "Traceback" not in log.read_text()
