@@ -217,12 +217,12 @@ class RecordIngest(JournalledRun):
             # the newest record; the status keeps the step of that record
             latest = self.current_step
             self._seen_steps.add(end.step_id)
-            self._start_step(cs, kind, self._last_run_time)
+            self._start_step(cs, kind, max(self._last_run_time, self._block_anchor))
             self.current_step = latest
         if self._open_step is not None and self._open_step[0] == end.step_id:
             self._close_open_step(end.charge_Ah)
         figures = self._step_cycle.pop(end.step_id, None)
-        span = self._step_span.get(end.step_id, [self._last_run_time] * 2)
+        span = self._step_span[end.step_id]
         self._unreported.pop(end.step_id, None)
         self.cycles.add_step_totals(
             kind,
