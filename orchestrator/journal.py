@@ -111,8 +111,9 @@ class Journal:
         (replacing those the one before carried), and the newest row the run holds."""
         self._pending_rows = (body, stored_seq)
 
-    def set_started(self, wall_time: float) -> None:
-        self._commit(started={"wall": wall_time})
+    def set_started(self, wall_time: float, *, mono: float | None = None) -> None:
+        """When the run started: wall time, and the loop's clock (``mono``) then."""
+        self._commit(started={"wall": wall_time, "mono": mono})
 
     def unit_start(self, unit: dict[str, Any]) -> None:
         """A unit (block, EIS, chamber set) is about to be sent to an instrument."""
@@ -120,6 +121,10 @@ class Journal:
 
     def unit_done(self, unit: dict[str, Any]) -> None:
         self._commit(unit={**unit, "state": "done"})
+
+    def set_unit(self, unit: dict[str, Any]) -> None:
+        """Rewrite the unit entry as it is (its state included)."""
+        self._commit(unit=unit)
 
     def set_state(self, state: str, reason: str | None) -> None:
         self._commit(state={"state": state, "reason": reason})
