@@ -226,8 +226,9 @@ class Journal:
         on disk in events.jsonl: witnesses of what a resume must find."""
         self._pending_rows = (body, stored_seq, events_seq, after)
 
-    def set_started(self, wall_time: float) -> None:
-        self._commit(started={"wall": wall_time})
+    def set_started(self, wall_time: float, *, mono: float | None = None) -> None:
+        """When the run started: wall time, and the loop's clock (``mono``) then."""
+        self._commit(started={"wall": wall_time, "mono": mono})
 
     def unit_start(self, unit: dict[str, Any]) -> None:
         """A unit (block, EIS, chamber set) is about to be sent to an instrument."""
@@ -235,6 +236,10 @@ class Journal:
 
     def unit_done(self, unit: dict[str, Any]) -> None:
         self._commit(unit={**unit, "state": "done"})
+
+    def set_unit(self, unit: dict[str, Any]) -> None:
+        """Rewrite the unit entry as it is (its state included)."""
+        self._commit(unit=unit)
 
     def set_state(self, state: str, reason: str | None) -> None:
         self._commit(state={"state": state, "reason": reason})

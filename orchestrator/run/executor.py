@@ -47,12 +47,13 @@ class Executor(ProtocolWalker):
         if self._resume_from is not None:
             self._position = self._restore(self._resume_from)
             self._emit(EventKind.run_resumed, position=self._position)
+            self._journal_held()
         else:
             self._emit(
                 EventKind.run_started, protocol=self.protocol.name, cell=_cell_dict(self.cell)
             )
             if self.journal is not None:
-                self.journal.set_started(self.clock.wall())
+                self.journal.set_started(self.clock.wall(), mono=self._t0)
         self._publish_status()
 
     async def _work(self) -> None:
