@@ -151,7 +151,10 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
 
     instruments = {
         f"t{i}": InstrumentConfig(
-            driver="maccor", address=url, channels=args.channels, options={"timeout_s": 10.0}
+            driver="maccor",
+            address=url,
+            channels=args.channels,
+            options={"timeout_s": args.timeout},
         )
         for i, url in enumerate(urls)
     }
@@ -316,6 +319,9 @@ def main() -> None:
     ap.add_argument("--poll", type=float, default=1.0, help="block-end status poll period (s)")
     ap.add_argument("--collect", type=float, default=5.0, help="record collection period (s)")
     ap.add_argument("--no-mqtt", action="store_true")
+    ap.add_argument(
+        "--timeout", type=float, default=10.0, help="MacNet request timeout (s) of the driver"
+    )
     ap.add_argument(
         "--start-timeout", type=float, default=300.0,
         help="give up when not every run started within this (s; a loaded machine is slow)",

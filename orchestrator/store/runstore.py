@@ -315,6 +315,9 @@ class RunStore:
     def flush_records(self) -> None:
         """Write whatever is queued as one Parquet chunk (atomically)."""
         self.writer.check()
+        self._flush()
+
+    def _flush(self) -> None:
         if self._pending_rows == 0:
             return
         table = self._pending_table()
@@ -482,9 +485,11 @@ class RunStore:
             self.writer.submit(job, keep=True)
 
     def finish(self, state: RunState, reason: str | None = None) -> None:
-        self.flush_records()
+        """The run's final writes: queued even after a failed write (each may still
+        succeed: the final state in run.json above all); then that failure is raised."""
+        self._flush()
         self.write_cycles()
-        self.flush_events()
+        self._write_event_lines(flush=True)
         self.update_meta(
             state=state.value,
             reason=reason,
@@ -492,6 +497,7 @@ class RunStore:
             rows=self.rows_written,
             cycles=len(self.cycles),
         )
+        self.writer.check()
 
     def abandon(self) -> None:
         """Write nothing more, as if the process had been killed (drills and tests)."""
