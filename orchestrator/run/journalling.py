@@ -40,19 +40,11 @@ class JournalledRun(CellRunState):
             "last_time": self._last_time,
         }
 
-    def resume_from(self, journal: Journal) -> None:
-        """Continue this run where the journal says it was (call before ``run``)."""
-        unit = journal.get("unit")
-        since = 0
-        if unit is not None:
-            snap = unit["after"] if unit["state"] == "done" else unit["before"]
-            since = int(snap["event_seq"])
-        self._resume_from = {
-            "unit": unit,
+    def _resume_extra(self, journal: Journal, unit: dict[str, Any] | None) -> dict[str, Any]:
+        since = 0 if unit is None else int(self._unit_snapshot(unit)["event_seq"])
+        return {
             "cycles": journal.cycles,
-            "max_event_seq": journal.max_event_seq(),
             "since": [e for e in journal.events_after(since) if e.kind != EventKind.run_resumed],
-            "started": (journal.get("started") or {}).get("wall"),
         }
 
     def _restore(self, info: dict[str, Any]) -> list[Any] | None:
@@ -60,11 +52,10 @@ class JournalledRun(CellRunState):
         self.event_seq = int(info["max_event_seq"])
         self._replay_expect = collections.deque(event_key(e.kind, e.data) for e in info["since"])
         self.stored_seq = self.store.stored_seq
-        if info["started"] is not None and not self.clock.virtual:
-            self._t0 = self.clock.now() - max(0.0, self.clock.wall() - float(info["started"]))
+        self._restore_run_time(info["started"])
         if unit is None:
             return None  # nothing had been sent yet: start from the top
-        snap = unit["after"] if unit["state"] == "done" else unit["before"]
+        snap = self._unit_snapshot(unit)
         cur = CycleFigures(**snap["cycle"])
         self.cycles.restore(cur, snap["last_active"], bool(snap["cycle_started"]))
         load_cycles = info["cycles"]

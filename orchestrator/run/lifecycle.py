@@ -148,6 +148,7 @@ class RunLifecycle:
         self._replay_expect: collections.deque[tuple[Any, ...]] = collections.deque()
         self._pos: list[Any] = []  # where the walk is: the unit in progress, from the root
         self._unit_info: dict[str, Any] | None = None  # the journal entry of that unit
+        self._resume_from: dict[str, Any] | None = None  # what the journal said (resuming)
 
     # ------------------------------------------------------------------ control
 
@@ -300,6 +301,37 @@ class RunLifecycle:
     def _snapshot(self) -> dict[str, Any]:
         """What a resumed run needs to know of its bookkeeping at a journalled point."""
         raise NotImplementedError
+
+    def resume_from(self, journal: Journal) -> None:
+        """Continue this run where the journal says it was (call before ``run``)."""
+        unit = journal.get("unit")
+        self._resume_from = {
+            "unit": unit,
+            "max_event_seq": journal.max_event_seq(),
+            "started": (journal.get("started") or {}).get("wall"),
+            **self._resume_extra(journal, unit),
+        }
+
+    def _resume_extra(self, journal: Journal, unit: dict[str, Any] | None) -> dict[str, Any]:
+        """More of the journal a subclass takes back when it resumes."""
+        return {}
+
+    @staticmethod
+    def _unit_snapshot(unit: dict[str, Any]) -> dict[str, Any]:
+        """The newest snapshot of a journalled unit: after it, or its progress, or before."""
+        if unit["state"] == "done":
+            return dict(unit["after"])
+        return dict(unit.get("now", unit["before"]))
+
+    def _restore_run_time(self, started: float | None, at_least_s: float = 0.0) -> float:
+        """Run time goes on from the run's start (by the wall clock on hardware; a virtual
+        clock restarts with the process), never behind ``at_least_s``; returns it."""
+        elapsed = 0.0
+        if started is not None and not self.clock.virtual:
+            elapsed = max(0.0, self.clock.wall() - float(started))
+        elapsed = max(elapsed, at_least_s)
+        self._t0 = self.clock.now() - elapsed
+        return elapsed
 
     def _journal_unit_start(self, kind: str, **extra: Any) -> None:
         """A unit of work is about to be sent to an instrument: journal where and what."""
