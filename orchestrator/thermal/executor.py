@@ -54,7 +54,7 @@ class FurnaceExecutor(FurnaceRunState):
                 samples=self.store.meta.get("samples", []),
             )
             if self.journal is not None:
-                self.journal.set_started(self.clock.wall())
+                self.journal.set_started(self.clock.wall(), mono=self._t0)
         self.recorder.stage_to(self.store.root, durable=self.store.durable)
 
     async def _work(self) -> None:
