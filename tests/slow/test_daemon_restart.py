@@ -91,11 +91,11 @@ def _station(folder: Path, maccor: str, palmsens: str, shared: bool) -> Path:
     return path
 
 
-def _serve(runs: Path, station: Path, log: Path) -> subprocess.Popen[bytes]:
+def _serve(runs: Path, station: Path, log: Path, grace: str = "60") -> subprocess.Popen[bytes]:
     with open(log, "ab") as f:
         proc = subprocess.Popen(
             [*LABRIG, "serve", "--station", str(station), "--runs", str(runs),
-             "--poll", "0.05", "--stop-grace", "60"],
+             "--poll", "0.05", "--stop-grace", grace],
             stdout=subprocess.DEVNULL,
             stderr=f,
         )  # fmt: skip
@@ -143,15 +143,21 @@ def _check_rows(root: Path) -> None:
         assert np.array_equal(r, np.arange(1, len(r) + 1)), f"{root.name}: gap in block {b}"
 
 
-@pytest.mark.parametrize("shared", [True, False], ids=["shared-eis", "own-instruments"])
+@pytest.mark.parametrize(
+    ("shared", "grace"),
+    [(True, "60"), (False, "60"), (False, "0")],
+    ids=["shared-eis", "own-instruments", "blocks-left-to-the-tester"],
+)
 def test_restart_reattaches_every_stopped_run_and_keeps_the_queue(
-    tmp_path: Path, maccor: str, palmsens: str, shared: bool
+    tmp_path: Path, maccor: str, palmsens: str, shared: bool, grace: str
 ) -> None:
+    """``grace`` 0: the daemon does not wait for block ends; the tester carries the
+    blocks on and the next daemon adopts them (``attach_block``)."""
     station = _station(tmp_path, maccor, palmsens, shared)
     proto = tmp_path / "drill.yaml"
     proto.write_text(PROTOCOL if shared else PROTOCOL.replace("      - EIS from", "      # "))
     runs, log = tmp_path / "runs", tmp_path / "serve.log"
-    proc = _serve(runs, station, log)
+    proc = _serve(runs, station, log, grace)
     try:
         ids = []
         for i, pos in enumerate(["A1", "A2", "A3", "A1"]):
