@@ -174,8 +174,6 @@ class Link:
         self.peer = peer
         self._local = local
         self._sender: dict[str, Any] | None = None
-        if server.command_log is not None:
-            _ = self.sender  # told now, while the host that just connected surely lives
         self._write = write
         self._hang_up = hang_up
         loop = asyncio.get_running_loop()
