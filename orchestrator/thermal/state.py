@@ -208,6 +208,8 @@ class FurnaceRunState(RunLifecycle):
 
     def _restore_snapshot(self, snap: dict[str, Any]) -> None:
         step = snap["step"]
+        if step is not None and int(step[1]) < 0:
+            step = None  # the cool-down at the end: it names its step again when it goes on
         self.current_step = None if step is None else StepView(str(step[0]), int(step[1]))
         self._step_started = 0.0 if step is None else float(step[2])
         self.last_pv, self.last_sp, self.last_output = snap["last"]
