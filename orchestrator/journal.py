@@ -25,6 +25,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, crc INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cycles (cycle INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS carried (id INTEGER PRIMARY KEY, body BLOB, crc INTEGER NOT NULL);
 """
 
 
@@ -50,6 +51,7 @@ class Journal:
             raise JournalCorrupt(f"{path}: integrity check failed: {check}")
         self._pending_events: list[tuple[int, str]] = []
         self._pending_cycles: list[tuple[int, str]] = []
+        self._pending_rows: tuple[bytes | None, int] | None = None
 
     def close(self) -> None:
         try:
@@ -84,6 +86,14 @@ class Journal:
                     self._pending_cycles,
                 )
                 self._pending_cycles = []
+            if self._pending_rows is not None:
+                body, stored = self._pending_rows
+                self._db.execute(
+                    "INSERT OR REPLACE INTO carried(id, body, crc) VALUES (0, ?, ?)",
+                    (body, zlib.crc32(body or b"")),
+                )
+                self._put("stored", {"seq": stored})
+                self._pending_rows = None
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
@@ -95,6 +105,11 @@ class Journal:
 
     def add_cycle(self, row: dict[str, Any]) -> None:
         self._pending_cycles.append((int(row["cycle"]), json.dumps(row, default=str)))
+
+    def set_rows(self, body: bytes | None, stored_seq: int) -> None:
+        """Rows not yet on disk elsewhere (an Arrow IPC stream), carried by the next commit
+        (replacing those the one before carried), and the newest row the run holds."""
+        self._pending_rows = (body, stored_seq)
 
     def set_started(self, wall_time: float, *, mono: float | None = None) -> None:
         """When the run started: wall time, and the loop's clock (``mono``) then."""
@@ -124,6 +139,16 @@ class Journal:
         if zlib.crc32(text.encode()) != crc:
             raise JournalCorrupt(f"{self.path}: entry {key!r} fails its checksum")
         return json.loads(text)
+
+    def rows(self) -> bytes | None:
+        """The rows the last commit carried (see :meth:`set_rows`)."""
+        row = self._db.execute("SELECT body, crc FROM carried WHERE id = 0").fetchone()
+        if row is None or row[0] is None:
+            return None
+        body, crc = bytes(row[0]), int(row[1])
+        if zlib.crc32(body) != crc:
+            raise JournalCorrupt(f"{self.path}: the rows it carries fail their checksum")
+        return body
 
     def cycles(self) -> list[dict[str, Any]]:
         return [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 from labrig.protocols.models import CellSpec, Protocol
 
-from .events import EventSink
+from .events import EventSink, RunState
 from .executor import Executor, RunOptions, RunOutcome
 from .instruments import Source
 from .journal import Journal
@@ -173,7 +174,7 @@ async def resume_run(
     journal = Journal(run_dir / "journal.sqlite", durable=durable_)
     store = RunStore.open_existing(
         run_dir, durable=durable_, staging=staging,
-        stage_every_s=_stage_every(stage_every_s, durable_),
+        stage_every_s=_stage_every(stage_every_s, durable_), journal=journal,
     )  # fmt: skip
     store.reconcile_events(journal)
     store.update_meta(state="running", resumed=[*meta.get("resumed", []), _now_iso()])
@@ -206,6 +207,8 @@ async def _drive(
     cell = protocol.cell
     try:
         async with contextlib.AsyncExitStack() as stack:
+            # file work off the event loop; its end waits for the run's final writes
+            await stack.enter_async_context(store.writing(journal))
             if bindings is None:
                 bindings = await stack.enter_async_context(
                     bind_instruments(station, position, cell, sim=sim, seed=seed)
@@ -230,7 +233,15 @@ async def _drive(
     finally:
         journal.close()
         store.close()
-    return outcome, store.root
+    return _final_writes_checked(outcome, store), store.root
+
+
+def _final_writes_checked(outcome: RunOutcome, store: RunStore) -> RunOutcome:
+    """A run whose last writes failed (a full disk) did not finish."""
+    err = store.write_error
+    if err is None or outcome.state is not RunState.finished:
+        return outcome
+    return dataclasses.replace(outcome, state=RunState.failed, reason=f"storage failed: {err}")
 
 
 # Durable runs write and fsync their staging log at most this often (and always before

@@ -27,6 +27,7 @@ from ..instruments.sim.presets import check_preset
 from ._format import duration_text
 from ._interrupt import Interrupted, Stopper, interruptible, signals_handled
 from ._options import PositionOption, SetOption, StationOption, parse_sets
+from ._paths import writable_dir_or_exit
 
 __all__ = ["register"]
 
@@ -62,7 +63,7 @@ class _SimTimeColumn(ProgressColumn):
 _parse_sets = parse_sets  # the name `labrig submit` imports
 
 
-def _check_compiles(proto: Any, sim: bool) -> None:
+def check_compiles(proto: Any, sim: bool) -> None:
     """Every cycler step compiles, and a simulated cell's preset exists: before any run
     directory is made (ValueError otherwise)."""
     from ..compile import StepCompiler, is_cycler_step
@@ -112,7 +113,7 @@ def run(
         "runs"
     ),
     set_: SetOption = None,
-    seed: Annotated[int, typer.Option(help="Seed of the simulated cell's noise.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the simulated cell's noise.")] = 0,
     mqtt: Annotated[
         str | None, typer.Option("--mqtt", help="Publish status to this broker URL.")
     ] = None,
@@ -132,7 +133,7 @@ def run(
         proto = load_protocol(protocol, overrides=overrides or None)
         st = load_station(station) if station is not None else DEFAULT_STATION
         pos = st.position(position, "furnace" if is_thermal(proto) else "cell")
-        _check_compiles(proto, sim)
+        check_compiles(proto, sim)
     except ProtocolError as exc:
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -146,6 +147,7 @@ def run(
             "simulated station, or --station FILE for hardware"
         )
         raise typer.Exit(2)
+    writable_dir_or_exit(out_dir, "--out", err)
 
     req = RunRequest(
         protocol=proto,

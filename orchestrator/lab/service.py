@@ -87,21 +87,26 @@ async def _simulated(
     kind: Capability,
     command_log: str | None,
 ) -> list[Any]:
-    """A shared instrument's simulator (``labrig agent --sim``): channel 0 measures one
-    simulated cell, the others cells of their own."""
+    """A shared instrument's simulator (``labrig agent --sim``): each channel measures a
+    simulated cell of its own (one simulator per channel, all logging to ``command_log``)."""
     from ..instruments import InstrumentUse, entry
     from ..instruments.sim.cell import SimCell
     from ..instruments.sim.station import simulate
 
     found = entry(inst.driver)
-    use = InstrumentUse(found, name, inst.address, inst.channels,
-                        found.parse_options(inst.options), {0: kind.value})  # fmt: skip
-    sim = await stack.enter_async_context(
-        simulate(use, SimCell(None, seed=0), command_log=command_log)
-    )
-    handle = await sim.connect(stack)
-    pick = handle.impedance_channel if kind is Capability.impedance else handle.chamber_controller
-    return [pick(i) for i in range(inst.channels)]
+    options = found.parse_options(inst.options)
+    out = []
+    for i in range(inst.channels):
+        use = InstrumentUse(found, name, inst.address, inst.channels, options, {i: kind.value})
+        sim = await stack.enter_async_context(
+            simulate(use, SimCell(None, seed=i), command_log=command_log)
+        )
+        handle = await sim.connect(stack)
+        if kind is Capability.impedance:
+            out.append(handle.impedance_channel(i))
+        else:
+            out.append(handle.chamber_controller(i))
+    return out
 
 
 @dataclass(slots=True)

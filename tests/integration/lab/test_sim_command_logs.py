@@ -77,3 +77,25 @@ def test_a_simulated_biologic_logs_every_library_call(tmp_path: Path) -> None:
     starts = [x for x in lines if x["cmd"] == "BL_StartChannel"]
     assert starts and all(x["chan"] == 0 and x["rc"] == 0 for x in starts)
     assert {x["pid"] for x in lines} == {os.getpid()}
+
+
+def test_an_agent_with_sim_serves_every_channel_of_a_shared_biologic(tmp_path: Path) -> None:
+    from labrig.orchestrator.lab.service import open_shared_instrument
+    from labrig.orchestrator.station import InstrumentConfig
+
+    inst = InstrumentConfig.model_validate(
+        {"driver": "biologic", "address": "biologic://USB0", "channels": 3}
+    )
+    path = tmp_path / "vmp.jsonl"
+
+    async def main() -> list[float]:
+        async with contextlib.AsyncExitStack() as stack:
+            kind, chans = await open_shared_instrument(
+                stack, "vmp", inst, sim=True, command_log=str(path)
+            )
+            assert kind == "impedance" and len(chans) == 3
+            return [await c.measure_ocv(1.0) for c in chans]
+
+    assert all(1.0 < v < 5.0 for v in run_virtual(main()))
+    started = {x["chan"] for x in read_command_log(path) if x["cmd"] == "BL_StartChannel"}
+    assert started == {0, 1, 2}

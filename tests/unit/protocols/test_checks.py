@@ -137,3 +137,12 @@ def test_a_dry_run_of_eis_beyond_every_instrument_starts_nothing(tmp_path: Path)
     assert result.exit_code == 2
     assert "EIS up to 20 MHz" in result.stderr
     assert not out.exists()
+
+
+def test_validate_sim_refuses_what_run_sim_refuses() -> None:
+    args = ["rate_test", "--set", "preset=no-such-cell"]
+    assert runner.invoke(app, ["run", "--sim", "-q", *args]).exit_code == 2
+    refused = runner.invoke(app, ["validate", "--sim", *args])
+    assert refused.exit_code == 2 and "no-such-cell" in refused.stderr
+    fits = runner.invoke(app, ["validate", "--sim", "long_term_eis"])
+    assert fits.exit_code == 0 and "fits station 'sim'" in fits.stdout
