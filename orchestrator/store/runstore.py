@@ -31,7 +31,6 @@ from .tables import (
     concat_cols,
     csv_cell,
     ipc_bytes,
-    to_table,
     unique_after,
 )
 from .writer import Writer
@@ -309,7 +308,18 @@ class RunStore:
         return ipc_bytes(table) if table.num_rows else None
 
     def _pending_table(self) -> pa.Table:
-        parts = [p if isinstance(p, pa.Table) else to_table(p) for p in self._pending]
+        """The pending rows as one table: runs of appended arrays converted at once."""
+        parts: list[pa.Table] = []
+        arrays: list[dict[str, npt.NDArray[Any]]] = []
+        for p in [*self._pending, None]:
+            if isinstance(p, dict):
+                arrays.append(p)
+                continue
+            if arrays:
+                parts.append(concat_cols(arrays))
+                arrays = []
+            if p is not None:
+                parts.append(p)
         return pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0]
 
     def flush_records(self) -> None:
