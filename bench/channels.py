@@ -151,7 +151,10 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
 
     instruments = {
         f"t{i}": InstrumentConfig(
-            driver="maccor", address=url, channels=args.channels, options={"timeout_s": 10.0}
+            driver="maccor",
+            address=url,
+            channels=args.channels,
+            options={"timeout_s": args.timeout},
         )
         for i, url in enumerate(urls)
     }
@@ -193,7 +196,13 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
         t_start = time.monotonic()
         for p in positions:
             sched.submit(RunSpec(protocol=proto, protocol_yaml=text, position=p.name))
-        while len(probe.block_t0) < len(positions):
+
+        def not_started() -> list[Any]:
+            return [j for j in sched.jobs() if j.state.value in ("failed", "aborted")]
+
+        # every run started, or ended without starting (a loaded machine: connections
+        # time out); those are counted and printed
+        while len(probe.block_t0) + len(not_started()) < len(positions):
             if time.monotonic() - t_start > args.start_timeout:
                 raise SystemExit(
                     f"only {len(probe.block_t0)} channels started in {args.start_timeout:g} s"
@@ -207,7 +216,11 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
         await asyncio.sleep(args.seconds)
         wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
         probe.measuring = False
-        failed = [j for j in sched.jobs() if j.state.value not in ("running", "paused")]
+        never = {j.run_id for j in not_started()}
+        failed = [
+            j for j in sched.jobs()
+            if j.state.value not in ("running", "paused") and j.run_id not in never
+        ]  # fmt: skip
         sched.stop(at_once=True, reason="benchmark over")
         await sched.wait_all()
     return {
@@ -216,6 +229,7 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
         "cpu": cpu,
         "started_s": started_s,
         "failed": [(j.run_id, j.state.value, j.reason) for j in failed],
+        "never_started": len(never),
         "watchdog_trips": sched.watchdog_trips,
     }
 
@@ -302,6 +316,7 @@ def run(args: argparse.Namespace) -> None:
             f"record -> MQTT    p50 {percentile(md, 50):.0f} ms, p99 {percentile(md, 99):.0f} ms "
             f"({len(md):,} telemetry messages matched)"
         )
+    print(f"runs that ended before they started: {res['never_started']}")
     print(f"runs not running at the end of the window: {len(res['failed'])}")
     for f in res["failed"][:5]:
         print("   ", f)
@@ -316,6 +331,9 @@ def main() -> None:
     ap.add_argument("--poll", type=float, default=1.0, help="block-end status poll period (s)")
     ap.add_argument("--collect", type=float, default=5.0, help="record collection period (s)")
     ap.add_argument("--no-mqtt", action="store_true")
+    ap.add_argument(
+        "--timeout", type=float, default=10.0, help="MacNet request timeout (s) of the driver"
+    )
     ap.add_argument(
         "--start-timeout", type=float, default=300.0,
         help="give up when not every run started within this (s; a loaded machine is slow)",

@@ -31,7 +31,6 @@ from .tables import (
     concat_cols,
     csv_cell,
     ipc_bytes,
-    to_table,
     unique_after,
 )
 from .writer import Writer
@@ -309,12 +308,26 @@ class RunStore:
         return ipc_bytes(table) if table.num_rows else None
 
     def _pending_table(self) -> pa.Table:
-        parts = [p if isinstance(p, pa.Table) else to_table(p) for p in self._pending]
+        """The pending rows as one table: runs of appended arrays converted at once."""
+        parts: list[pa.Table] = []
+        arrays: list[dict[str, npt.NDArray[Any]]] = []
+        for p in [*self._pending, None]:
+            if isinstance(p, dict):
+                arrays.append(p)
+                continue
+            if arrays:
+                parts.append(concat_cols(arrays))
+                arrays = []
+            if p is not None:
+                parts.append(p)
         return pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0]
 
     def flush_records(self) -> None:
         """Write whatever is queued as one Parquet chunk (atomically)."""
         self.writer.check()
+        self._flush()
+
+    def _flush(self) -> None:
         if self._pending_rows == 0:
             return
         table = self._pending_table()
@@ -482,9 +495,11 @@ class RunStore:
             self.writer.submit(job, keep=True)
 
     def finish(self, state: RunState, reason: str | None = None) -> None:
-        self.flush_records()
+        """The run's final writes: queued even after a failed write (each may still
+        succeed: the final state in run.json above all); then that failure is raised."""
+        self._flush()
         self.write_cycles()
-        self.flush_events()
+        self._write_event_lines(flush=True)
         self.update_meta(
             state=state.value,
             reason=reason,
@@ -492,6 +507,7 @@ class RunStore:
             rows=self.rows_written,
             cycles=len(self.cycles),
         )
+        self.writer.check()
 
     def abandon(self) -> None:
         """Write nothing more, as if the process had been killed (drills and tests)."""
