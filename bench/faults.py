@@ -1,6 +1,7 @@
 """What labs do to labrig, as figures (issue: surviving what labs do to it).
 
-    python bench/faults.py [--restarts 10] [--moments 20] [--seed 12] [--only SECTION]
+    python bench/faults.py [--restarts 10] [--moments 20] [--seed 12] [--span 10]
+                           [--only restarts|damage|signals]
 
 1. DAEMON RESTARTS: a simulated MACCOR and a simulated PalmSens, each in its own process
    on a fast real clock (the instruments outlive the daemon), 4 runs under ``labrig serve``
@@ -11,7 +12,8 @@
 2. JOURNAL / STAGING DAMAGE: ``run_damage_drills()`` of ``bench/faults_damage.py`` when
    that file is there (15 kinds of damage: detected, reported, silent).
 3. SIGNALS: SIGINT or SIGTERM to ``labrig run`` at ``--moments`` seeded moments after its
-   first line ran (0 to 6 s: loading, opening, running): final state in ``run.json`` (or
+   first line ran (0 to ``--span`` s: loading, opening, running): final state in
+   ``run.json`` (or
    no run directory, with the command saying nothing was started), the message, and the
    tester's own channel state read back from the simulator (not running).
 """
@@ -273,9 +275,9 @@ def signal_moment(address: str, folder: Path, sig: signal.Signals, delay_s: floa
     }
 
 
-def signal_drill(moments: int, seed: int, folder: Path) -> list[dict[str, Any]]:
+def signal_drill(moments: int, seed: int, folder: Path, span_s: float) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    plan = [(rng.choice([signal.SIGINT, signal.SIGTERM]), rng.uniform(0.0, 6.0))
+    plan = [(rng.choice([signal.SIGINT, signal.SIGTERM]), rng.uniform(0.0, span_s))
             for _ in range(moments)]  # fmt: skip
     out = []
     folder.mkdir(parents=True, exist_ok=True)
@@ -305,6 +307,7 @@ def main() -> None:
     ap.add_argument("--restarts", type=int, default=10)
     ap.add_argument("--moments", type=int, default=20)
     ap.add_argument("--seed", type=int, default=12)
+    ap.add_argument("--span", type=float, default=10.0, help="signals 0..SPAN s after start")
     ap.add_argument("--only", choices=["restarts", "damage", "signals"], action="append",
                     help="run only this section (repeatable)")  # fmt: skip
     args = ap.parse_args()
@@ -315,7 +318,7 @@ def main() -> None:
     if "damage" in only:
         print_damage()
     if "signals" in only:
-        print_signals(args.moments, args.seed, folder)
+        print_signals(args.moments, args.seed, folder, args.span)
 
 
 def print_restarts(restarts: int, folder: Path) -> None:
@@ -354,12 +357,12 @@ def print_damage() -> None:
                 print(f"    {name:38s} {text[:140]}")
 
 
-def print_signals(count: int, seed: int, folder: Path) -> None:
+def print_signals(count: int, seed: int, folder: Path, span_s: float) -> None:
     t0 = time.perf_counter()
-    moments = signal_drill(count, seed, folder / "signals")
+    moments = signal_drill(count, seed, folder / "signals", span_s)
     n = len(moments)
     print(
-        f"SIGNALS to labrig run at {n} seeded moments (0-6 s after its first line; "
+        f"SIGNALS to labrig run at {n} seeded moments (0-{span_s:g} s after its first line; "
         f"{time.perf_counter() - t0:.0f} s)"
     )
     print(f"  final states written (and said so): {sum(m['ok_final'] for m in moments)}/{n}; "
