@@ -13,9 +13,8 @@
    that file is there (15 kinds of damage: detected, reported, silent).
 3. SIGNALS: SIGINT or SIGTERM to ``labrig run`` at ``--moments`` seeded moments after its
    first line ran (0 to ``--span`` s: loading, opening, running): final state in
-   ``run.json`` (or
-   no run directory, with the command saying nothing was started), the message, and the
-   tester's own channel state read back from the simulator (not running).
+   ``run.json`` (or no run directory, with the command saying nothing was started), the
+   message, and the tester's own channel state read back from the simulator.
 """
 
 from __future__ import annotations
