@@ -95,7 +95,7 @@ async def _simulated(
 
     found = entry(inst.driver)
     options = found.parse_options(inst.options)
-    out = []
+    out: list[Any] = []
     for i in range(inst.channels):
         use = InstrumentUse(found, name, inst.address, inst.channels, options, {i: kind.value})
         sim = await stack.enter_async_context(
