@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from labrig.drivers.capabilities import ChannelState
 from labrig.drivers.maccor import MaccorCycler
-from labrig.orchestrator.daemon import DaemonUnavailable, request
+from labrig.orchestrator.daemon import DaemonError, DaemonUnavailable, request
 
 LABRIG = [sys.executable, "-m", "labrig.orchestrator.cli"]
 FINAL = ("finished", "aborted", "failed")
@@ -108,7 +108,7 @@ def wait(pred: Callable[[], bool], timeout: float) -> bool:
 def _ls(runs: Path) -> list[dict[str, Any]]:
     try:
         rows: list[dict[str, Any]] = request(runs, {"op": "ls"}, timeout_s=10)["runs"]
-    except DaemonUnavailable:
+    except (DaemonUnavailable, DaemonError):  # not there, or still starting
         return []
     return rows
 
@@ -120,9 +120,16 @@ def _serve(runs: Path, station: Path, log: Path) -> subprocess.Popen[bytes]:
              "--poll", "0.05", "--stop-grace", "60"],
             stdout=subprocess.DEVNULL, stderr=f,
         )  # fmt: skip
-    if not wait(lambda: bool(_ls(runs)) or (runs / "labrig.sock").exists(), 60):
+    if not wait(lambda: _pings(runs), 60):
         raise RuntimeError(f"labrig serve did not start: {log.read_text()[-2000:]}")
     return proc
+
+
+def _pings(runs: Path) -> bool:
+    try:
+        return bool(request(runs, {"op": "ping"}, timeout_s=10).get("ok"))
+    except (DaemonUnavailable, DaemonError):
+        return False
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

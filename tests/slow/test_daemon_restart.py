@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from labrig.orchestrator.daemon import DaemonUnavailable, request
+from labrig.orchestrator.daemon import DaemonError, DaemonUnavailable, request
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -107,7 +107,7 @@ def _serve(runs: Path, station: Path, log: Path, grace: str = "60") -> subproces
 def _ls(runs: Path) -> list[dict[str, Any]] | None:
     try:
         rows: list[dict[str, Any]] = request(runs, {"op": "ls"}, timeout_s=10)["runs"]
-    except DaemonUnavailable:
+    except (DaemonUnavailable, DaemonError):  # not there, or still starting
         return None
     return rows
 

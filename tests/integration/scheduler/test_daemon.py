@@ -117,7 +117,8 @@ def _serve(runs: Path) -> subprocess.Popen[str]:
         text=True,
     )
     deadline = time.monotonic() + 30
-    while not (runs / "labrig.sock").exists():
+    # the socket listens before the scheduler runs: wait for an answer to a ping
+    while not (runs / "labrig.sock").exists() or _cli(runs, "ls").exit_code != 0:
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise AssertionError(f"daemon did not start: {proc.communicate()[1]}")
