@@ -509,14 +509,24 @@ def _why(exc: BaseException) -> str:
 
     if isinstance(exc, InstrumentError | OSError):
         return f"instrument error: {exc}"
+    if _damage(exc):
+        return str(exc)  # it says what is damaged and what can be recovered
     return f"{type(exc).__name__}: {exc}"
 
 
+def _damage(exc: BaseException) -> bool:
+    from ..journal import JournalCorrupt
+    from ..run.damage import RunDamaged
+
+    return isinstance(exc, RunDamaged | JournalCorrupt)
+
+
 def _unexpected(exc: BaseException) -> bool:
-    """Whether the log needs the traceback: not for an instrument out of reach."""
+    """Whether the log needs the traceback: not for an instrument out of reach or a
+    damaged run (their messages say it all)."""
     from labrig.drivers.capabilities import InstrumentError
 
-    return not isinstance(exc, InstrumentError | OSError)
+    return not (isinstance(exc, InstrumentError | OSError) or _damage(exc))
 
 
 def _not_started(coro: Any, name: str) -> None:
