@@ -1,6 +1,6 @@
 """What labs do to labrig, as figures (issue: surviving what labs do to it).
 
-    python bench/faults.py [--restarts 10] [--moments 20] [--seed 12]
+    python bench/faults.py [--restarts 10] [--moments 20] [--seed 12] [--only SECTION]
 
 1. DAEMON RESTARTS: a simulated MACCOR and a simulated PalmSens, each in its own process
    on a fast real clock (the instruments outlive the daemon), 4 runs under ``labrig serve``
@@ -305,11 +305,22 @@ def main() -> None:
     ap.add_argument("--restarts", type=int, default=10)
     ap.add_argument("--moments", type=int, default=20)
     ap.add_argument("--seed", type=int, default=12)
+    ap.add_argument("--only", choices=["restarts", "damage", "signals"], action="append",
+                    help="run only this section (repeatable)")  # fmt: skip
     args = ap.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="labrig-faults-"))
+    only = set(args.only or ["restarts", "damage", "signals"])
+    if "restarts" in only:
+        print_restarts(args.restarts, folder)
+    if "damage" in only:
+        print_damage()
+    if "signals" in only:
+        print_signals(args.moments, args.seed, folder)
 
+
+def print_restarts(restarts: int, folder: Path) -> None:
     t0 = time.perf_counter()
-    r = restart_drill(args.restarts, folder / "restarts")
+    r = restart_drill(restarts, folder / "restarts")
     print(f"DAEMON RESTARTS ({r['runs']} runs, 2 sharing eis/0; SIGTERM + serve x{r['restarts']},"
           f" {time.perf_counter() - t0:.0f} s)")  # fmt: skip
     print(
@@ -323,16 +334,29 @@ def main() -> None:
         if state != "finished":
             print(f"  {run_id}: {state} ({reason})")
 
+
+def print_damage() -> None:
     print("JOURNAL / STAGING DAMAGE")
     damage = damage_drills()
     if damage is None:
         print("  not available (bench/faults_damage.py is not in this tree)")
     else:
         for key, value in damage.items():
-            print(f"  {key}: {value}")
+            if not isinstance(value, dict):
+                print(f"  {key}: {value}")
+                continue
+            print(f"  {key}:")
+            for name, row in value.items():
+                if isinstance(row, dict):  # one drill: its result first, then why
+                    text = " ".join(str(row[k]) for k in ("result", "message") if k in row)
+                else:
+                    text = str(row)
+                print(f"    {name:38s} {text[:140]}")
 
+
+def print_signals(count: int, seed: int, folder: Path) -> None:
     t0 = time.perf_counter()
-    moments = signal_drill(args.moments, args.seed, folder / "signals")
+    moments = signal_drill(count, seed, folder / "signals")
     n = len(moments)
     print(
         f"SIGNALS to labrig run at {n} seeded moments (0-6 s after its first line; "

@@ -4,6 +4,10 @@ A cycle is one charge followed by one discharge, counted from 1: a charge step t
 comes after a discharge starts a new cycle. Steps in checkpoints that do not count as
 cycles (an EIS, a check that must not shift the numbering) leave the counter alone and
 are not added to the cycle's figures.
+
+A cycle's ``end_time_s`` is the time of its last record (run time, the clock of the
+data's ``time_s``): a cycle that ends with a discharge is known to be over only when the
+next charge starts, and then it ended at the record before.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ class CycleFigures:
     discharge_time_s: float = 0.0
     charge_c_rate: float | None = None
     discharge_c_rate: float | None = None
-    end_time_s: float = 0.0
+    end_time_s: float = 0.0  # the time of the cycle's last record (run time)
     block: str | None = None
 
     def row(self, cam_mass_g: float | None) -> dict[str, Any]:
@@ -103,6 +107,18 @@ class CycleCounter:
             self.current.block = block
         return ended
 
+    def saw_records(self, last_time_s: float) -> None:
+        """Records up to ``last_time_s`` belong to the current cycle."""
+        if last_time_s > self.current.end_time_s:
+            self.current.end_time_s = last_time_s
+
+    def pending_end(self) -> float | None:
+        """When the current cycle ended, if it may already be over: its last active step
+        was a discharge, so the next charge would start a new cycle. None otherwise."""
+        if self._started and self._last_active == "discharge":
+            return self.current.end_time_s
+        return None
+
     def add_charge(self, counts: bool, charge_Ah: float) -> None:
         """Add a step's charge (signed, + into the cell) to the cycle's capacities.
 
@@ -124,11 +140,12 @@ class CycleCounter:
         energy_Wh: float,
         duration_s: float,
         c_rate: float | None,
-        end_time_s: float,
+        end_time_s: float | None = None,
         target: CycleFigures | None = None,
     ) -> None:
         """Add a finished step's energy, time and C-rate (its charge went in add_charge)
-        to ``target``, the cycle the step ran in (default: the current one)."""
+        to ``target``, the cycle the step ran in (default: the current one).
+        ``end_time_s``, when given, is when the step ended (a step that left no record)."""
         if not counts:
             return
         cur = self.current if target is None else target
@@ -142,7 +159,8 @@ class CycleCounter:
             cur.discharge_time_s += duration_s
             if cur.discharge_c_rate is None and c_rate is not None and kind in _DISCHARGE_KINDS:
                 cur.discharge_c_rate = c_rate
-        cur.end_time_s = end_time_s
+        if end_time_s is not None and end_time_s > cur.end_time_s:
+            cur.end_time_s = end_time_s
 
     def cumulative(
         self, kind: str, counts: bool, step_charge_Ah: npt.NDArray[np.float64]

@@ -4,13 +4,22 @@ The executor produces; sinks (run storage, MQTT, the progress display) consume. 
 must never stall control: ``publish`` is synchronous and non-blocking (put into a bounded
 queue or latest-wins slot and return). Each event carries ``seq``, a per-run sequence
 number that is never reused, so consumers can drop duplicates after a reconnect.
+
+Events are dated on the run's clock (``run_time_s``: seconds since the run started),
+which is also the clock of the data's ``time_s``. What the instrument did (a step
+started or ended, a cycle ended, a limit crossed) is dated by the records that show it;
+what the host did (run started, paused, a checkpoint began) by the moment it did it. A
+run's events are recorded in time order: :class:`EventTimeline` holds each event until
+nothing still unknown can be dated before it, and ``seq`` follows that order.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -19,6 +28,8 @@ __all__ = [
     "Event",
     "EventKind",
     "EventSink",
+    "EventTimeline",
+    "PendingEvent",
     "RunState",
     "RunStatus",
     "SinkFanout",
@@ -118,6 +129,79 @@ class Telemetry:
     temperature_C: float | None
     cycle: int
     step_index: int | None
+    step: str | None = None  # the label of the step the reading belongs to
+
+
+# Among events dated at the same instant: a step ends, then its cycle, then what follows.
+_RANK: dict[EventKind, int] = {EventKind.step_ended: 0, EventKind.cycle_ended: 1}
+LATER = 2  # the rank of every other kind
+
+
+def rank_of(kind: EventKind) -> int:
+    return _RANK.get(kind, LATER)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event waiting for its turn: when it happened (run time) and what it says."""
+
+    time_s: float
+    kind: EventKind
+    data: dict[str, Any]
+
+    def key(self) -> tuple[EventKind, float, dict[str, Any]]:
+        return (self.kind, self.time_s, self.data)
+
+    def to_list(self) -> list[Any]:
+        return [self.time_s, self.kind.value, self.data]
+
+    @classmethod
+    def from_list(cls, item: Sequence[Any]) -> PendingEvent:
+        return cls(float(item[0]), EventKind(item[1]), dict(item[2]))
+
+
+class EventTimeline:
+    """Puts a run's events in time order before they are recorded.
+
+    ``add`` files an event at the instant it happened; ``due(bound)`` hands back, in
+    order, those that come before ``bound`` = (time, rank): the earliest place where an
+    event not known yet could still fall (the end of a step the instrument has not
+    reported, the end of a cycle that may be over). ``bound`` None hands back all. Ties
+    keep the rank order (step ended, cycle ended, the rest) and then the order of
+    ``add``. Nothing is handed back dated before what was handed back already: a late
+    event is dated at the last time handed out, so the record stays in order.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, int, PendingEvent]] = []
+        self._added = 0
+        self.last_time_s = -math.inf
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, kind: EventKind, time_s: float, data: dict[str, Any]) -> None:
+        self._added += 1
+        item = PendingEvent(float(time_s), kind, data)
+        heapq.heappush(self._heap, (item.time_s, rank_of(kind), self._added, item))
+
+    def extend(self, items: Iterable[PendingEvent]) -> None:
+        for e in items:
+            self.add(e.kind, e.time_s, e.data)
+
+    def due(self, bound: tuple[float, int] | None) -> list[PendingEvent]:
+        out: list[PendingEvent] = []
+        while self._heap and (bound is None or self._heap[0][:2] < bound):
+            item = heapq.heappop(self._heap)[3]
+            if item.time_s < self.last_time_s:
+                item = PendingEvent(self.last_time_s, item.kind, item.data)
+            self.last_time_s = item.time_s
+            out.append(item)
+        return out
+
+    def pending(self) -> list[PendingEvent]:
+        """What is waiting, in order (for the journal: a resumed run puts it back)."""
+        return [h[3] for h in sorted(self._heap)]
 
 
 @runtime_checkable

@@ -299,6 +299,8 @@ def load_station(path: Path) -> StationConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise StationError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise StationError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         doc = read_yaml(text)
     except YamlProblem as exc:

@@ -10,8 +10,9 @@ state in ``run.json``, its instruments in their safe state, and a message saying
   (``aborted``, with that reason). Further signals meanwhile are reported and ignored:
   cutting the safe state short would leave an instrument running.
 
-With the loop's own handlers (not Python's default SIGINT handler) no library sees a
-``KeyboardInterrupt`` half-way through a write.
+With the loop's own handlers (not Python's default SIGINT handler), and pyarrow's own
+interruption of long operations turned off, no library sees a ``KeyboardInterrupt`` or an
+``ArrowCancelled`` half-way through a write.
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ class Stopper:
             return
         global _ran
         _ran = True
+        import pyarrow
+
+        # pyarrow would otherwise take SIGINT over during its long operations and end
+        # them with ArrowCancelled: a run's write failing instead of the run stopping
+        pyarrow.enable_signal_handlers(False)
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None

@@ -19,6 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ._paths import existing_dir_callback, writable_dir_or_exit
+
 __all__ = ["register"]
 
 err = Console(stderr=True)
@@ -27,7 +29,10 @@ out = Console()
 RunsOpt = Annotated[
     Path,
     typer.Option(
-        "--runs", envvar="LABRIG_RUNS", help="Runs directory (where the daemon's socket is)."
+        "--runs",
+        envvar="LABRIG_RUNS",
+        help="Runs directory (where the daemon's socket is).",
+        callback=existing_dir_callback,
     ),
 ]
 _FINAL = ("finished", "aborted", "failed")
@@ -80,6 +85,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run the scheduler as a service until SIGTERM / Ctrl-C (twice: stop at once)."""
+    writable_dir_or_exit(runs, "--runs", err)
     import asyncio
     import logging
 
@@ -133,7 +139,7 @@ def submit(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a cell field, key=value.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of a simulated cell's noise.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of a simulated cell's noise.")] = 0,
     runs: RunsOpt = Path("runs"),
     lab: LabOpt = None,
 ) -> None:

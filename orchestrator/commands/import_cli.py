@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from ._paths import writable_dir_or_exit
+
 __all__ = ["register"]
 
 err = Console(stderr=True)
@@ -125,6 +127,7 @@ def import_cmd(
                              "c_rate_basis_mA_per_g": basis,
                              "nominal_capacity_mAh": nominal}  # fmt: skip
     plan = _plan(files, fmt)
+    writable_dir_or_exit(out_dir, "--out", err)
     failed = 0
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err, transient=True) as progress:  # fmt: skip

@@ -37,8 +37,19 @@ def validate(
         ),
     ] = None,
     position: PositionOption = None,
+    sim: Annotated[
+        bool,
+        typer.Option(
+            "--sim",
+            help="Check as `labrig run --sim` would: the built-in simulated station's "
+            "ranges (unless --station is given) and the simulated cell's preset.",
+        ),
+    ] = False,
 ) -> None:
-    """Check a protocol; print its summary (exit 0) or every error as file:line (exit 2)."""
+    """Check a protocol; print its summary (exit 0) or every error as file:line (exit 2).
+
+    Takes the options of `labrig run` that change what runs (--set, --station,
+    --position, --sim) and refuses what `labrig run` would refuse."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         protocol = load_protocol(file, overrides=parse_sets(set_))
@@ -59,21 +70,36 @@ def validate(
     for warning in (*summary.warnings, *rest_voltage_warnings(protocol)):
         out.print("[yellow]warning:[/yellow] ", end="")
         out.print(warning, markup=False)
-    if station is not None:
+    _check_compiles(protocol, sim, err)
+    if station is not None or sim:
         _check_station(file, protocol, station, position, out, err)
 
 
+def _check_compiles(protocol: Protocol, sim: bool, err: Console) -> None:
+    """Exit 2 where `labrig run` would refuse before starting: a cycler step that does not
+    compile, a simulated cell's preset that does not exist."""
+    from .run_cli import check_compiles
+
+    try:
+        check_compiles(protocol, sim)
+    except ValueError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_INVALID) from None
+
+
 def _check_station(
-    file: str, protocol: Protocol, path: Path, position: str | None, out: Console, err: Console
-) -> None:
-    """Exit 2 with every step the station position's instruments cannot run."""
+    file: str, protocol: Protocol, path: Path | None, position: str | None, out: Console,
+    err: Console,
+) -> None:  # fmt: skip
+    """Exit 2 with every step the station position's instruments cannot run (``path``
+    None: the built-in simulated station)."""
     from ..runner import is_thermal
-    from ..station import StationError, load_station
+    from ..station import DEFAULT_STATION, StationError, load_station
     from ._station_check import range_summary, station_problems
 
     kind = "furnace" if is_thermal(protocol) else "cell"
     try:
-        st = load_station(path)
+        st = load_station(path) if path is not None else DEFAULT_STATION
         pos = st.position(position, kind)
         if pos.kind != kind:
             raise StationError(f"position {pos.name!r} is a {pos.kind} position, not a {kind} one")

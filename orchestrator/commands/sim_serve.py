@@ -81,7 +81,9 @@ def register(app: typer.Typer) -> None:
         instrument: str = typer.Argument(
             ..., help="a driver name: maccor, palmsens, keithley2450, eurotherm, alicat, espec"
         ),
-        port: int | None = typer.Option(None, "--port", help="TCP port (0: any free one)"),
+        port: int | None = typer.Option(
+            None, "--port", min=0, max=65535, help="TCP port (0: any free one)"
+        ),
         pty: bool = typer.Option(False, "--pty", help="serve on a pseudo-terminal"),
         speed: float = typer.Option(1.0, "--speed", help="simulated seconds per real second"),
         channels: int | None = typer.Option(

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from ._paths import existing_dir_callback
 from .mqtt_cli import MqttCaOption, MqttUrlOption
 
 __all__ = ["register"]
@@ -42,7 +43,12 @@ LabOpt = Annotated[
         help="Lab database URL (postgresql://web@db/lab): show the whole lab (docs/lab.md).",
     ),
 ]
-RunsOpt = Annotated[Path, typer.Option("--runs", envvar="LABRIG_RUNS", help="Runs directory.")]
+RunsOpt = Annotated[
+    Path,
+    typer.Option(
+        "--runs", envvar="LABRIG_RUNS", help="Runs directory.", callback=existing_dir_callback
+    ),
+]
 PortOpt = Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")]
 HostOpt = Annotated[
     str, typer.Option("--host", help="Address to listen on (default: this computer only).")

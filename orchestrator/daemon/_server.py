@@ -145,6 +145,11 @@ class Daemon:
             self._queue_loaded = True
             self._save_queue()
             if self.install_signals:
+                import pyarrow
+
+                # a Ctrl-C must stop runs at their safe points, not fail a write of theirs
+                # with pyarrow's ArrowCancelled
+                pyarrow.enable_signal_handlers(False)
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, self.signal, signal.Signals(sig).name)
                     stack.callback(_ignore_from_now_on, loop, sig)

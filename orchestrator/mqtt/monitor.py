@@ -5,6 +5,10 @@ state, step, cycle, voltage, current, temperature, ETA, last update, and whether
 row is *offline* (the station's ``orchestrator/state`` says ``offline``) or *stale* (a
 running channel with no update for ``stale_after_s``). :func:`watch` subscribes and feeds
 the model; the CLI renders it.
+
+Statuses and readings travel on different topics. A row shows the step, cycle and
+readings of one record: the newest of the status and the reading (a reading names the
+step its record belongs to), so the step never disagrees with the current shown.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class ChannelRow:
     updated: float | None = None  # wall time of the newest status or reading
     status_time: float | None = None  # wall time of the newest status
     reading_time: float | None = None  # wall time of the newest reading
+    reading_has_step: bool = False  # the newest reading named its step
 
     def as_dict(self, now: float, orchestrator: str | None, stale_after_s: float) -> dict[str, Any]:
         age = None if self.updated is None else max(0.0, now - self.updated)
@@ -127,15 +132,18 @@ class MonitorModel:
         row.run_id = run_id
         row.protocol = d.get("protocol") if isinstance(d.get("protocol"), str) else None
         row.state = d.get("state") if isinstance(d.get("state"), str) else None
-        row.step = d.get("step") if isinstance(d.get("step"), str) else None
-        cycle = d.get("cycle")
-        row.cycle = cycle if isinstance(cycle, int) and not isinstance(cycle, bool) else None
         row.eta_s = _num(d.get("eta_s"))
         if updated is not None:
             row.status_time = updated
         # Statuses and readings travel on different topics, so either may overtake the
-        # other: the readings of a status older than the newest reading are not shown.
-        if updated is None or row.reading_time is None or updated >= row.reading_time:
+        # other: the readings (and the step and cycle they belong to) of a status older
+        # than the newest reading are not shown.
+        newest = updated is None or row.reading_time is None or updated >= row.reading_time
+        if newest or not row.reading_has_step:
+            row.step = d.get("step") if isinstance(d.get("step"), str) else None
+            cycle = d.get("cycle")
+            row.cycle = cycle if isinstance(cycle, int) and not isinstance(cycle, bool) else None
+        if newest:
             row.voltage_V = _num(d.get("voltage_V"))
             row.current_A = _num(d.get("current_A"))
             row.temperature_C = _num(d.get("temperature_C"))
@@ -156,6 +164,10 @@ class MonitorModel:
         cycle = d.get("cycle")
         if isinstance(cycle, int) and not isinstance(cycle, bool):
             row.cycle = cycle
+        step = d.get("step")
+        row.reading_has_step = isinstance(step, str)
+        if isinstance(step, str):
+            row.step = step
 
     def row(self, key: tuple[str, str], now: float) -> dict[str, Any]:
         return self._rows[key].as_dict(now, self._state.get(key[0]), self.stale_after_s)

@@ -103,6 +103,7 @@ TELEMETRY_SCHEMA: dict[str, Any] = {
             "temperature_C": _NUM_OR_NULL,
             "cycle": {"type": "integer"},
             "step_index": {"type": ["integer", "null"]},
+            "step": {"type": ["string", "null"]},
         }
     ),
 }

@@ -29,6 +29,7 @@ class BlockSupervisor(RecordIngest):
     ) -> None:
         self._check_control()
         reattach = False
+        unit: dict[str, Any] = {}
         if resume is not None and self._resumed_unit is not None:
             unit, self._resumed_unit = self._resumed_unit, None
             if unit["state"] == "done":
@@ -47,10 +48,17 @@ class BlockSupervisor(RecordIngest):
         self._block_map = {c.channel_step.step_id: c for c in compiled}
         self._seen_steps = set()
         self.current_counts = counts
-        if not reattach:
+        if reattach:
+            anchor = float(unit.get("anchor", self._last_run_time))
+        else:
+            # the block's records are dated from here (run time), on every restart too
+            anchor = self.run_time()
             # (a re-attached block keeps the journal entry of its first start, so a
             # second restart still knows which events the block has produced)
-            self._journal_unit_start("block", block_id=block_id, first_step_id=first_step_id)
+            self._journal_unit_start(
+                "block", block_id=block_id, first_step_id=first_step_id, anchor=anchor
+            )
+        self._begin_block(anchor)
         channel_steps = [c.channel_step for c in compiled]
         if reattach:
             await self.bind.cycler.attach_block(
@@ -98,6 +106,7 @@ class BlockSupervisor(RecordIngest):
                 end_loop = self._ends_loop(cs, end)
             elif end.action == "notify":
                 self._emit(EventKind.notify, step_id=end.step_id, reason=end.reason)
+        self._block_open = False
         self._store_ended_cycles()
         self._publish_status()
         self.store.flush_events()

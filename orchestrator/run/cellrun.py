@@ -83,12 +83,22 @@ class CellRunState(RunLifecycle):
         self.last_voltage: float | None = None
         self.last_current: float | None = None
         self.last_temperature: float | None = None
-        self._last_time = 0.0
+        self._last_time = 0.0  # the newest record's time on the channel's clock
+        self._last_run_time = 0.0  # the same on the run's clock (the data's time_s)
+        # the block's records on the run's clock: run time where the block started
+        # (journalled with the block) and channel time -> run time once its first record
+        # is in
+        self._block_anchor = 0.0
+        self._block_open = False  # a block is on the instrument, not concluded yet
+        self._time_offset: float | None = None
+        # the block's steps: [first, last] record time; those the instrument has not
+        # reported as ended yet, in the order they started
+        self._step_span: dict[int, list[float]] = {}
+        self._unreported: dict[int, None] = {}
         self._cam_mass_g: float | None = None
         if cell is not None:
             m = cell.cam_mass_mg_value()
             self._cam_mass_g = m * 1e-3 if m is not None else None
-        self._resume_from: dict[str, Any] | None = None
         self._resumed_unit: dict[str, Any] | None = None
         self.stored_seq = -1  # newest record seq already in the run's data
         self._block_map: dict[int, CompiledStep] = {}

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 class Executor(ProtocolWalker):
     """Runs one protocol on one cell. Use ``await Executor(...).run()`` once."""
 
-    # awaited after the safe state of a cancelled run, before its final writes
+    # no longer awaited: a run's final writes leave the event loop (orchestrator.store
+    # queues them to its storage threads); kept until the scheduler stops setting it
     before_final_writes: Callable[[], Awaitable[None]] | None = None
 
     _position: list[Any] | None = None  # where a resumed run goes on
@@ -46,12 +47,13 @@ class Executor(ProtocolWalker):
         if self._resume_from is not None:
             self._position = self._restore(self._resume_from)
             self._emit(EventKind.run_resumed, position=self._position)
+            self._journal_held()
         else:
             self._emit(
                 EventKind.run_started, protocol=self.protocol.name, cell=_cell_dict(self.cell)
             )
             if self.journal is not None:
-                self.journal.set_started(self.clock.wall())
+                self.journal.set_started(self.clock.wall(), mono=self._t0)
         self._publish_status()
 
     async def _work(self) -> None:
@@ -61,12 +63,6 @@ class Executor(ProtocolWalker):
             await self._prepare_resumed()
         await self._run_nodes(self.protocol.sequence, True, self._position)
         self._finish_cycle()
-
-    async def _cancelled_safe(self) -> None:
-        if self.before_final_writes is not None:
-            # a station stopping at once: every run's instruments safe before any
-            # run's final writes hold the event loop
-            await self.before_final_writes()
 
     def _outcome(self) -> RunOutcome:
         return RunOutcome(

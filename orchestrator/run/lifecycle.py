@@ -22,7 +22,16 @@ from labrig.drivers.capabilities import Instrument, InstrumentError
 from labrig.protocols.models import Protocol
 
 from ..clock import Clock
-from ..events import Event, EventKind, EventSink, RunState, RunStatus, SinkFanout
+from ..events import (
+    Event,
+    EventKind,
+    EventSink,
+    EventTimeline,
+    PendingEvent,
+    RunState,
+    RunStatus,
+    SinkFanout,
+)
 from ..journal import Journal
 from ..store import RunStore
 
@@ -148,6 +157,10 @@ class RunLifecycle:
         self._replay_expect: collections.deque[tuple[Any, ...]] = collections.deque()
         self._pos: list[Any] = []  # where the walk is: the unit in progress, from the root
         self._unit_info: dict[str, Any] | None = None  # the journal entry of that unit
+        self._resume_from: dict[str, Any] | None = None  # what the journal said (resuming)
+        # events wait here until nothing not known yet can be dated before them
+        self._timeline = EventTimeline()
+        self._ending = False  # the run is closing: every event waiting goes out
 
     # ------------------------------------------------------------------ control
 
@@ -192,6 +205,10 @@ class RunLifecycle:
             return
         self.state = RunState.paused
         self._emit(EventKind.paused)
+        # Paused, the run may wait for days or be stopped here: what waits for the end
+        # of a cycle that may be over is recorded now (a cycle_ended that comes after
+        # the resume is then dated no earlier than the pause; its row keeps its end time)
+        self._release_events(everything=True)
         self._publish_status()
         await self._resume.wait()
         self._check_control()
@@ -201,34 +218,55 @@ class RunLifecycle:
 
     # ------------------------------------------------------------------ events
 
-    def record(self, kind: EventKind, **data: Any) -> Event:
+    def record(self, kind: EventKind, **data: Any) -> None:
         """Record an event from outside the run (an operator command, a notice)."""
-        return self._emit(kind, **data)
+        self._emit(kind, **data)
 
-    def _emit(self, event_kind: EventKind, /, **data: Any) -> Event:
+    def _emit(self, event_kind: EventKind, /, **data: Any) -> None:
+        """An event that happens on the host now (run time)."""
+        self._emit_at(self.run_time(), event_kind, **data)
+
+    def _emit_at(self, time_s: float, event_kind: EventKind, /, **data: Any) -> None:
+        """An event that happened at ``time_s`` (run time, the clock of the data): it is
+        recorded once every event that could come before it is known."""
+        self._timeline.add(event_kind, time_s, data)
+        self._release_events()
+
+    def _event_bound(self) -> tuple[float, int] | None:
+        """The earliest (time, rank) at which an event not known yet may still fall
+        (:class:`EventTimeline`); None when nothing is pending."""
+        return None
+
+    def _release_events(self, *, everything: bool = False) -> None:
+        bound = None if self._ending or everything else self._event_bound()
+        for pending in self._timeline.due(bound):
+            self._record_event(pending)
+
+    def _record_event(self, pending: PendingEvent) -> None:
+        event_kind, data = pending.kind, pending.data
         if self._replay_expect and event_kind != EventKind.run_resumed:
             # A resumed run re-derives the events of the unit it re-attached to; those
             # the journal already holds are not recorded or published again.
             key = event_key(event_kind, data)
             if key == self._replay_expect[0]:
                 self._replay_expect.popleft()
-                return Event(self.run_id, self.channel, -1, event_kind, 0.0, 0.0, data)
+                return
             self._replay_expect.clear()  # the story diverged: everything from here is new
         self.event_seq += 1
+        now = self.run_time()
         e = Event(
             run_id=self.run_id,
             channel=self.channel,
             seq=self.event_seq,
             kind=event_kind,
-            wall_time=self.clock.wall(),
-            run_time_s=self.run_time(),
+            wall_time=self.clock.wall() - (now - pending.time_s),
+            run_time_s=pending.time_s,
             data=data,
         )
         self.store.append_event(e)
         if self.journal is not None:
             self.journal.log_event(e)
         self.out.event(e)
-        return e
 
     def status(self) -> RunStatus:
         raise NotImplementedError
@@ -301,6 +339,33 @@ class RunLifecycle:
         """What a resumed run needs to know of its bookkeeping at a journalled point."""
         raise NotImplementedError
 
+    def resume_from(self, journal: Journal) -> None:
+        """Continue this run where the journal says it was (call before ``run``)."""
+        self._resume_from = {
+            "unit": journal.get("unit"),
+            "max_event_seq": journal.max_event_seq(),
+            "started": journal.get("started") or {},
+        }
+
+    @staticmethod
+    def _unit_snapshot(unit: dict[str, Any]) -> dict[str, Any]:
+        """The newest snapshot of a journalled unit: after it, or its progress, or before."""
+        if unit["state"] == "done":
+            return dict(unit["after"])
+        return dict(unit.get("now", unit["before"]))
+
+    def _restore_run_time(self, started: dict[str, Any], at_least_s: float = 0.0) -> float:
+        """Run time goes on from the run's start (``started``: the journal's, by the wall
+        clock on hardware; a virtual clock restarts with the process), never behind
+        ``at_least_s``; returns it."""
+        elapsed = 0.0
+        wall = started.get("wall")
+        if wall is not None and not self.clock.virtual:
+            elapsed = max(0.0, self.clock.wall() - float(wall))
+        elapsed = max(elapsed, at_least_s)
+        self._t0 = self.clock.now() - elapsed
+        return elapsed
+
     def _journal_unit_start(self, kind: str, **extra: Any) -> None:
         """A unit of work is about to be sent to an instrument: journal where and what."""
         self.store.sync()  # the journal's position never runs ahead of the staged rows
@@ -353,6 +418,7 @@ class RunLifecycle:
             self.state = RunState.failed
         # Storage can be what failed (a full disk): the instruments are already safe,
         # so report what could not be written instead of crashing on it.
+        self._ending = True
         try:
             self._closing()
         except (OSError, sqlite3.Error) as exc:

@@ -104,9 +104,9 @@ async def _unknown(cycler: CyclerChannel, wanted: ChannelLimits, why: str) -> li
     status = await cycler.status()
     if status.state in _ACTIVE:
         return [
-            f"limits not read back after the restart ({why}); the channel's test is "
-            f"{status.state.value} and the tester refuses limit changes while it is, so "
-            "those written and read back at the start still hold"
+            f"limits kept from the start: the channel's test is {status.state.value} and "
+            "the tester refuses limit changes while it is, so those written and read back "
+            f"at the start still hold ({why})"
         ]
     await _write_again(cycler, wanted)
     log.info("%s: limits written again after the restart, read back as the protocol's",

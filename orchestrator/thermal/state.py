@@ -96,9 +96,8 @@ class FurnaceRunState(RunLifecycle):
         self._selected: dict[str, str] = {}
         self._step_started: float = 0.0
         self._purge: str | None = None  # the line a trip switches on (see _safe_state_all)
-        # resuming: what the journal said, the phase to go on with, the programme unit
+        # resuming: the phase to go on with, the programme unit
         # to re-attach to, and how long a held programme stayed held while the run was down
-        self._resume_from: dict[str, Any] | None = None
         self._start_phase = 0
         self._reattach: dict[str, Any] | None = None
         self._held_while_down = 0.0
@@ -208,6 +207,8 @@ class FurnaceRunState(RunLifecycle):
 
     def _restore_snapshot(self, snap: dict[str, Any]) -> None:
         step = snap["step"]
+        if step is not None and int(step[1]) < 0:
+            step = None  # the cool-down at the end: it names its step again when it goes on
         self.current_step = None if step is None else StepView(str(step[0]), int(step[1]))
         self._step_started = 0.0 if step is None else float(step[2])
         self.last_pv, self.last_sp, self.last_output = snap["last"]

@@ -34,12 +34,30 @@ def _hint(step_type: str) -> int:
     return 0
 
 
+def _import_fastnda() -> Any:
+    """fastnda, imported without letting it replace the standard library's zlib.
+
+    Its ``ndax`` module assigns ``isal`` functions to ``zlib.decompress`` and
+    ``zlib.decompressobj`` for the whole process; those raise ``IsalError``, not
+    ``zlib.error``, so every other user of zlib in labrig (the web cache, gzip) would see
+    exceptions it does not expect. fastnda then reads with the standard zlib.
+    """
+    import zlib
+
+    kept = zlib.decompress, zlib.decompressobj
+    try:
+        import fastnda
+        import fastnda.ndax  # the module that does the assigning, imported on first read
+    finally:
+        zlib.decompress, zlib.decompressobj = kept
+    return fastnda
+
+
 def read_neware(path: Path) -> VendorData:
     """Read a Neware ``.nda`` or ``.ndax`` file."""
     from importlib import metadata
 
-    import fastnda
-
+    fastnda = _import_fastnda()
     try:
         df: Any = fastnda.read(str(path))
     except Exception as exc:  # fastnda raises bare Exceptions, zip and struct errors alike

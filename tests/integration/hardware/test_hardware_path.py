@@ -73,5 +73,20 @@ def test_cell_run_through_station_addresses(tmp_path: Path) -> None:
     first_step = next(e for e in events if e["kind"] == "step_started")
     # the chamber was set to 45 °C and held stable for its 10 min before the first step
     assert first_step["run_time_s"] >= 600
+    # one clock for data and events: the first record is where the first step started,
+    # each step event at its records, the cycle at its last record, all in time order
+    data = pq.read_table(root / "data").to_pandas()
+    assert first_step["run_time_s"] == float(data["time_s"].min())
+    for e in events:
+        if e["kind"] in ("step_started", "step_ended") and e["data"].get("step_id") is not None:
+            times = data.loc[data.step == e["data"]["step_id"], "time_s"]
+            want = times.min() if e["kind"] == "step_started" else times.max()
+            assert e["run_time_s"] == float(want), e
+    (ended,) = [e for e in events if e["kind"] == "cycle_ended"]
+    assert ended["run_time_s"] == float(data["time_s"].max())
+    times = [e["run_time_s"] for e in events]
+    assert times == sorted(times)
+    eis_start = next(e for e in events if e["data"].get("step_type") == "eis")
+    assert eis_start["run_time_s"] > ended["run_time_s"]
     meta = json.loads((root / "run.json").read_text())
     assert meta["simulated"] is False and meta["station"] == "lab"

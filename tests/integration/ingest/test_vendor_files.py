@@ -16,6 +16,7 @@ import pytest
 
 from labrig.orchestrator.importer import import_file
 from labrig.protocols.analysis import analyze, load_run
+from labrig.protocols.ingest.neware import _import_fastnda
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "ingest"
 RTOL = 1e-3  # 0.1 %
@@ -120,8 +121,9 @@ def test_biologic_mb_and_mpt_read(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["nw4-120-6-1-36.ndax", "new_nda_file.nda"])
 def test_neware_against_fastnda_and_newarenda(name: str, tmp_path: Path) -> None:
-    import fastnda
     import NewareNDA
+
+    fastnda = _import_fastnda()  # never through `import fastnda`: it patches zlib process-wide
 
     src = DATA / "neware" / name
     run = import_file(src, tmp_path)
@@ -234,3 +236,15 @@ def test_maccor_mixed_and_bad_test_times(tmp_path: Path) -> None:
                                       encoding="latin-1")  # fmt: skip
     with pytest.raises(IngestError, match="line 10: test time"):
         read_vendor_file(tmp_path / "bad.txt")
+
+
+def test_reading_neware_leaves_the_standard_zlib_in_place(tmp_path: Path) -> None:
+    """fastnda assigns isal's functions to zlib at import; labrig keeps the stdlib's, so
+    code elsewhere that catches ``zlib.error`` (the web cache) still sees it."""
+    import zlib
+
+    before = zlib.decompress, zlib.decompressobj
+    import_file(DATA / "neware" / "nw4-120-6-1-36.ndax", tmp_path)
+    assert (zlib.decompress, zlib.decompressobj) == before
+    with pytest.raises(zlib.error):
+        zlib.decompress(b"\x1f\x8b damaged", 31)

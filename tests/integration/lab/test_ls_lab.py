@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
 from labrig.orchestrator.lab.db import connect
 from labrig.orchestrator.lab.lsview import PAGE, parse_ls
-from labrig.orchestrator.lab.testing import LABRIG, TempLab
+from labrig.orchestrator.lab.testing import LABRIG, TempLab, server_reachable
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,7 +28,18 @@ def test_parse_takes_only_what_it_knows() -> None:
 
 
 @pytest.fixture(scope="module")
-def many(lab: TempLab) -> TempLab:
+def many() -> Iterator[TempLab]:
+    """A lab database of its own: the session's shared one holds other tests' runs, which
+    would come first on the page and change the counts."""
+    why = server_reachable()
+    if why is not None:
+        pytest.skip(f"no PostgreSQL for lab tests: {why}")
+    with TempLab() as lab:
+        _fill(lab)
+        yield lab
+
+
+def _fill(lab: TempLab) -> None:
     with connect(lab.url) as conn, conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO runs (run_id, agent, position, protocol, protocol_yaml, state, "
@@ -35,7 +47,6 @@ def many(lab: TempLab) -> TempLab:
             "clock_timestamp() - make_interval(secs => %s))",
             [(f"ls-{i:04d}", "finished" if i % 4 else "failed", 10_000 - i) for i in range(120)],
         )
-    return lab
 
 
 def _ls(url: str, *args: str) -> subprocess.CompletedProcess[str]:

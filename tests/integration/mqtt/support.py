@@ -49,7 +49,7 @@ def status(channel: str = "ch1", state: RunState = RunState.running, **kw: Any) 
 
 
 def telemetry(channel: str = "ch1", v: float = 3.7) -> Telemetry:
-    return Telemetry("run-1", channel, time.time(), 1.0, v, 0.5, 25.0, 3, 1)
+    return Telemetry("run-1", channel, time.time(), 1.0, v, 0.5, 25.0, 3, 1, "charge")
 
 
 @dataclass

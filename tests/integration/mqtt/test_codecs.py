@@ -333,3 +333,26 @@ def test_shipped_broker_config_is_found_without_the_repository_on_the_path(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) >= 1
+
+
+def test_monitor_step_is_the_step_of_the_reading_shown() -> None:
+    """A discharge status, then a newer reading from the next charge: the row names the
+    charge (the step of the record whose current it shows), never the discharge."""
+    m = MonitorModel(stale_after_s=30)
+    topic = "labrig/rig-a/ch1"
+    st = status(updated=1000.0, step="Discharge at 1C", step_index=6, cycle=4, current_A=-1.6e-3)
+    m.apply(f"{topic}/status", encode_status(st))
+    tel = json.loads(encode_telemetry(telemetry()))
+    tel.update(wall_time=1001.0, current_A=1.6e-3, step="Charge at 1C", step_index=7, cycle=5)
+    m.apply(f"{topic}/telemetry", json.dumps(tel).encode())
+    (row,) = m.rows(now=1001.5)
+    assert (row["step"], row["cycle"], row["current_A"]) == ("Charge at 1C", 5, 1.6e-3)
+    # a status that the reading overtook changes neither the step nor the readings
+    old = status(updated=1000.5, step="Discharge at 1C", step_index=6, cycle=4, current_A=-1e-3)
+    m.apply(f"{topic}/status", encode_status(old))
+    (row,) = m.rows(now=1001.5)
+    assert (row["step"], row["cycle"], row["current_A"]) == ("Charge at 1C", 5, 1.6e-3)
+    # a newer status shows its own step with its own readings
+    m.apply(f"{topic}/status", encode_status(status(updated=1002.0, step="Rest", current_A=0.0)))
+    (row,) = m.rows(now=1002.5)
+    assert (row["step"], row["current_A"]) == ("Rest", 0.0)

@@ -55,8 +55,17 @@ async def _furnace_station(tmp_path: Path) -> AsyncIterator[tuple[Any, str]]:
         yield load_station(path), sim.address
 
 
-def _request(station: Any, out: Path) -> RunRequest:
-    proto = load_protocol(ANNEAL)
+ENDS_HOT = """\
+name: ends hot
+limits: {furnace_max_C: 230}
+sequence:
+  - Ramp furnace to 200 °C at 10 K/min
+  - Hold furnace for 30 min
+"""
+
+
+def _request(station: Any, out: Path, protocol: str = ANNEAL) -> RunRequest:
+    proto = load_protocol(protocol)
     return RunRequest(
         protocol=proto, protocol_yaml=dump_protocol_yaml(proto), out_dir=out, station=station,
         position="tube1", sim=False, durable=False, options=OPTIONS,
@@ -183,3 +192,27 @@ def test_a_programme_held_when_the_host_died_stays_held_until_resumed(tmp_path: 
     outcome, seen = run_virtual_strict(body())
     assert seen == ["hold", "paused"]
     assert outcome.state == RunState.finished, outcome.reason
+
+
+def test_a_run_killed_while_it_cools_down_at_the_end_cools_on(tmp_path: Path) -> None:
+    def cooling(ex: FurnaceExecutor) -> bool:
+        return ex.current_step is not None and ex.current_step.index == -1
+
+    async def body() -> tuple[ThermalOutcome, Path, list[float]]:
+        async with _furnace_station(tmp_path) as (station, _):
+            _, root = await _run_until(_request(station, tmp_path / "runs", ENDS_HOT), cooling)
+            before = _staged_times(root)
+            outcome, root = await resume_run(root, options=OPTIONS, durable=False)
+            assert isinstance(outcome, ThermalOutcome)
+            return outcome, root, before
+
+    outcome, root, before = run_virtual_strict(body())
+    assert outcome.state == RunState.finished, outcome.reason
+    series = read_series(root)
+    assert np.array_equal(series["time_s"][: len(before)], before)
+    assert np.all(np.diff(series["time_s"]) > 0)
+    assert series["temperature_C"][-1] <= 50.0  # it went on cooling to the end threshold
+    steps = [(e["kind"], e["data"]["step"]) for e in _events(root)
+             if e["kind"] in ("step_started", "step_ended")]  # fmt: skip
+    assert steps == [("step_started", 0), ("step_ended", 0), ("step_started", 1),
+                     ("step_ended", 1)]  # fmt: skip

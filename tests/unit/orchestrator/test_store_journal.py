@@ -107,7 +107,7 @@ def test_journal_round_trip_and_corruption_detected(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("window", [1 << 16, 64])
 def test_events_file_reconciled_with_journal_after_a_crash(tmp_path: Path, window: int) -> None:
-    import labrig.orchestrator.store as store_mod
+    import labrig.orchestrator.store.events_file as store_mod
 
     store = RunStore.create(tmp_path, "r1", protocol_yaml="", meta={}, durable=False)
     j = Journal(tmp_path / "j.sqlite", durable=False)
@@ -121,13 +121,13 @@ def test_events_file_reconciled_with_journal_after_a_crash(tmp_path: Path, windo
     store.close()
     with open(store.root / "events.jsonl", "a") as f:
         f.write(events[7].to_json()[:20])
-    old = store_mod._tail_cut
+    old = store_mod.tail_cut
     try:
-        store_mod._tail_cut = lambda f, size, last, window=window: old(f, size, last, window)
+        store_mod.tail_cut = lambda f, size, last, window=window: old(f, size, last, window)
         again = RunStore.open_existing(store.root, durable=False)
         again.reconcile_events(j)
     finally:
-        store_mod._tail_cut = old
+        store_mod.tail_cut = old
     again.close()
     lines = (store.root / "events.jsonl").read_text().splitlines()
     assert [json.loads(x)["seq"] for x in lines] == [1, 2, 3, 4, 5, 6]

@@ -1,0 +1,153 @@
+"""Arrow tables of a run's records: the schema, conversions and small file helpers."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from labrig.protocols.rundir import DATA_COLUMNS
+
+SCHEMA = pa.schema(
+    [
+        ("time_s", pa.float64()),
+        ("cycle", pa.int32()),
+        ("step", pa.int32()),
+        ("step_type", pa.dictionary(pa.int8(), pa.string())),
+        ("current_A", pa.float64()),
+        ("voltage_V", pa.float64()),
+        ("charge_capacity_Ah", pa.float64()),
+        ("discharge_capacity_Ah", pa.float64()),
+        ("temperature_C", pa.float64()),
+        ("record_seq", pa.int64()),
+    ]
+)
+
+
+def atomic_write_bytes(path: Path, data: bytes, durable: bool) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def to_table(cols: Mapping[str, npt.NDArray[Any]]) -> pa.Table:
+    arrays = []
+    for name in DATA_COLUMNS:
+        data = np.asarray(cols[name])
+        if name == "step_type":
+            arrays.append(kinds(data))
+        else:
+            arrays.append(pa.array(data, type=SCHEMA.field(name).type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def concat_cols(parts: Sequence[Mapping[str, npt.NDArray[Any]]]) -> pa.Table:
+    if len(parts) == 1:
+        return to_table(parts[0])
+    return to_table({c: np.concatenate([p[c] for p in parts]) for c in DATA_COLUMNS})
+
+
+def unique_after(table: pa.Table, after_seq: int) -> pa.Table:
+    """Rows with ``record_seq > after_seq``, each seq once, in seq order."""
+    seq = table.column("record_seq").to_numpy()
+    if seq.size and bool(np.all(seq[1:] > seq[:-1])) and int(seq[0]) > after_seq:
+        return table
+    values, first = np.unique(seq, return_index=True)
+    return table.take(pa.array(first[values > after_seq]))
+
+
+def kind_values(col: pa.ChunkedArray) -> npt.NDArray[Any]:
+    """The step-type column back as Python strings (object array), decoding each
+    chunk's small dictionary once instead of every row."""
+    if not col.chunks:
+        return np.empty(0, dtype=object)
+    if pa.types.is_dictionary(col.type) and col.null_count == 0:
+        # one dictionary for all chunks (staged batches each carry their own), then one
+        # lookup of every row's index
+        col = col.unify_dictionaries()
+        values = np.array(col.chunks[0].dictionary.to_pylist(), dtype=object)
+        idx = pa.concat_arrays([c.indices for c in col.chunks]).to_numpy(zero_copy_only=False)
+        return values[idx]  # type: ignore[no-any-return]
+    return col.cast(pa.string()).to_numpy(zero_copy_only=False).astype(object)  # type: ignore[no-any-return]
+
+
+def kinds(data: npt.NDArray[Any]) -> pa.Array:
+    """The step-type column as the schema's int8 dictionary, built straight from the few
+    distinct values (a string array, an encode and a cast cost ten times more)."""
+    if data.size > 256:  # a chunk: pandas' hash table, not a Python loop
+        import pandas as pd
+
+        codes, uniques = pd.factorize(data, use_na_sentinel=False)
+        values = list(uniques)
+    else:
+        seen: dict[Any, int] = {}
+        codes = np.array([seen.setdefault(v, len(seen)) for v in data.tolist()], dtype=np.int64)
+        values = list(seen)
+    if len(values) <= 127 and all(isinstance(v, str) for v in values):
+        return pa.DictionaryArray.from_arrays(
+            pa.array(codes.astype(np.int8)), pa.array(values, type=pa.string())
+        )
+    # many kinds, or a missing one: Arrow's own encoding (nulls stay null)
+    return pa.array(data, type=pa.string()).dictionary_encode().cast(SCHEMA.field("step_type").type)
+
+
+def table_cols(table: pa.Table) -> dict[str, npt.NDArray[Any]]:
+    """A table's columns as the arrays ``append_records`` takes."""
+    out: dict[str, npt.NDArray[Any]] = {}
+    for c in DATA_COLUMNS:
+        col = table.column(c)
+        out[c] = kind_values(col) if c == "step_type" else col.to_numpy()
+    return out
+
+
+def values_crc(batch: pa.RecordBatch | pa.Table, crc: int = 0) -> int:
+    """A CRC-32 over a batch's values (not its encoding): equal for equal rows however
+    Arrow laid them out."""
+    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+    for name in DATA_COLUMNS:
+        col = table.column(name)
+        if name == "step_type":
+            text = "\x1f".join("" if v is None else str(v) for v in kind_values(col).tolist())
+            crc = zlib.crc32(text.encode(), crc)
+        else:
+            crc = zlib.crc32(np.ascontiguousarray(col.to_numpy()).tobytes(), crc)
+    return crc
+
+
+def ipc_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, SCHEMA) as w:
+        w.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def from_ipc_bytes(body: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(body)).read_all()
+
+
+def csv_cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if not np.isfinite(v):
+            return ""
+        return repr(round(v, 10))
+    return str(v)
