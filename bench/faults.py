@@ -342,7 +342,16 @@ def print_damage() -> None:
         print("  not available (bench/faults_damage.py is not in this tree)")
     else:
         for key, value in damage.items():
-            print(f"  {key}: {value}")
+            if not isinstance(value, dict):
+                print(f"  {key}: {value}")
+                continue
+            print(f"  {key}:")
+            for name, row in value.items():
+                if isinstance(row, dict):  # one drill: its result first, then why
+                    text = " ".join(str(row[k]) for k in ("result", "message") if k in row)
+                else:
+                    text = str(row)
+                print(f"    {name:38s} {text[:140]}")
 
 
 def print_signals(count: int, seed: int, folder: Path) -> None:

@@ -366,15 +366,17 @@ def eis_log_check(lab: Lab) -> tuple[int, int, int, int]:
     return sweeps, overlap, busy, outside
 
 
-def foreign_commands(lab: Lab) -> tuple[int, int]:
-    """(commands on the testers, commands from a process other than the owning agent's)."""
-    total = foreign = 0
+def foreign_commands(lab: Lab) -> tuple[int, int, int]:
+    """(commands on the testers, commands from a process other than the owning agent's,
+    commands whose sender could not be told)."""
+    total = foreign = unknown = 0
     for i in (1, 2, 3):
         own = set(lab.pids[f"pc-{i}"])
         for e in read_command_log(lab.tmp / "logs" / f"maccor-{i - 1}.jsonl"):
             total += 1
-            foreign += e["pid"] not in own
-    return total, foreign
+            unknown += e["pid"] is None
+            foreign += e["pid"] is not None and e["pid"] not in own
+    return total, foreign, unknown
 
 
 def overlapping_runs(url: str, prefix: str) -> tuple[int, int]:
@@ -451,13 +453,16 @@ class Faults:
         resumed_kills = resumed_runs = affected = 0
         with connect(url) as c:
             for t, _name, active in self.kills:
-                ok = 0
+                ok = hit = 0
                 for rid in active:
                     evs = queries.run_events(c, rid)
+                    if any(e["kind"] == "run_ended" and e["wall_time"] <= t for e in evs):
+                        continue  # it had ended; the database had not heard yet
+                    hit += 1
                     ok += any(e["kind"] == "run_resumed" and e["wall_time"] > t for e in evs)
-                affected += len(active)
+                affected += hit
                 resumed_runs += ok
-                resumed_kills += ok == len(active)
+                resumed_kills += ok == hit
             bookings = {b["id"]: b for b in queries.list_bookings(c, active_only=False,
                                                                   limit=1_000_000)}  # fmt: skip
             policy = c.execute(
@@ -471,10 +476,11 @@ class Faults:
                 b = bookings[bid]
                 states[str(b["state"])] += 1
                 lag.append((b["ended"] or b["expires"]) - t)
-        total, foreign = foreign_commands(self.lab)
+        total, foreign, unknown = foreign_commands(self.lab)
         print(f"KILLS: {len(self.kills)} kill -9 of a cycler agent; {resumed_kills}/"
               f"{len(self.kills)} resumed every run it had ({resumed_runs}/{affected} runs); "
-              f"tester commands from another agent: {foreign} of {total}")  # fmt: skip
+              f"tester commands from another agent's process: {foreign} of {total} "
+              f"({unknown} whose sender had gone before it was looked up)")  # fmt: skip
         print(
             f"EIS-AGENT LOSSES: {len(self.eis)} kill -9 of eis-pc mid-sweep; leases held "
             f"then: {len(lag)} ({dict(states)}), ended {max(lag, default=0):.1f} s after the "
@@ -512,11 +518,14 @@ def bench_runs(lab: Lab, a: argparse.Namespace, rng: random.Random) -> list[str]
     states = [runs[i]["state"] for i in ids]
     lat = [float(runs[i]["started"]) - float(runs[i]["submitted"]) for i in ids
            if runs[i]["started"] is not None]  # fmt: skip
+    idle = [float(r["started"]) - float(r["submitted"]) for i in ids
+            if (r := runs[i])["started"] is not None and not _waited(r, runs)]  # fmt: skip
     done = states.count("finished")
     print(f"RUNS: {done}/{len(ids)} finished ({len(ids) - done} other: "
           f"{sorted(set(states) - {'finished'})}) in {time.monotonic() - t0:.0f} s")  # fmt: skip
     print(f"  submit -> start: p50 {pct(lat, 0.5):.2f} s, p99 {pct(lat, 0.99):.2f} s "
-          f"({len(ids)} runs on {len(positions)} positions)")  # fmt: skip
+          f"({len(ids)} runs on {len(positions)} positions); the {len(idle)} that found their "
+          f"position free: p50 {pct(idle, 0.5):.2f} s, p99 {pct(idle, 0.99):.2f} s")  # fmt: skip
     sweeps, overlap, busy, outside = eis_log_check(lab)
     print(
         f"  EIS on the shared VMP-300 (its command log): {sweeps} sweeps, overlapping on a "
@@ -531,6 +540,16 @@ def bench_runs(lab: Lab, a: argparse.Namespace, rng: random.Random) -> list[str]
     return ids
 
 
+def _waited(r: dict[str, Any], runs: dict[str, dict[str, Any]]) -> bool:
+    """Whether an earlier run held (or was queued for) ``r``'s position when ``r`` came."""
+    return any(
+        o is not r and o["agent"] == r["agent"] and o["position"] == r["position"]
+        and o["submitted"] < r["submitted"]
+        and (o["ended"] is None or o["ended"] > r["submitted"])
+        for o in runs.values()
+    )  # fmt: skip
+
+
 def bench_ops(lab: Lab, a: argparse.Namespace) -> None:
     t0 = time.monotonic()
     positions = [f"pc-{i}/c{i}-{k}" for i in (1, 2, 3) for k in range(min(a.channels, 8))]
@@ -541,12 +560,16 @@ def bench_ops(lab: Lab, a: argparse.Namespace) -> None:
         for k, v in r["ops"].items():
             ops[k] += v
     took = time.monotonic() - t0
-    for rid, r in lab.runs().items():  # end what is left, then check
-        if rid in ids and r["state"] not in FINAL:
+
+    def left() -> list[str]:
+        return [i for i, r in lab.runs().items() if i in ids and r["state"] not in FINAL]
+
+    deadline = time.monotonic() + 1200
+    while (rest := left()) and time.monotonic() < deadline:  # end what is left, then check
+        for rid in rest:  # an abort not taken in time expires: ask again
             with contextlib.suppress(client.LabRefused, LabUnavailable):
-                client.command(lab.lab.url, rid, "abort", wait_s=0)
-    wait(lambda: all(r["state"] in FINAL for i, r in lab.runs().items() if i in ids), 1200,
-         "ops runs end")  # fmt: skip
+                client.command(lab.lab.url, rid, "abort", wait_s=15)
+        time.sleep(1)
     used, bad = overlapping_runs(lab.lab.url, "op")
     ok = sum(r["ok"] for r in reports)
     print(

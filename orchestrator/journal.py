@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import struct
 import zlib
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,69 @@ class JournalCorrupt(RuntimeError):
     """The journal cannot be trusted; a run must not resume from it silently."""
 
 
+def check_wal(path: Path) -> None:
+    """Check the journal's write-ahead log as SQLite would read it, before SQLite does.
+
+    SQLite stops reading a WAL at the first frame that fails its checksum and carries on
+    with what came before: bytes flipped in a committed frame, or a WAL cut inside a
+    frame, would silently turn the run back to an older position. Frames of an earlier
+    generation of the file (other salts) are ignored, as SQLite does."""
+    wal = path.with_name(path.name + "-wal")
+    data = wal.read_bytes() if wal.exists() else b""
+    if not data:
+        return
+    if len(data) < 32:
+        raise JournalCorrupt(f"{wal.name}: cut off inside its header ({len(data)} bytes)")
+    magic, _v, page, _ck, salt1, salt2, c1, c2 = struct.unpack(">8I", data[:32])
+    if magic not in (0x377F0682, 0x377F0683):
+        raise JournalCorrupt(f"{wal.name}: not a write-ahead log (damaged header)")
+    order = ">" if magic & 1 else "<"
+    if _wal_sum(data[:24], 0, 0, order) != (c1, c2):
+        raise JournalCorrupt(f"{wal.name}: its header fails its checksum")
+    frame = 24 + page
+    if (len(data) - 32) % frame:
+        raise JournalCorrupt(
+            f"{wal.name}: cut off inside frame {(len(data) - 32) // frame + 1} "
+            f"(the file was truncated)"
+        )
+    s = (c1, c2)
+    for i in range((len(data) - 32) // frame):
+        off = 32 + i * frame
+        _pg, _commit, f1, f2, k1, k2 = struct.unpack(">6I", data[off : off + 24])
+        if (f1, f2) != (salt1, salt2):
+            break  # a frame of the file's earlier generation: not part of the log
+        s = _wal_sum(data[off : off + 8] + data[off + 24 : off + frame], *s, order)
+        if s != (k1, k2):
+            raise JournalCorrupt(f"{wal.name}: frame {i + 1} fails its checksum (damaged bytes)")
+
+
+def _wal_sum(buf: bytes, s0: int, s1: int, order: str) -> tuple[int, int]:
+    words = struct.unpack(f"{order}{len(buf) // 4}I", buf)
+    for k in range(0, len(words), 2):
+        s0 = (s0 + words[k] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[k + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
+
+
 class Journal:
+    @classmethod
+    def open_checked(cls, path: Path, *, durable: bool = True) -> Journal:
+        """Open an existing journal to resume from it, after checking the whole log:
+        the write-ahead log frame by frame, every page, every entry's checksum, and the
+        events as one unbroken, checksummed sequence. Raises :class:`JournalCorrupt`."""
+        if not path.exists():
+            wal = path.with_name(path.name + "-wal")
+            left = " (its write-ahead log is still there)" if wal.exists() else ""
+            raise JournalCorrupt(f"{path.name} is missing{left}")
+        check_wal(path)
+        journal = cls(path, durable=durable)
+        try:
+            journal.verify()
+        except BaseException:
+            journal._db.close()
+            raise
+        return journal
+
     def __init__(self, path: Path, *, durable: bool = True) -> None:
         self.path = path
         try:
@@ -51,7 +114,43 @@ class Journal:
             raise JournalCorrupt(f"{path}: integrity check failed: {check}")
         self._pending_events: list[tuple[int, str]] = []
         self._pending_cycles: list[tuple[int, str]] = []
-        self._pending_rows: tuple[bytes | None, int] | None = None
+        self._pending_rows: tuple[bytes | None, int, int, int] | None = None
+        # the events so far as one checksummed sequence: (newest seq, CRC of their bodies)
+        log_state = self.get("log") or {"seq": 0, "crc": 0}
+        self._log_seq, self._log_crc = int(log_state["seq"]), int(log_state["crc"])
+        self._chained = (self._log_seq, self._log_crc)
+
+    def verify(self) -> None:
+        """Check the whole journal (see :meth:`open_checked`)."""
+        try:
+            check = self._db.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise JournalCorrupt(f"{self.path.name}: integrity check failed: {check}")
+            keys = [k for (k,) in self._db.execute("SELECT key FROM kv")]
+            for key in keys:
+                self.get(key)  # each entry against its checksum
+            self.rows()
+            self._verify_events()
+        except sqlite3.DatabaseError as exc:
+            raise JournalCorrupt(f"{self.path.name}: {exc}") from None
+
+    def _verify_events(self) -> None:
+        state = self.get("log")
+        if state is None:
+            return  # written before the journal kept its events' checksum
+        crc, expect = 0, 1
+        for seq, body in self._db.execute("SELECT seq, body FROM events ORDER BY seq"):
+            if seq != expect:
+                raise JournalCorrupt(
+                    f"{self.path.name}: events {expect}..{seq - 1} are missing from its log"
+                )
+            crc = zlib.crc32(body.encode(), crc)
+            expect += 1
+        if expect - 1 != int(state["seq"]) or crc != int(state["crc"]):
+            raise JournalCorrupt(
+                f"{self.path.name}: its events (1..{expect - 1}) do not match their checksum "
+                f"(1..{state['seq']})"
+            )
 
     def close(self) -> None:
         try:
@@ -79,7 +178,7 @@ class Journal:
                 self._db.executemany(
                     "INSERT OR IGNORE INTO events(seq, body) VALUES (?, ?)", self._pending_events
                 )
-                self._pending_events = []
+                self._chain_events()
             if self._pending_cycles:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO cycles(cycle, body) VALUES (?, ?)",
@@ -87,18 +186,30 @@ class Journal:
                 )
                 self._pending_cycles = []
             if self._pending_rows is not None:
-                body, stored = self._pending_rows
+                body, stored, events, after = self._pending_rows
                 self._db.execute(
                     "INSERT OR REPLACE INTO carried(id, body, crc) VALUES (0, ?, ?)",
                     (body, zlib.crc32(body or b"")),
                 )
-                self._put("stored", {"seq": stored})
+                self._put("stored", {"seq": stored, "events": events, "after": after})
                 self._pending_rows = None
             self._db.execute("COMMIT")
+            self._pending_events = []
+            self._log_seq, self._log_crc = self._chained
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+
+    def _chain_events(self) -> None:
+        """Add the new events to the log's checksum (inside the open transaction)."""
+        seq, crc = self._log_seq, self._log_crc
+        for n, body in sorted(self._pending_events):
+            if n == seq + 1:
+                seq, crc = n, zlib.crc32(body.encode(), crc)
+        if seq != self._log_seq:
+            self._put("log", {"seq": seq, "crc": crc})
+        self._chained = (seq, crc)
 
     def log_event(self, event: Event) -> None:
         self._pending_events.append((event.seq, event.to_json()))
@@ -106,10 +217,14 @@ class Journal:
     def add_cycle(self, row: dict[str, Any]) -> None:
         self._pending_cycles.append((int(row["cycle"]), json.dumps(row, default=str)))
 
-    def set_rows(self, body: bytes | None, stored_seq: int) -> None:
-        """Rows not yet on disk elsewhere (an Arrow IPC stream), carried by the next commit
-        (replacing those the one before carried), and the newest row the run holds."""
-        self._pending_rows = (body, stored_seq)
+    def set_rows(
+        self, body: bytes | None, stored_seq: int, events_seq: int = 0, after: int = -1
+    ) -> None:
+        """Rows not yet on disk elsewhere (an Arrow IPC stream) and the row they follow
+        (``after``: every row up to it is on disk), carried by the next commit (replacing
+        those the one before carried); the newest row the run holds and the newest event
+        on disk in events.jsonl: witnesses of what a resume must find."""
+        self._pending_rows = (body, stored_seq, events_seq, after)
 
     def set_started(self, wall_time: float, *, mono: float | None = None) -> None:
         """When the run started: wall time, and the loop's clock (``mono``) then."""
@@ -139,6 +254,21 @@ class Journal:
         if zlib.crc32(text.encode()) != crc:
             raise JournalCorrupt(f"{self.path}: entry {key!r} fails its checksum")
         return json.loads(text)
+
+    def stored_seq(self) -> int | None:
+        """The newest row the run held at the last commit that said (see set_rows)."""
+        stored = self.get("stored")
+        return None if stored is None else int(stored["seq"])
+
+    def carried_after(self) -> int | None:
+        """Every row up to this one was on disk at the last commit that said."""
+        stored = self.get("stored")
+        return None if stored is None or "after" not in stored else int(stored["after"])
+
+    def events_seq(self) -> int:
+        """The newest event events.jsonl held on disk at the last commit that said."""
+        stored = self.get("stored")
+        return 0 if stored is None else int(stored.get("events", 0))
 
     def rows(self) -> bytes | None:
         """The rows the last commit carried (see :meth:`set_rows`)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from .executor import Executor, RunOptions, RunOutcome
 from .instruments import Source
 from .journal import Journal
 from .run.bindings import RunBindings
+from .run.damage import check_instrument, open_journal, open_store
 from .run.request import RunRequest
 from .station import Position, StationConfig
 from .store import RunStore, new_run_id
@@ -171,19 +172,29 @@ async def resume_run(
         station = StationConfig.model_validate(meta["station_config"])
     sim_ = bool(meta.get("simulated")) if sim is None else sim
     durable_ = (not sim_) if durable is None else durable
-    journal = Journal(run_dir / "journal.sqlite", durable=durable_)
-    store = RunStore.open_existing(
-        run_dir, durable=durable_, staging=staging,
-        stage_every_s=_stage_every(stage_every_s, durable_), journal=journal,
-    )  # fmt: skip
-    store.reconcile_events(journal)
-    store.update_meta(state="running", resumed=[*meta.get("resumed", []), _now_iso()])
+    # checked as a whole, files and instrument, before anything is changed or sent
+    journal = open_journal(run_dir, durable=durable_)
+    try:
+        store = open_store(
+            run_dir, journal, durable=durable_, staging=staging,
+            stage_every_s=_stage_every(stage_every_s, durable_),
+        )  # fmt: skip
+    except BaseException:
+        journal.close()
+        raise
+
+    async def attached(b: RunBindings) -> None:
+        await check_instrument(run_dir, b.cycler, journal)
+        store.reconcile_events(journal)
+        store.update_meta(state="running", resumed=[*meta.get("resumed", []), _now_iso()])
+
     position = station.position(meta["position"])
     opts = options or default_options(sim_)
     return await _drive(
         store, journal, protocol, station, position, meta["run_id"],
         sim=sim_, seed=int(meta.get("seed", 0)), options=opts, sinks=sinks,
         on_progress=on_progress, on_executor=on_executor, bindings=bindings, resume=True,
+        attached=attached,
     )  # fmt: skip
 
 
@@ -203,6 +214,7 @@ async def _drive(
     on_executor: Callable[[Executor], Any] | None,
     bindings: RunBindings | None,
     resume: bool,
+    attached: Callable[[RunBindings], Awaitable[None]] | None = None,
 ) -> tuple[RunOutcome, Path]:
     cell = protocol.cell
     try:
@@ -213,6 +225,8 @@ async def _drive(
                 bindings = await stack.enter_async_context(
                     bind_instruments(station, position, cell, sim=sim, seed=seed)
                 )
+            if attached is not None:
+                await attached(bindings)  # a damaged run stops here, nothing sent
             ex = Executor(
                 run_id=run_id,
                 protocol=protocol,

@@ -172,9 +172,9 @@ def _loops(nodes: list[Any], prefix: PathT, outer: tuple[int, ...]) -> Iterator[
 def _duration(protocol: m.Protocol) -> list[tuple[PathT, str]]:
     """The estimated run time under :data:`MAX_DURATION_S` (checked once the loops are
     within their bound: the estimate would only repeat a broken one)."""
-    from .summary import format_duration, summarize
+    from .summary import estimate_duration_s, format_duration
 
-    seconds = summarize(protocol).duration_s
+    seconds = estimate_duration_s(protocol)
     if seconds <= MAX_DURATION_S:
         return []
     years = seconds / (365.25 * 86400.0)

@@ -35,6 +35,7 @@ __all__ = [
     "LoopSummary",
     "Summary",
     "eis_sweep_s",
+    "estimate_duration_s",
     "format_duration",
     "render_summary",
     "summarize",
@@ -375,6 +376,36 @@ def summarize(protocol: m.Protocol, furnace: FurnaceModel | None = None) -> Summ
         limits=_describe_limits(protocol.limits),
         warnings=tuple(dict.fromkeys(est.warnings)),
     )
+
+
+def estimate_duration_s(protocol: m.Protocol) -> float:
+    """The run time :func:`summarize` estimates, in time proportional to the protocol as
+    written: a checkpoint counts by how often it fires instead of being walked iteration
+    by iteration (the loader checks every protocol's duration with it)."""
+    est = _Estimator(protocol)
+
+    def nodes(items: list[Any]) -> float:
+        total = 0.0
+        for n in items:
+            if isinstance(n, m.Loop):
+                k = n.bound()
+                total += k * nodes(n.steps)
+                for cp in n.checkpoints:
+                    total += _fires(cp, k) * nodes(cp.steps)
+            elif isinstance(n, m.Group):
+                total += nodes(n.steps)
+            else:
+                total += est.step(n).duration
+        return total
+
+    return nodes(protocol.sequence)
+
+
+def _fires(cp: m.Checkpoint, n: int) -> int:
+    """How many of a loop's ``n`` iterations a checkpoint fires at."""
+    every = n // cp.every if cp.every is not None else 0
+    extra = {a for a in cp.at if a <= n and (cp.every is None or a % cp.every != 0)}
+    return every + len(extra)
 
 
 def format_duration(seconds: float) -> str:

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ._paths import existing_dir_callback
+from ._paths import existing_dir_callback, writable_dir_or_exit
 
 __all__ = ["register"]
 
@@ -85,6 +85,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run the scheduler as a service until SIGTERM / Ctrl-C (twice: stop at once)."""
+    writable_dir_or_exit(runs, "--runs", err)
     import asyncio
     import logging
 

@@ -21,6 +21,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ._paths import writable_dir_or_exit
+
 __all__ = ["register"]
 
 err = Console(stderr=True)
@@ -73,6 +75,7 @@ def agent(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run this PC's instruments as one agent of the lab until SIGTERM / Ctrl-C."""
+    writable_dir_or_exit(runs, "--runs", err)
     import asyncio
     import logging
 

@@ -167,6 +167,13 @@ def run(
     _print_outcome(proto.name, outcome, root, sim)
 
 
+_FROM_INSTRUMENT_HELP = (
+    "For a damaged run: read its records back from the instrument into recovered/, set "
+    "the damaged files aside in damaged/ and end the run (the instrument is only read)."
+)
+_ABORT_HELP = "For a damaged run: put its instrument channel in its safe state and end it."
+
+
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run directory to continue.")],
     station: Annotated[
@@ -178,11 +185,17 @@ def resume(
     ] = None,
     poll: Annotated[float | None, typer.Option("--poll", help=_POLL_HELP, min=0.001)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    from_instrument: Annotated[
+        bool, typer.Option("--from-instrument", help=_FROM_INSTRUMENT_HELP)
+    ] = False,
+    abort: Annotated[bool, typer.Option("--abort", help=_ABORT_HELP)] = False,
 ) -> None:
     """Continue a run after the orchestrator stopped (crash, kill, reboot).
 
     Re-attaches to the instruments, adopts a block they kept running, and goes on at the
-    right step and cycle without losing or repeating a record.
+    right step and cycle without losing or repeating a record. A damaged run (journal or
+    data files) is refused with what is damaged (exit status 3); then choose
+    --from-instrument or --abort.
     """
     import json
 
@@ -190,8 +203,10 @@ def resume(
 
     from ..executor import RunOptions
     from ..journal import JournalCorrupt
+    from ..run.damage import RunDamaged
     from ..runner import RunRequest, resume_run
     from ..station import StationConfig, StationError, load_station
+    from . import _damage
 
     try:
         meta = json.loads((run_dir / "run.json").read_text())
@@ -212,6 +227,9 @@ def resume(
     except (OSError, KeyError, ValueError, StationError) as exc:
         err.print(f"error: cannot resume {run_dir}: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    if from_instrument or abort:
+        _damage.choose(run_dir, st, from_instrument=from_instrument, abort=abort)
+        return
     sim = bool(meta.get("simulated"))
     req = RunRequest(
         protocol=proto,
@@ -229,6 +247,8 @@ def resume(
 
     try:
         outcome, root = _run_with_display(req, start, sim=False, mqtt=mqtt, quiet=quiet)
+    except RunDamaged as exc:
+        raise _damage.refuse(exc) from None
     except JournalCorrupt as exc:
         err.print(f"error: the run's journal cannot be trusted: {exc}", markup=False)
         raise typer.Exit(2) from None

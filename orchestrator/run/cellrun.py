@@ -99,7 +99,6 @@ class CellRunState(RunLifecycle):
         if cell is not None:
             m = cell.cam_mass_mg_value()
             self._cam_mass_g = m * 1e-3 if m is not None else None
-        self._resume_from: dict[str, Any] | None = None
         self._resumed_unit: dict[str, Any] | None = None
         self.stored_seq = -1  # newest record seq already in the run's data
         self._block_map: dict[int, CompiledStep] = {}

@@ -71,6 +71,8 @@ class JournalledRun(CellRunState):
             snap = unit["after"] if unit["state"] == "done" else unit["before"]
         self._continue_clock(info, snap)
         self._restore_events(info["since"], [] if snap is None else snap.get("held", []))
+        # nothing recorded from here on is dated before what the journal holds
+        self._timeline.last_time_s = float(info.get("reached", 0.0))
         if unit is None or snap is None:
             return None  # nothing had been sent yet: start from the top
         cur = CycleFigures(**snap["cycle"])
@@ -106,8 +108,6 @@ class JournalledRun(CellRunState):
             if e.kind != EventKind.run_resumed
             and _identity(e.kind, e.run_time_s, e.data) not in from_held
         )
-        if since:
-            self._timeline.last_time_s = max(e.run_time_s for e in since)
 
     def _journal_held(self) -> None:
         """Put the events still waiting for their turn into the journal's snapshot now:

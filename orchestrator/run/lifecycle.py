@@ -157,6 +157,7 @@ class RunLifecycle:
         self._replay_expect: collections.deque[tuple[Any, ...]] = collections.deque()
         self._pos: list[Any] = []  # where the walk is: the unit in progress, from the root
         self._unit_info: dict[str, Any] | None = None  # the journal entry of that unit
+        self._resume_from: dict[str, Any] | None = None  # what the journal said (resuming)
         # events wait here until nothing not known yet can be dated before them
         self._timeline = EventTimeline()
         self._ending = False  # the run is closing: every event waiting goes out
@@ -337,6 +338,33 @@ class RunLifecycle:
     def _snapshot(self) -> dict[str, Any]:
         """What a resumed run needs to know of its bookkeeping at a journalled point."""
         raise NotImplementedError
+
+    def resume_from(self, journal: Journal) -> None:
+        """Continue this run where the journal says it was (call before ``run``)."""
+        self._resume_from = {
+            "unit": journal.get("unit"),
+            "max_event_seq": journal.max_event_seq(),
+            "started": journal.get("started") or {},
+        }
+
+    @staticmethod
+    def _unit_snapshot(unit: dict[str, Any]) -> dict[str, Any]:
+        """The newest snapshot of a journalled unit: after it, or its progress, or before."""
+        if unit["state"] == "done":
+            return dict(unit["after"])
+        return dict(unit.get("now", unit["before"]))
+
+    def _restore_run_time(self, started: dict[str, Any], at_least_s: float = 0.0) -> float:
+        """Run time goes on from the run's start (``started``: the journal's, by the wall
+        clock on hardware; a virtual clock restarts with the process), never behind
+        ``at_least_s``; returns it."""
+        elapsed = 0.0
+        wall = started.get("wall")
+        if wall is not None and not self.clock.virtual:
+            elapsed = max(0.0, self.clock.wall() - float(wall))
+        elapsed = max(elapsed, at_least_s)
+        self._t0 = self.clock.now() - elapsed
+        return elapsed
 
     def _journal_unit_start(self, kind: str, **extra: Any) -> None:
         """A unit of work is about to be sent to an instrument: journal where and what."""

@@ -38,9 +38,8 @@ from ..store import new_run_id
 from ._booking import Booker, ResourceTimeline
 from ._jobs import ACTIVE, ENDED, Job, JobState, RunSpec
 from ._launch import ResumeFn, expected_eis_s, launch, position_kind
-from ._marks import mark_run
 from ._shared import SharedInstruments
-from ._stopping import SafeFirst, close_unfinished, mark_stopped
+from ._stopping import SafeFirst, close_unfinished, leave_unattached, mark_stopped
 from ._watchdog import WatchdogOptions, WatchdogStats
 
 __all__ = ["ResumeFn", "Scheduler", "SchedulerError", "expected_eis_s"]
@@ -316,13 +315,8 @@ class Scheduler:
             raise SchedulerError(f"run {job.run_id} has already ended ({job.state.value})")
         if job.state is JobState.detached:
             assert job.run_dir is not None
-            mark_run(
-                job.run_dir,
-                state="aborted",
-                reason=f"{reason} (not resumed after a restart)",
-                resumable=False,
-                durable=not self.sim,
-            )
+            close_unfinished(job.run_dir, f"{reason} (not resumed after a restart)",
+                             durable=not self.sim, state="aborted")  # fmt: skip
             self._end(job, JobState.aborted, reason)
             return "the run is marked aborted; its channel is free"
         if job.executor is None:
@@ -339,7 +333,10 @@ class Scheduler:
         self.closing = True
         gate = SafeFirst() if at_once else None
         for job in list(self._jobs.values()):
-            if job.state in ENDED or job.state is JobState.detached or job.task is None:
+            if job.state is JobState.detached:  # as found on disk, for the next start
+                self._end(job, JobState.stopped, f"{reason} (it was not re-attached)")
+                continue
+            if job.state in ENDED or job.task is None:
                 continue
             ex = job.executor
             if ex is None:
@@ -416,13 +413,28 @@ class Scheduler:
                 else:  # left for the next daemon start
                     self._end(job, JobState.stopped, job.stop_reason)
         except Exception as exc:  # a failing run never takes the others down
-            log.error("run %s failed: %s", job.run_id, _why(exc), exc_info=_unexpected(exc))
             reason = _why(exc)
-            close_unfinished(job.run_dir, reason, resumed=job.resume, durable=not self.sim)
+            if job.resume and job.executor is None:
+                log.error("run %s not re-attached: %s", job.run_id, reason,
+                          exc_info=_unexpected(exc))  # fmt: skip
+                self._detach(job, reason)
+                return
+            log.error("run %s failed: %s", job.run_id, reason, exc_info=_unexpected(exc))
+            close_unfinished(job.run_dir, reason, durable=not self.sim)
             self._end(job, JobState.failed, reason)
         finally:
-            if not job.done.is_set():
+            if not job.done.is_set() and job.state is not JobState.detached:
                 self._end(job, JobState.failed, job.reason or "ended unexpectedly")
+
+    def _detach(self, job: Job, reason: str) -> None:
+        """A run that could not be re-attached after a restart keeps its channel (its
+        instrument may be carrying on a block) until an operator aborts it; the next
+        start tries again. Its run directory says so; its journal is left untouched."""
+        assert job.run_dir is not None
+        leave_unattached(job.run_dir, reason)
+        job.state = JobState.detached
+        job.reason = f"not re-attached: {reason}"
+        self._notify()
 
     async def _wait_start(self, job: Job) -> bool:
         spec = job.spec

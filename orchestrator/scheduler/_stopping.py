@@ -13,7 +13,7 @@ from pathlib import Path
 from ._jobs import Job, JobState
 from ._marks import mark_run
 
-__all__ = ["SafeFirst", "close_unfinished", "mark_stopped"]
+__all__ = ["SafeFirst", "close_unfinished", "leave_unattached", "mark_stopped"]
 
 log = logging.getLogger(__name__)
 
@@ -49,27 +49,48 @@ def mark_stopped(job: Job, *, durable: bool) -> tuple[JobState, str]:
     return JobState.aborted, f"{reason}: safe state at once"
 
 
-def close_unfinished(run_dir: Path | None, reason: str, *, resumed: bool, durable: bool) -> None:
-    """A run whose task failed before its executor could end it: a run directory that
-    still says ``running`` or ``paused`` (resumable) is marked ``failed`` with the reason,
-    so nothing waits for a run no one drives. Its instruments were not commanded (a block
-    the instrument kept running goes on under the instrument's own limits)."""
-    if run_dir is None:
+def close_unfinished(
+    run_dir: Path | None, reason: str, *, durable: bool, state: str = "failed"
+) -> None:
+    """A run whose task failed without its executor ending it (or an operator's abort
+    of a run not re-attached): a run directory that still says ``running`` or
+    ``paused`` is marked ``state`` with the reason, so nothing waits for a run no one
+    drives."""
+    if run_dir is None or _state(run_dir) not in ("running", "paused"):
         return
     try:
-        meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if meta.get("state") not in ("running", "paused"):
-        return
-    why = f"re-attach after a daemon restart failed: {reason}" if resumed else reason
-    try:
-        mark_run(run_dir, state="failed", reason=why, resumable=False, durable=durable)
+        mark_run(run_dir, state=state, reason=reason, resumable=False, durable=durable)
     except Exception as exc:  # a damaged journal or event log: run.json says it still
         log.error("could not log the end of %s (%s); marking run.json only", run_dir.name, exc)
         with contextlib.suppress(OSError, ValueError):
-            mark_run(run_dir, state="failed", reason=why, resumable=False, durable=durable,
+            mark_run(run_dir, state=state, reason=reason, resumable=False, durable=durable,
                      log_event=False)  # fmt: skip
+
+
+def leave_unattached(run_dir: Path, reason: str) -> None:
+    """A run a restarted daemon could not re-attach: ``paused``, no longer
+    ``resumable`` by the daemon on its own, with why and what the operator can do. Only
+    run.json changes: its journal and data may be what is damaged, and its instrument
+    was not commanded (a block it kept running goes on under its own limits)."""
+    if _state(run_dir) not in ("running", "paused"):
+        return
+    why = (
+        f"re-attach after a daemon restart failed: {reason}; the instrument was not "
+        f"commanded. Continue with `labrig resume {run_dir}` (the daemon also tries again "
+        "at its next start) or end it with `labrig abort`"
+    )
+    try:
+        mark_run(run_dir, state="paused", reason=why, resumable=False, durable=True,
+                 log_event=False)  # fmt: skip
+    except (OSError, ValueError) as exc:
+        log.error("could not mark %s: %s", run_dir.name, exc)
+
+
+def _state(run_dir: Path) -> object:
+    try:
+        return json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("state")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 class SafeFirst:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from labrig.protocols.rundir import CYCLE_COLUMNS, DATA_COLUMNS
 
+from .reopen import StoreDamaged
 from .runstore import RunStore, new_run_id, wall_iso
 from .staging import STAGING_BATCHES, StagingDamaged
 from .writer import StorageBehind
@@ -31,6 +32,7 @@ __all__ = [
     "RunStore",
     "StagingDamaged",
     "StorageBehind",
+    "StoreDamaged",
     "new_run_id",
     "wall_iso",
 ]

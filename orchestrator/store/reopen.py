@@ -1,8 +1,11 @@
-"""Re-opening a run directory: what its chunks, staging files and journal hold."""
+"""Re-opening a run directory: what its chunks, staging files and journal hold, and
+whether any of it is damaged (nothing is changed here: a damaged run stays as found)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -12,7 +15,20 @@ import pyarrow.parquet as pq
 from .staging import StagingLog, read_staging
 from .tables import SCHEMA, from_ipc_bytes, unique_after
 
-__all__ = ["CarriesRows", "Reopened", "reopen"]
+__all__ = ["CHUNK_SUMS", "CarriesRows", "Reopened", "StoreDamaged", "reopen"]
+
+# data/_chunks.json: [CRC-32 of the file, rows] of every chunk, in order
+CHUNK_SUMS = "_chunks.json"  # "_": not read as data by Arrow datasets
+
+
+class StoreDamaged(RuntimeError):
+    """A run's data files are not what was written: ``damage`` says which and how;
+    ``intact_seq`` is the newest record up to which every row is intact."""
+
+    def __init__(self, damage: list[str], intact_seq: int) -> None:
+        super().__init__("; ".join(damage))
+        self.damage = damage
+        self.intact_seq = intact_seq
 
 
 class CarriesRows(Protocol):
@@ -20,7 +36,13 @@ class CarriesRows(Protocol):
 
     def rows(self) -> bytes | None: ...
 
-    def set_rows(self, body: bytes | None, stored_seq: int) -> None: ...
+    def set_rows(
+        self, body: bytes | None, stored_seq: int, events_seq: int = 0, after: int = -1
+    ) -> None: ...
+
+    def stored_seq(self) -> int | None: ...
+
+    def carried_after(self) -> int | None: ...
 
 
 @dataclass
@@ -29,11 +51,42 @@ class Reopened:
     last_flushed: int  # newest seq in chunks
     files: StagingLog
     pending: pa.Table  # rows staged or carried, not in a chunk
+    carried: pa.Table  # rows only the journal's last commit holds (to be staged again)
+    damage: list[str] = field(default_factory=list)
+    intact_seq: int = -1
 
 
-def _chunk_totals(data_dir: Path, meta: dict[str, Any]) -> tuple[int, int, int]:
-    """(chunks, rows in them, newest seq in them)."""
-    parts = sorted(data_dir.glob("part-*.parquet"))
+def _chunk_sums(data_dir: Path) -> list[list[int]] | None:
+    path = data_dir / CHUNK_SUMS
+    if not path.exists():
+        return None
+    try:
+        return [list(map(int, x)) for x in json.loads(path.read_text())["crc32_rows"]]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _check_chunks(parts: list[Path], meta: dict[str, Any], data_dir: Path) -> list[str]:
+    """Every chunk there, numbered without a gap, and equal to its checksum."""
+    damage: list[str] = []
+    sums = _chunk_sums(data_dir)
+    counted = (meta.get("chunks") or {}).get("count")
+    expected = max(len(sums) if sums is not None else 0, int(counted or 0), len(parts))
+    names = {p.name for p in parts}
+    for k in range(expected):
+        name = f"part-{k:05d}.parquet"
+        if name not in names:
+            damage.append(f"data/{name} is missing")
+            continue
+        if sums is not None and k < len(sums):
+            crc = zlib.crc32((data_dir / name).read_bytes())
+            if crc != sums[k][0]:
+                damage.append(f"data/{name} is damaged (its bytes fail their checksum)")
+    return damage
+
+
+def _chunk_totals(parts: list[Path], meta: dict[str, Any]) -> tuple[int, int]:
+    """(rows in the chunks, newest seq in them)."""
     chunks = meta.get("chunks")
     known = chunks is not None and chunks.get("count") == len(parts)
     rows, last = 0, -1
@@ -52,31 +105,64 @@ def _chunk_totals(data_dir: Path, meta: dict[str, Any]) -> tuple[int, int, int]:
             stats = md.row_group(rg).column(seq_col).statistics
             if stats is not None and stats.has_min_max:
                 last = max(last, int(stats.max))
-    return len(parts), rows, last
+    return rows, last
 
 
 def reopen(
-    data_dir: Path, meta: dict[str, Any], journal: CarriesRows | None, *, durable: bool
+    data_dir: Path,
+    meta: dict[str, Any],
+    journal: CarriesRows | None,
+    *,
+    durable: bool,
+    check: bool = False,
 ) -> Reopened:
     """What a run's data directory (and the journal's last commit) holds."""
-    count, rows, last = _chunk_totals(data_dir, meta)
-    for tmp in data_dir.glob("*.tmp"):
-        tmp.unlink()  # a chunk that was being written when the process died
+    parts = sorted(data_dir.glob("part-*.parquet"))
+    damage = _check_chunks(parts, meta, data_dir) if check else []
+    try:
+        rows, last = _chunk_totals(parts, meta)
+    except (OSError, pa.ArrowInvalid) as exc:
+        if not check:
+            raise
+        damage.append(f"a chunk in data/ cannot be read ({exc})")
+        rows, last = 0, -1
     paths = sorted(data_dir.glob("staging-*.arrow"))
     staged = read_staging(paths)
-    tables, reach, _gaps = staged.linked(last)
+    tables, reach, gaps = staged.linked(last)
+    if check:
+        damage += [str(d) for d in staged.damaged]
+        if gaps:
+            more = f" (and {len(gaps) - 1} more batches after the gap)" if len(gaps) > 1 else ""
+            damage.append(f"staging log: {gaps[0]}{more}")
     files = StagingLog(data_dir, durable=durable)
-    files.chunk_index = count
+    files.chunk_index = len(parts)
+    files.chunk_sums = _chunk_sums(data_dir) or []
     files.files = paths
     serials = [int(p.stem.rsplit("-", 1)[-1]) for p in paths if p.stem[-1:].isdigit()]
     files.serial = max(serials, default=-1) + 1  # never reuse a name
     files.last_seq = reach
-    carried = journal.rows() if journal is not None else None
-    if carried is not None:
-        extra = unique_after(from_ipc_bytes(carried), reach)
-        if extra.num_rows:
-            # rows the journal's last commit carried: staged again so the log links up
-            files.append(extra)
-            tables.append(extra)
+    carried = SCHEMA.empty_table()
+    body = journal.rows() if journal is not None else None
+    if body is not None:
+        carried = unique_after(from_ipc_bytes(body), reach)
+        if carried.num_rows:
+            tables.append(carried)
     table = unique_after(pa.concat_tables(tables), last) if tables else SCHEMA.empty_table()
-    return Reopened(rows, last, files, table)
+    held = max(last, int(table.column("record_seq")[-1].as_py()) if table.num_rows else -1)
+    stored = journal.stored_seq() if journal is not None else None
+    after = journal.carried_after() if journal is not None else None
+    if check and after is not None and reach < after:
+        torn = ", ".join(p.name for p in staged.torn) or "none left"
+        damage.append(
+            f"rows {reach + 1}..{after} are missing: they were on disk when the journal last "
+            f"committed (staging files cut off or deleted: {torn})"
+        )
+    elif check and stored is not None and held < stored:
+        torn = ", ".join(p.name for p in staged.torn) or "none left"
+        damage.append(
+            f"rows {held + 1}..{stored} are missing: the journal's last commit says the run "
+            f"held them (staging files cut off or deleted: {torn})"
+        )
+    found = Reopened(rows, last, files, table, carried, damage)
+    found.intact_seq = min(reach, held) if damage else held
+    return found

@@ -9,10 +9,11 @@ import platform
 import re
 import secrets
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -23,13 +24,12 @@ from labrig.protocols.rundir import CYCLE_COLUMNS, DATA_COLUMNS
 
 from ..events import Event, RunState
 from . import events_file
-from .reopen import CarriesRows, Reopened, reopen
+from .reopen import CHUNK_SUMS, CarriesRows, Reopened, StoreDamaged, reopen
 from .staging import StagingLog
 from .tables import (
     atomic_write_bytes,
     concat_cols,
     csv_cell,
-    fsync_path,
     ipc_bytes,
     to_table,
     unique_after,
@@ -62,6 +62,16 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "unknown"
     return out
+
+
+class HoldsEvents(Protocol):
+    """The journal as events.jsonl's reconciliation sees it."""
+
+    def max_event_seq(self) -> int: ...
+
+    def events_after(self, seq: int) -> list[Event]: ...
+
+    def events_seq(self) -> int: ...
 
 
 def _last_seq(table: pa.Table) -> int:
@@ -115,6 +125,8 @@ class RunStore:
         self._cycles_source: Callable[[], list[dict[str, Any]]] | None = None
         self._events_file: Any = None
         self._event_lines: list[str] = []
+        self._event_seq = 0  # the newest event handed to the file
+        self._events_durable = 0  # the newest event on disk in events.jsonl
         self._eis_names: set[Path] = set()
         self._meta: dict[str, Any] = {}
         self._abandoned = False
@@ -169,21 +181,32 @@ class RunStore:
         chunk_rows: int | None = None,
         stage_every_s: float = 0.0,
         journal: CarriesRows | None = None,
+        check: bool = False,
     ) -> RunStore:
         """Re-open a run directory to continue it: committed chunks stay as they are;
         rows that were only staged (or only in the journal's last commit) are taken back
-        as pending."""
+        as pending. ``check`` (a resume): every chunk against its checksum, the staging
+        log's checksums and links, and the rows the journal says the run held; damage
+        raises :class:`StoreDamaged` before anything in the directory is changed."""
         store = cls(
             root, durable=durable, staging=staging, chunk_rows=chunk_rows,
             stage_every_s=stage_every_s,
         )  # fmt: skip
         store._meta = json.loads((root / "run.json").read_text())
-        store.reopened(reopen(store.data_dir, store._meta, journal, durable=durable))
+        found = reopen(store.data_dir, store._meta, journal, durable=durable, check=check)
+        if found.damage:
+            raise StoreDamaged(found.damage, found.intact_seq)
+        store.reopened(found)
         store._events_file = open(root / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         return store
 
     def reopened(self, found: Reopened) -> None:
         """Take on what the run directory holds."""
+        for tmp in self.data_dir.glob("*.tmp"):
+            tmp.unlink()  # a chunk that was being written when the process died
+        if found.carried.num_rows:
+            # rows the journal's last commit carried: staged again so the log links up
+            found.files.append(found.carried)
         self.rows_written = found.rows
         self.last_flushed_seq = found.last_flushed
         self._files = found.files
@@ -253,7 +276,10 @@ class RunStore:
         self.writer.check()
         self._stage_unstaged()
         if self.writer.draining and self._journal is not None and self.staging:
-            self._journal.set_rows(self._rows_not_durable(), self.stored_seq)
+            durable = self._durable_seq
+            self._journal.set_rows(
+                self._rows_not_durable(durable), self.stored_seq, self._events_durable, durable
+            )
 
     def _stage_unstaged(self) -> None:
         self._staged_at = time.monotonic()
@@ -274,8 +300,7 @@ class RunStore:
             self._not_durable.append(table)
         self.writer.submit(job, table.num_rows)
 
-    def _rows_not_durable(self) -> bytes | None:
-        durable = self._durable_seq
+    def _rows_not_durable(self, durable: int) -> bytes | None:
         self._not_durable = [t for t in self._not_durable if _last_seq(t) > durable]
         parts = [*self._not_durable, *(concat_cols([p]) for p in self._unstaged)]
         if not parts:
@@ -306,16 +331,18 @@ class RunStore:
 
     def _write_chunk(self, table: pa.Table, meta: bytes | None) -> None:
         path = self.data_dir / f"part-{self._files.chunk_index:05d}.parquet"
-        tmp = path.with_name(path.name + ".tmp")
+        buf = pa.BufferOutputStream()
+        # zstd level 1: a third quicker to write than the default level, about as small
+        pq.write_table(table, buf, compression="zstd", compression_level=1)
+        data = buf.getvalue()
         try:
-            # zstd level 1: a third quicker to write than the default level, about as small
-            pq.write_table(table, tmp, compression="zstd", compression_level=1)
+            atomic_write_bytes(path, data.to_pybytes(), self.durable)
         except OSError:
-            tmp.unlink(missing_ok=True)  # never leave half a chunk behind
+            path.with_name(path.name + ".tmp").unlink(missing_ok=True)  # never half a chunk
             raise
-        if self.durable:
-            fsync_path(tmp)
-        os.replace(tmp, path)
+        self._files.chunk_sums.append([zlib.crc32(data), table.num_rows])
+        sums = json.dumps({"crc32_rows": self._files.chunk_sums}).encode()
+        atomic_write_bytes(self.data_dir / CHUNK_SUMS, sums, self.durable)
         if meta is not None:
             atomic_write_bytes(self.root / "run.json", meta, self.durable)
         self._files.chunk_written(_last_seq(table))
@@ -378,14 +405,14 @@ class RunStore:
         self.writer.submit(job)
         return path
 
-    def reconcile_events(self, journal: Any) -> None:
+    def reconcile_events(self, journal: HoldsEvents) -> None:
         """Make events.jsonl hold exactly the journal's events, in order, once each.
 
         After a crash the file may lack its last lines (never flushed), end in a torn
         line, or hold lines the journal never committed (they will be emitted again).
         Only the file's tail is read, so this does not slow down as a run grows.
         """
-        self._write_event_lines(fsync=False)
+        self._write_event_lines(flush=False)
         if self._events_file is not None:
             self._events_file.close()
             self._events_file = None
@@ -401,6 +428,8 @@ class RunStore:
             else:
                 f.truncate(keep_to)
             missing = journal.events_after(file_seq)
+            witness = journal.events_seq()
+            self._note_repair(size, keep_to, file_seq, last_ok, witness)
             f.seek(0, os.SEEK_END)
             f.write("".join(e.to_json() + "\n" for e in missing).encode())
             f.flush()
@@ -408,32 +437,48 @@ class RunStore:
                 os.fsync(f.fileno())
         self._events_file = open(path, "a", encoding="utf-8")  # noqa: SIM115
 
+    def _note_repair(
+        self, size: int, keep_to: int | None, file_seq: int, last_ok: int, witness: int
+    ) -> None:
+        """Say so in run.json when events.jsonl lacked events it had on disk when the
+        journal last committed (``witness``): more than a crash explains."""
+        if file_seq >= witness:
+            return
+        self._meta.setdefault("repairs", []).append(
+            f"events.jsonl had lost events {file_seq + 1}..{witness} that were on disk "
+            f"({size} bytes left); restored from the journal ({last_ok} events)"
+        )
+
     def append_event(self, event: Event) -> None:
         if self._events_file is None:
             return
         self._event_lines.append(event.to_json() + "\n")
+        self._event_seq = max(self._event_seq, event.seq)
         if len(self._event_lines) >= _EVENT_LINES:
-            self._write_event_lines(fsync=False)
+            self._write_event_lines(flush=False)
 
     def flush_events(self) -> None:
         self.writer.check()
-        self._write_event_lines(fsync=self.durable)
+        self._write_event_lines(flush=True)
 
-    def _write_event_lines(self, *, fsync: bool) -> None:
+    def _write_event_lines(self, *, flush: bool) -> None:
         f = self._events_file
         if f is None:
             return
         text = "".join(self._event_lines)
         self._event_lines = []
+        upto = self._event_seq
 
         def job() -> None:
             if text:
                 f.write(text)
-            if fsync:
+            if flush:
                 f.flush()
-                os.fsync(f.fileno())
+                if self.durable:
+                    os.fsync(f.fileno())
+                self._events_durable = max(self._events_durable, upto)
 
-        if text or fsync:
+        if text or flush:
             self.writer.submit(job, keep=True)
 
     def finish(self, state: RunState, reason: str | None = None) -> None:
@@ -459,7 +504,7 @@ class RunStore:
             with contextlib.suppress(OSError):
                 self._stage_unstaged()
         with contextlib.suppress(OSError):
-            self._write_event_lines(fsync=False)  # as a killed process's file buffer
+            self._write_event_lines(flush=False)  # as a killed process's file buffer
         with contextlib.suppress(OSError):
             self._files.close()
         if self._events_file is not None:

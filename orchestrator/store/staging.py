@@ -117,6 +117,7 @@ class StagingLog:
         self.durable = durable
         self.chunk_index = 0
         self.files: list[Path] = []
+        self.chunk_sums: list[list[int]] = []  # [CRC-32, rows] of each chunk written
         self.serial = 0  # numbers the staging files of the current chunk
         self.last_seq = -1  # the newest row staged (or chunked): the next batch's prev
         self._open: tuple[Any, Any] | None = None

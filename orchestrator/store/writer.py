@@ -144,11 +144,14 @@ class Writer:
         queued job (the run's final writes) unless the store was abandoned."""
         self._wake = asyncio.Event()
         self._closing = False
+        failed: Exception | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 drain = tg.create_task(self._drain(), name="store-writer")
                 try:
                     yield
+                except Exception as exc:  # the run's own error: raised as it is, below
+                    failed = exc
                 finally:
                     self._closing = True
                     self._wake.set()
@@ -156,3 +159,5 @@ class Writer:
                     await asyncio.shield(drain)
         finally:
             self._wake = None
+        if failed is not None:
+            raise failed

@@ -27,7 +27,6 @@ from typing import Any
 from labrig.drivers.capabilities import InstrumentError, SafetyTrip
 
 from ..events import EventKind, RunState
-from ..journal import Journal
 from ..run.lifecycle import RunAborted
 from .plan import GasPhase, ProgrammePhase
 from .state import FurnaceRunState, StepView, ThermalOutcome
@@ -55,7 +54,7 @@ class FurnaceExecutor(FurnaceRunState):
                 samples=self.store.meta.get("samples", []),
             )
             if self.journal is not None:
-                self.journal.set_started(self.clock.wall())
+                self.journal.set_started(self.clock.wall(), mono=self._t0)
         self.recorder.stage_to(self.store.root, durable=self.store.durable)
 
     async def _work(self) -> None:
@@ -115,14 +114,6 @@ class FurnaceExecutor(FurnaceRunState):
 
     # ------------------------------------------------------------------ resume
 
-    def resume_from(self, journal: Journal) -> None:
-        """Continue this run where the journal says it was (call before ``run``)."""
-        self._resume_from = {
-            "unit": journal.get("unit"),
-            "max_event_seq": journal.max_event_seq(),
-            "started": (journal.get("started") or {}).get("wall"),
-        }
-
     def _restore(self, info: dict[str, Any]) -> None:
         """Take back the journalled position and bookkeeping and the staged rows."""
         self.event_seq = int(info["max_event_seq"])
@@ -131,20 +122,18 @@ class FurnaceExecutor(FurnaceRunState):
         snap: dict[str, Any] | None = None
         if unit is not None:
             done = unit["state"] == "done"
-            snap = unit["after"] if done else unit.get("now", unit["before"])
+            snap = self._unit_snapshot(unit)
             self._restore_snapshot(snap)
             phase = int(unit["pos"][0][1])
             self._start_phase = phase + 1 if done else phase
             if not done and unit["kind"] == "programme":
                 self._reattach = unit
             self._unit_info = {k: v for k, v in unit.items() if k not in ("state", "after", "now")}
-        # run time goes on from the start (wall time on hardware), never behind a row
-        elapsed = 0.0
-        if info["started"] is not None and not self.clock.virtual:
-            elapsed = max(0.0, self.clock.wall() - float(info["started"]))
+        # run time goes on from the start, never behind a row
         last_row = self.recorder.columns["time_s"][-1] if self.recorder.rows else 0.0
-        elapsed = max(elapsed, last_row, snap["time_s"] if snap else 0.0)
-        self._t0 = self.clock.now() - elapsed
+        elapsed = self._restore_run_time(
+            info["started"], max(last_row, snap["time_s"] if snap else 0.0)
+        )
         self._next_record = self._t0 + last_row + self.options.poll_s
         if snap is not None and snap["paused"]:
             self._held_while_down = elapsed - float(snap["time_s"])

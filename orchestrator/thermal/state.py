@@ -96,9 +96,8 @@ class FurnaceRunState(RunLifecycle):
         self._selected: dict[str, str] = {}
         self._step_started: float = 0.0
         self._purge: str | None = None  # the line a trip switches on (see _safe_state_all)
-        # resuming: what the journal said, the phase to go on with, the programme unit
+        # resuming: the phase to go on with, the programme unit
         # to re-attach to, and how long a held programme stayed held while the run was down
-        self._resume_from: dict[str, Any] | None = None
         self._start_phase = 0
         self._reattach: dict[str, Any] | None = None
         self._held_while_down = 0.0

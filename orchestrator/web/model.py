@@ -140,6 +140,7 @@ class ChannelRow:
     eta_s: float | None = None
     updated: float | None = None  # wall time of the newest status or reading
     reading_time: float | None = None  # wall time of the newest reading
+    reading_has_step: bool = False  # the newest reading named its step
     status_time: float | None = None  # wall time of the newest status
     last_event: str | None = None
     last_event_kind: str | None = None
@@ -289,6 +290,7 @@ class LabModel:
             row.events.clear()
             row.step = row.step_index = row.cycle = row.eta_s = row.run_time_s = None
             row.reading_time = row.status_time = None
+            row.reading_has_step = False
 
     def _apply_status(self, row: ChannelRow, d: dict[str, Any]) -> Update:
         updated = _num(d.get("updated"))
@@ -300,14 +302,16 @@ class LabModel:
         row.protocol = _str(d.get("protocol"))
         row.cell_id = _str(d.get("cell_id"))
         row.run_state = _str(d.get("state"))
-        row.step = _str(d.get("step"))
-        row.step_index = _int(d.get("step_index"))
-        row.cycle = _int(d.get("cycle"))
-        row.run_time_s = _num(d.get("run_time_s"))
         row.eta_s = _num(d.get("eta_s"))
         # statuses and readings travel on different topics and may overtake each other:
-        # a status older than the newest reading keeps that reading's values
+        # a status older than the newest reading keeps that reading's values (and the
+        # step and cycle of its record)
         newer = updated is None or row.reading_time is None or updated >= row.reading_time
+        if newer or not row.reading_has_step:
+            row.step = _str(d.get("step"))
+            row.step_index = _int(d.get("step_index"))
+            row.cycle = _int(d.get("cycle"))
+            row.run_time_s = _num(d.get("run_time_s"))
         if newer and "voltage_V" in d:  # (a lab database's run record has no readings)
             row.voltage_V = _num(d.get("voltage_V"))
             row.current_A = _num(d.get("current_A"))
@@ -340,6 +344,10 @@ class LabModel:
         cycle = _int(d.get("cycle"))
         if cycle is not None:
             row.cycle = cycle
+        step = _str(d.get("step"))
+        row.reading_has_step = step is not None
+        if step is not None:  # the step the reading's record belongs to
+            row.step, row.step_index = step, _int(d.get("step_index"))
         if row.live is None:
             row.live = LiveBuffer(run_id, self.live_points)
         point = (t_run, row.voltage_V, row.current_A, temperature)

@@ -91,11 +91,11 @@ def _station(folder: Path, maccor: str, palmsens: str, shared: bool) -> Path:
     return path
 
 
-def _serve(runs: Path, station: Path, log: Path) -> subprocess.Popen[bytes]:
+def _serve(runs: Path, station: Path, log: Path, grace: str = "60") -> subprocess.Popen[bytes]:
     with open(log, "ab") as f:
         proc = subprocess.Popen(
             [*LABRIG, "serve", "--station", str(station), "--runs", str(runs),
-             "--poll", "0.05", "--stop-grace", "60"],
+             "--poll", "0.05", "--stop-grace", grace],
             stdout=subprocess.DEVNULL,
             stderr=f,
         )  # fmt: skip
@@ -143,15 +143,21 @@ def _check_rows(root: Path) -> None:
         assert np.array_equal(r, np.arange(1, len(r) + 1)), f"{root.name}: gap in block {b}"
 
 
-@pytest.mark.parametrize("shared", [True, False], ids=["shared-eis", "own-instruments"])
+@pytest.mark.parametrize(
+    ("shared", "grace"),
+    [(True, "60"), (False, "60"), (False, "0")],
+    ids=["shared-eis", "own-instruments", "blocks-left-to-the-tester"],
+)
 def test_restart_reattaches_every_stopped_run_and_keeps_the_queue(
-    tmp_path: Path, maccor: str, palmsens: str, shared: bool
+    tmp_path: Path, maccor: str, palmsens: str, shared: bool, grace: str
 ) -> None:
+    """``grace`` 0: the daemon does not wait for block ends; the tester carries the
+    blocks on and the next daemon adopts them (``attach_block``)."""
     station = _station(tmp_path, maccor, palmsens, shared)
     proto = tmp_path / "drill.yaml"
     proto.write_text(PROTOCOL if shared else PROTOCOL.replace("      - EIS from", "      # "))
     runs, log = tmp_path / "runs", tmp_path / "serve.log"
-    proc = _serve(runs, station, log)
+    proc = _serve(runs, station, log, grace)
     try:
         ids = []
         for i, pos in enumerate(["A1", "A2", "A3", "A1"]):
@@ -200,7 +206,7 @@ def test_restart_reattaches_every_stopped_run_and_keeps_the_queue(
         assert json.loads((runs / r / "run.json").read_text()).get("resumed")
 
 
-def test_a_failed_reattach_leaves_the_run_failed_not_resumable(
+def test_a_failed_reattach_holds_the_channel_and_says_so_not_resumable(
     tmp_path: Path, palmsens: str
 ) -> None:
     sim = _simulator("maccor")
@@ -221,15 +227,30 @@ def test_a_failed_reattach_leaves_the_run_failed_not_resumable(
             proc.wait()
         sim.close()  # the tester is gone: the next daemon cannot re-attach
     assert json.loads((runs / "lost" / "run.json").read_text())["resumable"] is True
+    events_before = (runs / "lost" / "events.jsonl").read_bytes()
     proc = _serve(runs, station, log)
     try:
-        _wait(lambda: any(r["state"] == "failed" for r in _ls(runs) or []), 60)
+
+        def lost() -> dict[str, Any]:
+            return next(r for r in _ls(runs) or [] if r["run_id"] == "lost")
+
+        _wait(lambda: lost()["state"] == "detached", 60)
+        assert maccor.split("//")[1] in str(lost()["reason"])
+        meta = json.loads((runs / "lost" / "run.json").read_text())
+        assert meta["state"] == "paused" and meta["resumable"] is False, meta
+        assert "re-attach" in meta["reason"] and "labrig resume" in meta["reason"], meta
+        # nothing but run.json changed; the channel is held until an operator decides
+        assert (runs / "lost" / "events.jsonl").read_bytes() == events_before
+        queued = request(runs, {"op": "submit", "protocol_yaml": proto.read_text(),
+                                "position": "A1", "run_id": "next"})  # fmt: skip
+        assert queued["state"] == "queued"
+        request(runs, {"op": "abort", "run": "lost"})
+        _wait(lambda: lost()["state"] == "aborted", 30)
         _stop(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     meta = json.loads((runs / "lost" / "run.json").read_text())
-    assert meta["state"] == "failed" and meta["resumable"] is False, meta
-    assert "re-attach" in meta["reason"] and maccor.split("//")[1] in meta["reason"], meta
+    assert meta["state"] == "aborted" and meta["resumable"] is False, meta
     assert "Traceback" not in log.read_text()

@@ -112,3 +112,15 @@ def test_a_negative_seed_is_refused(command: list[str], tmp_path: Path) -> None:
     result = runner.invoke(app, [*command, str(tmp_path), "rate_test", "--seed", "-5"])
     _no_traceback(result)
     assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["serve", "--sim"], ["agent", "--station", "s.yaml", "--lab", "postgresql://x@127.0.0.1:1/x"]],
+    ids=["serve", "agent"],
+)
+@pytest.mark.parametrize("runs", ["/proc/labrig-runs", "/sys"])
+def test_a_runs_directory_that_cannot_be_written_is_refused(command: list[str], runs: str) -> None:
+    result = runner.invoke(app, [*command, "--runs", runs])
+    _no_traceback(result)
+    assert result.exit_code == 2 and f"--runs {runs}: cannot create" in result.stderr

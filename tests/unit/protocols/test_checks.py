@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from labrig.orchestrator.cli import app
-from labrig.protocols import ProtocolError, load_protocol_text
+from labrig.protocols import ProtocolError, list_library, load_protocol, load_protocol_text
 from labrig.protocols.checks import EIS_FREQUENCY_HZ, MAX_LOOP_ITERATIONS
+from labrig.protocols.summary import estimate_duration_s, summarize
 
 runner = CliRunner()
 
@@ -146,3 +147,20 @@ def test_validate_sim_refuses_what_run_sim_refuses() -> None:
     assert refused.exit_code == 2 and "no-such-cell" in refused.stderr
     fits = runner.invoke(app, ["validate", "--sim", "long_term_eis"])
     assert fits.exit_code == 0 and "fits station 'sim'" in fits.stdout
+
+
+@pytest.mark.parametrize("name", [e.name for e in list_library()])
+def test_the_quick_duration_estimate_is_the_summary_s(name: str) -> None:
+    protocol = load_protocol(name)
+    assert estimate_duration_s(protocol) == pytest.approx(summarize(protocol).duration_s)
+
+
+def test_the_duration_estimate_counts_checkpoints_by_their_firings() -> None:
+    body = (
+        "  - repeat: 10\n    steps: [Rest for 1 s]\n    checkpoints:\n"
+        "      - {every: 3, steps: [Rest for 100 s]}\n"
+        "      - {at: [1, 3, 10], steps: [Rest for 10000 s]}\n"
+    )
+    protocol = load_protocol_text(_HEAD + body)
+    assert estimate_duration_s(protocol) == pytest.approx(10 + 3 * 100 + 3 * 10000)
+    assert summarize(protocol).duration_s == pytest.approx(10 + 3 * 100 + 3 * 10000)

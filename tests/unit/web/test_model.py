@@ -73,6 +73,21 @@ def test_a_status_overtaken_by_a_newer_reading_still_changes_the_state() -> None
     assert row.run_state == "paused"
 
 
+def test_the_step_shown_is_the_step_of_the_reading_shown() -> None:
+    """A discharge status, then a newer reading of the next charge: the row names the
+    charge, never the discharge with the charge's current."""
+    m = LabModel()
+    m.apply(f"{P}/ch0/status", status(step="Discharge at 1C", step_index=6, current_A=-1.6e-3))
+    reading = json.loads(telemetry(5.0, 3.4))
+    reading.update(current_A=1.6e-3, step="Charge at 1C", step_index=7, cycle=5)
+    m.apply(f"{P}/ch0/telemetry", json.dumps(reading).encode())
+    m.apply(f"{P}/ch0/status", status(updated=1004.0, step="Discharge at 1C", step_index=6))
+    row = m.rows[f"{P}/ch0"]
+    assert (row.step, row.step_index, row.cycle, row.current_A) == ("Charge at 1C", 7, 5, 1.6e-3)
+    m.apply(f"{P}/ch0/status", status(updated=1006.0, step="Rest", step_index=8, cycle=5))
+    assert (row.step, row.step_index) == ("Rest", 8)
+
+
 def test_events_are_deduplicated_by_run_and_seq_and_give_the_last_event() -> None:
     m = LabModel()
     m.apply(f"{P}/ch0/status", status())
