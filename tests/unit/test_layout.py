@@ -94,7 +94,8 @@ def test_the_cli_runs_from_the_wheel_alone(wheel: Path, tmp_path: Path) -> None:
     zipfile.ZipFile(wheel).extractall(unpacked)
     work.mkdir()
     libs = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(unpacked), *sorted(libs)])}
+    env = {**os.environ, "COLUMNS": "200",
+           "PYTHONPATH": os.pathsep.join([str(unpacked), *sorted(libs)])}  # fmt: skip
 
     def labrig(*args: str) -> subprocess.CompletedProcess[str]:
         code = (f"import sys, labrig; assert labrig.__file__.startswith({str(unpacked)!r}); "
