@@ -8,6 +8,7 @@ test that would otherwise hang.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import selectors
 import signal
@@ -147,3 +148,95 @@ def maccor_station(folder: Path, address: str, channel: int = 0) -> Path:
         f"positions:\n  - {{name: A1, cycler: cycler/{channel}}}\n"
     )
     return path
+
+
+# ---------------------------------------------------------------------- signals
+SIGNAL_PROTOCOL = """\
+name: signal drill
+cell: {cam_mass_mg: 8.4, c_rate_basis_mA_per_g: 190}
+limits: {voltage_V: [2.0, 3.8], current_abs_mA: 10}
+defaults: {record: {every_s: 30}}
+sequence:
+  - label: aging
+    repeat: 200
+    steps: [Charge at 1C until 3.68 V, Rest for 10 min, Discharge at 1C until 2.28 V]
+"""
+
+#: the states a signal drill waits for before its seeded delay, by name: ``loading``
+#: (labrig's first line ran), ``run.json`` (the run directory is written), ``first step``
+#: (the run journalled its start and its first step)
+SIGNAL_STAGES: dict[str, Callable[[Path], bool]] = {
+    "loading": lambda out: True,
+    "run.json": lambda out: bool(run_meta(run_dir(out))),
+    "first step": lambda out: event_count(run_dir(out)) >= 2,
+}
+
+
+async def _channel_state(address: str, number: int) -> str:
+    from labrig.drivers.maccor import MaccorCycler
+
+    async with MaccorCycler.from_url(address, channels=8) as cycler:
+        return str((await cycler.channel(number).status()).state.value)
+
+
+def signal_run(address: str, folder: Path, sig: signal.Signals, *, stage: str = "loading",
+               delay_s: float = 0.0, channel: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Start ``labrig run`` (a long cycling protocol on a MACCOR channel), wait for
+    ``stage`` (a key of :data:`SIGNAL_STAGES`), then ``delay_s`` more, send ``sig``: what
+    it left (exit code, whether it said so, ``run.json`` state and reason, the tester's
+    channel state). ``reached`` is False when the command ended before the stage."""
+    (folder / "drill.yaml").write_text(SIGNAL_PROTOCOL)
+    station = maccor_station(folder, address, channel)
+    out = folder / "runs"
+    proc = start(["run", str(folder / "drill.yaml"), "--station", str(station),
+                  "--out", str(out), "-q", "--poll", "0.02"], output=True)  # fmt: skip
+    ready = SIGNAL_STAGES[stage]
+    reached = wait_until(lambda: handlers_installed(proc), proc=proc) and wait_until(
+        lambda: ready(out), 120, proc=proc
+    )
+    if reached:
+        time.sleep(delay_s)
+    proc.send_signal(sig)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        kill(proc)
+        stdout, stderr = proc.communicate()
+    meta = run_meta(run_dir(out))
+    said = f"interrupted by {sig.name}" in stdout + stderr
+    return {
+        "signal": sig.name,
+        "stage": stage,
+        "delay_s": delay_s,
+        "reached": reached,
+        "code": proc.returncode,
+        "said": said,
+        "output": stdout + stderr,
+        "run_dir": run_dir(out) is not None,
+        "state": meta.get("state"),
+        "reason": meta.get("reason"),
+        "channel": asyncio.run(_channel_state(address, channel)),
+    }
+
+
+# ---------------------------------------------------------------------- the daemon
+def daemon_ls(runs: Path) -> list[dict[str, Any]] | None:
+    """The daemon's runs; None while no daemon answers (not there, or still starting)."""
+    from labrig.orchestrator.daemon import DaemonError, DaemonUnavailable, request
+
+    try:
+        rows: list[dict[str, Any]] = request(runs, {"op": "ls"}, timeout_s=10)["runs"]
+    except (DaemonUnavailable, DaemonError):
+        return None
+    return rows
+
+
+def serve(runs: Path, station: Path, log: Path, *, grace_s: float = 60.0
+          ) -> subprocess.Popen[str]:  # fmt: skip
+    """``labrig serve`` (stderr appended to ``log``), once it answers."""
+    proc = start(["serve", "--station", str(station), "--runs", str(runs), "--poll", "0.05",
+                  "--stop-grace", f"{grace_s:g}"], log=log)  # fmt: skip
+    if not wait_until(lambda: daemon_ls(runs) is not None, proc=proc):
+        kill(proc)
+        raise AssertionError(f"labrig serve did not start: {log.read_text()[-2000:]}")
+    return proc
