@@ -150,6 +150,17 @@ def maccor_station(folder: Path, address: str, channel: int = 0) -> Path:
     return path
 
 
+def furnace_station(folder: Path, address: str) -> Path:
+    """``station.yaml`` with one furnace position, tube1, on a Eurotherm."""
+    path = folder / "station.yaml"
+    path.write_text(
+        "name: lab\n"
+        f"instruments:\n  furnace: {{driver: eurotherm, address: '{address}'}}\n"
+        "positions:\n  - {name: tube1, kind: furnace, furnace: furnace}\n"
+    )
+    return path
+
+
 # ---------------------------------------------------------------------- signals
 SIGNAL_PROTOCOL = """\
 name: signal drill

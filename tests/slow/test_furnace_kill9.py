@@ -17,7 +17,7 @@ import pytest
 from labrig.drivers.capabilities import FurnaceSegment
 from labrig.drivers.eurotherm import EurothermFurnace, settings_2400
 from labrig.orchestrator.thermal import STAGING_FILE, read_series
-from tests.procs import events, kill, run_dir, simulator, start, wait_until
+from tests.procs import events, furnace_station, kill, run_dir, simulator, start, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -77,14 +77,10 @@ def _killed_run(tmp_path: Path, controller: str) -> tuple[Path, list[list[float]
     """Start an anneal, kill -9 it once it has staged rows inside the programme: its run
     directory and every row the killed process had recorded."""
     (tmp_path / "anneal.yaml").write_text(PROTOCOL)
-    (tmp_path / "station.yaml").write_text(
-        "name: lab\n"
-        f"instruments:\n  furnace: {{driver: eurotherm, address: '{controller}'}}\n"
-        "positions:\n  - {name: tube1, kind: furnace, furnace: furnace}\n"
-    )
+    station = furnace_station(tmp_path, controller)
     out = tmp_path / "runs"
-    proc = _start(["run", str(tmp_path / "anneal.yaml"), "--station",
-                   str(tmp_path / "station.yaml"), "--out", str(out)])  # fmt: skip
+    proc = _start(["run", str(tmp_path / "anneal.yaml"), "--station", str(station),
+                   "--out", str(out)])  # fmt: skip
     _wait_for_rows(out, proc, more_than=3)
     kill(proc)
     (root,) = list(out.iterdir())
