@@ -1,6 +1,7 @@
 """What labs do to labrig, as figures (issue: surviving what labs do to it).
 
-    python bench/faults.py [--restarts 10] [--moments 20] [--seed 12] [--only SECTION]
+    python bench/faults.py [--restarts 10] [--moments 20] [--seed 12] [--span 10]
+                           [--only restarts|damage|signals]
 
 1. DAEMON RESTARTS: a simulated MACCOR and a simulated PalmSens, each in its own process
    on a fast real clock (the instruments outlive the daemon), 4 runs under ``labrig serve``
@@ -11,9 +12,9 @@
 2. JOURNAL / STAGING DAMAGE: ``run_damage_drills()`` of ``bench/faults_damage.py`` when
    that file is there (15 kinds of damage: detected, reported, silent).
 3. SIGNALS: SIGINT or SIGTERM to ``labrig run`` at ``--moments`` seeded moments after its
-   first line ran (0 to 6 s: loading, opening, running): final state in ``run.json`` (or
-   no run directory, with the command saying nothing was started), the message, and the
-   tester's own channel state read back from the simulator (not running).
+   first line ran (0 to ``--span`` s: loading, opening, running): final state in
+   ``run.json`` (or no run directory, with the command saying nothing was started), the
+   message, and the tester's own channel state read back from the simulator.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import pyarrow.parquet as pq
 
 from labrig.drivers.capabilities import ChannelState
 from labrig.drivers.maccor import MaccorCycler
-from labrig.orchestrator.daemon import DaemonUnavailable, request
+from labrig.orchestrator.daemon import DaemonError, DaemonUnavailable, request
 
 LABRIG = [sys.executable, "-m", "labrig.orchestrator.cli"]
 FINAL = ("finished", "aborted", "failed")
@@ -107,7 +108,7 @@ def wait(pred: Callable[[], bool], timeout: float) -> bool:
 def _ls(runs: Path) -> list[dict[str, Any]]:
     try:
         rows: list[dict[str, Any]] = request(runs, {"op": "ls"}, timeout_s=10)["runs"]
-    except DaemonUnavailable:
+    except (DaemonUnavailable, DaemonError):  # not there, or still starting
         return []
     return rows
 
@@ -119,9 +120,16 @@ def _serve(runs: Path, station: Path, log: Path) -> subprocess.Popen[bytes]:
              "--poll", "0.05", "--stop-grace", "60"],
             stdout=subprocess.DEVNULL, stderr=f,
         )  # fmt: skip
-    if not wait(lambda: bool(_ls(runs)) or (runs / "labrig.sock").exists(), 60):
+    if not wait(lambda: _pings(runs), 60):
         raise RuntimeError(f"labrig serve did not start: {log.read_text()[-2000:]}")
     return proc
+
+
+def _pings(runs: Path) -> bool:
+    try:
+        return bool(request(runs, {"op": "ping"}, timeout_s=10).get("ok"))
+    except (DaemonUnavailable, DaemonError):
+        return False
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -273,9 +281,9 @@ def signal_moment(address: str, folder: Path, sig: signal.Signals, delay_s: floa
     }
 
 
-def signal_drill(moments: int, seed: int, folder: Path) -> list[dict[str, Any]]:
+def signal_drill(moments: int, seed: int, folder: Path, span_s: float) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    plan = [(rng.choice([signal.SIGINT, signal.SIGTERM]), rng.uniform(0.0, 6.0))
+    plan = [(rng.choice([signal.SIGINT, signal.SIGTERM]), rng.uniform(0.0, span_s))
             for _ in range(moments)]  # fmt: skip
     out = []
     folder.mkdir(parents=True, exist_ok=True)
@@ -305,6 +313,7 @@ def main() -> None:
     ap.add_argument("--restarts", type=int, default=10)
     ap.add_argument("--moments", type=int, default=20)
     ap.add_argument("--seed", type=int, default=12)
+    ap.add_argument("--span", type=float, default=10.0, help="signals 0..SPAN s after start")
     ap.add_argument("--only", choices=["restarts", "damage", "signals"], action="append",
                     help="run only this section (repeatable)")  # fmt: skip
     args = ap.parse_args()
@@ -315,7 +324,7 @@ def main() -> None:
     if "damage" in only:
         print_damage()
     if "signals" in only:
-        print_signals(args.moments, args.seed, folder)
+        print_signals(args.moments, args.seed, folder, args.span)
 
 
 def print_restarts(restarts: int, folder: Path) -> None:
@@ -354,12 +363,12 @@ def print_damage() -> None:
                 print(f"    {name:38s} {text[:140]}")
 
 
-def print_signals(count: int, seed: int, folder: Path) -> None:
+def print_signals(count: int, seed: int, folder: Path, span_s: float) -> None:
     t0 = time.perf_counter()
-    moments = signal_drill(count, seed, folder / "signals")
+    moments = signal_drill(count, seed, folder / "signals", span_s)
     n = len(moments)
     print(
-        f"SIGNALS to labrig run at {n} seeded moments (0-6 s after its first line; "
+        f"SIGNALS to labrig run at {n} seeded moments (0-{span_s:g} s after its first line; "
         f"{time.perf_counter() - t0:.0f} s)"
     )
     print(f"  final states written (and said so): {sum(m['ok_final'] for m in moments)}/{n}; "

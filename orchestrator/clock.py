@@ -24,13 +24,14 @@ to stamp records (``Clock.wall()``), so a wall-clock jump cannot stretch a step.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import select
 import selectors
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
 __all__ = [
     "Clock",
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class _JumpingSelector(selectors.BaseSelector):
@@ -161,8 +163,11 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._now = target
         self.jumps += 1
 
-    def run_in_executor(  # type: ignore[override]
-        self, executor: Any, func: Callable[..., T], *args: Any
+    def run_in_executor(
+        self,
+        executor: concurrent.futures.Executor | None,
+        func: Callable[[*Ts], T],
+        *args: *Ts,
     ) -> asyncio.Future[T]:
         fut = super().run_in_executor(executor, func, *args)
         self.busy_threads += 1

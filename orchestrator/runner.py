@@ -5,19 +5,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from labrig.protocols.models import CellSpec, Protocol
+from labrig.protocols.models import Protocol
 
 from .events import EventSink, RunState
 from .executor import Executor, RunOptions, RunOutcome
-from .instruments import Source
 from .journal import Journal
 from .run.bindings import RunBindings
 from .run.damage import check_instrument, open_journal, open_store
-from .run.request import RunRequest
+from .run.instruments import open_cell_bindings as bind_instruments
+from .run.request import Resumption, RunRequest
 from .station import Position, StationConfig
 from .store import RunStore, new_run_id
 
@@ -30,26 +30,6 @@ def is_thermal(protocol: Protocol) -> bool:
 
     steps = protocol.steps()
     return any(isinstance(s, FurnaceStep | GasStep) for s in steps) and not protocol.drives_cell()
-
-
-@contextlib.asynccontextmanager
-async def bind_instruments(
-    station: StationConfig,
-    position: Position,
-    cell: CellSpec | None,
-    *,
-    sim: bool,
-    seed: int,
-    wrap: Callable[[Source], Source] | None = None,
-) -> AsyncIterator[RunBindings]:
-    """Open the instruments serving ``position`` (simulated when ``sim``) for one run;
-    ``wrap`` may stand between the run and the instruments' source."""
-    from .run.instruments import open_cell_bindings
-
-    async with open_cell_bindings(
-        station, position, cell, sim=sim, seed=seed, wrap=wrap
-    ) as bindings:
-        yield bindings
 
 
 async def execute_run(
@@ -152,10 +132,7 @@ async def resume_run(
     :func:`orchestrator.thermal.resume_thermal_run`. Raises :class:`JournalCorrupt` rather
     than guess.
     """
-    from labrig.protocols.loader import load_protocol_text
-
-    meta = json.loads((run_dir / "run.json").read_text())
-    if meta.get("kind") == "thermal":
+    if json.loads((run_dir / "run.json").read_text()).get("kind") == "thermal":
         from .thermal import resume_thermal_run
 
         thermal: tuple[RunOutcome, Path] = await resume_thermal_run(
@@ -163,21 +140,13 @@ async def resume_run(
             on_executor=on_executor, options=options, durable=durable,
         )  # fmt: skip
         return thermal
-    if meta.get("state") in ("finished", "aborted", "failed"):
-        raise ValueError(f"{run_dir.name} ended ({meta['state']}); nothing to resume")
-    protocol = load_protocol_text(
-        (run_dir / "protocol.yaml").read_text(), source_name=str(run_dir / "protocol.yaml")
-    )
-    if station is None:
-        station = StationConfig.model_validate(meta["station_config"])
-    sim_ = bool(meta.get("simulated")) if sim is None else sim
-    durable_ = (not sim_) if durable is None else durable
+    r = Resumption.read(run_dir, station=station, sim=sim, durable=durable)
     # checked as a whole, files and instrument, before anything is changed or sent
-    journal = open_journal(run_dir, durable=durable_)
+    journal = open_journal(run_dir, durable=r.durable)
     try:
         store = open_store(
-            run_dir, journal, durable=durable_, staging=staging,
-            stage_every_s=_stage_every(stage_every_s, durable_),
+            run_dir, journal, durable=r.durable, staging=staging,
+            stage_every_s=_stage_every(stage_every_s, r.durable),
         )  # fmt: skip
     except BaseException:
         journal.close()
@@ -186,13 +155,13 @@ async def resume_run(
     async def attached(b: RunBindings) -> None:
         await check_instrument(run_dir, b.cycler, journal)
         store.reconcile_events(journal)
-        store.update_meta(state="running", resumed=[*meta.get("resumed", []), _now_iso()])
+        r.mark_resumed(store)
 
-    position = station.position(meta["position"])
-    opts = options or default_options(sim_)
+    position = r.station.position(r.meta["position"])
+    opts = options or default_options(r.sim)
     return await _drive(
-        store, journal, protocol, station, position, meta["run_id"],
-        sim=sim_, seed=int(meta.get("seed", 0)), options=opts, sinks=sinks,
+        store, journal, r.protocol, r.station, position, r.run_id,
+        sim=r.sim, seed=r.seed, options=opts, sinks=sinks,
         on_progress=on_progress, on_executor=on_executor, bindings=bindings, resume=True,
         attached=attached,
     )  # fmt: skip
@@ -279,9 +248,3 @@ def default_options(sim: bool) -> RunOptions:
             poll_s=600.0, max_poll_s=6 * 3600.0, collect_s=6 * 3600.0, batch_iterations=25
         )
     return RunOptions(poll_s=10.0)
-
-
-def _now_iso() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).isoformat()

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_DURATION_S",
     "MAX_LOOP_ITERATIONS",
     "format_hertz",
+    "format_quantity",
     "protocol_issues",
 ]
 
@@ -51,14 +52,20 @@ _PREFIXES = (
 )
 
 
-def format_hertz(value: float) -> str:
-    """``7e6`` -> ``7 MHz``; ``1e12`` -> ``1000 GHz``; ``1e-5`` -> ``10 µHz``."""
+def format_quantity(value: float, unit: str) -> str:
+    """``7e6, "Hz"`` -> ``7 MHz``; ``1e12, "Hz"`` -> ``1 THz``; ``0.5, "A"`` -> ``500 mA``;
+    ``1e-5, "Hz"`` -> ``10 µHz``."""
     if value == 0 or not math.isfinite(value):
-        return f"{value:g} Hz"
+        return f"{value:g} {unit}"
     for scale, prefix in _PREFIXES:
         if abs(value) >= scale * (1 - 1e-12):
-            return f"{value / scale:.4g} {prefix}Hz"
-    return f"{value:.3g} Hz"
+            return f"{value / scale:.4g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def format_hertz(value: float) -> str:
+    """A frequency with its SI prefix: ``7e6`` -> ``7 MHz``."""
+    return format_quantity(value, "Hz")
 
 
 def protocol_issues(protocol: m.Protocol) -> list[tuple[PathT, str]]:

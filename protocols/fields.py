@@ -41,11 +41,15 @@ __all__ = [
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+#: the input form each marked before-validator accepts (read by :mod:`protocols.schema`)
+INPUT_FORMS: dict[Callable[..., Any], str] = {}
+
+
 def _accepts(tag: str) -> Callable[[_F], _F]:
     """Mark a before-validator with the input form it accepts (for :mod:`protocols.schema`)."""
 
     def mark(fn: _F) -> _F:
-        fn.json_input = tag  # type: ignore[attr-defined]
+        INPUT_FORMS[fn] = tag
         return fn
 
     return mark

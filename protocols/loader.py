@@ -99,9 +99,12 @@ def load_protocol(
 
     if text in library_names():
         return _load_file(library_path(text), source_name or text, overrides)
-    names = ", ".join(library_names())
+    known = library_names()
+    close = difflib.get_close_matches(text, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    names = ", ".join(known)
     raise ProtocolError(
-        [Issue(text, None, "", f"no such file or library protocol (library: {names})")]
+        [Issue(text, None, "", f"no such file or library protocol{hint} (library: {names})")]
     )
 
 

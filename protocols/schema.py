@@ -18,6 +18,7 @@ the full check (units, step grammar, limits, the cell).
 from __future__ import annotations
 
 import json
+from types import MethodType
 from typing import Any
 
 from pydantic import BaseModel
@@ -25,6 +26,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from . import models as m
+from .fields import INPUT_FORMS
 
 __all__ = ["SCHEMA_DIALECT", "SCHEMA_ID", "input_schema", "input_schema_text"]
 
@@ -72,7 +74,9 @@ _KEYWORDS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "
 
 def _tag_of(schema: core_schema.CoreSchema) -> str | None:
     fn = schema.get("function", {}).get("function")
-    return getattr(getattr(fn, "__func__", fn), "json_input", None)
+    if isinstance(fn, MethodType):  # a classmethod validator, bound to its model
+        fn = fn.__func__
+    return INPUT_FORMS.get(fn) if callable(fn) else None
 
 
 class _InputSchema(GenerateJsonSchema):

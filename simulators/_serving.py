@@ -36,9 +36,12 @@ import contextlib
 import logging
 import math
 import os
+import threading
+import time
 import tty
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self
 
@@ -61,6 +64,8 @@ __all__ = [
 log = logging.getLogger("labrig.simulators")
 
 _READ_SIZE = 1 << 16
+#: looks up the process behind a loopback connection for the command logs
+_LOOKUPS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labrig-sim-sender")
 
 
 class Manipulator(Protocol):
@@ -174,6 +179,11 @@ class Link:
         self.peer = peer
         self._local = local
         self._sender: dict[str, Any] | None = None
+        self._pending: list[tuple[float, str, int | None, dict[str, Any]]] = []
+        self._lookup_started = False
+        self._log_lock = threading.Lock()
+        if server.command_log is not None and peer is not None:
+            self._look_up(server.command_log)  # now, while the host that connected lives
         self._write = write
         self._hang_up = hang_up
         loop = asyncio.get_running_loop()
@@ -187,21 +197,51 @@ class Link:
         return asyncio.get_running_loop().time()
 
     @property
-    def sender(self) -> dict[str, Any]:
-        """Who is at the other end: ``pid`` (None if unknown) and ``peer`` (an address)."""
-        if self._sender is None:
-            if self.peer is None:  # a pseudo-terminal: whoever opened the serial port
-                self._sender = {"pid": None, "peer": "pty"}
-            else:
-                pid = loopback_peer_pid(self.peer, self._local) if self._local else None
-                self._sender = {"pid": pid, "peer": f"{self.peer[0]}:{self.peer[1]}"}
+    def sender(self) -> dict[str, Any] | None:
+        """Who is at the other end: ``pid`` (None if unknown) and ``peer`` (an address);
+        None while it is being looked up."""
         return self._sender
 
     def log(self, cmd: str, *, chan: int | None = None, **extra: Any) -> None:
-        """Record one command received on this link (if the server keeps a log)."""
+        """Record one command received on this link (if the server keeps a log).
+
+        The sending process is looked up in ``/proc`` once per link, in a worker thread
+        (a busy machine's socket table takes a while to read; the simulator must answer
+        meanwhile): commands received before it is known are written when it is, with
+        their own times."""
         log_ = self.server.command_log
-        if log_ is not None:
-            log_.write(cmd, chan=chan, **self.sender, **extra)
+        if log_ is None:
+            return
+        with self._log_lock:
+            if self._sender is not None:
+                log_.write(cmd, chan=chan, **self._sender, **extra)
+                return
+            self._pending.append((time.time(), cmd, chan, extra))
+        self._look_up(log_)
+
+    def _look_up(self, log_: CommandLog) -> None:
+        with self._log_lock:
+            if self._lookup_started:
+                return
+            self._lookup_started = True
+        if self.peer is None or self._local is None:  # a pseudo-terminal: the serial port's
+            self._resolved(log_, {"pid": None, "peer": "pty" if self.peer is None else "?"})
+            return
+        peer, local = self.peer, self._local
+        future = _LOOKUPS.submit(loopback_peer_pid, peer, local)
+        future.add_done_callback(
+            lambda f: self._resolved(
+                log_, {"pid": f.result() if f.exception() is None else None,
+                       "peer": f"{peer[0]}:{peer[1]}"}
+            )
+        )  # fmt: skip
+
+    def _resolved(self, log_: CommandLog, sender: dict[str, Any]) -> None:
+        with self._log_lock:
+            self._sender = sender
+            for t, cmd, chan, extra in self._pending:
+                log_.write(cmd, chan=chan, t=t, **sender, **extra)
+            self._pending.clear()
 
     def _open(self, device: Device) -> None:
         self._session = device.open_session(self)
@@ -445,6 +485,9 @@ class SimServer:
         for close in self._closers:
             close()
         self._closers.clear()
+        if self.command_log is not None:
+            # the sender lookups under way end (and write what waited for them) first
+            await asyncio.get_running_loop().run_in_executor(_LOOKUPS, lambda: None)
 
     # ------------------------------------------------------------------ links
     @property

@@ -35,8 +35,12 @@ class CommandLog:
         self._lock = threading.Lock()
         self.count = 0
 
-    def write(self, cmd: str, *, chan: int | None = None, **sender: Any) -> None:
-        line = json.dumps({"t": round(time.time(), 6), **sender, "cmd": cmd, "chan": chan},
+    def write(
+        self, cmd: str, *, chan: int | None = None, t: float | None = None, **sender: Any
+    ) -> None:
+        """One command (``t``: when it came, default now) from ``sender``'s fields."""
+        when = time.time() if t is None else t
+        line = json.dumps({"t": round(when, 6), **sender, "cmd": cmd, "chan": chan},
                           separators=(",", ":"))  # fmt: skip
         with self._lock:
             if self._fd < 0:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from labrig.drivers.capabilities import FurnaceSegment, InstrumentError, InstrumentProtocolError
 
@@ -96,31 +96,30 @@ class EurothermSettings:
             raise ValueError(f"decimals must be 0..3, got {self.decimals}")
 
 
-def settings_2400(**overrides: object) -> EurothermSettings:
+def settings_2400(**overrides: Any) -> EurothermSettings:
     """2400 series defaults: programmer present, status 1 reset 2 run 4 hold 8 holdback
-    16 complete."""
-    kw: dict[str, object] = {
-        "series": "2400",
-        "status_codes": {1: "reset", 2: "running", 4: "hold", 8: "holdback", 16: "complete"},
-        "status_commands": {"reset": 1, "run": 2, "hold": 4},
-        "program": SegmentLayout(),
-    }
-    kw.update(overrides)
-    return EurothermSettings(**kw)  # type: ignore[arg-type]
+    16 complete. ``overrides``: other values of :class:`EurothermSettings` fields."""
+    base = EurothermSettings(
+        series="2400",
+        status_codes={1: "reset", 2: "running", 4: "hold", 8: "holdback", 16: "complete"},
+        status_commands={"reset": 1, "run": 2, "hold": 4},
+        program=SegmentLayout(),
+    )
+    return replace(base, **overrides)
 
 
-def settings_3200(**overrides: object) -> EurothermSettings:
+def settings_3200(**overrides: Any) -> EurothermSettings:
     """3200 series defaults: 0 reset 1 run 2 hold 3 end; rate units from register 531;
-    no 2400-style programmer layout (load_program is refused unless one is given)."""
-    kw: dict[str, object] = {
-        "series": "3200",
-        "status_codes": {0: "reset", 1: "running", 2: "hold", 3: "complete"},
-        "status_commands": {"reset": 0, "run": 1, "hold": 2},
-        "rate_unit_s": None,
-        "program": None,
-    }
-    kw.update(overrides)
-    return EurothermSettings(**kw)  # type: ignore[arg-type]
+    no 2400-style programmer layout (load_program is refused unless one is given).
+    ``overrides``: other values of :class:`EurothermSettings` fields."""
+    base = EurothermSettings(
+        series="3200",
+        status_codes={0: "reset", 1: "running", 2: "hold", 3: "complete"},
+        status_commands={"reset": 0, "run": 1, "hold": 2},
+        rate_unit_s=None,
+        program=None,
+    )
+    return replace(base, **overrides)
 
 
 def float_address(register: int) -> int:

@@ -31,6 +31,7 @@ from labrig.drivers.capabilities import (
     ChannelState,
     ChannelStatus,
     ChannelStep,
+    EndAction,
     EndCondition,
     InstrumentError,
     InstrumentTimeout,
@@ -515,7 +516,7 @@ def _chunk_ends(blk: _Block, c: DataChunk, after_rec: int) -> list[StepEnd]:
         step = blk.proc.steps[number - 1]
         code = int(c.es[i])
         reason = "safety" if code in PROBLEM_CODES else ES_REASON.get(code, f"es{code}")
-        action = "next"
+        action: EndAction = "next"
         if reason in ("voltage", "current", "time", "capacity", "dvdt"):
             value = {
                 "voltage": float(c.voltage_V[i]),
@@ -536,7 +537,7 @@ def _chunk_ends(blk: _Block, c: DataChunk, after_rec: int) -> list[StepEnd]:
             StepEnd(
                 step_id=step.step_id,
                 reason=reason,
-                action=action,  # type: ignore[arg-type]
+                action=action,
                 time_s=float(c.step_time_s[i]),
                 charge_Ah=float(c.step_charge_Ah[i]),
                 energy_Wh=float(c.step_energy_Wh[i]),

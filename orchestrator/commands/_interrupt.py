@@ -26,12 +26,15 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
 from . import _early
+
+if TYPE_CHECKING:
+    from ..run.lifecycle import RunLifecycle
 
 __all__ = [
     "Interrupted",
@@ -86,7 +89,7 @@ class Stopper:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.signal: signal.Signals | None = None
-        self.executor: Any = None
+        self.executor: RunLifecycle | None = None
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:

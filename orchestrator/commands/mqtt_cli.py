@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import aiomqtt
 import typer
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.live import Live
 from rich.table import Table
 
@@ -111,7 +111,7 @@ def _eta(seconds: float | None) -> str:
 def render_table(rows: list[dict[str, Any]], title: str) -> Table:
     """The monitor table for rows of :meth:`MonitorModel.rows`."""
     table = Table(title=title, expand=False)
-    for name, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("station", "left"),
         ("channel", "left"),
         ("state", "left"),
@@ -122,8 +122,9 @@ def render_table(rows: list[dict[str, Any]], title: str) -> Table:
         ("°C", "right"),
         ("ETA", "right"),
         ("updated", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    )
+    for name, justify in columns:
+        table.add_column(name, justify=justify)
     for r in rows:
         state = r["state"] or "?"
         style = ""

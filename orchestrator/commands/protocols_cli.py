@@ -58,6 +58,11 @@ def validate(
             err.print(str(issue), markup=False)
         err.print(f"{len(exc.issues)} error(s); the protocol is not valid.", style="red")
         raise typer.Exit(EXIT_INVALID) from None
+    # every check that can refuse runs before "valid" is printed: never "valid", then exit 2
+    _check_compiles(protocol, sim, err)
+    fits = None
+    if station is not None or sim:
+        fits = _check_station(file, protocol, station, position, err)
     out = Console(highlight=False, soft_wrap=True)
     summary = summarize(protocol)
     text = render_summary(summary)
@@ -70,9 +75,9 @@ def validate(
     for warning in (*summary.warnings, *rest_voltage_warnings(protocol)):
         out.print("[yellow]warning:[/yellow] ", end="")
         out.print(warning, markup=False)
-    _check_compiles(protocol, sim, err)
-    if station is not None or sim:
-        _check_station(file, protocol, station, position, out, err)
+    if fits is not None:
+        out.print("[green]fits[/green] ", end="")
+        out.print(fits, markup=False)
 
 
 def _check_compiles(protocol: Protocol, sim: bool, err: Console) -> None:
@@ -88,11 +93,10 @@ def _check_compiles(protocol: Protocol, sim: bool, err: Console) -> None:
 
 
 def _check_station(
-    file: str, protocol: Protocol, path: Path | None, position: str | None, out: Console,
-    err: Console,
-) -> None:  # fmt: skip
+    file: str, protocol: Protocol, path: Path | None, position: str | None, err: Console
+) -> str:
     """Exit 2 with every step the station position's instruments cannot run (``path``
-    None: the built-in simulated station)."""
+    None: the built-in simulated station); else the line that says what it reaches."""
     from ..runner import is_thermal
     from ..station import DEFAULT_STATION, StationError, load_station
     from ._station_check import range_summary, station_problems
@@ -117,8 +121,7 @@ def _check_station(
             markup=False,
         )
         raise typer.Exit(EXIT_INVALID)
-    out.print("[green]fits[/green] ", end="")
-    out.print(f"station {st.name!r}, position {pos.name!r}: {range_summary(st, pos)}", markup=False)
+    return f"station {st.name!r}, position {pos.name!r}: {range_summary(st, pos)}"
 
 
 def schema(

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,6 +28,9 @@ from ._format import duration_text
 from ._interrupt import Interrupted, Stopper, interruptible, signals_handled
 from ._options import PositionOption, SetOption, StationOption, parse_sets
 from ._paths import writable_dir_or_exit
+
+if TYPE_CHECKING:
+    from ..run.lifecycle import RunLifecycle, RunOutcome
 
 __all__ = ["register"]
 
@@ -255,7 +258,7 @@ def resume(
     _print_outcome(proto.name, outcome, root, sim)
 
 
-def _print_outcome(name: str, outcome: Any, root: Path, sim: bool) -> None:
+def _print_outcome(name: str, outcome: RunOutcome, root: Path, sim: bool) -> None:
     table = Table(title=f"{name}: {outcome.state.value}", show_header=False)
     table.add_column("", no_wrap=True)
     table.add_column("", overflow="fold")
@@ -264,11 +267,10 @@ def _print_outcome(name: str, outcome: Any, root: Path, sim: bool) -> None:
     table.add_row("simulated time" if sim else "run time", _fmt_hours(outcome.run_time_s))
     if outcome.reason:
         table.add_row("reason", outcome.reason)
-    summary = getattr(outcome, "summary", None)
-    if summary:
-        from ..thermal import summary_lines
+    from ..thermal import ThermalOutcome, summary_lines
 
-        for key, value in summary_lines(summary):
+    if isinstance(outcome, ThermalOutcome) and outcome.summary:
+        for key, value in summary_lines(outcome.summary):
             table.add_row(key, value)
     out.print(table)
     # on a line of its own and never cut: the path is what the user copies next
@@ -324,11 +326,10 @@ def _run_with_display(
 
     stopper = Stopper(err)
 
-    def announce(ex: Any) -> None:
+    def announce(ex: RunLifecycle) -> None:
         stopper.executor = ex
-        store = getattr(ex, "store", None)
-        if store is not None and not quiet:
-            err.print(f"run directory: {store.root}", markup=False, highlight=False,
+        if not quiet:
+            err.print(f"run directory: {ex.store.root}", markup=False, highlight=False,
                       soft_wrap=True)  # fmt: skip
 
     async def main() -> Any:
@@ -361,7 +362,7 @@ async def _start_with(
     req: Any,
     start: Callable[..., Awaitable[Any]],
     on_progress: Callable[[Any], None],
-    announce: Callable[[Any], None],
+    announce: Callable[[RunLifecycle], None],
 ) -> Any:
     """``start`` with the sinks and hooks of the display (and MQTT when asked)."""
     if not mqtt:
@@ -370,7 +371,7 @@ async def _start_with(
 
     async with open_publisher_for_run(mqtt, req) as pub:
 
-        def on_executor(ex: Any) -> Any:
+        def on_executor(ex: RunLifecycle) -> Any:
             announce(ex)
             return attach_executor(pub, ex)
 

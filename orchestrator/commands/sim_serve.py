@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,7 +68,9 @@ async def _serve(
         print("\n".join(addresses), flush=True)
         typer.echo(f"serving {count} simulated {name} at speed x{opts.speed:g}; Ctrl-C to stop",
                    err=True)  # fmt: skip
-        await asyncio.Event().wait()  # until Ctrl-C cancels us; the stack closes the servers
+        stop = asyncio.Event()  # until Ctrl-C cancels us or SIGTERM: the stack closes them
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
 
 
 def register(app: typer.Typer) -> None:

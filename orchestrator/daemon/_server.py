@@ -241,7 +241,7 @@ class Daemon:
         if op not in OPS:
             return error(f"unknown op {op!r} (known: {', '.join(OPS)})")
         if sched is None:
-            return error("the daemon is not running a scheduler")
+            return error("the daemon is starting (re-attaching its runs); try again in a moment")
         try:
             if op == "ping":
                 return ok(

@@ -26,6 +26,10 @@ import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
 __all__ = [
     "ROLES",
@@ -135,16 +139,16 @@ def verify_token(secret: str, token: str | None) -> Principal | None:
 
 
 # ---------------------------------------------------------------------- certificates
-def _key() -> object:
+def _key() -> EllipticCurvePrivateKey:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _pem_key(key: object) -> bytes:
+def _pem_key(key: EllipticCurvePrivateKey) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
-    return key.private_bytes(  # type: ignore[attr-defined, no-any-return]
+    return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
@@ -164,7 +168,7 @@ def make_ca(directory: Path, lab: str, *, days: int = 3650) -> tuple[Path, Path]
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
-        .public_key(key.public_key())  # type: ignore[attr-defined]
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
@@ -183,7 +187,7 @@ def make_ca(directory: Path, lab: str, *, days: int = 3650) -> tuple[Path, Path]
             ),
             critical=True,
         )
-        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
+        .sign(key, hashes.SHA256())
     )
     from cryptography.hazmat.primitives import serialization
 
@@ -204,14 +208,27 @@ def issue_agent_cert(
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+    issuer_keys = (
+        ec.EllipticCurvePrivateKey,
+        rsa.RSAPrivateKey,
+        dsa.DSAPrivateKey,
+        ed25519.Ed25519PrivateKey,
+        ed448.Ed448PrivateKey,
+    )
     if not _NAME.match(agent):
         raise SecretError(f"agent name {agent!r}: letters, digits, '-' and '_' only")
     ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
     ca_key = serialization.load_pem_private_key(
         read_secret(path=directory / "ca.key", what="lab CA key").encode(), password=None
     )
+    if not isinstance(ca_key, issuer_keys):
+        raise SecretError(
+            f"{directory / 'ca.key'}: a {type(ca_key).__name__} cannot sign certificates "
+            "(an EC, RSA, DSA, Ed25519 or Ed448 key can)"
+        )
     alt: list[x509.GeneralName] = []
     for h in hosts:
         try:
@@ -224,7 +241,7 @@ def issue_agent_cert(
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, agent)]))
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())  # type: ignore[attr-defined]
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
@@ -236,7 +253,7 @@ def issue_agent_cert(
             ),
             critical=False,
         )
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+        .sign(ca_key, hashes.SHA256())
     )
     crt = directory / f"{agent}.crt"
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

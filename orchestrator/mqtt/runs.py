@@ -21,7 +21,7 @@ from .publisher import MqttPublisher
 from .settings import MqttSettings
 
 if TYPE_CHECKING:
-    from ..executor import Executor
+    from ..run.lifecycle import RunLifecycle
     from ..runner import RunRequest
     from ..station import StationConfig
 
@@ -61,7 +61,7 @@ def station_description(station: StationConfig, name: str | None = None) -> Stat
     )
 
 
-def attach_executor(pub: MqttPublisher, ex: Executor) -> None:
+def attach_executor(pub: MqttPublisher, ex: RunLifecycle) -> None:
     """Route remote commands for ``ex.channel`` to the executor and record each of them."""
 
     async def handle(channel: str, command: str, sender: str) -> tuple[bool, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from labrig.drivers.capabilities import EisRequest, ImpedanceChannel
 from labrig.protocols.models import ChamberStep, EisStep
@@ -21,6 +21,8 @@ from .cellrun import CellRunState
 from .lifecycle import RunAborted
 
 __all__ = ["UNIT_HANDLERS", "UnitHandler", "run_eis", "set_chamber", "unit_handler"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -37,14 +39,19 @@ class UnitHandler:
     interrupted: Callable[[CellRunState, Any], bool]
 
 
-async def run_eis(run: CellRunState, step: EisStep) -> None:
-    """An impedance sweep on the run's impedance channel, booked while it measures."""
-    imp = run.bind.impedance
-    if imp is None:
+def _bound(channel: T | None, step: str, instrument: str) -> T:
+    """The run's ``instrument`` for a step that needs it; a failed run without one."""
+    if channel is None:
         raise RunAborted(
-            "this protocol has an EIS step but the station has no impedance channel for this cell",
+            f"this protocol {step} but the station has no {instrument} for this cell",
             RunState.failed,
         )
+    return channel
+
+
+async def run_eis(run: CellRunState, step: EisStep) -> None:
+    """An impedance sweep on the run's impedance channel, booked while it measures."""
+    imp = _bound(run.bind.impedance, "has an EIS step", "impedance channel")
     run._emit(
         EventKind.step_started,
         step=step.text or "EIS",
@@ -100,12 +107,7 @@ def _eis_interrupted(run: CellRunState, step: EisStep) -> bool:
 
 async def set_chamber(run: CellRunState, step: ChamberStep) -> None:
     """A chamber setpoint, waited on until stable when the step says so."""
-    ch = run.bind.chamber
-    if ch is None:
-        raise RunAborted(
-            "this protocol sets a chamber temperature but the station has no chamber for this cell",
-            RunState.failed,
-        )
+    ch = _bound(run.bind.chamber, "sets a chamber temperature", "chamber")
     await ch.set_temperature(step.setpoint_C)
     rule = step.wait
     if rule is None:

@@ -17,7 +17,6 @@ type) and :mod:`.walk` (nodes, loops, units).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from labrig.drivers.capabilities import ChannelLimits
@@ -35,10 +34,6 @@ log = logging.getLogger(__name__)
 
 class Executor(ProtocolWalker):
     """Runs one protocol on one cell. Use ``await Executor(...).run()`` once."""
-
-    # no longer awaited: a run's final writes leave the event loop (orchestrator.store
-    # queues them to its storage threads); kept until the scheduler stops setting it
-    before_final_writes: Callable[[], Awaitable[None]] | None = None
 
     _position: list[Any] | None = None  # where a resumed run goes on
 

@@ -14,12 +14,12 @@ name its file and line.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from labrig.protocols import models as m
+from labrig.protocols.checks import format_quantity
 
 from ..instruments import InstrumentLimits, entry
 from ..station import Position, StationConfig
@@ -54,19 +54,6 @@ class _Inst:
         """Where the station changes ``figure`` (a field of the limits)."""
         option = self.limits.settings.get(figure)
         return f" (the station's instruments.{self.name}.{option} sets it)" if option else ""
-
-
-_PREFIXES = ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ"))
-
-
-def format_quantity(value: float, unit: str) -> str:
-    """``7e6, "Hz"`` -> ``7 MHz``; ``0.01, "Hz"`` -> ``10 mHz``; ``0.5, "A"`` -> ``500 mA``."""
-    if value == 0 or not math.isfinite(value):
-        return f"{value:g} {unit}"
-    for scale, prefix in _PREFIXES:
-        if abs(value) >= scale * (1 - 1e-12):
-            return f"{value / scale:.4g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
 
 
 def _instrument(station: StationConfig, ref: str | None) -> _Inst | None:

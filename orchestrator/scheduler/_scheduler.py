@@ -39,7 +39,7 @@ from ._booking import Booker, ResourceTimeline
 from ._jobs import ACTIVE, ENDED, Job, JobState, RunSpec
 from ._launch import ResumeFn, expected_eis_s, launch, position_kind
 from ._shared import SharedInstruments
-from ._stopping import SafeFirst, close_unfinished, leave_unattached, mark_stopped
+from ._stopping import close_unfinished, leave_unattached, mark_stopped
 from ._watchdog import WatchdogOptions, WatchdogStats
 
 __all__ = ["ResumeFn", "Scheduler", "SchedulerError", "expected_eis_s"]
@@ -331,7 +331,6 @@ class Scheduler:
     def stop(self, *, at_once: bool, reason: str) -> None:
         """Stop every run: at the next safe point (resumable) or at once (aborted)."""
         self.closing = True
-        gate = SafeFirst() if at_once else None
         for job in list(self._jobs.values()):
             if job.state is JobState.detached:  # as found on disk, for the next start
                 self._end(job, JobState.stopped, f"{reason} (it was not re-attached)")
@@ -349,8 +348,6 @@ class Scheduler:
                     continue  # already stopped at a safe point
                 job.stop_mode = "kill"
                 job.stop_reason = reason
-                if gate is not None:
-                    ex.before_final_writes = gate.join()
                 job.task.cancel()
             elif job.stop_mode is None:
                 job.stop_mode = "park"
@@ -509,14 +506,24 @@ def _why(exc: BaseException) -> str:
 
     if isinstance(exc, InstrumentError | OSError):
         return f"instrument error: {exc}"
+    if _damage(exc):
+        return str(exc)  # it says what is damaged and what can be recovered
     return f"{type(exc).__name__}: {exc}"
 
 
+def _damage(exc: BaseException) -> bool:
+    from ..journal import JournalCorrupt
+    from ..run.damage import RunDamaged
+
+    return isinstance(exc, RunDamaged | JournalCorrupt)
+
+
 def _unexpected(exc: BaseException) -> bool:
-    """Whether the log needs the traceback: not for an instrument out of reach."""
+    """Whether the log needs the traceback: not for an instrument out of reach or a
+    damaged run (their messages say it all)."""
     from labrig.drivers.capabilities import InstrumentError
 
-    return not isinstance(exc, InstrumentError | OSError)
+    return not (isinstance(exc, InstrumentError | OSError) or _damage(exc))
 
 
 def _not_started(coro: Any, name: str) -> None:

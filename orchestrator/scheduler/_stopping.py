@@ -3,17 +3,15 @@ task ended without the executor saying how (a failed re-attach, a failed start).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ._jobs import Job, JobState
 from ._marks import mark_run
 
-__all__ = ["SafeFirst", "close_unfinished", "leave_unattached", "mark_stopped"]
+__all__ = ["close_unfinished", "leave_unattached", "mark_stopped"]
 
 log = logging.getLogger(__name__)
 
@@ -91,30 +89,3 @@ def _state(run_dir: Path) -> object:
         return json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("state")
     except (OSError, ValueError, AttributeError):
         return None
-
-
-class SafeFirst:
-    """Runs stopped together put their instruments in the safe state before any of them
-    does its final writes: with a thousand runs, those writes would hold the event loop
-    long enough for the other runs' safe-state answers to time out."""
-
-    #: longest wait for the others (their safe state has deadlines of its own)
-    MAX_WAIT_S = 45.0
-
-    def __init__(self) -> None:
-        self._expected = 0
-        self._arrived = 0
-        self._all_safe = asyncio.Event()
-
-    def join(self) -> Callable[[], Awaitable[None]]:
-        self._expected += 1
-
-        async def arrive() -> None:
-            self._arrived += 1
-            if self._arrived >= self._expected:
-                self._all_safe.set()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.MAX_WAIT_S):
-                    await self._all_safe.wait()
-
-        return arrive

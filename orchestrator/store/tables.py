@@ -85,8 +85,10 @@ def kind_values(col: pa.ChunkedArray) -> npt.NDArray[Any]:
         col = col.unify_dictionaries()
         values = np.array(col.chunks[0].dictionary.to_pylist(), dtype=object)
         idx = pa.concat_arrays([c.indices for c in col.chunks]).to_numpy(zero_copy_only=False)
-        return values[idx]  # type: ignore[no-any-return]
-    return col.cast(pa.string()).to_numpy(zero_copy_only=False).astype(object)  # type: ignore[no-any-return]
+        looked_up: npt.NDArray[Any] = values[idx]
+        return looked_up
+    strings: npt.NDArray[Any] = col.cast(pa.string()).to_numpy(zero_copy_only=False)
+    return strings.astype(object)
 
 
 def kinds(data: npt.NDArray[Any]) -> pa.Array:

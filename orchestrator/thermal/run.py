@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ from labrig.protocols.models import Protocol
 from ..events import EventSink, RunState
 from ..journal import Journal
 from ..run.lifecycle import RunAborted, RunOptions
-from ..run.request import RunRequest
+from ..run.request import Resumption, RunRequest
 from ..station import Position, StationConfig
 from ..store import RunStore, new_run_id
 from .executor import FurnaceExecutor, ThermalOutcome
@@ -113,30 +111,18 @@ async def resume_thermal_run(
     the journal says the run loaded (read back and compared), and goes on recording
     after the rows the run had staged. Raises :class:`JournalCorrupt` rather than guess.
     """
-    from labrig.protocols.loader import load_protocol_text
-
-    meta = json.loads((run_dir / "run.json").read_text())
-    if meta.get("state") in ("finished", "aborted", "failed"):
-        raise ValueError(f"{run_dir.name} ended ({meta['state']}); nothing to resume")
-    protocol = load_protocol_text(
-        (run_dir / "protocol.yaml").read_text(), source_name=str(run_dir / "protocol.yaml")
-    )
-    if station is None:
-        station = StationConfig.model_validate(meta["station_config"])
-    sim_ = bool(meta.get("simulated")) if sim is None else sim
-    durable_ = (not sim_) if durable is None else durable
-    position = station.position(meta["position"], kind="furnace")
-    plan = compile_thermal(protocol, tuple(position.gas))
-    journal = Journal(run_dir / "journal.sqlite", durable=durable_)
-    store = RunStore.open_existing(run_dir, durable=durable_)
+    r = Resumption.read(run_dir, station=station, sim=sim, durable=durable)
+    position = r.station.position(r.meta["position"], kind="furnace")
+    plan = compile_thermal(r.protocol, tuple(position.gas))
+    journal = Journal(run_dir / "journal.sqlite", durable=r.durable)
+    store = RunStore.open_existing(run_dir, durable=r.durable)
     store.cell_files = False
     store.reconcile_events(journal)
-    store.update_meta(state="running", resumed=[*meta.get("resumed", []), _now_iso()])
+    r.mark_resumed(store)
     if options is None:
-        options = RunOptions(poll_s=float(meta.get("record_period_s", 10.0)))
-    run = _Drive(protocol, plan, station, position, meta["run_id"], sim=sim_,
-                 seed=int(meta.get("seed", 0)))  # fmt: skip
-    opts = thermal_options(options, sim=sim_)
+        options = RunOptions(poll_s=float(r.meta.get("record_period_s", 10.0)))
+    run = _Drive(r.protocol, plan, r.station, position, r.run_id, sim=r.sim, seed=r.seed)
+    opts = thermal_options(options, sim=r.sim)
     return await run(store, journal, opts, sinks, on_progress, on_executor, resume=True)
 
 
@@ -200,10 +186,6 @@ class _Drive:
             journal.close()
             store.close()
         return outcome, store.root
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def _refused(req: RunRequest, reason: str) -> tuple[ThermalOutcome, Path]:

@@ -162,7 +162,8 @@ def members(
     if sorted_set.size == 0:
         return np.zeros(x.shape, dtype=bool)
     idx = np.searchsorted(sorted_set, x).clip(0, sorted_set.size - 1)
-    return sorted_set[idx] == x  # type: ignore[no-any-return]
+    found: npt.NDArray[np.bool_] = sorted_set[idx] == x
+    return found
 
 
 def keep_dv(

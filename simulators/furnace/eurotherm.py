@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from labrig.simulators.furnace.controller import SEG_END, Segment
 from labrig.simulators.furnace.modbus_slave import ILLEGAL_ADDRESS, ILLEGAL_VALUE, ModbusError
@@ -47,14 +48,16 @@ class SeriesConfig:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-def series_2400(**kw: object) -> SeriesConfig:
+def series_2400(**kw: Any) -> SeriesConfig:
+    """A 2400 (``kw``: other values of :class:`SeriesConfig` fields)."""
     codes = {"reset": 1, "running": 2, "hold": 4, "holdback": 8, "complete": 16}
-    return SeriesConfig("2400", codes, True, **kw)  # type: ignore[arg-type]
+    return replace(SeriesConfig("2400", codes, True), **kw)
 
 
-def series_3200(**kw: object) -> SeriesConfig:
+def series_3200(**kw: Any) -> SeriesConfig:
+    """A 3200 (``kw``: other values of :class:`SeriesConfig` fields)."""
     codes = {"reset": 0, "running": 1, "hold": 2, "holdback": 1, "complete": 3}
-    return SeriesConfig("3200", codes, False, **kw)  # type: ignore[arg-type]
+    return replace(SeriesConfig("3200", codes, False), **kw)
 
 
 _RAMP_UNITS_S = {0: 60.0, 1: 3600.0, 2: 1.0}

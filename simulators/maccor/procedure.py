@@ -17,13 +17,13 @@ import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from labrig.simulators.cell.steps import SimEnd, SimRecord, SimStep
+from labrig.simulators.cell.steps import Action, Op, Quantity, SimEnd, SimRecord, SimStep
 
 __all__ = ["FlatProcedure", "ProcedureError", "parse_procedure", "parse_step_time"]
 
 MAX_FLAT_STEPS = 200_000
 
-_END_QUANTITY = {
+_END_QUANTITY: dict[str, Quantity] = {
     "voltage": "voltage",
     "current": "current",
     "steptime": "time",
@@ -49,7 +49,7 @@ class FlatProcedure:
 
 @dataclass(slots=True)
 class _RawEnd:
-    quantity: str
+    quantity: Quantity
     op: str
     target: int
     value: float
@@ -256,6 +256,8 @@ def parse_procedure(xml: str) -> FlatProcedure:
     for i, (st, _cycle) in enumerate(flat):
         ends: list[SimEnd] = []
         for e in st.ends:
+            action: Action
+            goto: int | None
             if e.target == end_number or e.target > len(raw):
                 action, goto = "end_block", None
             else:
@@ -270,12 +272,12 @@ def parse_procedure(xml: str) -> FlatProcedure:
                     action, goto = "next", None
                 else:
                     action, goto = "goto", target
-            op = (
+            op: Op = (
                 ">="
                 if e.quantity == "time" or e.op == ">="
                 else ("<=" if e.op == "<=" else "cross")
             )
-            ends.append(SimEnd(e.quantity, op, e.value, action, goto))  # type: ignore[arg-type]
+            ends.append(SimEnd(e.quantity, op, e.value, action, goto))
         steps.append(_sim_step(i, st, tuple(ends)))
     return FlatProcedure(
         steps=tuple(steps),

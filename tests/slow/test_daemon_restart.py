@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from labrig.orchestrator.daemon import DaemonUnavailable, request
+from labrig.orchestrator.daemon import DaemonError, DaemonUnavailable, request
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -107,7 +107,7 @@ def _serve(runs: Path, station: Path, log: Path, grace: str = "60") -> subproces
 def _ls(runs: Path) -> list[dict[str, Any]] | None:
     try:
         rows: list[dict[str, Any]] = request(runs, {"op": "ls"}, timeout_s=10)["runs"]
-    except DaemonUnavailable:
+    except (DaemonUnavailable, DaemonError):  # not there, or still starting
         return None
     return rows
 
@@ -253,4 +253,58 @@ def test_a_failed_reattach_holds_the_channel_and_says_so_not_resumable(
             proc.wait()
     meta = json.loads((runs / "lost" / "run.json").read_text())
     assert meta["state"] == "aborted" and meta["resumable"] is False, meta
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_damaged_run_is_detached_and_its_running_block_left_alone(
+    tmp_path: Path, maccor: str, palmsens: str
+) -> None:
+    import asyncio
+
+    from labrig.drivers.capabilities import ChannelState
+    from labrig.drivers.maccor import MaccorCycler
+
+    async def channel_state() -> ChannelState:
+        async with MaccorCycler.from_url(maccor, channels=8) as cycler:
+            return (await cycler.channel(0).status()).state
+
+    station = _station(tmp_path, maccor, palmsens, shared=False)
+    # one long block: the tester is still running it when the daemon stops without grace
+    text = PROTOCOL.replace("      - EIS from", "      # ").replace("repeat: 3", "repeat: 400")
+    runs, log = tmp_path / "runs", tmp_path / "serve.log"
+    proc = _serve(runs, station, log, "0")
+    try:
+        request(runs, {"op": "submit", "protocol_yaml": text, "position": "A1",
+                       "run_id": "damaged"})  # fmt: skip
+        _wait(lambda: _events(runs / "damaged") >= 3, 120)
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    root = runs / "damaged"
+    assert json.loads((root / "run.json").read_text())["resumable"] is True
+    for f in root.glob("journal.sqlite*"):
+        f.unlink()  # the journal is gone: the run cannot be resumed safely
+    assert asyncio.run(channel_state()) is ChannelState.running
+    before = {p.name: p.read_bytes() for p in root.rglob("*") if p.is_file() and
+              p.name != "run.json"}  # fmt: skip
+    proc = _serve(runs, station, log)
+    try:
+        _wait(lambda: any(r["state"] == "detached" for r in _ls(runs) or []), 60)
+        row = next(r for r in _ls(runs) or [] if r["run_id"] == "damaged")
+        assert "journal" in str(row["reason"]), row
+        # refused before anything was sent: the tester ran the block on (or to its end);
+        # a safe state would have reset the channel (idle)
+        assert asyncio.run(channel_state()) in (ChannelState.running, ChannelState.done)
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    after = {p.name: p.read_bytes() for p in root.rglob("*") if p.is_file() and
+             p.name != "run.json"}  # fmt: skip
+    assert after == before, "a file of the damaged run was changed"
+    meta = json.loads((root / "run.json").read_text())
+    assert meta["state"] == "paused" and meta["resumable"] is False, meta
     assert "Traceback" not in log.read_text()

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +17,9 @@ import pytest
 from labrig.drivers.capabilities import FurnaceSegment
 from labrig.drivers.eurotherm import EurothermFurnace, settings_2400
 from labrig.orchestrator.thermal import STAGING_FILE, read_series
+from tests.procs import events, furnace_station, kill, run_dir, simulator, start, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-
-LABRIG = [sys.executable, "-m", "labrig.orchestrator.cli"]
 
 # ~40 s of programme on the real clock: a ramp the controller runs on its own
 PROTOCOL = """\
@@ -37,59 +32,31 @@ sequence:
 
 @pytest.fixture
 def controller() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [*LABRIG, "sim", "serve", "eurotherm", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        address = proc.stdout.readline().strip()
-        assert address.startswith("tcp://"), address
+    with simulator("eurotherm") as address:
         yield address
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
-def _start(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*LABRIG, *args, "-q", "--poll", "0.25"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def _start(args: list[str]) -> subprocess.Popen[str]:
+    return start([*args, "-q", "--poll", "0.25"])
 
 
 def _staged(out: Path) -> list[list[float]]:
-    runs = list(out.iterdir()) if out.exists() else []
-    path = runs[0] / STAGING_FILE if len(runs) == 1 else None
+    root = run_dir(out)
+    path = None if root is None else root / STAGING_FILE
     if path is None or not path.exists():
         return []
     return [json.loads(x) for x in path.read_bytes().splitlines(keepends=True)
             if x.endswith(b"\n")]  # fmt: skip
 
 
-def _wait_for_rows(out: Path, proc: subprocess.Popen[bytes], *, more_than: int) -> None:
-    """Wait (up to a minute) for more staged rows, the newest inside a programme step."""
-    deadline = time.monotonic() + 60.0
-    while time.monotonic() < deadline and proc.poll() is None:
+def _wait_for_rows(out: Path, proc: subprocess.Popen[str], *, more_than: int) -> None:
+    """Wait for more staged rows, the newest inside a programme step."""
+
+    def more() -> bool:
         rows = _staged(out)
-        if len(rows) > more_than and rows[-1][1] >= 0:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no new rows (process ended: {proc.poll()})")
+        return len(rows) > more_than and rows[-1][1] >= 0
 
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert wait_until(more, proc=proc), f"no new rows (process ended: {proc.poll()})"
 
 
 async def _controller_status(address: str) -> str:
@@ -106,25 +73,23 @@ async def _replace_programme(address: str) -> None:
         await f.run_program()
 
 
-def _setup(tmp_path: Path, controller: str) -> tuple[Path, Path]:
+def _killed_run(tmp_path: Path, controller: str) -> tuple[Path, list[list[float]]]:
+    """Start an anneal, kill -9 it once it has staged rows inside the programme: its run
+    directory and every row the killed process had recorded."""
     (tmp_path / "anneal.yaml").write_text(PROTOCOL)
-    (tmp_path / "station.yaml").write_text(
-        "name: lab\n"
-        f"instruments:\n  furnace: {{driver: eurotherm, address: '{controller}'}}\n"
-        "positions:\n  - {name: tube1, kind: furnace, furnace: furnace}\n"
-    )
-    return tmp_path / "anneal.yaml", tmp_path / "station.yaml"
+    station = furnace_station(tmp_path, controller)
+    out = tmp_path / "runs"
+    proc = _start(["run", str(tmp_path / "anneal.yaml"), "--station", str(station),
+                   "--out", str(out)])  # fmt: skip
+    _wait_for_rows(out, proc, more_than=3)
+    kill(proc)
+    (root,) = list(out.iterdir())
+    return root, _staged(out)
 
 
 def test_a_killed_anneal_resumes_on_the_running_programme(controller: str, tmp_path: Path) -> None:
-    protocol, station = _setup(tmp_path, controller)
-    out = tmp_path / "runs"
-    proc = _start(["run", str(protocol), "--station", str(station), "--out", str(out)])
-    _wait_for_rows(out, proc, more_than=3)
-    _kill(proc)
-    before = _staged(out)  # every row the killed process had recorded
+    root, before = _killed_run(tmp_path, controller)
     assert asyncio.run(_controller_status(controller)) in ("running", "holdback")
-    (root,) = list(out.iterdir())
     proc = _start(["resume", str(root)])
     assert proc.wait(180) == 0
     meta = json.loads((root / "run.json").read_text())
@@ -139,27 +104,21 @@ def test_a_killed_anneal_resumes_on_the_running_programme(controller: str, tmp_p
     assert np.all(np.diff(t) > 0), "a row was recorded twice or out of order"
     assert len(t) > len(before) + 3
     assert not (root / STAGING_FILE).exists()
-    events = [json.loads(x) for x in (root / "events.jsonl").read_text().splitlines()]
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    kinds = [e["kind"] for e in events]
+    journal = events(root)
+    assert [e["seq"] for e in journal] == list(range(1, len(journal) + 1))
+    kinds = [e["kind"] for e in journal]
     assert kinds.count("run_resumed") == 1 and kinds.count("run_started") == 1
-    notes = [e["data"].get("message", "") for e in events if e["kind"] == "notify"]
+    notes = [e["data"].get("message", "") for e in journal if e["kind"] == "notify"]
     assert any(n.startswith("re-attached to the furnace programme") for n in notes), notes
     # each step starts once: the re-attached run knows which step it was in
-    started = [e["data"]["step"] for e in events if e["kind"] == "step_started"]
+    started = [e["data"]["step"] for e in journal if e["kind"] == "step_started"]
     assert started == sorted(set(started)), started
     assert asyncio.run(_controller_status(controller)) == "reset"  # left in its safe state
 
 
 def test_a_changed_programme_is_refused(controller: str, tmp_path: Path) -> None:
-    protocol, station = _setup(tmp_path, controller)
-    out = tmp_path / "runs"
-    proc = _start(["run", str(protocol), "--station", str(station), "--out", str(out)])
-    _wait_for_rows(out, proc, more_than=3)
-    _kill(proc)
-    rows = _staged(out)
+    root, rows = _killed_run(tmp_path, controller)
     asyncio.run(_replace_programme(controller))
-    (root,) = list(out.iterdir())
     proc = _start(["resume", str(root)])
     assert proc.wait(60) == 1
     meta = json.loads((root / "run.json").read_text())

@@ -5,12 +5,9 @@ record stored exactly once."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +17,18 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+from tests.procs import (
+    event_count,
+    events,
+    kill,
+    maccor_station,
+    run_dir,
+    simulator,
+    start,
+    wait_until,
+)
 
-LABRIG = [sys.executable, "-m", "labrig.orchestrator.cli"]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 PROTOCOL = """\
 name: kill drill
@@ -41,80 +47,36 @@ sequence:
 
 @pytest.fixture
 def tester() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [*LABRIG, "sim", "serve", "maccor", "--port", "0", "--speed", "4000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        address = proc.stdout.readline().strip()
-        assert address.startswith("tcp://"), address
+    with simulator("maccor", speed=4000) as address:
         yield address
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
-def _start(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*LABRIG, *args, "-q", "--poll", "0.02"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def _event_count(out: Path) -> int:
-    runs = list(out.iterdir()) if out.exists() else []
-    if len(runs) != 1 or not (runs[0] / "events.jsonl").exists():
-        return 0
-    return (runs[0] / "events.jsonl").read_bytes().count(b"\n")
-
-
-def _wait_for_events(out: Path, *, more_than: int, proc: subprocess.Popen[bytes]) -> int:
-    """Wait (up to a minute) until the run directory holds more events than before."""
-    deadline = time.monotonic() + 60.0
-    while time.monotonic() < deadline and proc.poll() is None:
-        n = _event_count(out)
-        if n > more_than:
-            return n
-        time.sleep(0.05)
-    return _event_count(out)
+def _start(args: list[str]) -> subprocess.Popen[str]:
+    return start([*args, "-q", "--poll", "0.02"])
 
 
 def test_kill_minus_nine_then_resume(tester: str, tmp_path: Path) -> None:
     (tmp_path / "drill.yaml").write_text(PROTOCOL)
-    (tmp_path / "station.yaml").write_text(
-        "name: lab\n"
-        f"instruments:\n  cycler: {{driver: maccor, address: '{tester}', channels: 8}}\n"
-        "positions:\n  - {name: A1, cycler: cycler/0}\n"
-    )
+    station = maccor_station(tmp_path, tester)
     out = tmp_path / "runs"
     rng = random.Random(7)
-    proc = _start(["run", str(tmp_path / "drill.yaml"), "--station",
-                   str(tmp_path / "station.yaml"), "--out", str(out)])  # fmt: skip
+    proc = _start(["run", str(tmp_path / "drill.yaml"), "--station", str(station),
+                   "--out", str(out)])  # fmt: skip
     kills = 0
     seen = 0  # events the run directory held at the last kill
     for _ in range(5):
         # kill only once this process has made progress of its own (a busy machine
         # can take seconds to start one), then at a seeded moment after that
-        seen = _wait_for_events(out, more_than=seen, proc=proc)
+        wait_until(lambda n=seen: event_count(run_dir(out)) > n, proc=proc)
+        seen = event_count(run_dir(out))
         if proc.poll() is not None:
             break
         time.sleep(rng.uniform(0.0, 1.5))
         if proc.poll() is not None:
             break
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill(proc)
         kills += 1
-        seen = _event_count(out)
+        seen = event_count(run_dir(out))
         (root,) = list(out.iterdir())
         proc = _start(["resume", str(root)])
     assert proc.wait(180) == 0
@@ -134,8 +96,8 @@ def test_kill_minus_nine_then_resume(tester: str, tmp_path: Path) -> None:
     cycles = pd.read_csv(root / "cycles.csv")
     assert list(cycles.cycle) == list(range(1, 11))  # 8 aging + 2 check-ups
     assert (cycles.coulombic_efficiency_pct.iloc[1:] > 95).all()
-    events = [json.loads(x) for x in (root / "events.jsonl").read_text().splitlines()]
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    journal = events(root)
+    assert [e["seq"] for e in journal] == list(range(1, len(journal) + 1))
     # a resume killed before it recorded anything leaves no event of its own
-    assert 1 <= sum(e["kind"] == "run_resumed" for e in events) <= kills
+    assert 1 <= sum(e["kind"] == "run_resumed" for e in journal) <= kills
     shutil.rmtree(root)

@@ -18,9 +18,7 @@ MAX_FUNCTION_LINES = 80
 #: Today's offenders, being shrunk right now, each with the size it may not grow beyond.
 #: Delete an entry as soon as its module or function is within the limits, and never add
 #: one: the lists are to be empty.
-ALLOWED_MODULES: dict[str, int] = {
-    "orchestrator/store.py": 656,  # the store, becoming a package with a writer thread
-}
+ALLOWED_MODULES: dict[str, int] = {}
 ALLOWED_FUNCTIONS: dict[str, int] = {}
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
-import signal
 import subprocess
 import sys
 import textwrap
@@ -17,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-CLI = [sys.executable, "-m", "labrig.orchestrator.cli"]
+from tests.procs import maccor_station, simulator
 
 OPEN_AND_REPORT = textwrap.dedent(
     """
@@ -50,46 +48,17 @@ OPEN_AND_REPORT = textwrap.dedent(
 )
 
 
-def _first_line(proc: subprocess.Popen[str], timeout_s: float) -> str:
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout_s):
-            raise AssertionError(f"no address from `labrig sim serve` within {timeout_s} s")
-    return proc.stdout.readline().strip()
-
-
 @pytest.fixture
 def served_maccor() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [*CLI, "sim", "serve", "maccor", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield _first_line(proc, 60.0)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.communicate(timeout=20.0)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+    with simulator("maccor") as address:
+        yield address
 
 
 def test_opening_a_station_for_hardware_imports_no_simulator(
     served_maccor: str, tmp_path: Path
 ) -> None:
     assert served_maccor.startswith("tcp://127.0.0.1:")
-    station = tmp_path / "station.yaml"
-    station.write_text(
-        "name: lab\n"
-        "instruments:\n"
-        f"  cycler: {{driver: maccor, address: '{served_maccor}', channels: 8}}\n"
-        "positions:\n"
-        "  - {name: A1, cycler: cycler/3}\n"
-    )
+    station = maccor_station(tmp_path, served_maccor, channel=3)
     out = subprocess.run(
         [sys.executable, "-c", OPEN_AND_REPORT, str(station)],
         capture_output=True,

@@ -34,11 +34,15 @@ def test_sim_serve_maccor_channels_count_and_command_log(tmp_path: Path) -> None
         opener = maccor.open
 
         async def main() -> None:
-            for address in (first, second):
+            for k, address in enumerate((first, second)):
                 req = OpenRequest("cycler", address, 64, maccor.parse_options({}),
                                   {63: "cycler"})  # fmt: skip
                 async with opener(req) as handle:
                     await handle.cycler_channel(63).status()
+                    # the sender is told from a worker: wait for the log, connected
+                    path = tmp_path / "logs" / f"m-{k}.jsonl"
+                    while not (path.exists() and read_command_log(path)):  # noqa: ASYNC110 - another process writes it
+                        await asyncio.sleep(0.05)
 
         asyncio.run(main())
     finally:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from labrig.orchestrator.daemon import DaemonError, request
+
 from .conftest import CYCLE, protocol_text
-from .test_daemon import _serve
+from .test_daemon import _serve, _wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -53,10 +55,18 @@ BAD: list[tuple[bytes, str]] = [
 ]
 
 
+def _pings(runs: Path) -> bool:
+    try:
+        return bool(request(runs, {"op": "ping"}).get("ok"))
+    except DaemonError:
+        return False
+
+
 def test_every_socket_message_gets_a_clear_reply_and_no_traceback(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     proc = _serve(runs)
     try:
+        _wait_for(lambda: _pings(runs))  # the socket listens before the scheduler runs
         for line, expected in BAD:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(30)

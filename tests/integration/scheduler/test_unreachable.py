@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from labrig.orchestrator.daemon import request
+from labrig.orchestrator.daemon import DaemonError, DaemonUnavailable, request
 
 from .conftest import CYCLE, protocol_text
 
@@ -26,6 +26,13 @@ instruments:
 positions:
   - {name: A1, cycler: cycler/0}
 """
+
+
+def _pings(runs: Path) -> bool:
+    try:
+        return bool(request(runs, {"op": "ping"}).get("ok"))
+    except (DaemonUnavailable, DaemonError):
+        return False
 
 
 def _states(runs: Path) -> list[str]:
@@ -60,7 +67,7 @@ def test_daemon_run_with_an_unreachable_instrument_fails_with_the_reason(tmp_pat
         )
     try:
         deadline = time.monotonic() + 30
-        while not (runs / "labrig.sock").exists():
+        while not _pings(runs):  # the socket listens before the scheduler runs
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
         reply = request(runs, {"op": "submit", "protocol_yaml": protocol_text("u", CYCLE)})

@@ -28,6 +28,7 @@ from labrig.orchestrator.thermal import (
 from labrig.protocols.loader import dump_protocol_yaml, load_protocol
 from labrig.simulators.furnace import start_eurotherm_sim
 from tests.helpers import run_virtual_strict
+from tests.procs import furnace_station
 
 OPTIONS = ThermalOptions(poll_s=60.0, safety_period_s=60.0)
 
@@ -46,13 +47,7 @@ async def _furnace_station(tmp_path: Path) -> AsyncIterator[tuple[Any, str]]:
     """A simulated controller serving on loopback, and a station naming it (hardware)."""
     sim = await start_eurotherm_sim(limit_C=455.0)
     async with sim:
-        path = tmp_path / "station.yaml"
-        path.write_text(
-            "name: lab\n"
-            f"instruments:\n  furnace: {{driver: eurotherm, address: '{sim.address}'}}\n"
-            "positions:\n  - {name: tube1, kind: furnace, furnace: furnace}\n"
-        )
-        yield load_station(path), sim.address
+        yield load_station(furnace_station(tmp_path, sim.address)), sim.address
 
 
 ENDS_HOT = """\

@@ -42,6 +42,28 @@ def test_validate_with_set_overrides(tmp_path: Path) -> None:
     assert malformed.exit_code == 2
 
 
+def test_validate_a_mistyped_library_name_suggests_the_close_one() -> None:
+    result = runner.invoke(app, ["validate", "rate_tset"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "rate_tset: no such file or library protocol; did you mean 'rate_test'?" in (
+        result.stderr
+    )
+
+
+def test_validate_never_says_valid_before_refusing_the_station(tmp_path: Path) -> None:
+    """A station file naming an unknown driver: exit 2 with the file:line, and no "valid"
+    summary printed first (it used to print one, then the error)."""
+    station = tmp_path / "station.yaml"
+    station.write_text(
+        "name: s\ninstruments:\n  c: {driver: macor, address: 'tcp://127.0.0.1:1'}\n"
+        "positions:\n  - {name: A1, cycler: c/0}\n"
+    )
+    result = runner.invoke(app, ["validate", "rate_test", "--station", str(station)])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert f"{station}:3: instruments.c.driver: unknown driver 'macor'" in result.stderr
+
+
 def test_schema_to_stdout_and_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["schema"])
     assert result.exit_code == 0
