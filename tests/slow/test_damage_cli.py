@@ -19,7 +19,8 @@ import pytest
 
 from labrig.drivers.capabilities import ChannelState
 from labrig.drivers.maccor import MaccorCycler
-from tests.slow.test_kill9 import LABRIG, PROTOCOL, _start, _wait_for_events, tester
+from tests.procs import LABRIG, event_count, maccor_station, run_dir, wait_until
+from tests.slow.test_kill9 import PROTOCOL, _start, tester
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 __all__ = ["tester"]  # the fixture
@@ -48,15 +49,11 @@ def test_a_damaged_run_is_refused_and_read_back_from_the_instrument(
     tester: str, tmp_path: Path
 ) -> None:
     (tmp_path / "drill.yaml").write_text(PROTOCOL)
-    (tmp_path / "station.yaml").write_text(
-        "name: lab\n"
-        f"instruments:\n  cycler: {{driver: maccor, address: '{tester}', channels: 8}}\n"
-        "positions:\n  - {name: A1, cycler: cycler/0}\n"
-    )
+    station = maccor_station(tmp_path, tester)
     out = tmp_path / "runs"
-    proc = _start(["run", str(tmp_path / "drill.yaml"), "--station",
-                   str(tmp_path / "station.yaml"), "--out", str(out)])  # fmt: skip
-    _wait_for_events(out, more_than=3, proc=proc)
+    proc = _start(["run", str(tmp_path / "drill.yaml"), "--station", str(station),
+                   "--out", str(out)])  # fmt: skip
+    wait_until(lambda: event_count(run_dir(out)) > 3, proc=proc)
     assert proc.poll() is None, "the run ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
