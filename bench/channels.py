@@ -133,7 +133,9 @@ class Probe:
             now = time.monotonic()
             t0 = probe.block_t0.get(channel)
             if t0 is not None and probe.measuring:
-                times = cols["time_s"]
+                # stored times are on the run's clock: the block's first record is dated
+                # at the block's start on it; back to the tester's test time
+                times = cols["time_s"] - (ex._time_offset or 0.0)
                 for t in times[-5:]:  # a batch is one or two records at 1 Hz polling
                     probe.store_delay.append(now - (t0 + float(t)))
                 probe.by_voltage[(channel, float(cols["voltage_V"][-1]))] = t0 + float(times[-1])

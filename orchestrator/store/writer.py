@@ -32,7 +32,7 @@ class _Lanes(concurrent.futures.Executor):
     one batch in flight, so its writes stay in order whichever thread runs them. Daemon
     threads, because a run waits for its own writes before it ends."""
 
-    THREADS = 4
+    THREADS = 2
 
     def __init__(self) -> None:
         self._work: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]]]
