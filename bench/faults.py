@@ -20,29 +20,34 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
-import json
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow.parquet as pq
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from labrig.drivers.capabilities import ChannelState
-from labrig.drivers.maccor import MaccorCycler
-from labrig.orchestrator.daemon import DaemonError, DaemonUnavailable, request
+import numpy as np  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
-LABRIG = [sys.executable, "-m", "labrig.orchestrator.cli"]
-FINAL = ("finished", "aborted", "failed")
+from labrig.orchestrator.daemon import request  # noqa: E402
+from tests.procs import (  # noqa: E402
+    FINAL,
+    event_count,
+    run_meta,
+    serve,
+    signal_run,
+    simulator,
+    stop,
+    wait_until,
+)
 
 RESTART_PROTOCOL = """\
 name: restart bench
@@ -57,93 +62,6 @@ sequence:
 {eis}      - Discharge at 1C until 2.28 V
 """
 EIS_LINE = "      - EIS from 10 kHz to 10 Hz, 5 per decade, 10 mV amplitude at OCV\n"
-
-SIGNAL_PROTOCOL = """\
-name: signal bench
-cell: {cam_mass_mg: 8.4, c_rate_basis_mA_per_g: 190}
-limits: {voltage_V: [2.0, 3.8], current_abs_mA: 10}
-defaults: {record: {every_s: 30}}
-sequence:
-  - label: aging
-    repeat: 200
-    steps: [Charge at 1C until 3.68 V, Rest for 10 min, Discharge at 1C until 2.28 V]
-"""
-
-
-@contextmanager
-def simulator(name: str, speed: float = 4000.0) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [*LABRIG, "sim", "serve", name, "--port", "0", "--speed", str(speed)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        address = proc.stdout.readline().strip()
-        if not address.startswith("tcp://"):
-            raise RuntimeError(f"simulator {name} did not start: {address!r}")
-        yield address
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def wait(pred: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
-# ---------------------------------------------------------------------- 1. restarts
-def _ls(runs: Path) -> list[dict[str, Any]]:
-    try:
-        rows: list[dict[str, Any]] = request(runs, {"op": "ls"}, timeout_s=10)["runs"]
-    except (DaemonUnavailable, DaemonError):  # not there, or still starting
-        return []
-    return rows
-
-
-def _serve(runs: Path, station: Path, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as f:
-        proc = subprocess.Popen(
-            [*LABRIG, "serve", "--station", str(station), "--runs", str(runs),
-             "--poll", "0.05", "--stop-grace", "60"],
-            stdout=subprocess.DEVNULL, stderr=f,
-        )  # fmt: skip
-    if not wait(lambda: _pings(runs), 60):
-        raise RuntimeError(f"labrig serve did not start: {log.read_text()[-2000:]}")
-    return proc
-
-
-def _pings(runs: Path) -> bool:
-    try:
-        return bool(request(runs, {"op": "ping"}, timeout_s=10).get("ok"))
-    except (DaemonUnavailable, DaemonError):
-        return False
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _events(root: Path) -> int:
-    path = root / "events.jsonl"
-    return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
 def _rows(root: Path) -> tuple[int, int, int]:
@@ -160,7 +78,7 @@ def _rows(root: Path) -> tuple[int, int, int]:
 
 def restart_drill(restarts: int, folder: Path) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
-    with simulator("maccor") as maccor, simulator("palmsens") as palmsens:
+    with simulator("maccor", speed=4000) as maccor, simulator("palmsens", speed=4000) as palmsens:
         station = folder / "station.yaml"
         station.write_text(
             "name: lab\ninstruments:\n"
@@ -176,28 +94,32 @@ def restart_drill(restarts: int, folder: Path) -> dict[str, Any]:
         cycles = 6 * restarts + 6  # outlives every restart
         with_eis = RESTART_PROTOCOL.format(cycles=cycles, eis=EIS_LINE)
         plain = RESTART_PROTOCOL.format(cycles=cycles, eis="")
-        proc = _serve(runs, station, log)
+        proc = serve(runs, station, log)
         ids = []
         for pos, text in (("A1", with_eis), ("A2", with_eis), ("A3", plain), ("A4", plain)):
             reply = request(runs, {"op": "submit", "protocol_yaml": text, "position": pos,
                                    "run_id": f"bench-{pos}"})  # fmt: skip
             ids.append(reply["run_id"])
         continued = attempts = paused_ok = 0
+
+        def moved(run_ids: list[str], since: dict[str, int]) -> Callable[[], bool]:
+            """Every run of ``run_ids`` recorded more than ``since`` says, or ended."""
+            return lambda: all(event_count(runs / r) > since[r] or _ended(runs, r)
+                               for r in run_ids)  # fmt: skip
+
         for _ in range(restarts):
-            seen = {r: _events(runs / r) for r in ids}
             # stop once every unfinished run has moved since the last start
-            wait(lambda s=seen: all(_events(runs / r) > s[r] or _ended(runs, r) for r in ids), 120)
-            _stop(proc)
+            wait_until(moved(ids, {r: event_count(runs / r) for r in ids}), 120)
+            stop(proc, timeout_s=120)
             going = [r for r in ids if not _ended(runs, r)]
-            paused_ok += sum(_meta(runs, r).get("resumable") is True for r in going)
-            proc = _serve(runs, station, log)
+            paused_ok += sum(run_meta(runs / r).get("resumable") is True for r in going)
+            proc = serve(runs, station, log)
             for r in going:
                 attempts += 1
-                base = _events(runs / r)
-                if wait(lambda r=r, base=base: _events(runs / r) > base or _ended(runs, r), 90):
-                    continued += _meta(runs, r).get("state") in ("running", "finished")
-        wait(lambda: all(_ended(runs, r) for r in ids), 600)
-        _stop(proc)
+                if wait_until(moved([r], {r: event_count(runs / r)}), 90):
+                    continued += run_meta(runs / r).get("state") in ("running", "finished")
+        wait_until(lambda: all(_ended(runs, r) for r in ids), 600)
+        stop(proc, timeout_s=120)
     rows = [_rows(runs / r) for r in ids]
     return {
         "restarts": restarts,
@@ -205,79 +127,33 @@ def restart_drill(restarts: int, folder: Path) -> dict[str, Any]:
         "attempts": attempts,
         "continued": continued,
         "paused_resumable": paused_ok,
-        "finished": sum(_meta(runs, r).get("state") == "finished" for r in ids),
+        "finished": sum(run_meta(runs / r).get("state") == "finished" for r in ids),
         "rows": sum(r[0] for r in rows),
         "lost": sum(r[1] for r in rows),
         "duplicated": sum(r[2] for r in rows),
         "tracebacks": log.read_text().count("Traceback"),
-        "states": {r: (_meta(runs, r).get("state"), _meta(runs, r).get("reason")) for r in ids},
+        "states": {
+            r: (run_meta(runs / r).get("state"), run_meta(runs / r).get("reason")) for r in ids
+        },
     }
 
 
-def _meta(runs: Path, run_id: str) -> dict[str, Any]:
-    try:
-        meta: dict[str, Any] = json.loads((runs / run_id / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return meta
-
-
 def _ended(runs: Path, run_id: str) -> bool:
-    return _meta(runs, run_id).get("state") in FINAL
+    return run_meta(runs / run_id).get("state") in FINAL
 
 
 # ---------------------------------------------------------------------- 3. signals
-async def _channel_state(address: str, number: int) -> ChannelState:
-    async with MaccorCycler.from_url(address, channels=8) as cycler:
-        return (await cycler.channel(number).status()).state
-
-
-def _wait_for_handlers(proc: subprocess.Popen[str]) -> None:
-    def caught() -> bool:
-        try:
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-        except OSError:
-            return True
-        mask = next(x for x in status.splitlines() if x.startswith("SigCgt:")).split()[1]
-        return proc.poll() is not None or bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
-
-    wait(caught, 60)
-
-
 def signal_moment(address: str, folder: Path, sig: signal.Signals, delay_s: float
                   ) -> dict[str, Any]:  # fmt: skip
-    (folder / "p.yaml").write_text(SIGNAL_PROTOCOL)
-    (folder / "station.yaml").write_text(
-        "name: lab\n"
-        f"instruments:\n  cycler: {{driver: maccor, address: '{address}', channels: 8}}\n"
-        "positions:\n  - {name: A1, cycler: cycler/0}\n"
-    )
-    out = folder / "runs"
-    proc = subprocess.Popen(
-        [*LABRIG, "run", str(folder / "p.yaml"), "--station", str(folder / "station.yaml"),
-         "--out", str(out), "-q", "--poll", "0.02"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    _wait_for_handlers(proc)
-    time.sleep(delay_s)
-    proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=120)
-    dirs = list(out.iterdir()) if out.exists() else []
-    meta = json.loads((dirs[0] / "run.json").read_text()) if dirs else None
-    channel = asyncio.run(_channel_state(address, 0))
-    said = f"interrupted by {sig.name}" in stdout + stderr
-    final = meta is None or meta.get("state") in FINAL
+    """``sig`` ``delay_s`` after labrig's first line ran (a moment on the wall clock:
+    loading, opening or running, as the machine's load has it)."""
+    got = signal_run(address, folder, sig, delay_s=delay_s)
+    final = got["state"] is None or got["state"] in FINAL
     return {
-        "signal": sig.name,
-        "delay_s": delay_s,
-        "code": proc.returncode,
-        "run_dir": bool(dirs),
-        "state": None if meta is None else meta.get("state"),
-        "said": said,
-        "channel": channel.value,
-        "ok_final": final and said and proc.returncode == 128 + int(sig),
-        "ok_safe": channel is not ChannelState.running,
-        "traceback": "Traceback" in stdout + stderr,
+        **got,
+        "ok_final": final and got["said"] and got["code"] == 128 + int(sig),
+        "ok_safe": got["channel"] != "running",
+        "traceback": "Traceback" in got["output"],
     }
 
 
@@ -287,7 +163,7 @@ def signal_drill(moments: int, seed: int, folder: Path, span_s: float) -> list[d
             for _ in range(moments)]  # fmt: skip
     out = []
     folder.mkdir(parents=True, exist_ok=True)
-    with simulator("maccor") as address:
+    with simulator("maccor", speed=4000) as address:
         for i, (sig, delay) in enumerate(plan):
             sub = folder / f"m{i:02d}"
             sub.mkdir()

@@ -183,11 +183,15 @@ SIGNAL_STAGES: dict[str, Callable[[Path], bool]] = {
 }
 
 
-async def _channel_state(address: str, number: int) -> str:
+def maccor_channel_state(address: str, number: int = 0) -> str:
+    """A MACCOR channel's state as the tester reports it (``running``, ``idle``, ...)."""
     from labrig.drivers.maccor import MaccorCycler
 
-    async with MaccorCycler.from_url(address, channels=8) as cycler:
-        return str((await cycler.channel(number).status()).state.value)
+    async def read() -> str:
+        async with MaccorCycler.from_url(address, channels=8) as cycler:
+            return str((await cycler.channel(number).status()).state.value)
+
+    return asyncio.run(read())
 
 
 def signal_run(address: str, folder: Path, sig: signal.Signals, *, stage: str = "loading",
@@ -226,7 +230,7 @@ def signal_run(address: str, folder: Path, sig: signal.Signals, *, stage: str = 
         "run_dir": run_dir(out) is not None,
         "state": meta.get("state"),
         "reason": meta.get("reason"),
-        "channel": asyncio.run(_channel_state(address, channel)),
+        "channel": maccor_channel_state(address, channel),
     }
 
 
@@ -251,3 +255,14 @@ def serve(runs: Path, station: Path, log: Path, *, grace_s: float = 60.0
         kill(proc)
         raise AssertionError(f"labrig serve did not start: {log.read_text()[-2000:]}")
     return proc
+
+
+@contextmanager
+def serving(runs: Path, station: Path, log: Path, *, grace_s: float = 60.0
+            ) -> Iterator[subprocess.Popen[str]]:  # fmt: skip
+    """:func:`serve` for a block; killed on the way out if it is still running."""
+    proc = serve(runs, station, log, grace_s=grace_s)
+    try:
+        yield proc
+    finally:
+        kill(proc)

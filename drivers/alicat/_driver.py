@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from typing import Protocol
 
 from labrig.drivers.alicat._codec import (
     AlicatFrame,
@@ -20,24 +19,16 @@ from labrig.drivers.alicat._codec import (
 )
 from labrig.drivers.capabilities import InstrumentError, InstrumentProtocolError, InstrumentTimeout
 from labrig.drivers.retry import NO_WAIT, Retry
+from labrig.drivers.transport import LineStream
 
 __all__ = ["AlicatBus", "AlicatFlow", "LineStream"]
-
-
-class LineStream(Protocol):
-    """What the bus needs from a transport (:class:`drivers.transport.Transport` fits)."""
-
-    async def write(self, data: bytes) -> None: ...
-
-    async def read_until(self, terminator: bytes) -> bytes: ...
 
 
 class AlicatBus:
     """One serial line, any number of unit ids; one exchange at a time (a lock).
 
     A reply that does not parse is retried ``retries`` times (commands here set absolute
-    values, so repeating them is harmless); stale bytes are drained first when the stream
-    offers ``read_available``.
+    values, so repeating them is harmless); stale bytes are drained first.
     """
 
     def __init__(self, stream: LineStream, *, timeout_s: float = 0.5, retries: int = 2) -> None:
@@ -47,9 +38,7 @@ class AlicatBus:
         self.retries = retries
 
     async def _drain(self) -> None:
-        drain = getattr(self._stream, "read_available", None)
-        if drain is not None:
-            await drain()
+        await self._stream.read_available()
 
     def _policy(
         self, on: type[InstrumentError], when: Callable[[BaseException], bool] | None = None

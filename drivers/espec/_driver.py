@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Protocol
 
 from labrig.drivers.capabilities import InstrumentError, InstrumentTimeout
 from labrig.drivers.espec._codec import (
@@ -19,14 +18,9 @@ from labrig.drivers.espec._codec import (
     encode_power,
     encode_setpoint,
 )
+from labrig.drivers.transport import LineStream
 
 __all__ = ["EspecChamber"]
-
-
-class _LineStream(Protocol):
-    async def write(self, data: bytes) -> None: ...
-
-    async def read_until(self, terminator: bytes) -> bytes: ...
 
 
 class EspecChamber:
@@ -35,7 +29,7 @@ class EspecChamber:
 
     def __init__(
         self,
-        stream: _LineStream,
+        stream: LineStream,
         *,
         name: str = "chamber",
         timeout_s: float = 1.0,
@@ -56,9 +50,7 @@ class EspecChamber:
     async def exchange(self, command: bytes) -> bytes:
         """One command, one CR LF reply line, under the lock and a deadline."""
         async with self._lock:
-            drain = getattr(self._stream, "read_available", None)
-            if drain is not None:
-                await drain()
+            await self._stream.read_available()  # stale bytes of an earlier reply
             try:
                 async with asyncio.timeout(self.timeout_s):
                     await self._stream.write(command)

@@ -7,7 +7,7 @@ link is down; :meth:`Transport.reconnect` retries with exponential backoff. Faul
 injection goes through *manipulators* (see :class:`Manipulator`).
 """
 
-from ._base import Backoff, Direction, Manipulator, Transport, TransportClosed
+from ._base import Backoff, Direction, LineStream, Manipulator, Transport, TransportClosed
 from ._serial import SerialTransport
 from ._tcp import TcpTransport
 from ._url import serial_settings, transport_from_url
@@ -16,6 +16,7 @@ from ._visa import VisaTransport
 __all__ = [
     "Backoff",
     "Direction",
+    "LineStream",
     "Manipulator",
     "SerialTransport",
     "TcpTransport",

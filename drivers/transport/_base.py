@@ -55,6 +55,17 @@ class Manipulator(Protocol):
         ...
 
 
+class LineStream(Protocol):
+    """What a line-oriented driver needs of its link (a :class:`Transport` fits): write a
+    command, read a reply up to its terminator, drop stale bytes before a command."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def read_until(self, terminator: bytes) -> bytes: ...
+
+    async def read_available(self) -> bytes: ...
+
+
 class Transport(abc.ABC):
     """Bytes to and from one endpoint; an async context manager.
 

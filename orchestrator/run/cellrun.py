@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from labrig.drivers.capabilities import Instrument
-from labrig.protocols.models import CellSpec, Group, Loop, Protocol
+from labrig.protocols.models import CellSpec, Group, Loop, Protocol, PulseStep
 
 from ..compile import CompiledStep, StepCompiler
 from ..cycles import CycleCounter, CycleFigures
@@ -34,12 +34,10 @@ def count_steps(nodes: Sequence[Any]) -> int:
             total += per * bound + extra
         elif isinstance(n, Group):
             total += count_steps(n.steps)
+        elif isinstance(n, PulseStep):
+            total += (n.repeat or 1) * (2 if n.rest_s > 0 else 1)
         else:
-            reps = getattr(n, "repeat", None)
-            if n.step == "pulse":
-                total += (reps or 1) * (2 if n.rest_s > 0 else 1)
-            else:
-                total += 1
+            total += 1
     return total
 
 

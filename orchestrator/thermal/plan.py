@@ -19,10 +19,11 @@ Segment mapping:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from labrig.drivers.capabilities import FurnaceSegment
-from labrig.protocols.models import FurnaceStep, GasStep, Group, Loop, Protocol
+from labrig.protocols.models import FurnaceStep, GasStep, Group, Loop, Node, Protocol
 
 __all__ = [
     "NATURAL_COOLING_TAU_S",
@@ -169,7 +170,7 @@ def _controller_duration(seconds: float) -> float:
 def _flatten(protocol: Protocol) -> list[FurnaceStep | GasStep]:
     out: list[FurnaceStep | GasStep] = []
 
-    def walk(nodes: list[object], where: str) -> None:
+    def walk(nodes: Sequence[Node], where: str) -> None:
         for i, n in enumerate(nodes):
             here = f"{where}[{i}]"
             if isinstance(n, Loop):
@@ -178,18 +179,18 @@ def _flatten(protocol: Protocol) -> list[FurnaceStep | GasStep]:
                 if n.checkpoints:
                     raise PlanError(f"{here}: checkpoints are not supported in furnace protocols")
                 for _ in range(n.repeat):
-                    walk(list(n.steps), f"{here}.steps")
+                    walk(n.steps, f"{here}.steps")
             elif isinstance(n, Group):
-                walk(list(n.steps), f"{here}.steps")
+                walk(n.steps, f"{here}.steps")
             elif isinstance(n, FurnaceStep | GasStep):
                 out.append(n)
             else:
-                kind = getattr(n, "step", type(n).__name__)
+                kind = n.step
                 raise PlanError(
                     f"{here}: a furnace run executes furnace and gas steps only, not {kind!r}"
                 )
 
-    walk(list(protocol.sequence), "sequence")
+    walk(protocol.sequence, "sequence")
     return out
 
 

@@ -8,10 +8,6 @@ with SIGTERM (runs paused at a safe point, resumable) and started again.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +16,18 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from labrig.orchestrator.daemon import DaemonError, DaemonUnavailable, request
+from labrig.orchestrator.daemon import request
+from tests.procs import (
+    daemon_ls,
+    event_count,
+    maccor_channel_state,
+    serving,
+    simulator,
+    stop,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-
-LABRIG = [sys.executable, "-m", "labrig.orchestrator.cli"]
 
 PROTOCOL = """\
 name: restart drill
@@ -41,37 +44,16 @@ sequence:
 """
 
 
-def _simulator(name: str) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [*LABRIG, "sim", "serve", name, "--port", "0", "--speed", "4000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        address = proc.stdout.readline().strip()
-        assert address.startswith("tcp://"), address
-        yield address
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
 @pytest.fixture
 def maccor() -> Iterator[str]:
-    yield from _simulator("maccor")
+    with simulator("maccor", speed=4000) as address:
+        yield address
 
 
 @pytest.fixture
 def palmsens() -> Iterator[str]:
-    yield from _simulator("palmsens")
+    with simulator("palmsens", speed=4000) as address:
+        yield address
 
 
 def _station(folder: Path, maccor: str, palmsens: str, shared: bool) -> Path:
@@ -91,49 +73,6 @@ def _station(folder: Path, maccor: str, palmsens: str, shared: bool) -> Path:
     return path
 
 
-def _serve(runs: Path, station: Path, log: Path, grace: str = "60") -> subprocess.Popen[bytes]:
-    with open(log, "ab") as f:
-        proc = subprocess.Popen(
-            [*LABRIG, "serve", "--station", str(station), "--runs", str(runs),
-             "--poll", "0.05", "--stop-grace", grace],
-            stdout=subprocess.DEVNULL,
-            stderr=f,
-        )  # fmt: skip
-    _wait(lambda: _ls(runs) is not None or proc.poll() is not None, 60)
-    assert proc.poll() is None, log.read_text()
-    return proc
-
-
-def _ls(runs: Path) -> list[dict[str, Any]] | None:
-    try:
-        rows: list[dict[str, Any]] = request(runs, {"op": "ls"}, timeout_s=10)["runs"]
-    except (DaemonUnavailable, DaemonError):  # not there, or still starting
-        return None
-    return rows
-
-
-def _wait(pred: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
-def _events(root: Path) -> int:
-    path = root / "events.jsonl"
-    return path.read_bytes().count(b"\n") if path.exists() else 0
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        assert proc.wait(90) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def _check_rows(root: Path) -> None:
     seq = pq.read_table(root / "data").column("record_seq").to_numpy()
     assert len(np.unique(seq)) == len(seq), f"{root.name}: a record was stored twice"
@@ -145,11 +84,11 @@ def _check_rows(root: Path) -> None:
 
 @pytest.mark.parametrize(
     ("shared", "grace"),
-    [(True, "60"), (False, "60"), (False, "0")],
+    [(True, 60.0), (False, 60.0), (False, 0.0)],
     ids=["shared-eis", "own-instruments", "blocks-left-to-the-tester"],
 )
 def test_restart_reattaches_every_stopped_run_and_keeps_the_queue(
-    tmp_path: Path, maccor: str, palmsens: str, shared: bool, grace: str
+    tmp_path: Path, maccor: str, palmsens: str, shared: bool, grace: float
 ) -> None:
     """``grace`` 0: the daemon does not wait for block ends; the tester carries the
     blocks on and the next daemon adopts them (``attach_block``)."""
@@ -157,8 +96,7 @@ def test_restart_reattaches_every_stopped_run_and_keeps_the_queue(
     proto = tmp_path / "drill.yaml"
     proto.write_text(PROTOCOL if shared else PROTOCOL.replace("      - EIS from", "      # "))
     runs, log = tmp_path / "runs", tmp_path / "serve.log"
-    proc = _serve(runs, station, log, grace)
-    try:
+    with serving(runs, station, log, grace_s=grace) as proc:
         ids = []
         for i, pos in enumerate(["A1", "A2", "A3", "A1"]):
             reply = request(runs, {"op": "submit", "protocol_yaml": proto.read_text(),
@@ -166,36 +104,27 @@ def test_restart_reattaches_every_stopped_run_and_keeps_the_queue(
             ids.append(reply["run_id"])
         running, queued = ids[:3], ids[3]
         # stop once every run has recorded something of its own
-        _wait(lambda: all(_events(runs / r) >= 3 for r in running), 120)
-        _stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert wait_until(lambda: all(event_count(runs / r) >= 3 for r in running), 120)
+        assert stop(proc) == 0
     for r in running:
         meta = json.loads((runs / r / "run.json").read_text())
         assert meta["state"] == "paused" and meta["resumable"] is True, meta
     assert [q["run_id"] for q in json.loads((runs / "queue.json").read_text())] == [queued]
 
-    proc = _serve(runs, station, log)
-    try:
-        listed = {row["run_id"] for row in _ls(runs) or []}
+    with serving(runs, station, log) as proc:
+        listed = {row["run_id"] for row in daemon_ls(runs) or []}
         assert set(ids) <= listed, f"{listed}: the queued run is kept"
         assert queued in [q["run_id"] for q in json.loads((runs / "queue.json").read_text())]
 
         def ended() -> bool:
-            rows = _ls(runs) or []
+            rows = daemon_ls(runs) or []
             return len(rows) == 4 and all(
                 r["state"] in ("finished", "failed", "aborted") for r in rows
             )
 
-        _wait(ended, 150)
-        states = {r["run_id"]: (r["state"], r["reason"]) for r in _ls(runs) or []}
-        _stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert wait_until(ended, 150)
+        states = {r["run_id"]: (r["state"], r["reason"]) for r in daemon_ls(runs) or []}
+        assert stop(proc) == 0
     assert all(s == "finished" for s, _ in states.values()), (states, log.read_text()[-3000:])
     assert "Traceback" not in log.read_text()
     for r in ids:
@@ -209,32 +138,25 @@ def test_restart_reattaches_every_stopped_run_and_keeps_the_queue(
 def test_a_failed_reattach_holds_the_channel_and_says_so_not_resumable(
     tmp_path: Path, palmsens: str
 ) -> None:
-    sim = _simulator("maccor")
-    maccor = next(sim)
-    station = _station(tmp_path, maccor, palmsens, shared=False)
     proto = tmp_path / "drill.yaml"
     proto.write_text(PROTOCOL.replace("      - EIS from", "      # "))
     runs, log = tmp_path / "runs", tmp_path / "serve.log"
-    proc = _serve(runs, station, log)
-    try:
-        request(runs, {"op": "submit", "protocol_yaml": proto.read_text(), "position": "A1",
-                       "run_id": "lost"})  # fmt: skip
-        _wait(lambda: _events(runs / "lost") >= 3, 120)
-        _stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        sim.close()  # the tester is gone: the next daemon cannot re-attach
+    with simulator("maccor", speed=4000) as maccor:
+        station = _station(tmp_path, maccor, palmsens, shared=False)
+        with serving(runs, station, log) as proc:
+            request(runs, {"op": "submit", "protocol_yaml": proto.read_text(),
+                           "position": "A1", "run_id": "lost"})  # fmt: skip
+            assert wait_until(lambda: event_count(runs / "lost") >= 3, 120)
+            assert stop(proc) == 0
+    # the tester is gone: the next daemon cannot re-attach
     assert json.loads((runs / "lost" / "run.json").read_text())["resumable"] is True
     events_before = (runs / "lost" / "events.jsonl").read_bytes()
-    proc = _serve(runs, station, log)
-    try:
+    with serving(runs, station, log) as proc:
 
         def lost() -> dict[str, Any]:
-            return next(r for r in _ls(runs) or [] if r["run_id"] == "lost")
+            return next(r for r in daemon_ls(runs) or [] if r["run_id"] == "lost")
 
-        _wait(lambda: lost()["state"] == "detached", 60)
+        assert wait_until(lambda: lost()["state"] == "detached", 60)
         assert maccor.split("//")[1] in str(lost()["reason"])
         meta = json.loads((runs / "lost" / "run.json").read_text())
         assert meta["state"] == "paused" and meta["resumable"] is False, meta
@@ -245,12 +167,8 @@ def test_a_failed_reattach_holds_the_channel_and_says_so_not_resumable(
                                 "position": "A1", "run_id": "next"})  # fmt: skip
         assert queued["state"] == "queued"
         request(runs, {"op": "abort", "run": "lost"})
-        _wait(lambda: lost()["state"] == "aborted", 30)
-        _stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert wait_until(lambda: lost()["state"] == "aborted", 30)
+        assert stop(proc) == 0
     meta = json.loads((runs / "lost" / "run.json").read_text())
     assert meta["state"] == "aborted" and meta["resumable"] is False, meta
     assert "Traceback" not in log.read_text()
@@ -259,49 +177,30 @@ def test_a_failed_reattach_holds_the_channel_and_says_so_not_resumable(
 def test_a_damaged_run_is_detached_and_its_running_block_left_alone(
     tmp_path: Path, maccor: str, palmsens: str
 ) -> None:
-    import asyncio
-
-    from labrig.drivers.capabilities import ChannelState
-    from labrig.drivers.maccor import MaccorCycler
-
-    async def channel_state() -> ChannelState:
-        async with MaccorCycler.from_url(maccor, channels=8) as cycler:
-            return (await cycler.channel(0).status()).state
-
     station = _station(tmp_path, maccor, palmsens, shared=False)
     # one long block: the tester is still running it when the daemon stops without grace
     text = PROTOCOL.replace("      - EIS from", "      # ").replace("repeat: 3", "repeat: 400")
     runs, log = tmp_path / "runs", tmp_path / "serve.log"
-    proc = _serve(runs, station, log, "0")
-    try:
+    with serving(runs, station, log, grace_s=0.0) as proc:
         request(runs, {"op": "submit", "protocol_yaml": text, "position": "A1",
                        "run_id": "damaged"})  # fmt: skip
-        _wait(lambda: _events(runs / "damaged") >= 3, 120)
-        _stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert wait_until(lambda: event_count(runs / "damaged") >= 3, 120)
+        assert stop(proc) == 0
     root = runs / "damaged"
     assert json.loads((root / "run.json").read_text())["resumable"] is True
     for f in root.glob("journal.sqlite*"):
         f.unlink()  # the journal is gone: the run cannot be resumed safely
-    assert asyncio.run(channel_state()) is ChannelState.running
+    assert maccor_channel_state(maccor) == "running"
     before = {p.name: p.read_bytes() for p in root.rglob("*") if p.is_file() and
               p.name != "run.json"}  # fmt: skip
-    proc = _serve(runs, station, log)
-    try:
-        _wait(lambda: any(r["state"] == "detached" for r in _ls(runs) or []), 60)
-        row = next(r for r in _ls(runs) or [] if r["run_id"] == "damaged")
+    with serving(runs, station, log) as proc:
+        assert wait_until(lambda: any(r["state"] == "detached" for r in daemon_ls(runs) or []), 60)
+        row = next(r for r in daemon_ls(runs) or [] if r["run_id"] == "damaged")
         assert "journal" in str(row["reason"]), row
         # refused before anything was sent: the tester ran the block on (or to its end);
         # a safe state would have reset the channel (idle)
-        assert asyncio.run(channel_state()) in (ChannelState.running, ChannelState.done)
-        _stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert maccor_channel_state(maccor) in ("running", "done")
+        assert stop(proc) == 0
     after = {p.name: p.read_bytes() for p in root.rglob("*") if p.is_file() and
              p.name != "run.json"}  # fmt: skip
     assert after == before, "a file of the damaged run was changed"

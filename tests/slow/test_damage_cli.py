@@ -6,20 +6,23 @@ read."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import os
-import signal
 import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from labrig.drivers.capabilities import ChannelState
-from labrig.drivers.maccor import MaccorCycler
-from tests.procs import LABRIG, event_count, maccor_station, run_dir, wait_until
+from tests.procs import (
+    LABRIG,
+    event_count,
+    kill,
+    maccor_channel_state,
+    maccor_station,
+    run_dir,
+    wait_until,
+)
 from tests.slow.test_kill9 import PROTOCOL, _start, tester
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -40,11 +43,6 @@ def _digest(run: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()}
 
 
-async def _state(address: str) -> ChannelState:
-    async with MaccorCycler.from_url(address, channels=8) as cycler:
-        return (await cycler.channel(0).status()).state
-
-
 def test_a_damaged_run_is_refused_and_read_back_from_the_instrument(
     tester: str, tmp_path: Path
 ) -> None:
@@ -55,8 +53,7 @@ def test_a_damaged_run_is_refused_and_read_back_from_the_instrument(
                    "--out", str(out)])  # fmt: skip
     wait_until(lambda: event_count(run_dir(out)) > 3, proc=proc)
     assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill(proc)
     (root,) = list(out.iterdir())
     _flip_live_wal_frame(root)
     before = _digest(root)
@@ -70,7 +67,7 @@ def test_a_damaged_run_is_refused_and_read_back_from_the_instrument(
     assert _digest(root) == before  # nothing that holds data was rewritten
     assert json.loads((root / "run.json").read_text())["state"] == "running"
     # its block went on (running, or done on its own at the simulator's speed), not stopped
-    assert asyncio.run(_state(tester)) in (ChannelState.running, ChannelState.done)
+    assert maccor_channel_state(tester) in ("running", "done")
     done = subprocess.run([*LABRIG, "resume", str(root), "--from-instrument"],
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -80,4 +77,4 @@ def test_a_damaged_run_is_refused_and_read_back_from_the_instrument(
     assert pq.read_table(root / "recovered" / "records-from-instrument.parquet").num_rows >= 0
     assert (root / "damaged" / "journal.sqlite-wal").exists()
     assert json.loads((root / "run.json").read_text())["state"] == "failed"
-    assert asyncio.run(_state(tester)) in (ChannelState.running, ChannelState.done)
+    assert maccor_channel_state(tester) in ("running", "done")

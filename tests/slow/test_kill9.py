@@ -9,7 +9,7 @@ import random
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,10 @@ def _start(args: list[str]) -> subprocess.Popen[str]:
     return start([*args, "-q", "--poll", "0.02"])
 
 
+def _more_events_than(out: Path, n: int) -> Callable[[], bool]:
+    return lambda: event_count(run_dir(out)) > n
+
+
 def test_kill_minus_nine_then_resume(tester: str, tmp_path: Path) -> None:
     (tmp_path / "drill.yaml").write_text(PROTOCOL)
     station = maccor_station(tmp_path, tester)
@@ -67,7 +71,7 @@ def test_kill_minus_nine_then_resume(tester: str, tmp_path: Path) -> None:
     for _ in range(5):
         # kill only once this process has made progress of its own (a busy machine
         # can take seconds to start one), then at a seeded moment after that
-        wait_until(lambda n=seen: event_count(run_dir(out)) > n, proc=proc)
+        wait_until(_more_events_than(out, seen), proc=proc)
         seen = event_count(run_dir(out))
         if proc.poll() is not None:
             break

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from labrig.protocols.models import CellSpec
+
 __all__ = ["PRESET_HELP", "PRESET_NAMES", "check_preset", "rest_voltage_warnings"]
 
 PRESET_NAMES = ("ncm85_ininli", "ncm83_sc_coated", "ncm83_sc_uncoated", "ncm85_lto")
@@ -20,9 +22,9 @@ PRESET_HELP = (
 )
 
 
-def check_preset(cell: Any) -> None:
+def check_preset(cell: CellSpec | None) -> None:
     """ValueError naming the presets when the protocol's ``cell.preset`` is not one."""
-    name = getattr(cell, "preset", None)
+    name = None if cell is None else cell.preset
     if name is None or name in PRESET_NAMES:
         return
     from labrig.simulators.cell import PRESETS
