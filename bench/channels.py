@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,25 @@ defaults: {record: {every_s: 1}}
 sequence:
   - Charge at 0.1C until 3.7 V or 10 h
 """
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of this process's threads, by thread name."""
+    import os
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(task.name), "other")
+        name = "event loop" if name == "MainThread" else name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -90,6 +110,7 @@ class Probe:
         self.read_rtt: list[float] = []
         self.channels: dict[str, Any] = {}
         self.store_delay: list[float] = []
+        self.newest_delay: list[float] = []  # of each batch's newest record (telemetry's)
         self.by_voltage: dict[tuple[str, float], float] = {}  # -> record instrument time
         self.measuring = False
         self.rows = 0
@@ -138,6 +159,7 @@ class Probe:
                 times = cols["time_s"] - (ex._time_offset or 0.0)
                 for t in times[-5:]:  # a batch is one or two records at 1 Hz polling
                     probe.store_delay.append(now - (t0 + float(t)))
+                probe.newest_delay.append(now - (t0 + float(times[-1])))
                 probe.by_voltage[(channel, float(cols["voltage_V"][-1]))] = t0 + float(times[-1])
                 probe.rows += len(times)
             original(cols)
@@ -214,9 +236,10 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
         await asyncio.sleep(3.0)  # settle
         await probe.match_clocks()
         probe.measuring = True
-        wall0, cpu0 = time.monotonic(), time.process_time()
+        wall0, cpu0, times0, threads0 = time.monotonic(), time.process_time(), os.times(), thread_cpu()
         await asyncio.sleep(args.seconds)
         wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
+        times1, threads1 = os.times(), thread_cpu()
         probe.measuring = False
         never = {j.run_id for j in not_started()}
         failed = [
@@ -229,6 +252,9 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
         "probe": probe,
         "wall": wall,
         "cpu": cpu,
+        "user": times1.user - times0.user,
+        "system": times1.system - times0.system,
+        "threads": {k: v - threads0.get(k, 0.0) for k, v in threads1.items()},
         "started_s": started_s,
         "failed": [(j.run_id, j.state.value, j.reason) for j in failed],
         "never_started": len(never),
@@ -304,11 +330,24 @@ def run(args: argparse.Namespace) -> None:
     rt = [c * 1e3 for c in probe.read_rtt]
     print(f"clock match RTT   p50 {percentile(rt, 50):.0f} ms, max {max(rt, default=0):.0f} ms")
     print(f"rows stored       {probe.rows:,} ({probe.rows / res['wall']:.0f} rows/s)")
-    print(f"orchestrator CPU  {cpu_pct:.1f} % of one core (target < 50 %)")
+    print(f"orchestrator CPU  {cpu_pct:.1f} % of one core (target <= 30 %)")
+    print(
+        f"  user {100 * res['user'] / res['wall']:.1f} %, system {100 * res['system'] / res['wall']:.1f} %; by thread: "
+        + ", ".join(
+            f"{k} {100 * v / res['wall']:.1f} %"
+            for k, v in sorted(res["threads"].items(), key=lambda kv: -kv[1])
+            if v > 0
+        )
+    )
     sd = [d * 1e3 for d in probe.store_delay]
     print(
         f"record -> storage p50 {percentile(sd, 50):.0f} ms, p99 {percentile(sd, 99):.0f} ms "
         f"(status every {args.poll:g} s, records collected every {args.collect:g} s)"
+    )
+    nd = [d * 1e3 for d in probe.newest_delay]
+    print(
+        f"newest -> handed p50 {percentile(nd, 50):.0f} ms, p99 {percentile(nd, 99):.0f} ms "
+        "(each collection's newest record, the one its telemetry carries)"
     )
     if mqtt is None:
         print("record -> MQTT    n/a (no broker)")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
 from labrig.drivers.retry import Backoff, Retry
 
@@ -45,6 +46,7 @@ log = logging.getLogger("labrig.mqtt")
 
 _EVENT_BATCH = 256
 _TELEMETRY_BATCH = 512
+_GATHER_S = 0.02  # after a wake-up, wait this long for more work before taking it
 
 
 @dataclass
@@ -251,6 +253,9 @@ class Engine:
         assert self.wake is not None
         while True:
             await self.wake.wait()
+            # a moment for more to arrive: on a large station readings come a thousand
+            # a second, and one wake-up (and one batch) each would cost more than sending
+            await asyncio.sleep(_GATHER_S)
             self.wake.clear()
             self.shared.poked = False  # before taking the work, so nothing is missed
             self._persist_now()
@@ -476,9 +481,32 @@ class Engine:
         retain: bool = False,
     ) -> None:
         """Publish in order with a bounded number awaiting their acknowledgement."""
+        if qos == 0 and not retain and messages:
+            _publish_unconfirmed(client, messages[:-1])
+            # paho writes in order: once the last one is out, all of them are (and a slow
+            # broker holds the next batch back here)
+            topic, payload = messages[-1]
+            await client.publish(topic, payload, qos=0)
+            return
         size = self.settings.inflight_window if qos else 256
         for start in range(0, len(messages), size):
             # Tasks start in creation order, so paho queues the packets in order.
             async with asyncio.TaskGroup() as tg:
                 for topic, payload in messages[start : start + size]:
                     tg.create_task(client.publish(topic, payload, qos=qos, retain=retain))
+
+
+def _publish_unconfirmed(client: aiomqtt.Client, messages: list[tuple[str, bytes]]) -> None:
+    """QoS 0 messages handed to paho without a task and a confirmation wait each.
+
+    aiomqtt's ``publish`` costs a task, an event and a scan of its pending calls per
+    message; telemetry (a thousand readings a second on a large station) needs none of
+    that: QoS 0 has no acknowledgement, and the caller awaits the batch's last message.
+    ``Client._client`` is the paho client aiomqtt drives (pinned in .ci/constraints.txt;
+    tests/integration/mqtt cover this path against a real broker).
+    """
+    paho = client._client  # see the docstring
+    for topic, payload in messages:
+        info = paho.publish(topic, payload, qos=0)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish telemetry")

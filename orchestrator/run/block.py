@@ -13,6 +13,7 @@ from ..compile import CompiledStep
 from ..events import EventKind, RunState
 from .ingest import RecordIngest
 from .lifecycle import RunAborted
+from .pacing import CollectionPacer
 
 __all__ = ["BlockSupervisor", "EndLoop"]
 
@@ -74,14 +75,19 @@ class BlockSupervisor(RecordIngest):
         cycler = self.bind.cycler
         opts = self.options
         wait = asyncio.ensure_future(cycler.wait_block(opts.poll_s, max_poll_s=opts.max_poll_s))
-        collect_s = self.options.collect_s or self.options.poll_s
+        pacer = CollectionPacer(self.options.collect_s or self.options.poll_s)
+        status_at = self.run_time()
         try:
             while True:
-                done, _ = await asyncio.wait({wait}, timeout=collect_s)
+                done, _ = await asyncio.wait({wait}, timeout=pacer.delay(self.run_time()))
                 if done:
                     return wait.result()
-                await self._collect()
-                self._publish_status()
+                await self._collect(pacer)
+                if self.run_time() - status_at >= opts.status_every_s:
+                    # the live readings go out as telemetry with every collection; the
+                    # retained status (and what watches it) needs them less often
+                    status_at = self.run_time()
+                    self._publish_status()
                 if self._abort_requested is not None:
                     await cycler.safe_state()
                     raise RunAborted(self._abort_requested)
@@ -91,11 +97,15 @@ class BlockSupervisor(RecordIngest):
                 with contextlib.suppress(asyncio.CancelledError, InstrumentError):
                     await wait
 
-    async def _collect(self) -> None:
+    async def _collect(self, pacer: CollectionPacer | None = None) -> None:
+        """New records from the channel, stored; the newest goes out as telemetry unless
+        the pacer has a fresher one due in a moment."""
+        now = self.run_time()
         batch = await self.bind.cycler.read_records(self.last_record_seq)
-        if len(batch) == 0:
-            return
-        self._ingest(batch)
+        n, first, last = self._ingest(batch) if len(batch) else (0, 0.0, 0.0)
+        again_soon = pacer is not None and pacer.collected(now, n, first, last)
+        if n and not again_soon:
+            self._send_telemetry()
 
     def _after_block(self, result: BlockResult) -> None:
         end_loop = False

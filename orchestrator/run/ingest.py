@@ -56,14 +56,16 @@ class RecordIngest(JournalledRun):
             bounds.append((end, 1))
         return min(bounds) if bounds else None
 
-    def _ingest(self, batch: RecordBatch) -> None:
-        """Assign cycles and capacities to records, check the envelope, store them."""
+    def _ingest(self, batch: RecordBatch) -> tuple[int, float, float]:
+        """Assign cycles and capacities to records, check the envelope, store them.
+
+        Returns how many were new and the run times of the first and last of them."""
         # Drop anything already seen (a re-read after a reconnect) to keep rows unique.
         keep = batch.seq > self.last_record_seq
         if not keep.all():
             batch = batch.select(keep)
             if len(batch) == 0:
-                return
+                return 0, 0.0, 0.0
         n = len(batch)
         times = self._run_times(batch)
         cycle_col = np.empty(n, dtype=np.int32)
@@ -119,7 +121,7 @@ class RecordIngest(JournalledRun):
         self.last_current = float(batch.current_A[-1])
         self.last_temperature = float(batch.temperature_C[-1])
         self._release_events()
-        self._send_telemetry()
+        return n, float(times[0]), float(times[-1])
 
     def _send_telemetry(self) -> None:
         """The newest record as a live reading (with the step it belongs to)."""

@@ -72,6 +72,9 @@ class RunOptions:
     # on hardware 1, so pause and abort act between cycles)
     batch_iterations: int = 1
     telemetry_every_s: float = 1.0
+    # how often a running block's retained status is published (state, step and cycle
+    # changes are published at once; live readings go out as telemetry)
+    status_every_s: float = 10.0
     flush_every_s: float = 60.0  # wall seconds between forced data flushes on hardware
 
 
