@@ -236,7 +236,8 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
         await asyncio.sleep(3.0)  # settle
         await probe.match_clocks()
         probe.measuring = True
-        wall0, cpu0, times0, threads0 = time.monotonic(), time.process_time(), os.times(), thread_cpu()
+        wall0, cpu0 = time.monotonic(), time.process_time()
+        times0, threads0 = os.times(), thread_cpu()
         await asyncio.sleep(args.seconds)
         wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
         times1, threads1 = os.times(), thread_cpu()
@@ -332,7 +333,8 @@ def run(args: argparse.Namespace) -> None:
     print(f"rows stored       {probe.rows:,} ({probe.rows / res['wall']:.0f} rows/s)")
     print(f"orchestrator CPU  {cpu_pct:.1f} % of one core (target <= 30 %)")
     print(
-        f"  user {100 * res['user'] / res['wall']:.1f} %, system {100 * res['system'] / res['wall']:.1f} %; by thread: "
+        f"  user {100 * res['user'] / res['wall']:.1f} %, "
+        f"system {100 * res['system'] / res['wall']:.1f} %; by thread: "
         + ", ".join(
             f"{k} {100 * v / res['wall']:.1f} %"
             for k, v in sorted(res["threads"].items(), key=lambda kv: -kv[1])
