@@ -219,8 +219,9 @@ class MaccorChannel:
         restart) they are unknown (:class:`LimitsUnknown`)."""
         if self._limits is None:
             raise LimitsUnknown(
-                f"{self.name}: MacNet has no call that reads safety limits back, and none "
-                "were written through this connection"
+                f"{self.name}: MacNet has no call that reads safety limits back ((6,10) "
+                "sets them and echoes what it set), and none were written through this "
+                "connection"
             )
         lim = self._limits
         return ChannelLimits(lim.v_min_V, lim.v_max_V, min(lim.i_chg_A, lim.i_dis_A))

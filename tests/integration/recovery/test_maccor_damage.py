@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -174,3 +175,25 @@ def test_an_older_journal_is_refused_against_the_testers_position(tmp_path: Path
     said = str(refused)
     assert "older than the instrument's" in said, said
     assert f"the instrument is on block {max(files)}" in said
+
+
+def test_an_intact_run_resumes_and_its_events_say_which_limit_check_was_done(
+    tmp_path: Path,
+) -> None:
+    async def then(root: Path, srv: MacNetServer, _older: Path | None) -> Any:
+        async with MaccorCycler.from_url(srv.url, channels=[0]) as cyc:
+            outcome, _ = await resume_run(root, bindings=RunBindings(cycler=cyc.channel(0)),
+                                          options=OPTIONS, durable=False)  # fmt: skip
+        return outcome
+
+    outcome = run_virtual_strict(_crashed(tmp_path, then))
+    assert outcome.state.value == "finished", outcome.reason
+    root = next((tmp_path / "runs").iterdir())
+    events = [json.loads(x) for x in (root / "events.jsonl").read_text().splitlines()]
+    notes = [e["data"].get("message", "") for e in events if e["kind"] == "notify"]
+    (note,) = [n for n in notes if "limits" in n]
+    # the block kept running while the host was down: the tester's limits were not read
+    assert note.startswith("limits kept from the start: the channel's test is running")
+    assert "not read back after the restart" in note
+    seq = _stored(root).record_seq.to_numpy()
+    assert len(np.unique(seq)) == len(seq)
