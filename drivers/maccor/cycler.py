@@ -236,6 +236,14 @@ class MaccorChannel:
         """(4,6): the name of the channel's test (its data file) and of its procedure."""
         return decode_test_info(await self._call(4, 6), b"(4,6)")
 
+    async def _tester_block(self) -> int | None:
+        """The block of the channel's test on the tester (None: not one of ours, or a
+        tester that refuses (4,6))."""
+        try:
+            return block_of((await self.test_info()).test_name, self.number)
+        except MacNetError:
+            return None
+
     async def status(self) -> ChannelStatus:
         r = await self.read()
         state, fault = _state(r)
@@ -244,7 +252,7 @@ class MaccorChannel:
         current = -abs(r.current_A) if r.rf1 == 2 else r.current_A
         block_id = blk.block_id if blk is not None else None
         if blk is None:  # a new connection: the tester's test names its block, if ours
-            block_id = block_of((await self.test_info()).test_name, self.number)
+            block_id = await self._tester_block()
         last_seq = block_id * SEQ_BLOCK + r.last_rec if block_id is not None else 0
         return ChannelStatus(
             state=state,
@@ -404,7 +412,7 @@ class MaccorChannel:
         test (4,6); a block whose test is not on the tester (its start never reached it)
         is passed over. If the current test is not one of ours, the blocks are read in
         order up to the first one missing. ``time_s`` counts from the first block read."""
-        newest = block_of((await self.test_info()).test_name, self.number)
+        newest = await self._tester_block()
         k = max(1, after_seq // SEQ_BLOCK) if after_seq >= 0 else 1
         parts: list[RecordBatch] = []
         base = 0.0

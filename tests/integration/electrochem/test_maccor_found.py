@@ -4,7 +4,10 @@ their names, with the step ids their procedures carry."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pytest
 
 from labrig.drivers.capabilities import ChannelLimits, ChannelState, RecordBatch
 from labrig.drivers.maccor import MaccorCycler
@@ -126,6 +129,39 @@ def test_a_test_of_someone_elses_is_no_block_and_ours_are_read_in_order() -> Non
                 got = await ch.read_records(-1)
                 await ch.safe_state()
             # blocks 1, 2 and 3 (reset early), up to the first block the tester lacks
+            assert sorted(set((got.seq >> 32).tolist())) == [1, 2, 3]
+            _same(got, held)
+
+    run_virtual_strict(main())
+
+
+def test_a_tester_that_refuses_4_6_reports_no_block_and_ours_are_read_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    async def main() -> None:
+        async with serve_maccor(2) as srv:
+            async with MaccorCycler.from_url(srv.url, channels=[1]) as cyc:
+                held = await _three_blocks(cyc.channel(1))
+            tester = srv.tester
+            handle = tester.handle
+
+            def refuse_4_6(frame: Any) -> bytes:
+                p = json.loads(bytes(frame))["params"]
+                if (p["FClass"], p["FNum"]) == (4, 6):
+                    body = {"jsonrpc": "2.0", "id": json.loads(bytes(frame))["id"],
+                            "error": {"code": -32002, "message": "Invalid FNum"}}  # fmt: skip
+                    return json.dumps(body).encode() + b"\r\n"
+                return handle(frame)
+
+            monkeypatch.setattr(tester, "handle", refuse_4_6)
+            async with MaccorCycler.from_url(srv.url, channels=[1]) as cyc:
+                ch = cyc.channel(1)
+                st = await ch.status()
+                got = await ch.read_records(-1)
+                await ch.safe_state()
+            assert st.state == ChannelState.running and st.block_id is None
             assert sorted(set((got.seq >> 32).tolist())) == [1, 2, 3]
             _same(got, held)
 
