@@ -4,7 +4,8 @@ A block of steps becomes a MACCOR test procedure (:mod:`.procedure`), sent with 
 and started with (6,2); the tester runs it in firmware, ending steps on their conditions
 and holding the (6,10) safety limits. The host polls (4,7) and reads records with (1,7)
 (see :mod:`.records` for why). (6,3)/(6,4) suspend and resume, (6,5) reset is the stop
-and the safe state.
+and the safe state. A new connection learns the channel's test with (4,6) (see
+:mod:`.found`).
 
 Record numbering: MACCOR numbers the records of each test from 1. A channel's ``seq`` is
 ``block_id * 2**32 + record number``, so it is unique, grows as long as block ids grow
@@ -18,12 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from labrig.drivers.capabilities import (
     BlockResult,
@@ -42,6 +41,7 @@ from labrig.drivers.capabilities import (
 from labrig.drivers.polling import PollPlanner
 from labrig.drivers.transport import Transport, TransportClosed, transport_from_url
 
+from .blocks import SEQ_BLOCK, Block, block_batch, end_time
 from .board import StatusBoard
 from .client import MacNetClient
 from .codec import (
@@ -56,12 +56,12 @@ from .codec import (
     decode_statuses,
     expect_ok,
 )
+from .found import TestInfo, block_of, block_test_name, decode_test_info, step_ids_of
 from .procedure import CompiledProcedure, compile_block
 from .records import DataChunk, decode_data
 
 __all__ = ["MaccorChannel", "MaccorCycler"]
 
-SEQ_BLOCK = 1 << 32
 _RUNNING = {Stat.ACTIVE, Stat.STARTING, Stat.WAITING, Stat.SELECTED}
 _IDLE = {Stat.AVAILABLE, Stat.RESET}
 _FAULT = {Stat.PROBLEM, Stat.PWR_FAIL}
@@ -169,16 +169,8 @@ class MaccorCycler:
         return decode_statuses(await self.client.call(4, 1, first, {"Len": count}), b"(4,1)")
 
 
-@dataclass
-class _Block:
-    block_id: int
-    proc: CompiledProcedure
-    test_name: str
-    time_base: float
-    chunks: list[DataChunk] = field(default_factory=list)
-    last_rec: int = 0
-    finished: bool = False
-    step_ids: npt.NDArray[np.int64] | None = None  # step number - 1 -> step id
+#: the procedure of a test found on the tester (its steps are known by id only)
+_FOUND_PROC = CompiledProcedure(xml=b"", steps=(), end_step=1)
 
 
 class MaccorChannel:
@@ -187,12 +179,13 @@ class MaccorChannel:
     def __init__(self, cycler: MaccorCycler, number: int) -> None:
         self.cycler = cycler
         self.number = number
-        self._block: _Block | None = None
-        self._previous: _Block | None = None
+        self._block: Block | None = None
+        self._previous: Block | None = None
         self._limits: SafetyLimits | None = None
         self._last: ChannelReading | None = None
         self._durations: dict[Hashable, float] = {}  # latest step durations (drivers.polling)
         self._fetching = asyncio.Lock()
+        self._found: dict[int, Block] = {}  # tests found on the tester with no block attached
 
     @property
     def name(self) -> str:
@@ -226,8 +219,9 @@ class MaccorChannel:
         restart) they are unknown (:class:`LimitsUnknown`)."""
         if self._limits is None:
             raise LimitsUnknown(
-                f"{self.name}: MacNet has no call that reads safety limits back, and none "
-                "were written through this connection"
+                f"{self.name}: MacNet has no call that reads safety limits back ((6,10) "
+                "sets them and echoes what it set), and none were written through this "
+                "connection"
             )
         lim = self._limits
         return ChannelLimits(lim.v_min_V, lim.v_max_V, min(lim.i_chg_A, lim.i_dis_A))
@@ -238,16 +232,31 @@ class MaccorChannel:
         self._last = decode_reading(await self._call(4, 7), b"(4,7)")
         return self._last
 
+    async def test_info(self) -> TestInfo:
+        """(4,6): the name of the channel's test (its data file) and of its procedure."""
+        return decode_test_info(await self._call(4, 6), b"(4,6)")
+
+    async def _tester_block(self) -> int | None:
+        """The block of the channel's test on the tester (None: not one of ours, or a
+        tester that refuses (4,6))."""
+        try:
+            return block_of((await self.test_info()).test_name, self.number)
+        except MacNetError:
+            return None
+
     async def status(self) -> ChannelStatus:
         r = await self.read()
         state, fault = _state(r)
         blk = self._block
         step_id = blk.proc.step_id(r.step) if blk is not None else None
         current = -abs(r.current_A) if r.rf1 == 2 else r.current_A
-        last_seq = blk.block_id * SEQ_BLOCK + r.last_rec if blk is not None else 0
+        block_id = blk.block_id if blk is not None else None
+        if blk is None:  # a new connection: the tester's test names its block, if ours
+            block_id = await self._tester_block()
+        last_seq = block_id * SEQ_BLOCK + r.last_rec if block_id is not None else 0
         return ChannelStatus(
             state=state,
-            block_id=blk.block_id if blk is not None else None,
+            block_id=block_id,
             step_id=step_id,
             step_time_s=r.step_time_s,
             voltage_V=r.voltage_V,
@@ -261,16 +270,16 @@ class MaccorChannel:
         if self._block is not None and self._block.block_id == block_id:
             return  # idempotent: the same block is already on the tester
         proc = compile_block(steps, description=f"labrig {self.name} block {block_id}")
-        test_name = f"LR{self.number:03d}B{block_id}"
-        await self.cycler.send_file(f"{test_name}.000", proc.xml)
+        name = block_test_name(self.number, block_id)
+        await self.cycler.send_file(f"{name}.000", proc.xml)
         base = 0.0
         if self._block is not None:
-            base = self._block.time_base + _end_time(self._block)
+            base = self._block.time_base + end_time(self._block)
             self._previous = self._block
-        self._block = _Block(block_id, proc, test_name, base)
+        self._block = Block(block_id, proc, name, base)
         params = {
-            "TestName": test_name,
-            "ProcName": test_name,
+            "TestName": name,
+            "ProcName": name,
             "Comment": f"labrig block {block_id}",
             "Crate": 1,
             "ChamberNum": 0,
@@ -303,22 +312,25 @@ class MaccorChannel:
         if self._block is not None and self._block.block_id == block_id:
             return
         proc = compile_block(steps, description=f"labrig {self.name} block {block_id}")
-        test_name = f"LR{self.number:03d}B{block_id}"
-        try:
-            res = await self._call(1, 7, {"FileName": test_name, "Offset": 0, "Len": 1})
-            data = res.get("Data")
-            known = isinstance(data, str) and not data.lstrip().startswith("<")
-        except MacNetError:
-            known = False
-        if not known:
+        name = block_test_name(self.number, block_id)
+        if not await self._has_data_file(name):
             self._previous = None
             await self.start_block(block_id, steps)
             if self._block is not None:
                 self._block.time_base = time_base_s
             return
         self._previous = None
-        self._block = _Block(block_id, proc, test_name, time_base_s)
+        self._block = Block(block_id, proc, name, time_base_s)
         await self.read()
+
+    async def _has_data_file(self, name: str) -> bool:
+        """Whether the tester has the data file of test ``name`` (1,7)."""
+        try:
+            res = await self._call(1, 7, {"FileName": name, "Offset": 0, "Len": 1})
+        except MacNetError:
+            return False
+        data = res.get("Data")
+        return isinstance(data, str) and not data.lstrip().startswith("<")
 
     async def _start_error(self) -> str:
         with contextlib.suppress(InstrumentError):
@@ -362,7 +374,7 @@ class MaccorChannel:
         blk.finished = r.stat not in _RUNNING and r.stat != Stat.SUSPENDED
         return self._result(blk, r)
 
-    def _result(self, blk: _Block, r: ChannelReading) -> BlockResult:
+    def _result(self, blk: Block, r: ChannelReading) -> BlockResult:
         ends = _step_ends(blk)
         state, fault = _state(r)
         if state == ChannelState.fault:
@@ -384,16 +396,55 @@ class MaccorChannel:
     async def read_records(self, after_seq: int) -> RecordBatch:
         blk = self._block
         if blk is None:
-            return RecordBatch.empty()
+            return await self._read_found(after_seq)
         need_fetch = not blk.finished or (
             self._last is not None and self._last.last_rec > blk.last_rec
         )
         if need_fetch and after_seq < (blk.block_id + 1) * SEQ_BLOCK:
             await self._fetch(blk, None)
-        parts = [_batch(b, after_seq) for b in (self._previous, blk) if b is not None]
+        parts = [block_batch(b, after_seq) for b in (self._previous, blk) if b is not None]
         return RecordBatch.concat([p for p in parts if len(p)])
 
-    async def _fetch(self, blk: _Block, upto: int | None) -> None:
+    async def _read_found(self, after_seq: int) -> RecordBatch:
+        """No block attached (a new connection, e.g. reading a damaged run back): the
+        records after ``after_seq`` of this channel's tests on the tester, from the block
+        of ``after_seq`` (the first block if none) to the block of the channel's current
+        test (4,6); a block whose test is not on the tester (its start never reached it)
+        is passed over. If the current test is not one of ours, the blocks are read in
+        order up to the first one missing. ``time_s`` counts from the first block read."""
+        newest = await self._tester_block()
+        k = max(1, after_seq // SEQ_BLOCK) if after_seq >= 0 else 1
+        parts: list[RecordBatch] = []
+        base = 0.0
+        while newest is None or k <= newest:
+            blk = self._found.get(k) or await self._find(k, base)
+            k += 1
+            if blk is None:
+                if newest is None:
+                    break
+                continue
+            await self._fetch(blk, None)
+            base = blk.time_base + end_time(blk)
+            parts.append(block_batch(blk, after_seq))
+        return RecordBatch.concat([p for p in parts if len(p)])
+
+    async def _find(self, block_id: int, time_base: float) -> Block | None:
+        """The test of ``block_id`` if the tester has its data file, with the step ids
+        its procedure file gives (-1 where it gives none)."""
+        name = block_test_name(self.number, block_id)
+        if not await self._has_data_file(name):
+            return None
+        blk = Block(block_id, _FOUND_PROC, name, time_base)
+        try:
+            res = await self._call(1, 7, {"FileName": f"{name}.000", "Offset": 0})
+            text = res.get("Data")
+        except MacNetError:
+            text = None
+        blk.step_ids = step_ids_of(text) if isinstance(text, str) else step_ids_of("")
+        self._found[block_id] = blk
+        return blk
+
+    async def _fetch(self, blk: Block, upto: int | None) -> None:
         """Read the block's data file from ``blk.last_rec`` on (to ``upto`` if known).
 
         One reader at a time: the executor's collection and the tail read at a block's
@@ -401,7 +452,7 @@ class MaccorChannel:
         async with self._fetching:
             await self._fetch_locked(blk, upto)
 
-    async def _fetch_locked(self, blk: _Block, upto: int | None) -> None:
+    async def _fetch_locked(self, blk: Block, upto: int | None) -> None:
         chunk_len = self.cycler.records_per_read
         while upto is None or blk.last_rec < upto:
             ask = {"FileName": blk.test_name, "Offset": blk.last_rec, "Len": chunk_len}
@@ -448,46 +499,6 @@ def _state(r: ChannelReading) -> tuple[ChannelState, str | None]:
     return ChannelState.idle, None
 
 
-def _batch(blk: _Block, after_seq: int) -> RecordBatch:
-    """The block's records with ``seq > after_seq`` (only the chunks that hold them are
-    touched: a long block is not copied again at every collection)."""
-    first_rec = after_seq - blk.block_id * SEQ_BLOCK + 1  # the first record wanted
-    if not blk.chunks or first_rec > blk.last_rec:
-        return RecordBatch.empty()
-    k = len(blk.chunks)
-    while k > 0 and int(blk.chunks[k - 1].rec[-1]) >= first_rec:
-        k -= 1
-    tail = blk.chunks[k:]
-    c = tail[0] if len(tail) == 1 else _concat_chunks(tail)
-    if len(tail) > 1:
-        blk.chunks[k:] = [c]  # fewer, larger chunks from now on
-    start = int(np.searchsorted(c.rec, first_rec)) if int(c.rec[0]) < first_rec else 0
-    if blk.step_ids is None:
-        blk.step_ids = np.array([s.step_id for s in blk.proc.steps] + [-1], dtype=np.int64)
-    step_ids = blk.step_ids
-    idx = np.clip(c.step[start:] - 1, 0, len(step_ids) - 1)
-    return RecordBatch(
-        seq=blk.block_id * SEQ_BLOCK + c.rec[start:],
-        time_s=c.test_time_s[start:] + blk.time_base,
-        step_id=step_ids[idx],
-        current_A=c.current_A[start:],
-        voltage_V=c.voltage_V[start:],
-        step_charge_Ah=c.step_charge_Ah[start:],
-        temperature_C=c.temperature_C[start:],
-    )
-
-
-def _concat_chunks(chunks: list[DataChunk]) -> DataChunk:
-    names = DataChunk.__slots__
-    return DataChunk(*(np.concatenate([getattr(c, n) for c in chunks]) for n in names))
-
-
-def _end_time(blk: _Block) -> float:
-    if not blk.chunks:
-        return 0.0
-    return float(blk.chunks[-1].test_time_s[-1])
-
-
 def _match_end(step: ChannelStep, reason: str, value: float) -> EndCondition | None:
     quantity = {"time": "time", "voltage": "voltage", "current": "current"}.get(reason, reason)
     candidates = [e for e in (*step.ends, *step.cv_ends) if e.quantity == quantity]
@@ -497,7 +508,7 @@ def _match_end(step: ChannelStep, reason: str, value: float) -> EndCondition | N
     return candidates[0] if candidates else None
 
 
-def _step_ends(blk: _Block, after_rec: int = 0) -> tuple[StepEnd, ...]:
+def _step_ends(blk: Block, after_rec: int = 0) -> tuple[StepEnd, ...]:
     """How the block's steps ended, from the records' end status (records after
     ``after_rec`` only: a planner learning as records come in reads each once)."""
     out: list[StepEnd] = []
@@ -507,7 +518,7 @@ def _step_ends(blk: _Block, after_rec: int = 0) -> tuple[StepEnd, ...]:
     return tuple(out)
 
 
-def _chunk_ends(blk: _Block, c: DataChunk, after_rec: int) -> list[StepEnd]:
+def _chunk_ends(blk: Block, c: DataChunk, after_rec: int) -> list[StepEnd]:
     out: list[StepEnd] = []
     for i in np.flatnonzero(c.es * (c.rec > after_rec)):
         number = int(c.step[i])
@@ -547,7 +558,7 @@ def _chunk_ends(blk: _Block, c: DataChunk, after_rec: int) -> list[StepEnd]:
     return out
 
 
-def _next_step(blk: _Block, end: StepEnd) -> int:
+def _next_step(blk: Block, end: StepEnd) -> int:
     for n, s in enumerate(blk.proc.steps, start=1):
         if s.step_id == end.step_id:
             return n + 1

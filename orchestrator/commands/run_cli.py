@@ -177,6 +177,27 @@ _FROM_INSTRUMENT_HELP = (
 _ABORT_HELP = "For a damaged run: put its instrument channel in its safe state and end it."
 
 
+def _run_meta(run_dir: Path) -> dict[str, Any]:
+    """``run.json`` of ``run_dir``; a path that is no run directory is a ValueError that
+    names it (not an operating-system error number)."""
+    import json
+
+    if not run_dir.exists():
+        raise ValueError("no such run directory")
+    if not run_dir.is_dir():
+        raise ValueError("not a run directory (it is a file)")
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise ValueError("not a run directory (it has no run.json)")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} cannot be read ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} is not a run's metadata (not a JSON object)")
+    return meta
+
+
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run directory to continue.")],
     station: Annotated[
@@ -200,7 +221,6 @@ def resume(
     data files) is refused with what is damaged (exit status 3); then choose
     --from-instrument or --abort.
     """
-    import json
 
     from labrig.protocols.loader import load_protocol_text
 
@@ -212,7 +232,7 @@ def resume(
     from . import _damage
 
     try:
-        meta = json.loads((run_dir / "run.json").read_text())
+        meta = _run_meta(run_dir)
         if meta.get("state") in ("finished", "aborted", "failed"):
             raise ValueError(f"{run_dir} ended ({meta['state']}); there is nothing to resume")
         if meta.get("simulated") and station is None:

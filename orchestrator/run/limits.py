@@ -17,7 +17,8 @@ What the channel holds, by driver:
 - a channel that cannot say (:class:`~drivers.capabilities.LimitsUnknown`: MacNet has no
   call that reads safety limits back) is written again and read back when it is idle;
   while its test is active the tester refuses any change of its safety limits (so the
-  ones written and read back at the start still hold), and the run goes on saying so.
+  ones written and read back at the start still hold). Either way the run goes on with
+  a ``notify`` event that says which of the two checks was done.
 """
 
 from __future__ import annotations
@@ -101,17 +102,24 @@ async def check_resumed_limits(cycler: CyclerChannel, limits: SafetyLimits) -> l
 
 
 async def _unknown(cycler: CyclerChannel, wanted: ChannelLimits, why: str) -> list[str]:
+    """The channel cannot say which limits it holds: the note says which check was done
+    instead of a read-back."""
     status = await cycler.status()
     if status.state in _ACTIVE:
         return [
             f"limits kept from the start: the channel's test is {status.state.value} and "
             "the tester refuses limit changes while it is, so those written and read back "
-            f"at the start still hold ({why})"
+            f"at the start still hold; not read back after the restart ({why})"
         ]
     await _write_again(cycler, wanted)
     log.info("%s: limits written again after the restart, read back as the protocol's",
              cycler.name)  # fmt: skip
-    return []
+    held = ", ".join(f"{w} {getattr(wanted, n):g} {u}" for n, w, u in _FIELDS)
+    return [
+        f"limits written again after the restart: the channel was {status.state.value} and "
+        f"cannot say which limits it holds, so the protocol's ({held}) were written and the "
+        f"channel's answer to that write compared: as the protocol's ({why})"
+    ]
 
 
 async def _write_again(cycler: CyclerChannel, wanted: ChannelLimits) -> None:

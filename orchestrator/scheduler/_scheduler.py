@@ -39,7 +39,7 @@ from ._booking import Booker, ResourceTimeline
 from ._jobs import ACTIVE, ENDED, Job, JobState, RunSpec
 from ._launch import ResumeFn, expected_eis_s, launch, position_kind
 from ._shared import SharedInstruments
-from ._stopping import close_unfinished, leave_unattached, mark_stopped
+from ._stopping import close_unfinished, leave_unattached, mark_stopped, safe_state_detached
 from ._watchdog import WatchdogOptions, WatchdogStats
 
 __all__ = ["ResumeFn", "Scheduler", "SchedulerError", "expected_eis_s"]
@@ -314,11 +314,17 @@ class Scheduler:
         if job.state in ENDED:
             raise SchedulerError(f"run {job.run_id} has already ended ({job.state.value})")
         if job.state is JobState.detached:
-            assert job.run_dir is not None
-            close_unfinished(job.run_dir, f"{reason} (not resumed after a restart)",
-                             durable=not self.sim, state="aborted")  # fmt: skip
-            self._end(job, JobState.aborted, reason)
-            return "the run is marked aborted; its channel is free"
+            if job.stop_mode == "abort":
+                return "abort already under way: its instruments are being put in their safe state"
+            assert self._tg is not None
+            job.stop_mode = "abort"
+            job.task = self._tg.create_task(
+                self._abort_detached(job, reason), name=f"labrig abort {job.run_id}"
+            )
+            return (
+                "abort: the run's instruments are being put in their safe state, then the "
+                "run is marked aborted and its channel is free"
+            )
         if job.executor is None:
             job.stop_mode = "abort"
             job.stop_reason = reason
@@ -328,10 +334,23 @@ class Scheduler:
         job.executor.request_abort(reason)
         return "abort requested; the run goes to its safe state"
 
+    async def _abort_detached(self, job: Job, reason: str) -> None:
+        """An operator's abort of a run not re-attached after a restart: its instruments
+        to their safe state if they can be reached, then the run ``aborted`` saying so."""
+        assert job.run_dir is not None
+        done = await safe_state_detached(
+            self.station, job.position, sim=self.sim, wrap=self.shared.source
+        )
+        why = f"{reason} (not resumed after a restart); {done}"
+        close_unfinished(job.run_dir, why, durable=not self.sim, state="aborted")
+        self._end(job, JobState.aborted, why)
+
     def stop(self, *, at_once: bool, reason: str) -> None:
         """Stop every run: at the next safe point (resumable) or at once (aborted)."""
         self.closing = True
         for job in list(self._jobs.values()):
+            if job.state is JobState.detached and job.stop_mode == "abort":
+                continue  # its abort ends it (within its deadline)
             if job.state is JobState.detached:  # as found on disk, for the next start
                 self._end(job, JobState.stopped, f"{reason} (it was not re-attached)")
                 continue

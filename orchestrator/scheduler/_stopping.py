@@ -3,15 +3,24 @@ task ended without the executor saying how (a failed re-attach, a failed start).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
+from labrig.drivers.capabilities import Instrument, InstrumentError
+
+from ..instruments import Source
+from ..station import StationConfig
 from ._jobs import Job, JobState
 from ._marks import mark_run
 
-__all__ = ["close_unfinished", "leave_unattached", "mark_stopped"]
+__all__ = ["close_unfinished", "leave_unattached", "mark_stopped", "safe_state_detached"]
+
+#: how long the abort of a run not re-attached tries to reach its instruments
+DETACHED_SAFE_STATE_S = 20.0
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +98,48 @@ def _state(run_dir: Path) -> object:
         return json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("state")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+async def safe_state_detached(
+    station: StationConfig,
+    position: str,
+    *,
+    sim: bool,
+    wrap: Callable[[Source], Source] | None,
+    deadline_s: float = DETACHED_SAFE_STATE_S,
+) -> str:
+    """The operator aborts a run that was not re-attached: open the instruments of its
+    position, command each to its safe state, close them. Returns what was done, for the
+    run's reason (an instrument out of reach is said, not raised: the run is aborted all
+    the same, and the operator must check that instrument)."""
+    if sim:
+        return "its simulated instruments ended with the daemon that ran them"
+    from ..run.instruments import open_position, source_for
+
+    failed: list[str] = []
+    done: list[str] = []
+    try:
+        async with asyncio.timeout(deadline_s):
+            source = source_for(sim=False)
+            async with open_position(
+                station, station.position(position), wrap(source) if wrap else source
+            ) as inst:
+                found: list[Instrument | None] = [inst.cycler, inst.impedance, inst.chamber,
+                                                  inst.furnace, *inst.gases.values()]  # fmt: skip
+                for one in (x for x in found if x is not None):
+                    try:
+                        await one.safe_state()
+                        done.append(one.name)
+                    except (InstrumentError, OSError) as exc:
+                        failed.append(f"{one.name}: {exc}")
+    except TimeoutError:
+        failed.append(f"not reached within {deadline_s:g} s")
+    except (InstrumentError, OSError) as exc:
+        failed.append(f"could not be opened: {exc}")
+    if failed:
+        return (
+            f"its instruments could not all be put in their safe state ({'; '.join(failed)})"
+            + (f"; safe state commanded on {', '.join(done)}" if done else "")
+            + ": check them"
+        )
+    return f"its instruments were put in their safe state ({', '.join(done)})"

@@ -57,6 +57,7 @@ DIRECT_MIN_INTERVAL_S = 0.1
 @dataclass
 class _Test:
     name: str
+    proc_name: str
     proc: FlatProcedure
     block_id: int
     seq0: int  # engine seq before the first record of this test
@@ -81,7 +82,8 @@ class SimChannel:
             "PBatSafeDis": 1e3,
         }
         self.start_error = ""
-        self._tests: list[_Test] = []  # the current test last; earlier ones kept briefly
+        self._tests: list[_Test] = []  # the current test last
+        self._files: dict[str, _Test] = {}  # data files by test name (a reused name: the newest)
         self._blocks = 0
         self._reset = False
         self._direct = False
@@ -118,9 +120,9 @@ class SimChannel:
         except ProcedureError as exc:
             self.start_error = f"Procedure error: {exc}"
             return self.start_error
-        return self._begin(test_name, proc, now)
+        return self._begin(test_name, proc, now, proc_name)
 
-    def _begin(self, test_name: str, proc: FlatProcedure, now: float) -> str:
+    def _begin(self, test_name: str, proc: FlatProcedure, now: float, proc_name: str = "") -> str:
         st = self.engine.status(now, live=False)
         prev = self.test
         if prev is not None and prev.seq_end is None:
@@ -132,8 +134,10 @@ class SimChannel:
         except EngineError as exc:
             self.start_error = f"Start error: {exc}"
             return self.start_error
-        self._tests.append(_Test(test_name, proc, self._blocks, st.last_seq, st.test_time_s))
-        del self._tests[:-3]  # the data files of older tests are on the tester's disk only
+        test = _Test(test_name, proc_name, proc, self._blocks, st.last_seq, st.test_time_s)
+        self._tests.append(test)
+        del self._tests[:-1]  # the current test; every data file stays in _files
+        self._files[test_name] = test  # a tester keeps every test's data file on its disk
         self.start_error = ""
         self.stat = ACTIVE
         self._reset = False
@@ -294,6 +298,12 @@ class SimChannel:
             "TesterTime": _iso(now),
         }
 
+    def names(self) -> dict[str, str]:
+        """(4,6) fields, as the manual's JSON example gives them: the name of the channel's
+        test (its data file; the last one started, "" before any) and of its procedure."""
+        t = self.test
+        return {"TestName": t.name if t else "", "ProcName": t.proc_name if t else ""}
+
     def short_status(self, now: float) -> dict[str, Any]:
         """One row of (4,1)."""
         stat, rf1, rf2, _ = self._codes(now)
@@ -302,7 +312,7 @@ class SimChannel:
     # ---------------------------------------------------------------- data file
     def data_file(self, name: str, offset: int, count: int, now: float) -> tuple[str | None, int]:
         """(1,7) on a test's data file: records ``offset+1 ..`` (at most ``count``)."""
-        t = next((x for x in reversed(self._tests) if x.name == name), None)
+        t = self._files.get(name)
         if t is None:
             return None, 0
         rec = self.engine.records_after(t.seq0 + offset, now)

@@ -205,6 +205,8 @@ class MacNetTester:
                     raise _Refusal("Illegal value")
                 rows = [self.channels[c].short_status(now) for c in range(first, first + count)]
                 return {"Len": count, "Status": rows}
+            if fnum == 6:
+                return self._channel(chan).names()
             if fnum == 7:
                 return self._channel(chan).reading(now)
             raise _Refusal("Invalid FNum")

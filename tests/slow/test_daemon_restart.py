@@ -171,6 +171,8 @@ def test_a_failed_reattach_holds_the_channel_and_says_so_not_resumable(
         assert stop(proc) == 0
     meta = json.loads((runs / "lost" / "run.json").read_text())
     assert meta["state"] == "aborted" and meta["resumable"] is False, meta
+    # the tester could not be reached to command its safe state: the reason says so
+    assert "could not all be put in their safe state" in meta["reason"], meta
     assert "Traceback" not in log.read_text()
 
 
@@ -206,4 +208,14 @@ def test_a_damaged_run_is_detached_and_its_running_block_left_alone(
     assert after == before, "a file of the damaged run was changed"
     meta = json.loads((root / "run.json").read_text())
     assert meta["state"] == "paused" and meta["resumable"] is False, meta
+    # the operator aborts it: never re-attached, its channel is still reset (safe state)
+    with serving(runs, station, log) as proc:
+        assert wait_until(lambda: any(r["state"] == "detached" for r in daemon_ls(runs) or []), 60)
+        request(runs, {"op": "abort", "run": "damaged"})
+        assert wait_until(lambda: any(r["run_id"] == "damaged" and r["state"] == "aborted"
+                                      for r in daemon_ls(runs) or []), 30)  # fmt: skip
+        assert maccor_channel_state(maccor) == "idle"
+        assert stop(proc) == 0
+    meta = json.loads((root / "run.json").read_text())
+    assert meta["state"] == "aborted" and "put in their safe state" in meta["reason"], meta
     assert "Traceback" not in log.read_text()

@@ -1,16 +1,19 @@
 """`labrig resume` of a damaged run, for real: a MACCOR simulator in its own process, a
-`labrig run` killed with kill -9, bytes flipped in the journal's WAL. The resume refuses
-(exit 3) saying what is damaged, changes nothing and leaves the tester's test running;
-`--from-instrument` then sets the damaged files aside and ends the run, the tester only
-read."""
+`labrig run` killed with kill -9, bytes flipped in the journal's WAL (or the journal
+deleted). The resume refuses (exit 3) saying what is damaged, changes nothing and leaves
+the tester's test running; `--from-instrument` then reads every record of the run's tests
+back from the tester (none lost, none twice), sets the damaged files aside and ends the
+run, the tester only read."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -43,9 +46,47 @@ def _digest(run: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()}
 
 
-def test_a_damaged_run_is_refused_and_read_back_from_the_instrument(
-    tester: str, tmp_path: Path
-) -> None:
+def _tester_files(address: str) -> dict[int, int]:
+    """Block id -> records in the data file of that block's test on channel 0, read with
+    (1,7) by name, block after block until one is missing."""
+    from labrig.drivers.maccor import MaccorCycler
+    from labrig.drivers.maccor.codec import MacNetError
+
+    async def read() -> dict[int, int]:
+        out: dict[int, int] = {}
+        async with MaccorCycler.from_url(address, channels=8) as cycler:
+            for k in range(1, 1000):
+                ask = {"FileName": f"LR000B{k}", "Offset": 0, "Len": 10**7}
+                try:
+                    res = await cycler.client.call(1, 7, 0, ask)
+                except MacNetError:
+                    return out
+                out[k] = int(res["Len"])
+        return out
+
+    return asyncio.run(read())
+
+
+def _read_back_whole(root: Path, address: str) -> None:
+    """The recovered records are every record of every test of the run: 1..n in each
+    block, all of a block that ended, up to the newest of the one still running."""
+    seq = pq.read_table(root / "recovered" / "records-from-instrument.parquet")["seq"]
+    seq = seq.to_numpy()
+    assert len(seq) > 0 and len(np.unique(seq)) == len(seq)
+    files = _tester_files(address)  # after the read-back: the last block has grown
+    blocks = sorted(set((seq >> 32).tolist()))
+    assert blocks == sorted(files), (blocks, files)
+    for b in blocks:
+        rec = np.sort(seq[seq >> 32 == b] & 0xFFFFFFFF)
+        assert np.array_equal(rec, np.arange(1, len(rec) + 1)), f"gap in block {b}"
+        if b != blocks[-1]:
+            assert len(rec) == files[b], f"block {b}: {len(rec)} of {files[b]} records"
+        else:
+            assert 0 < len(rec) <= files[b]
+
+
+def _killed_run(tester: str, tmp_path: Path) -> Path:
+    """A `labrig run` on the tester killed with kill -9 after a few events."""
     (tmp_path / "drill.yaml").write_text(PROTOCOL)
     station = maccor_station(tmp_path, tester)
     out = tmp_path / "runs"
@@ -55,6 +96,13 @@ def test_a_damaged_run_is_refused_and_read_back_from_the_instrument(
     assert proc.poll() is None, "the run ended before it could be killed"
     kill(proc)
     (root,) = list(out.iterdir())
+    return root
+
+
+def test_a_damaged_run_is_refused_and_read_back_from_the_instrument(
+    tester: str, tmp_path: Path
+) -> None:
+    root = _killed_run(tester, tmp_path)
     _flip_live_wal_frame(root)
     before = _digest(root)
     done = subprocess.run([*LABRIG, "resume", str(root), "-q"], capture_output=True, text=True,
@@ -72,9 +120,28 @@ def test_a_damaged_run_is_refused_and_read_back_from_the_instrument(
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "read back from the instrument" in " ".join(done.stdout.split())
-    # a new MacNet connection knows no test until a block is attached to it, so what the
-    # tester can give back is read only with the driver's help (see docs/recovery.md)
-    assert pq.read_table(root / "recovered" / "records-from-instrument.parquet").num_rows >= 0
+    _read_back_whole(root, tester)
     assert (root / "damaged" / "journal.sqlite-wal").exists()
+    assert json.loads((root / "run.json").read_text())["state"] == "failed"
+    assert maccor_channel_state(tester) in ("running", "done")
+
+
+def test_a_deleted_journal_is_refused_and_every_record_read_back(
+    tester: str, tmp_path: Path
+) -> None:
+    root = _killed_run(tester, tmp_path)
+    for p in root.glob("journal.sqlite*"):
+        p.unlink()
+    done = subprocess.run([*LABRIG, "resume", str(root), "-q"], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "journal.sqlite is missing" in said and "--from-instrument" in said
+    assert "Traceback" not in done.stderr
+    assert maccor_channel_state(tester) in ("running", "done")
+    done = subprocess.run([*LABRIG, "resume", str(root), "--from-instrument"],
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    _read_back_whole(root, tester)
     assert json.loads((root / "run.json").read_text())["state"] == "failed"
     assert maccor_channel_state(tester) in ("running", "done")

@@ -95,5 +95,12 @@ def test_resume_refuses_finished_runs_and_dry_runs(tmp_path: Path) -> None:
     (root / "run.json").write_text(json.dumps(meta))
     result = runner.invoke(app, ["resume", str(root), "-q"])
     assert result.exit_code == 2 and "dry run" in result.output
-    result = runner.invoke(app, ["resume", str(tmp_path / "nope"), "-q"])
-    assert result.exit_code == 2 and "cannot resume" in result.output
+    for args in ([], ["--from-instrument"], ["--abort"]):
+        result = runner.invoke(app, ["resume", str(tmp_path / "nope"), "-q", *args])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2
+        assert said == f"error: cannot resume {tmp_path / 'nope'}: no such run directory"
+    result = runner.invoke(app, ["resume", str(tmp_path), "-q"])
+    assert result.exit_code == 2 and "not a run directory (it has no run.json)" in result.output
+    result = runner.invoke(app, ["resume", str(path), "-q"])
+    assert result.exit_code == 2 and "not a run directory (it is a file)" in result.output

@@ -34,6 +34,7 @@ def test_an_active_channel_keeps_its_limits_and_the_run_says_so() -> None:
                 assert (await ch.status()).state == ChannelState.running
                 (note,) = await check_resumed_limits(ch, PROTOCOL_LIMITS)
                 assert note.startswith("limits kept from the start: the channel's test is running")
+                assert "not read back after the restart" in note and "(6,10)" in note
                 assert (await ch.status()).state == ChannelState.running  # untouched
                 with pytest.raises(InstrumentError):  # what the note says of the tester
                     await ch.set_limits(ChannelLimits(2.5, 4.4, 0.05))
@@ -49,7 +50,10 @@ def test_an_idle_channel_is_given_the_limits_again_and_read_back() -> None:
                 await cyc.channel(1).set_limits(ChannelLimits(2.5, 4.4, 0.05))  # changed
             async with MaccorCycler.from_url(srv.url, channels=[1]) as cyc:
                 ch = cyc.channel(1)
-                assert await check_resumed_limits(ch, PROTOCOL_LIMITS) == []
+                (note,) = await check_resumed_limits(ch, PROTOCOL_LIMITS)
+                assert note.startswith("limits written again after the restart: the channel "
+                                       "was idle")  # fmt: skip
+                assert "upper voltage 3.9 V" in note and "(6,10) sets them" in note
                 assert (await ch.get_limits()).matches(LIMITS)
                 assert srv.tester.channels[1].safety["VSafeMax"] == 3.9
 
