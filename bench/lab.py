@@ -22,8 +22,8 @@ instrument of their own (``driver: remote``). Then prints:
   directory (0 lost, 0 doubled);
 - OPS: 1,000 random submit/pause/continue/abort operations from two client processes:
   runs sharing a channel never overlap in time (from their mirrored events);
-- LS: ``labrig ls --lab`` wall time over 10,000 runs (median of 5), beside Python +
-  psycopg start-up alone;
+- LS: ``labrig ls --lab`` (and ``--json``) wall time over 10,000 runs (median of 5), beside
+  ``python -c pass`` (as ``bench/lab_ls.py`` prints them, which needs no cluster of its own);
 - REFUSALS: unauthenticated and viewer clients (database and agent API): share refused,
   rows changed.
 """
@@ -59,7 +59,7 @@ from labrig.orchestrator.lab.security import (
     new_lab_secret,
     write_secret,
 )
-from labrig.orchestrator.lab.testing import LABRIG, Proc, TempLab, spawn
+from labrig.orchestrator.lab.testing import Proc, TempLab, spawn
 from labrig.protocols.loader import load_protocol_text
 from labrig.simulators.command_log import read_command_log
 
@@ -580,29 +580,9 @@ def bench_ops(lab: Lab, a: argparse.Namespace) -> None:
 
 
 def bench_ls(url: str, total: int) -> None:
-    with connect(url) as c, c.cursor() as cur:
-        have = int(c.execute("SELECT count(*) FROM runs").fetchone()[0])
-        cur.executemany(
-            "INSERT INTO runs (run_id, agent, position, protocol, protocol_yaml, state, cycle) "
-            "VALUES (%s, 'pc-1', 'c1-0', 'lab bench', 'x', 'finished', 4)",
-            [(f"ls-{i:06d}",) for i in range(max(0, total - have))],
-        )
-        n = int(c.execute("SELECT count(*) FROM runs").fetchone()[0])
+    from lab_ls import measure, seed  # bench/lab_ls.py (this script's folder is on sys.path)
 
-    def wall(cmd: list[str]) -> float:
-        t = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-        return time.perf_counter() - t
-
-    ls = [wall([*LABRIG, "ls", "--lab", url]) for _ in range(5)]
-    floor = [wall([sys.executable, "-c", "import psycopg"]) for _ in range(5)]
-    js = [wall([*LABRIG, "ls", "--lab", url, "--json"]) for _ in range(3)]
-    print(
-        f"LS: labrig ls --lab over {n} runs: median {1e3 * statistics.median(ls):.0f} ms wall "
-        f"(min {1e3 * min(ls):.0f}); python -c 'import psycopg' alone: median "
-        f"{1e3 * statistics.median(floor):.0f} ms; --json of all {n} runs: median "
-        f"{1e3 * statistics.median(js):.0f} ms"
-    )
+    print("\n".join(measure(url, seed(url, total), repeat=5)))
 
 
 def bench_refusals(lab: Lab) -> None:

@@ -1,5 +1,11 @@
 """Connecting to the lab database (psycopg 3, imported only when lab mode is used).
 
+:func:`connect_reader` opens a read connection with psycopg2 instead, for the commands
+that only read and must answer at once (``labrig ls --lab``): importing psycopg 3 takes
+three to four times as long as psycopg2 (its package loads asyncio, ctypes and every
+adapter up front), longer than the whole command may take. The queries in
+:mod:`.queries` run on either driver (DB-API cursors, ``%(name)s`` parameters).
+
 The URL is a libpq one, ``postgresql://user@host:5432/lab``. Passwords come from the
 environment (``PGPASSWORD``) or ``~/.pgpass`` (libpq insists on mode 0600), TLS settings
 from ``sslmode=verify-full&sslrootcert=...`` or ``PGSSL*``: never put a password in a
@@ -12,7 +18,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["LabUnavailable", "aconnect", "connect", "dbname", "redact"]
+__all__ = ["LabUnavailable", "aconnect", "connect", "connect_reader", "dbname",
+           "reader_error", "redact"]  # fmt: skip
 
 CONNECT_TIMEOUT_S = 5
 
@@ -55,6 +62,26 @@ def connect(url: str, *, app: str = "labrig", autocommit: bool = True) -> Any:
         )
     except psycopg.OperationalError as exc:
         raise LabUnavailable(f"lab database {redact(url)}: {_first_line(exc)}") from None
+
+
+def connect_reader(url: str, *, app: str = "labrig") -> Any:
+    """A psycopg2 connection in autocommit mode, for reading; close it with ``.close()``
+    (psycopg2's ``with conn:`` ends a transaction, it does not close). Errors of its
+    queries are ``psycopg2.Error``: see :func:`reader_error`."""
+    import psycopg2
+
+    _check(url)
+    try:
+        conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT_S, application_name=app)
+    except psycopg2.Error as exc:
+        raise LabUnavailable(f"lab database {redact(url)}: {_first_line(exc)}") from None
+    conn.autocommit = True
+    return conn
+
+
+def reader_error(url: str, exc: BaseException) -> LabUnavailable:
+    """A failed query of a :func:`connect_reader` connection, as a one-line error."""
+    return LabUnavailable(f"lab database {redact(url)}: {_first_line(exc)}")
 
 
 async def aconnect(url: str, *, app: str = "labrig-agent") -> Any:

@@ -13,14 +13,18 @@ __all__ = ["AGENT_OFFLINE", "lab_logins", "list_agents", "list_bookings", "list_
 #: an agent whose last heartbeat is older than this many heartbeat periods is offline
 AGENT_OFFLINE = 3
 
+# the epochs and ages come as float8 (extract() gives numeric, a Decimal per value): the rows
+# are then ready for JSON as the driver returns them, which matters for 10,000 runs
 _RUNS = """
 SELECT r.run_id, r.agent, r.position, r.protocol, r.cell_id, r.state, r.reason, r.cycle,
-       r.step, r.eta_s, r.run_time_s, extract(epoch FROM r.submitted_at), r.submitted_by,
-       extract(epoch FROM r.started_at), extract(epoch FROM r.ended_at), r.last_seq,
+       r.step, r.eta_s, r.run_time_s, extract(epoch FROM r.submitted_at)::float8,
+       r.submitted_by, extract(epoch FROM r.started_at)::float8,
+       extract(epoch FROM r.ended_at)::float8, r.last_seq,
        coalesce(a.state = 'online' AND a.heartbeat_at > clock_timestamp()
                 - make_interval(secs => a.heartbeat_s * {k}), false),
-       extract(epoch FROM clock_timestamp() - a.heartbeat_at), extract(epoch FROM r.claimed_at),
-       extract(epoch FROM r.not_before), r.after_run, r.status_at
+       extract(epoch FROM clock_timestamp() - a.heartbeat_at)::float8,
+       extract(epoch FROM r.claimed_at)::float8, extract(epoch FROM r.not_before)::float8,
+       r.after_run, r.status_at
 FROM runs r LEFT JOIN agents a ON a.name = r.agent
 {where}
 ORDER BY r.submitted_at DESC, r.run_id
@@ -57,7 +61,7 @@ def list_runs(
     with conn.cursor() as cur:
         cur.execute(_RUNS.format(where=where, k=AGENT_OFFLINE), args)
         rows = cur.fetchall()
-    return [{k: _num(v) for k, v in zip(_RUN_COLS, row, strict=True)} for row in rows]
+    return [dict(zip(_RUN_COLS, row, strict=True)) for row in rows]
 
 
 def list_agents(conn: Any) -> list[dict[str, Any]]:

@@ -11,6 +11,9 @@ follows the EIS step's declared ``on_interrupt``: ``repeat`` (the cycler stays a
 the run waits for the owner to come back, books again and measures again), ``skip``
 (an empty spectrum, and a ``notify`` event saying why) or ``abort`` (the run aborts at
 its next safe point). The lease of the interrupted sweep is ended at once, or expires.
+Tries of a sweep are spaced by :data:`EIS_RETRY` (an owner restarting, still online in
+the lab database but not answering yet, is tried a few times, not in a tight loop) and
+given up after ``owner_wait_s`` with an ``InstrumentError``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from labrig.drivers.capabilities import (
     InstrumentTimeout,
     RecordBatch,
 )
+from labrig.drivers.retry import Backoff, Retry
 
 from .booking import Lease, LeaseLost, Leases
 from .config import RemoteRef
@@ -43,6 +47,7 @@ from .db import AsyncLink, LabUnavailable
 from .wire import decode_result, encode_args
 
 __all__ = [
+    "EIS_RETRY",
     "HubConnector",
     "OwnerLost",
     "RemoteChamber",
@@ -55,11 +60,18 @@ __all__ = [
 log = logging.getLogger("labrig.lab.remote")
 
 CALL_DEADLINE_S = 15.0
+#: waits between tries of an interrupted sweep (policy ``repeat``): 0.5, 1, 2 ... 10 s,
+#: each stretched by up to half (agents that lost one owner do not come back in step)
+EIS_RETRY = Backoff(first_s=0.5, factor=2.0, max_s=10.0, jitter=0.5)
 _STRICTNESS = {"skip": 0, "repeat": 1, "abort": 2}
 
 
 class OwnerLost(InstrumentError):
     """The agent owning the instrument went away (or stopped answering) during a call."""
+
+
+class _Interrupted(Exception):
+    """A try of a sweep was interrupted and its policy is ``repeat`` (the message: why)."""
 
 
 def eis_key(req: EisRequest) -> tuple[Any, ...]:
@@ -108,6 +120,7 @@ class RemoteHub:
         token: str,
         ssl: Any,
         owner_wait_s: float,
+        retry: Backoff = EIS_RETRY,
     ) -> None:
         self.agent = agent
         self.link = link
@@ -115,6 +128,7 @@ class RemoteHub:
         self.token = token
         self.ssl = ssl
         self.owner_wait_s = owner_wait_s
+        self.retry = retry
         self._clients: dict[str, Any] = {}
         self._urls: dict[str, str] = {}
         self.executors: dict[str, Any] = {}
@@ -307,36 +321,53 @@ class RemoteImpedance(_Remote):
     async def measure_eis(self, request: EisRequest) -> EisResult:
         policy = self.hub.policies.get(self.run_id, {}).get(eis_key(request), "repeat")
         deadline = 60.0 + 3.0 * sweep_s(request)
-        while True:
-            await self.hub.wait_owner(self.ref.agent, f"EIS on {self.name}")
-            try:
-                hold = self.hub.leases.hold(
-                    self.name, self.run_id, self.hub.wait_recorder(self.run_id)
-                )
-                async with hold as lease:
-                    try:
-                        result: EisResult = await self._leased(
-                            lease, "measure_eis", deadline, request=request
-                        )
-                        return result
-                    except (OwnerLost, LeaseLost) as exc:
-                        lease.end_state, lease.end_reason = "interrupted", str(exc)
-                        why = str(exc)
-            except LabUnavailable as exc:
-                why = str(exc)
-            self.hub.interruptions += 1
-            self.hub.record(
-                self.run_id, "notify", message=f"EIS on {self.name} interrupted ({why}); "
-                f"policy {policy}", resource=self.name, policy=policy,
-            )  # fmt: skip
-            if policy == "skip":
-                return empty_spectrum()
-            if policy == "abort":
-                ex = self.hub.executors.get(self.run_id)
-                if ex is None:
-                    raise InstrumentError(f"EIS on {self.name} interrupted; policy abort")
-                ex.request_abort(f"EIS on {self.name} interrupted ({why}); its policy is abort")
-                return empty_spectrum()
+
+        def again(exc: BaseException, tries: int, wait_s: float) -> None:
+            self._interrupted(str(exc), policy, f"try {tries + 1} in {wait_s:.1f} s")
+
+        retry = Retry(on=_Interrupted, within_s=self.hub.owner_wait_s, backoff=self.hub.retry,
+                      on_retry=again)  # fmt: skip
+        try:
+            return await retry.call(lambda: self._sweep(request, policy, deadline))
+        except _Interrupted as exc:
+            gave_up = f"given up after {retry.failures} tries in {self.hub.owner_wait_s:.0f} s"
+            self._interrupted(str(exc), policy, gave_up)
+            raise InstrumentError(f"EIS on {self.name}: {exc}; {gave_up}") from None
+
+    async def _sweep(self, request: EisRequest, policy: str, deadline_s: float) -> EisResult:
+        """One try: book, measure; on an interruption, what its policy says (``repeat``:
+        :class:`_Interrupted`, for :meth:`measure_eis` to try again after a wait)."""
+        await self.hub.wait_owner(self.ref.agent, f"EIS on {self.name}")
+        try:
+            hold = self.hub.leases.hold(self.name, self.run_id, self.hub.wait_recorder(self.run_id))
+            async with hold as lease:
+                try:
+                    result: EisResult = await self._leased(
+                        lease, "measure_eis", deadline_s, request=request
+                    )
+                    return result
+                except (OwnerLost, LeaseLost) as exc:
+                    lease.end_state, lease.end_reason = "interrupted", str(exc)
+                    why = str(exc)
+        except LabUnavailable as exc:
+            why = str(exc)
+        if policy == "repeat":
+            raise _Interrupted(why)
+        self._interrupted(why, policy, None)
+        if policy == "abort":
+            ex = self.hub.executors.get(self.run_id)
+            if ex is None:
+                raise InstrumentError(f"EIS on {self.name} interrupted; policy abort")
+            ex.request_abort(f"EIS on {self.name} interrupted ({why}); its policy is abort")
+        return empty_spectrum()
+
+    def _interrupted(self, why: str, policy: str, then: str | None) -> None:
+        """Count and record (a ``notify`` event of the run) one interrupted try."""
+        self.hub.interruptions += 1
+        message = f"EIS on {self.name} interrupted ({why}); policy {policy}"
+        log.warning("%s: %s%s", self.run_id, message, f": {then}" if then else "")
+        self.hub.record(self.run_id, "notify", message=message + (f": {then}" if then else ""),
+                        resource=self.name, policy=policy)  # fmt: skip
 
     async def measure_ocv(self, duration_s: float) -> float:
         if not (math.isfinite(duration_s) and duration_s > 0):

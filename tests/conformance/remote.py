@@ -29,7 +29,7 @@ from .implementations import Impl, Running
 OWNER, CALLER, RUN = "owner-pc", "caller-pc", "conformance-run"
 
 
-def _start_lab() -> Any:
+def start_lab() -> Any:
     from labrig.orchestrator.lab.db import connect
     from labrig.orchestrator.lab.testing import TempLab, server_reachable
 
@@ -51,13 +51,14 @@ def _start_lab() -> Any:
     return lab
 
 
-async def _in_thread(fn: Any, *args: Any) -> Any:
+async def in_thread(fn: Any, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 @contextlib.asynccontextmanager
-async def _owner(lab: Any, secret: str) -> AsyncIterator[None]:
-    """The owning agent: its simulated potentiostat, shared behind its API."""
+async def owner(lab: Any, secret: str) -> AsyncIterator[int]:
+    """The owning agent: its simulated potentiostat, shared behind its API (on the port
+    it yields, published as its ``api_url``)."""
     from labrig.orchestrator.lab.api import make_app, serve_api
     from labrig.orchestrator.lab.booking import Fences
     from labrig.orchestrator.lab.db import AsyncLink, connect
@@ -82,12 +83,12 @@ async def _owner(lab: Any, secret: str) -> AsyncIterator[None]:
                 conn.execute("UPDATE agents SET api_url = %s WHERE name = %s",
                              (f"http://127.0.0.1:{port}", OWNER))  # fmt: skip
 
-        await _in_thread(publish)
-        yield
+        await in_thread(publish)
+        yield int(port)
 
 
 @contextlib.asynccontextmanager
-async def _caller(lab: Any, secret: str) -> AsyncIterator[Any]:
+async def caller(lab: Any, secret: str, owner_wait_s: float = 60.0) -> AsyncIterator[Any]:
     """The calling agent's hub: leases and API clients; yields its connector."""
     from labrig.orchestrator.lab.booking import Leases, Notifier
     from labrig.orchestrator.lab.db import AsyncLink
@@ -102,7 +103,7 @@ async def _caller(lab: Any, secret: str) -> AsyncIterator[Any]:
             leases = Leases(link, notifier, agent=CALLER, lease_s=3600.0)
             hub = RemoteHub(agent=CALLER, link=link, leases=leases,
                             token=mint_token(secret, CALLER, "agent"), ssl=True,
-                            owner_wait_s=60.0)  # fmt: skip
+                            owner_wait_s=owner_wait_s)  # fmt: skip
             try:
                 yield HubConnector(hub)
             finally:
@@ -117,19 +118,19 @@ def remote_impedance() -> Impl:
     async def start() -> AsyncIterator[Running]:
         from labrig.orchestrator.lab.security import new_lab_secret
 
-        lab = await _in_thread(_start_lab)
+        lab = await in_thread(start_lab)
         secret = new_lab_secret()
         try:
-            async with _owner(lab, secret), _caller(lab, secret) as connector:
-                yield Running(_connect(connector))
+            async with owner(lab, secret), caller(lab, secret) as connector:
+                yield Running(connect_channel(connector))
         finally:
-            await _in_thread(lab.__exit__, None, None, None)
+            await in_thread(lab.__exit__, None, None, None)
 
     # sockets to the database and the API answer from other threads and processes
     return Impl("remote", Capability.impedance, start, grace_s=0.05)
 
 
-def _connect(connector: Any) -> Any:
+def connect_channel(connector: Any) -> Any:
     from labrig.orchestrator.lab.remote import bind_run
 
     remote = entry("remote")

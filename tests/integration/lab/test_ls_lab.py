@@ -70,17 +70,40 @@ def test_ls_lab_json_gives_every_run(many: TempLab) -> None:
     assert got["total"] >= 120 and len(got["runs"]) == got["total"]
 
 
-def test_ls_lab_loads_neither_typer_rich_nor_numpy(many: TempLab) -> None:
+def test_ls_lab_loads_neither_typer_rich_numpy_nor_psycopg3(many: TempLab) -> None:
+    """psycopg 3 alone takes longer to import than the whole command may take: ``ls``
+    reads through psycopg2; nor does it read the package metadata (``labrig.__version__``)."""
     code = (
         "import sys; from labrig.orchestrator.lab.lsview import fast_ls; "
         f"assert fast_ls(['ls', '--lab', {many.url!r}]) == 0; "
-        "print(sorted(m for m in ('typer', 'rich', 'numpy', 'pydantic', 'labrig.protocols') "
-        "if m in sys.modules), file=sys.stderr)"
+        "print(sorted(m for m in ('typer', 'rich', 'numpy', 'pydantic', 'labrig.protocols', "
+        "'psycopg', 'asyncio', 'importlib.metadata') if m in sys.modules), file=sys.stderr)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_ls_lab_json_equals_the_psycopg3_reading(many: TempLab) -> None:
+    """The rows psycopg2 reads for ``ls`` are those the rest of lab mode reads with
+    psycopg 3 (same types: float epochs, bools, ints)."""
+    from labrig.orchestrator.lab.queries import list_bookings, list_runs
+
+    got = json.loads(_ls(many.url, "--json").stdout)
+    with connect(many.url) as conn:
+        want = {"runs": list_runs(conn), "bookings": list_bookings(conn)}
+    assert got["runs"] == want["runs"] and got["bookings"] == want["bookings"]
+    assert isinstance(got["runs"][0]["submitted"], float)
+
+
+def test_ls_lab_of_a_database_without_the_lab_is_a_clear_error(many: TempLab) -> None:
+    """A server that answers but holds no lab (here: the server's admin database)."""
+    base, _, _ = many.url.rpartition("/")
+    done = _ls(f"{base}/postgres")
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.startswith("error: lab database") and '"runs"' in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_ls_lab_unreachable_is_a_clear_error() -> None:
