@@ -7,7 +7,8 @@ Each simulated tester (MacNet JSON-RPC over loopback TCP) runs in its own proces
 figures are the orchestrator's alone. The orchestrator is the scheduler with one run per
 channel (the lab's MACCOR driver, one connection per channel, as on hardware), records
 every 1 s on the testers, block ends watched every second (one (4,1) status poll per
-tester, drivers.maccor.board), records collected every 5 s (``--collect``), and - when
+tester, drivers.maccor.board), records collected every 2 s (``--collect``), each collection
+placed just after the tester has made a record (orchestrator/run/pacing.py), and - when
 mosquitto is installed - one MQTT publisher for the station with a subscriber
 (mosquitto_sub, its own process).
 
@@ -402,7 +403,10 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=128, help="channels per tester")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--poll", type=float, default=1.0, help="block-end status poll period (s)")
-    ap.add_argument("--collect", type=float, default=5.0, help="record collection period (s)")
+    ap.add_argument(
+        "--collect", type=float, default=2.0,
+        help="record collection period (s); each collection is placed just after a record",
+    )  # fmt: skip
     ap.add_argument(
         "--settle", type=float, default=20.0,
         help="seconds between the last run's start and the measurement (s)",
