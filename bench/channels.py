@@ -254,7 +254,10 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
         probe.measuring = True
         wall0, cpu0 = time.monotonic(), time.process_time()
         times0, threads0 = os.times(), thread_cpu()
+        lag: list[float] = []
+        lagger = asyncio.create_task(_loop_lag(lag))
         await asyncio.sleep(args.seconds)
+        lagger.cancel()
         wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
         times1, threads1 = os.times(), thread_cpu()
         probe.measuring = False
@@ -279,8 +282,17 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
         "failed": [(j.run_id, j.state.value, j.reason) for j in failed],
         "never_started": len(never),
         "never_why": never_why,
+        "lag": lag,
         "watchdog_trips": sched.watchdog_trips,
     }
+
+
+async def _loop_lag(out: list[float]) -> None:
+    """How late a 0.1 s sleep wakes: the event loop's backlog (and the host's)."""
+    while True:
+        t = time.monotonic()
+        await asyncio.sleep(0.1)
+        out.append(time.monotonic() - t - 0.1)
 
 
 @contextlib.asynccontextmanager
@@ -363,6 +375,11 @@ def run(args: argparse.Namespace) -> None:
             for k, v in sorted(res["threads"].items(), key=lambda kv: -kv[1])
             if v > 0
         )
+    )
+    lg = [d * 1e3 for d in res["lag"]]
+    print(
+        f"event loop lag    p50 {percentile(lg, 50):.0f} ms, p99 {percentile(lg, 99):.0f} ms "
+        f"(a 0.1 s sleep's oversleep); load average {os.getloadavg()[0]:.2f}"
     )
     sd = [d * 1e3 for d in probe.store_delay]
     print(
