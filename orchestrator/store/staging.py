@@ -68,6 +68,7 @@ class StagedRows:
 
 
 def _read_file(path: Path, out: StagedRows) -> None:
+    good_end = 0  # where the last batch read whole ends
     try:
         with pa.OSFile(str(path), "rb") as f:
             reader = pa.ipc.open_stream(f)
@@ -76,13 +77,38 @@ def _read_file(path: Path, out: StagedRows) -> None:
                     batch, meta = reader.read_next_batch_with_custom_metadata()
                 except StopIteration:
                     return
+                good_end = f.tell()
                 _check(path, batch, meta, out)
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
         size = path.stat().st_size if path.exists() else 0
         if size and not out.batches and "schema" in str(exc).lower():
             out.damaged.append(StagingDamaged(path, f"unreadable header ({exc})"))
+        elif size and good_end and _batches_after(path, good_end):
+            # not a write cut short at the end: whole batches follow the unreadable one
+            out.damaged.append(
+                StagingDamaged(path, f"unreadable batch at byte {good_end}, more follow ({exc})")
+            )
         else:
             out.torn.append(path)
+
+
+def _batches_after(path: Path, start: int) -> bool:
+    """Whether a whole record batch message starts somewhere after byte ``start`` (a torn
+    tail is one message cut short: nothing whole can follow it)."""
+    data = path.read_bytes()
+    buf = pa.py_buffer(data)
+    i = data.find(_MESSAGE_MARK, start + 1)
+    while i >= 0:
+        try:
+            if pa.ipc.read_message(buf.slice(i)).type == "record batch":
+                return True
+        except (pa.ArrowInvalid, OSError, ValueError, EOFError):
+            pass
+        i = data.find(_MESSAGE_MARK, i + 1)
+    return False
+
+
+_MESSAGE_MARK = b"\xff\xff\xff\xff"  # the IPC stream's continuation marker
 
 
 def _check(path: Path, batch: pa.RecordBatch, meta: Any, out: StagedRows) -> None:
