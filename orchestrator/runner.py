@@ -194,6 +194,9 @@ async def _drive(
                 bindings = await stack.enter_async_context(
                     bind_instruments(station, position, cell, sim=sim, seed=seed)
                 )
+            # the run's tests are named for it, and the instrument's are taken for its
+            # own only if so named (before the damage check asks the instrument)
+            bindings.cycler.bind_run(run_id)
             if attached is not None:
                 await attached(bindings)  # a damaged run stops here, nothing sent
             ex = Executor(

@@ -28,7 +28,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from labrig.drivers.capabilities import RECORD_COLUMNS, CyclerChannel, InstrumentError
+from labrig.drivers.capabilities import (
+    RECORD_COLUMNS,
+    ChannelState,
+    CyclerChannel,
+    InstrumentError,
+    seq_text,
+)
 
 from ..journal import Journal, JournalCorrupt
 from ..station import StationConfig
@@ -37,6 +43,7 @@ from ..store.reopen import reopen
 from .bindings import RunBindings
 
 __all__ = [
+    "ChannelHeld",
     "Recovered",
     "RunDamaged",
     "abort_run",
@@ -49,6 +56,10 @@ __all__ = [
 ]
 
 
+class ChannelHeld(RuntimeError):
+    """The run's channel runs a test that is not one of the run's: nothing was sent."""
+
+
 class RunDamaged(RuntimeError):
     """What of a run is damaged, and what the instrument can give back."""
 
@@ -56,7 +67,7 @@ class RunDamaged(RuntimeError):
         self.run_dir = run_dir
         self.damage = damage
         self.intact_seq = intact_seq
-        after = "" if intact_seq is None else f" after record #{intact_seq}"
+        after = "" if intact_seq is None else f" after {seq_text(intact_seq)}"
         super().__init__(
             f"{run_dir.name} is damaged and was not resumed: " + "; ".join(damage) + ". "
             f"Nothing in it was changed and its instrument was left as it is. The instrument "
@@ -109,15 +120,24 @@ async def check_instrument(run_dir: Path, cycler: CyclerChannel, journal: Journa
         status = await cycler.status()
     except InstrumentError:
         return  # cannot say: the resume itself will find out
+    if status.other_test is not None and status.state in (
+        ChannelState.running,
+        ChannelState.paused,
+    ):
+        raise ChannelHeld(
+            f"{run_dir.name} was not resumed: its channel {cycler.name} holds another "
+            f"test, {status.other_test} ({status.state.value}), not one of this run's; "
+            f"nothing was sent to it. Resume the run once that test has ended."
+        )
     if status.block_id is None:
-        return
+        return  # no test of this run's on the channel (none yet, or another's)
     blocks = _journal_blocks(journal)
     if blocks is None:
         if status.block_id > 0:
             raise RunDamaged(
                 run_dir,
                 [f"the journal has no position, but the instrument is on block "
-                 f"{status.block_id} (records up to #{status.last_seq})"],
+                 f"{status.block_id} (records up to {seq_text(status.last_seq)})"],
                 None,
             )  # fmt: skip
         return
@@ -127,7 +147,7 @@ async def check_instrument(run_dir: Path, cycler: CyclerChannel, journal: Journa
             run_dir,
             [f"the journal's position is older than the instrument's: the journal knows "
              f"blocks up to {known}, the instrument is on block {status.block_id} (records "
-             f"up to #{status.last_seq}); the journal lost commits"],
+             f"up to {seq_text(status.last_seq)}); the journal lost commits"],
             journal.stored_seq(),
         )  # fmt: skip
 
@@ -139,6 +159,12 @@ class Recovered:
     last_seq: int
     path: Path
     set_aside: list[str]
+    other_test: str | None = None  # the channel's current test, not one of the run's
+
+    @property
+    def span(self) -> str:
+        """The records read back, as a person reads them."""
+        return _span(self.first_seq, self.last_seq, self.rows)
 
 
 def _set_aside(run_dir: Path, names: list[str]) -> list[str]:
@@ -171,6 +197,9 @@ async def recover_from_instrument(
     ``recovered/records-from-instrument.parquet``, set the damaged files aside and end
     the run as ``failed`` with what was done. The instrument is only read."""
     after = -1 if damage.intact_seq is None else damage.intact_seq
+    other = None
+    with contextlib.suppress(InstrumentError):
+        other = (await cycler.status()).other_test
     batch = await cycler.read_records(after)
     table = pa.table({c: getattr(batch, c) for c in RECORD_COLUMNS})
     out = run_dir / "recovered"
@@ -183,18 +212,31 @@ async def recover_from_instrument(
     last = int(batch.seq[-1]) if len(batch.seq) else after
     meta_path = run_dir / "run.json"
     meta = json.loads(meta_path.read_text())
+    foreign = (
+        f" (the channel's current test, {other}, belongs to another run: only this run's "
+        f"tests were read)"
+        if other is not None
+        else ""
+    )
     meta.update(
         state="failed",
         reason=f"damaged ({'; '.join(damage.damage)}); {len(batch.seq)} records read back "
-        f"from the instrument into recovered/ (#{first}..#{last}); the instrument's block "
-        f"was left as it was",
+        f"from the instrument into recovered/ ({_span(first, last, len(batch.seq))})"
+        f"{foreign}; the instrument's block was left as it was",
         recovered={"rows": len(batch.seq), "file": "recovered/records-from-instrument.parquet",
                    "set_aside": moved, "at": time.time()},
     )  # fmt: skip
     tmp = meta_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(meta, indent=2, default=str))
     tmp.replace(meta_path)
-    return Recovered(len(batch.seq), first, last, path, moved)
+    return Recovered(len(batch.seq), first, last, path, moved, other)
+
+
+def _span(first: int, last: int, rows: int) -> str:
+    """The records read back, as a person reads them."""
+    if rows == 0:
+        return "none"
+    return f"{seq_text(first)} to {seq_text(last)}"
 
 
 # ---------------------------------------------------------------------- the user's choice
@@ -204,20 +246,22 @@ async def recover_from_instrument(
 async def _instrument(
     run_dir: Path, station: StationConfig | None, sim: bool | None, bindings: RunBindings | None
 ) -> AsyncIterator[RunBindings]:
+    meta = json.loads((run_dir / "run.json").read_text())
     if bindings is not None:
+        bindings.cycler.bind_run(str(meta.get("run_id", run_dir.name)))
         yield bindings
         return
     from labrig.protocols.loader import load_protocol_text
 
     from .instruments import open_cell_bindings
 
-    meta = json.loads((run_dir / "run.json").read_text())
     st = station or StationConfig.model_validate(meta["station_config"])
     protocol = load_protocol_text((run_dir / "protocol.yaml").read_text(), source_name="x")
     sim_ = bool(meta.get("simulated")) if sim is None else sim
     async with open_cell_bindings(
         st, st.position(meta["position"]), protocol.cell, sim=sim_, seed=int(meta.get("seed", 0))
     ) as b:
+        b.cycler.bind_run(str(meta.get("run_id", run_dir.name)))
         yield b
 
 

@@ -46,17 +46,20 @@ def _digest(run: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()}
 
 
-def _tester_files(address: str) -> dict[int, int]:
-    """Block id -> records in the data file of that block's test on channel 0, read with
-    (1,7) by name, block after block until one is missing."""
+def _tester_files(address: str, root: Path) -> dict[int, int]:
+    """Block id -> records in the data file of that block's test of the run in ``root``
+    on channel 0, read with (1,7) by name, block after block until one is missing."""
     from labrig.drivers.maccor import MaccorCycler
     from labrig.drivers.maccor.codec import MacNetError
+    from labrig.drivers.maccor.found import block_test_name, run_tag
+
+    tag = run_tag(json.loads((root / "run.json").read_text())["run_id"])
 
     async def read() -> dict[int, int]:
         out: dict[int, int] = {}
         async with MaccorCycler.from_url(address, channels=8) as cycler:
             for k in range(1, 1000):
-                ask = {"FileName": f"LR000B{k}", "Offset": 0, "Len": 10**7}
+                ask = {"FileName": block_test_name(0, k, tag), "Offset": 0, "Len": 10**7}
                 try:
                     res = await cycler.client.call(1, 7, 0, ask)
                 except MacNetError:
@@ -73,7 +76,7 @@ def _read_back_whole(root: Path, address: str) -> None:
     seq = pq.read_table(root / "recovered" / "records-from-instrument.parquet")["seq"]
     seq = seq.to_numpy()
     assert len(seq) > 0 and len(np.unique(seq)) == len(seq)
-    files = _tester_files(address)  # after the read-back: the last block has grown
+    files = _tester_files(address, root)  # after the read-back: the last block has grown
     blocks = sorted(set((seq >> 32).tolist()))
     assert blocks == sorted(files), (blocks, files)
     for b in blocks:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 
 from labrig.drivers.capabilities import ChannelState
 from labrig.drivers.maccor import MaccorCycler
+from labrig.drivers.maccor.found import block_test_name, run_tag
 from labrig.orchestrator.executor import Executor, RunOptions
 from labrig.orchestrator.run.bindings import RunBindings
 from labrig.orchestrator.run.damage import RunDamaged, recover_run
@@ -123,12 +125,14 @@ def _stored(run: Path) -> Any:
     return rows.drop_duplicates("record_seq").sort_values("record_seq")
 
 
-def _tester_files(srv: MacNetServer) -> dict[int, int]:
-    """Block id -> records in the tester's data file of that block's test, now."""
+def _tester_files(srv: MacNetServer, root: Path) -> dict[int, int]:
+    """Block id -> records in the tester's data file of that block's test of the run in
+    ``root``, now."""
     ch = srv.tester.channels[0]
+    tag = run_tag(json.loads((root / "run.json").read_text())["run_id"])
     out: dict[int, int] = {}
     for k in range(1, 100):
-        text, n = ch.data_file(f"LR000B{k}", 0, 10**9, srv.tester.now())
+        text, n = ch.data_file(block_test_name(0, k, tag), 0, 10**9, srv.tester.now())
         if text is not None:
             out[k] = n
     return out
@@ -142,7 +146,7 @@ def test_a_deleted_journal_is_refused_then_every_record_is_read_back(tmp_path: P
         async with MaccorCycler.from_url(srv.url, channels=[0]) as cyc:
             got = await recover_run(root, bindings=RunBindings(cycler=cyc.channel(0)))
             running = (await cyc.channel(0).status()).state
-        return refused, got, stored, _tester_files(srv), running
+        return refused, got, stored, _tester_files(srv, root), running
 
     refused, got, stored, files, running = run_virtual_strict(_crashed(tmp_path, then))
     assert "journal.sqlite is missing" in str(refused)
@@ -169,12 +173,15 @@ def test_an_older_journal_is_refused_against_the_testers_position(tmp_path: Path
     async def then(root: Path, srv: MacNetServer, older: Path | None) -> Any:
         assert older is not None
         _replace_journal(root, older)
-        return await _refused(root, srv), _tester_files(srv)
+        return await _refused(root, srv), _tester_files(srv, root)
 
     refused, files = run_virtual_strict(_crashed(tmp_path, then, older_at_s=KILL_AT_S * 0.4))
     said = str(refused)
     assert "older than the instrument's" in said, said
     assert f"the instrument is on block {max(files)}" in said
+    # records named as a person reads them, not as block * 2**32 + record
+    assert f"(records up to block {max(files)}, record " in said, said
+    assert not re.search(r"#\d{6,}", said), said
 
 
 def test_an_intact_run_resumes_and_its_events_say_which_limit_check_was_done(
