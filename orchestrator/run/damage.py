@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -33,6 +35,7 @@ from labrig.drivers.capabilities import (
     ChannelState,
     CyclerChannel,
     InstrumentError,
+    RecordBatch,
     seq_text,
 )
 
@@ -190,17 +193,65 @@ def _damaged_files(run_dir: Path, damage: list[str]) -> list[str]:
     return names if "journal" in text else names[3:]
 
 
+def _stored_times(run_dir: Path, upto: int | None) -> tuple[npt.NDArray[np.int64], Any]:
+    """Seq and run time of every row the run's intact data files hold (up to ``upto``),
+    by seq; a file that cannot be read gives none."""
+    from ..store.staging import read_staging
+
+    tables: list[pa.Table] = []
+    for path in sorted((run_dir / "data").glob("part-*.parquet")):
+        with contextlib.suppress(OSError, pa.ArrowException):
+            tables.append(pq.read_table(path, columns=["record_seq", "time_s"]))
+    with contextlib.suppress(OSError, pa.ArrowException, ValueError):
+        staged = read_staging(sorted((run_dir / "data").glob("staging-*.arrow")))
+        tables.extend(b.table.select(["record_seq", "time_s"]) for b in staged.batches)
+    if not tables:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    both = pa.concat_tables(tables)
+    seq = both["record_seq"].to_numpy().astype(np.int64)
+    time_s = both["time_s"].to_numpy().astype(np.float64)
+    seq, first = np.unique(seq, return_index=True)
+    keep = seq <= upto if upto is not None else np.ones(len(seq), dtype=bool)
+    return seq[keep], time_s[first][keep]
+
+
+def _on_run_clock(
+    batch: RecordBatch, st_seq: npt.NDArray[np.int64], st_time: Any
+) -> npt.NDArray[np.float64]:
+    """The instrument's record times on the run's clock (the data's ``time_s``).
+
+    Records whose seqs follow one another (a block's test) share one offset from the
+    instrument's time to the run's: where the run stored one of them, the stored time
+    gives it; a block the run stored nothing of goes on from the offset before it (the
+    instrument's own chaining of block times; the host's gaps between blocks are not
+    known there)."""
+    seq, out = batch.seq, batch.time_s.astype(np.float64)
+    cuts = np.flatnonzero(np.diff(seq) != 1) + 1
+    offset = 0.0
+    for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(seq)], strict=True):
+        idx = np.searchsorted(st_seq, seq[lo:hi]).clip(max=max(len(st_seq) - 1, 0))
+        hit = np.flatnonzero(st_seq[idx] == seq[lo:hi]) if len(st_seq) else idx[:0]
+        if len(hit):
+            offset = float(st_time[idx[hit[0]]]) - float(out[lo + hit[0]])
+        out[lo:hi] += offset
+    return out
+
+
 async def recover_from_instrument(
     run_dir: Path, cycler: CyclerChannel, damage: RunDamaged
 ) -> Recovered:
     """Read every record the instrument keeps after the last intact one into
-    ``recovered/records-from-instrument.parquet``, set the damaged files aside and end
-    the run as ``failed`` with what was done. The instrument is only read."""
+    ``recovered/records-from-instrument.parquet`` (dated on the run's clock where the
+    run's intact rows say how: :func:`_on_run_clock`), set the damaged files aside and
+    end the run as ``failed`` with what was done. The instrument is only read."""
     after = -1 if damage.intact_seq is None else damage.intact_seq
     other = None
     with contextlib.suppress(InstrumentError):
         other = (await cycler.status()).other_test
-    batch = await cycler.read_records(after)
+    # from one record earlier: the newest intact row puts its block on the run's clock
+    batch = await cycler.read_records(after - 1 if after > 0 else after)
+    batch.time_s = _on_run_clock(batch, *_stored_times(run_dir, damage.intact_seq))
+    batch = batch.select(batch.seq > after)
     table = pa.table({c: getattr(batch, c) for c in RECORD_COLUMNS})
     out = run_dir / "recovered"
     out.mkdir(exist_ok=True)

@@ -166,6 +166,9 @@ def test_a_deleted_journal_is_refused_then_every_record_is_read_back(tmp_path: P
     mine = table.set_index("seq").loc[stored.record_seq.to_numpy()]
     assert np.allclose(mine.voltage_V.to_numpy(), stored.voltage_V.to_numpy())
     assert np.allclose(mine.current_A.to_numpy(), stored.current_A.to_numpy())
+    # on the run's clock: dated as the run dated them, not from the first block read
+    assert np.allclose(mine.time_s.to_numpy(), stored.time_s.to_numpy(), atol=1e-6)
+    assert np.all(np.diff(table.sort_values("seq").time_s.to_numpy()) >= 0)
     assert (table.step_id >= 0).all()  # each record's step, from the test's procedure
 
 
