@@ -21,7 +21,7 @@ from labrig.drivers.maccor import MaccorCycler
 from labrig.drivers.maccor.found import block_test_name, run_tag
 from labrig.orchestrator.executor import Executor, RunOptions
 from labrig.orchestrator.run.bindings import RunBindings
-from labrig.orchestrator.run.damage import RunDamaged, recover_run
+from labrig.orchestrator.run.damage import ChannelHeld, RunDamaged, recover_run
 from labrig.orchestrator.runner import RunRequest, execute_run, resume_run
 from labrig.protocols.loader import dump_protocol_yaml, load_protocol_text
 from labrig.simulators.maccor import serve_maccor
@@ -217,3 +217,29 @@ def test_from_instrument_reads_only_this_runs_tests(tmp_path: Path) -> None:
     reason = json.loads((b / "run.json").read_text())["reason"]
     assert f"the channel's current test, {got.other_test}, belongs to another run" in reason
     assert f"(block 1, record 1 to block 2, record {len(files_b[2][0])})" in reason
+
+
+def test_a_resume_onto_a_channel_running_another_runs_test_is_refused(tmp_path: Path) -> None:
+    async def main() -> Any:
+        async with serve_maccor(1) as srv:
+            b = await _run(srv, tmp_path, "run-b", kill_at_s=1.5 * BLOCK_S)
+            async with MaccorCycler.from_url(srv.url, channels=[0]) as cyc:
+                from tests.integration.electrochem.conftest import cycle_block
+
+                ch = cyc.channel(0)  # run C takes the channel over
+                await ch.safe_state()
+                ch.bind_run("run-c")
+                await ch.start_block(1, cycle_block(10, 1.0))
+            async with MaccorCycler.from_url(srv.url, channels=[0]) as cyc:
+                with pytest.raises(ChannelHeld) as refused:
+                    await resume_run(b, bindings=RunBindings(cycler=cyc.channel(0)),
+                                     options=OPTIONS, durable=False)  # fmt: skip
+                ch = cyc.channel(0)
+                ch.bind_run("run-c")
+                still = await ch.status()
+            return str(refused.value), still
+
+    said, still = run_virtual_strict(main())
+    c1 = block_test_name(0, 1, run_tag("run-c"))
+    assert f"holds another test, {c1} (running), not one of this run's" in said, said
+    assert still.state == ChannelState.running and still.block_id == 1  # C's test goes on
