@@ -43,7 +43,7 @@ from ..journal import Journal, JournalCorrupt
 from ..station import StationConfig
 from ..store import RunStore, StoreDamaged
 from ..store.reopen import reopen
-from .bindings import RunBindings
+from .bindings import RunBindings, bind_channel
 
 __all__ = [
     "ChannelHeld",
@@ -298,8 +298,9 @@ async def _instrument(
     run_dir: Path, station: StationConfig | None, sim: bool | None, bindings: RunBindings | None
 ) -> AsyncIterator[RunBindings]:
     meta = json.loads((run_dir / "run.json").read_text())
+    run_id = str(meta.get("run_id", run_dir.name))
     if bindings is not None:
-        bindings.cycler.bind_run(str(meta.get("run_id", run_dir.name)))
+        bind_channel(bindings.cycler, run_id, meta)
         yield bindings
         return
     from labrig.protocols.loader import load_protocol_text
@@ -312,7 +313,7 @@ async def _instrument(
     async with open_cell_bindings(
         st, st.position(meta["position"]), protocol.cell, sim=sim_, seed=int(meta.get("seed", 0))
     ) as b:
-        b.cycler.bind_run(str(meta.get("run_id", run_dir.name)))
+        bind_channel(b.cycler, run_id, meta)
         yield b
 
 

@@ -61,10 +61,24 @@ class _NeverStarts:
         await asyncio.Event().wait()
 
 
+class _Unbound:
+    """A channel never told its run (as before runs told theirs): untagged names."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def bind_run(self, run_id: str) -> None:
+        pass
+
+
 async def _run(srv: MacNetServer, out: Path, run_id: str, *, kill_at_s: float | None = None,
-               never_starts: bool = False) -> Path:  # fmt: skip
+               never_starts: bool = False, unbound: bool = False) -> Path:  # fmt: skip
     """Run ``run_id`` on channel 0 to its end, or kill it (no safe state, no final
-    writes) at ``kill_at_s`` or before its first block (``never_starts``)."""
+    writes) at ``kill_at_s`` or before its first block (``never_starts``); ``unbound``:
+    as a run from before runs told their channel the run."""
     proto = load_protocol_text(PROTOCOL, source_name="runs.yaml")
     execs: list[Executor] = []
     async with MaccorCycler.from_url(srv.url, channels=[0]) as cyc:
@@ -72,6 +86,8 @@ async def _run(srv: MacNetServer, out: Path, run_id: str, *, kill_at_s: float | 
                          sim=False, options=OPTIONS, durable=False, staging=True,
                          stage_every_s=0.0, run_id=run_id)  # fmt: skip
         cycler: Any = _NeverStarts(cyc.channel(0)) if never_starts else cyc.channel(0)
+        if unbound:
+            cycler = _Unbound(cycler)
         task = asyncio.ensure_future(
             execute_run(req, bindings=RunBindings(cycler=cycler), on_executor=execs.append)
         )
@@ -92,13 +108,13 @@ async def _run(srv: MacNetServer, out: Path, run_id: str, *, kill_at_s: float | 
     return out / run_id
 
 
-def _files(srv: MacNetServer, run_id: str) -> dict[int, Any]:
+def _files(srv: MacNetServer, run_id: str | None) -> dict[int, Any]:
     """Block id -> the seqs and volts in the tester's data file of that block's test of
-    ``run_id``, now."""
+    ``run_id`` (None: untagged), now."""
     ch = srv.tester.channels[0]
     out: dict[int, Any] = {}
     for k in range(1, 50):
-        name = block_test_name(0, k, run_tag(run_id))
+        name = block_test_name(0, k, run_tag(run_id) if run_id is not None else None)
         text, _ = ch.data_file(name, 0, 10**9, srv.tester.now())
         if text is None:
             continue
@@ -243,3 +259,24 @@ def test_a_resume_onto_a_channel_running_another_runs_test_is_refused(tmp_path: 
     c1 = block_test_name(0, 1, run_tag("run-c"))
     assert f"holds another test, {c1} (running), not one of this run's" in said, said
     assert still.state == ChannelState.running and still.block_id == 1  # C's test goes on
+
+
+def test_a_run_begun_before_runs_told_their_channel_resumes_on_its_untagged_tests(
+    tmp_path: Path,
+) -> None:
+    async def main() -> Any:
+        async with serve_maccor(1) as srv:
+            old = await _run(srv, tmp_path, "run-old", kill_at_s=1.5 * BLOCK_S, unbound=True)
+            meta = json.loads((old / "run.json").read_text())
+            del meta["channel_bound"]  # its run.json as the labrig that began it wrote it
+            (old / "run.json").write_text(json.dumps(meta))
+            async with MaccorCycler.from_url(srv.url, channels=[0]) as cyc:
+                outcome, _ = await resume_run(old, bindings=RunBindings(cycler=cyc.channel(0)),
+                                              options=OPTIONS, durable=False)  # fmt: skip
+            return old, outcome, _files(srv, None), _files(srv, "run-old")
+
+    old, outcome, untagged, tagged = run_virtual_strict(main())
+    assert outcome.state.value == "finished", outcome.reason
+    assert sorted(untagged) == [1, 2, 3] and tagged == {}  # block 2 adopted, not restarted
+    rows = _stored(old)
+    _same_as_files(rows.record_seq.to_numpy(), rows.voltage_V.to_numpy(), untagged)
