@@ -70,7 +70,7 @@ class RunDamaged(RuntimeError):
         self.run_dir = run_dir
         self.damage = damage
         self.intact_seq = intact_seq
-        after = "" if intact_seq is None else f" after {seq_text(intact_seq)}"
+        after = "" if intact_seq is None or intact_seq < 0 else f" after {seq_text(intact_seq)}"
         super().__init__(
             f"{run_dir.name} is damaged and was not resumed: " + "; ".join(damage) + ". "
             f"Nothing in it was changed and its instrument was left as it is. The instrument "

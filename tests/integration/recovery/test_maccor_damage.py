@@ -207,3 +207,16 @@ def test_an_intact_run_resumes_and_its_events_say_which_limit_check_was_done(
     assert "not read back after the restart" in note
     seq = _stored(root).record_seq.to_numpy()
     assert len(np.unique(seq)) == len(seq)
+
+
+def test_missing_rows_are_named_by_block_and_record(tmp_path: Path) -> None:
+    async def then(root: Path, srv: MacNetServer, _older: Path | None) -> Any:
+        for p in (root / "data").glob("staging-*.arrow"):
+            p.unlink()
+        return await _refused(root, srv)
+
+    said = str(run_virtual_strict(_crashed(tmp_path, then)))
+    assert re.search(r"rows (after|up to) block \d+, record \d+ (up to block \d+, record \d+ )?"
+                     r"are missing", said), said  # fmt: skip
+    assert "reads them back into recovered/" in said, said  # no row of it was intact
+    assert not re.search(r"\d{10,}", said), said  # no raw block * 2**32 + record
