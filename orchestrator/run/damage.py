@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -215,16 +216,38 @@ def _stored_times(run_dir: Path, upto: int | None) -> tuple[npt.NDArray[np.int64
     return seq[keep], time_s[first][keep]
 
 
+def _block_anchor(run_dir: Path) -> tuple[int, float] | None:
+    """(the newest record read before the journal's block began, the run time the block
+    began at), if the journal is intact and its position is a block."""
+    try:
+        journal = Journal.open_checked(run_dir / "journal.sqlite", durable=False)
+    except (JournalCorrupt, OSError, sqlite3.Error):
+        return None
+    try:
+        unit = journal.get("unit")
+        if unit is None or unit.get("kind") != "block" or "anchor" not in unit:
+            return None
+        return int(unit["before"]["read_seq"]), float(unit["anchor"])
+    except (JournalCorrupt, KeyError, TypeError, ValueError):
+        return None
+    finally:
+        journal.close()
+
+
 def _on_run_clock(
-    batch: RecordBatch, st_seq: npt.NDArray[np.int64], st_time: Any
+    batch: RecordBatch,
+    stored: tuple[npt.NDArray[np.int64], Any],
+    anchor: tuple[int, float] | None,
 ) -> npt.NDArray[np.float64]:
     """The instrument's record times on the run's clock (the data's ``time_s``).
 
     Records whose seqs follow one another (a block's test) share one offset from the
     instrument's time to the run's: where the run stored one of them, the stored time
-    gives it; a block the run stored nothing of goes on from the offset before it (the
-    instrument's own chaining of block times; the host's gaps between blocks are not
-    known there)."""
+    gives it; the journal's block starts at its ``anchor`` (its first record after the
+    newest one read before it), as the run dates it; a block neither dates goes on from
+    the offset before it (the instrument's own chaining of block times; the host's gap
+    between the two blocks is not known there)."""
+    st_seq, st_time = stored
     seq, out = batch.seq, batch.time_s.astype(np.float64)
     cuts = np.flatnonzero(np.diff(seq) != 1) + 1
     offset = 0.0
@@ -233,6 +256,8 @@ def _on_run_clock(
         hit = np.flatnonzero(st_seq[idx] == seq[lo:hi]) if len(st_seq) else idx[:0]
         if len(hit):
             offset = float(st_time[idx[hit[0]]]) - float(out[lo + hit[0]])
+        elif anchor is not None and seq[lo] > anchor[0] and (lo == 0 or seq[lo - 1] <= anchor[0]):
+            offset = anchor[1] - float(out[lo])
         out[lo:hi] += offset
     return out
 
@@ -249,8 +274,12 @@ async def recover_from_instrument(
     with contextlib.suppress(InstrumentError):
         other = (await cycler.status()).other_test
     # from one record earlier: the newest intact row puts its block on the run's clock
-    batch = await cycler.read_records(after - 1 if after > 0 else after)
-    batch.time_s = _on_run_clock(batch, *_stored_times(run_dir, damage.intact_seq))
+    read_from = after - 1 if after > 0 else after
+    batch = await cycler.read_records(read_from)
+    anchor = _block_anchor(run_dir)
+    if anchor is not None and anchor[0] < read_from:
+        anchor = None  # the block's first records are not among those read
+    batch.time_s = _on_run_clock(batch, _stored_times(run_dir, damage.intact_seq), anchor)
     batch = batch.select(batch.seq > after)
     table = pa.table({c: getattr(batch, c) for c in RECORD_COLUMNS})
     out = run_dir / "recovered"

@@ -220,3 +220,26 @@ def test_missing_rows_are_named_by_block_and_record(tmp_path: Path) -> None:
                      r"are missing", said), said  # fmt: skip
     assert "reads them back into recovered/" in said, said  # no row of it was intact
     assert not re.search(r"\d{10,}", said), said  # no raw block * 2**32 + record
+
+
+def test_records_the_run_lost_are_dated_from_the_journals_block_start(tmp_path: Path) -> None:
+    """The staging log deleted, the journal intact: the block the journal was on is put
+    on the run's clock from the start the journal holds, as the run had dated it."""
+
+    async def then(root: Path, srv: MacNetServer, _older: Path | None) -> Any:
+        stored = _stored(root)  # what the run held, before it is lost
+        for p in (root / "data").glob("staging-*.arrow"):
+            p.unlink()
+        async with MaccorCycler.from_url(srv.url, channels=[0]) as cyc:
+            await recover_run(root, bindings=RunBindings(cycler=cyc.channel(0)))
+        return stored
+
+    stored = run_virtual_strict(_crashed(tmp_path, then))
+    root = next((tmp_path / "runs").iterdir())
+    table = pq.read_table(root / "recovered" / "records-from-instrument.parquet").to_pandas()
+    last = int(table.seq.max()) >> 32
+    lost = stored[stored.record_seq.to_numpy() >> 32 == last]
+    assert len(lost) > 10
+    mine = table.set_index("seq").loc[lost.record_seq.to_numpy()]
+    assert np.allclose(mine.time_s.to_numpy(), lost.time_s.to_numpy(), atol=1e-6)
+    assert np.all(np.diff(table.sort_values("seq").time_s.to_numpy()) >= 0)
