@@ -111,7 +111,7 @@ def _check(path: Path, batch: pa.RecordBatch, meta: Any, out: StagedRows) -> Non
     if "crc" in md:
         if int(md["crc"], 16) != values_crc(batch):
             raise_damage = StagingDamaged(
-                path, f"rows {seq_text(first)} to {seq_text(last)} fail their checksum"
+                path, f"rows from {seq_text(first)} to {seq_text(last)} fail their checksum"
             )
             out.damaged.append(raise_damage)
             return
