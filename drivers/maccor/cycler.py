@@ -4,8 +4,9 @@ A block of steps becomes a MACCOR test procedure (:mod:`.procedure`), sent with 
 and started with (6,2); the tester runs it in firmware, ending steps on their conditions
 and holding the (6,10) safety limits. The host polls (4,7) and reads records with (1,7)
 (see :mod:`.records` for why). (6,3)/(6,4) suspend and resume, (6,5) reset is the stop
-and the safe state. A new connection learns the channel's test with (4,6) (see
-:mod:`.found`).
+and the safe state. Each test is named for its block and for the run the channel is
+bound to (``bind_run``), and a new connection learns the channel's test with (4,6), taking
+only its run's for its own (see :mod:`.found`).
 
 Record numbering: MACCOR numbers the records of each test from 1. A channel's ``seq`` is
 ``block_id * 2**32 + record number``, so it is unique, grows as long as block ids grow
