@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tests.helpers import stored_rows
 from tests.procs import (
     LABRIG,
     event_count,
@@ -122,8 +124,17 @@ def test_a_damaged_run_is_refused_and_read_back_from_the_instrument(
     done = subprocess.run([*LABRIG, "resume", str(root), "--from-instrument"],
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "read back from the instrument" in " ".join(done.stdout.split())
+    said = " ".join(done.stdout.split())
+    assert "read back from the instrument" in said
+    assert re.search(r"\(block 1, record 1 to block \d+, record \d+\)", said), said
     _read_back_whole(root, tester)
+    # the rows the run had stored come back equal, dated on the run's clock
+    stored = stored_rows(root)
+    table = pq.read_table(root / "recovered" / "records-from-instrument.parquet").to_pandas()
+    mine = table.set_index("seq").loc[stored.record_seq.to_numpy()]
+    assert len(stored) > 0
+    assert np.allclose(mine.voltage_V.to_numpy(), stored.voltage_V.to_numpy())
+    assert np.allclose(mine.time_s.to_numpy(), stored.time_s.to_numpy(), atol=1e-6)
     assert (root / "damaged" / "journal.sqlite-wal").exists()
     assert json.loads((root / "run.json").read_text())["state"] == "failed"
     assert maccor_channel_state(tester) in ("running", "done")

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -30,7 +29,7 @@ from labrig.orchestrator.runner import RunRequest, execute_run, resume_run
 from labrig.protocols.loader import dump_protocol_yaml, load_protocol_text
 from labrig.simulators.maccor import serve_maccor
 from labrig.simulators.maccor.server import MacNetServer
-from tests.helpers import run_virtual_strict
+from tests.helpers import run_virtual_strict, stored_rows
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -113,18 +112,6 @@ def _replace_journal(run: Path, older: Path | None) -> None:
         shutil.copy2(p, run / p.name)
 
 
-def _stored(run: Path) -> Any:
-    """The rows the run's data directory holds (chunks and staging log), by seq."""
-    from labrig.orchestrator.store.staging import read_staging
-
-    parts = [pq.read_table(p) for p in sorted((run / "data").glob("part-*.parquet"))]
-    staged = read_staging(sorted((run / "data").glob("staging-*.arrow")))
-    tables = parts + [b.table for b in staged.batches]
-    names = tables[0].column_names
-    rows = pa.concat_tables([t.select(names) for t in tables]).to_pandas()
-    return rows.drop_duplicates("record_seq").sort_values("record_seq")
-
-
 def _tester_files(srv: MacNetServer, root: Path) -> dict[int, int]:
     """Block id -> records in the tester's data file of that block's test of the run in
     ``root``, now."""
@@ -140,7 +127,7 @@ def _tester_files(srv: MacNetServer, root: Path) -> dict[int, int]:
 
 def test_a_deleted_journal_is_refused_then_every_record_is_read_back(tmp_path: Path) -> None:
     async def then(root: Path, srv: MacNetServer, _older: Path | None) -> Any:
-        stored = _stored(root)
+        stored = stored_rows(root)
         _replace_journal(root, None)
         refused = await _refused(root, srv)
         async with MaccorCycler.from_url(srv.url, channels=[0]) as cyc:
@@ -205,7 +192,7 @@ def test_an_intact_run_resumes_and_its_events_say_which_limit_check_was_done(
     # the block kept running while the host was down: the tester's limits were not read
     assert note.startswith("limits kept from the start: the channel's test is running")
     assert "not read back after the restart" in note
-    seq = _stored(root).record_seq.to_numpy()
+    seq = stored_rows(root).record_seq.to_numpy()
     assert len(np.unique(seq)) == len(seq)
 
 
@@ -227,7 +214,7 @@ def test_records_the_run_lost_are_dated_from_the_journals_block_start(tmp_path: 
     on the run's clock from the start the journal holds, as the run had dated it."""
 
     async def then(root: Path, srv: MacNetServer, _older: Path | None) -> Any:
-        stored = _stored(root)  # what the run held, before it is lost
+        stored = stored_rows(root)  # what the run held, before it is lost
         for p in (root / "data").glob("staging-*.arrow"):
             p.unlink()
         async with MaccorCycler.from_url(srv.url, channels=[0]) as cyc:

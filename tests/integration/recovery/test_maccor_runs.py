@@ -26,9 +26,7 @@ from labrig.orchestrator.runner import RunRequest, execute_run, resume_run
 from labrig.protocols.loader import dump_protocol_yaml, load_protocol_text
 from labrig.simulators.maccor import serve_maccor
 from labrig.simulators.maccor.server import MacNetServer
-from tests.helpers import run_virtual_strict
-
-from .test_maccor_damage import _stored
+from tests.helpers import run_virtual_strict, stored_rows
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -172,7 +170,7 @@ def test_two_runs_one_after_another_each_keep_their_own_tests(tmp_path: Path) ->
     a, b, files_a, files_b = run_virtual_strict(main())
     assert sorted(files_a) == sorted(files_b) == [1, 2, 3]  # same block ids, other names
     for root, files in ((a, files_a), (b, files_b)):
-        rows = _stored(root)
+        rows = stored_rows(root)
         _same_as_files(rows.record_seq.to_numpy(), rows.voltage_V.to_numpy(), files)
 
 
@@ -197,7 +195,7 @@ def test_a_second_run_killed_before_its_first_block_resumes_on_its_own_tests(
     assert seen.other_test == block_test_name(0, 3, run_tag("run-a"))
     assert outcome.state.value == "finished", outcome.reason
     assert sorted(files_b) == [1, 2, 3]
-    rows = _stored(b)
+    rows = stored_rows(b)
     _same_as_files(rows.record_seq.to_numpy(), rows.voltage_V.to_numpy(), files_b)
     assert sorted(files_a) == [1, 2, 3]  # run A's tests untouched
 
@@ -278,5 +276,5 @@ def test_a_run_begun_before_runs_told_their_channel_resumes_on_its_untagged_test
     old, outcome, untagged, tagged = run_virtual_strict(main())
     assert outcome.state.value == "finished", outcome.reason
     assert sorted(untagged) == [1, 2, 3] and tagged == {}  # block 2 adopted, not restarted
-    rows = _stored(old)
+    rows = stored_rows(old)
     _same_as_files(rows.record_seq.to_numpy(), rows.voltage_V.to_numpy(), untagged)
