@@ -27,6 +27,7 @@ from labrig.protocols.loader import dump_protocol_yaml, load_protocol_text
 from labrig.simulators.maccor import serve_maccor
 from labrig.simulators.maccor.server import MacNetServer
 from tests.helpers import run_virtual_strict, stored_rows
+from tests.integration.electrochem.conftest import cycle_block
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -134,8 +135,6 @@ def _same_as_files(seq: Any, volts: Any, files: dict[int, Any]) -> None:
 def test_the_simulator_refuses_a_name_its_archive_holds() -> None:
     async def main() -> list[Any]:
         async with serve_maccor(1) as srv, MaccorCycler.from_url(srv.url, channels=[0]) as cyc:
-            from tests.integration.electrochem.conftest import cycle_block
-
             ch = cyc.channel(0)  # bound to no run: names LR000B{k}
             await ch.start_block(1, cycle_block(10, 1.0))
             await ch.safe_state()
@@ -209,8 +208,6 @@ def test_from_instrument_reads_only_this_runs_tests(tmp_path: Path) -> None:
                 p.unlink()
             async with MaccorCycler.from_url(srv.url, channels=[0]) as cyc:
                 # meanwhile run B's block was stopped and run C started on the channel
-                from tests.integration.electrochem.conftest import cycle_block
-
                 ch = cyc.channel(0)
                 await ch.safe_state()
                 files_b = _files(srv, "run-b")
@@ -238,8 +235,6 @@ def test_a_resume_onto_a_channel_running_another_runs_test_is_refused(tmp_path: 
         async with serve_maccor(1) as srv:
             b = await _run(srv, tmp_path, "run-b", kill_at_s=1.5 * BLOCK_S)
             async with MaccorCycler.from_url(srv.url, channels=[0]) as cyc:
-                from tests.integration.electrochem.conftest import cycle_block
-
                 ch = cyc.channel(0)  # run C takes the channel over
                 await ch.safe_state()
                 ch.bind_run("run-c")
