@@ -17,9 +17,18 @@ from typing import Any
 
 import pyarrow as pa
 
+from labrig.drivers.capabilities import seq_text
+
 from .tables import SCHEMA, values_crc
 
-__all__ = ["STAGING_BATCHES", "StagedRows", "StagingDamaged", "StagingLog", "read_staging"]
+__all__ = [
+    "STAGING_BATCHES",
+    "StagedRows",
+    "StagingDamaged",
+    "StagingLog",
+    "read_staging",
+    "rows_between",
+]
 
 # a staging file holding this many batches is rewritten as one (restarts stay quick)
 STAGING_BATCHES = 64
@@ -60,11 +69,18 @@ class StagedRows:
             if b.last <= reach:
                 continue  # a copy (a compaction cut off by the crash), or already chunked
             if b.prev is not None and b.prev > reach:
-                gaps.append(f"rows {reach + 1}..{b.prev} missing before row {b.first}")
+                gaps.append(f"{rows_between(reach, b.prev)} missing before {seq_text(b.first)}")
                 continue
             tables.append(b.table)
             reach = b.last
         return tables, reach, gaps
+
+
+def rows_between(after: int, upto: int) -> str:
+    """The rows after seq ``after`` up to seq ``upto``, as a person reads them."""
+    if after < 0:
+        return f"rows up to {seq_text(upto)}"
+    return f"rows after {seq_text(after)} up to {seq_text(upto)}"
 
 
 def _read_file(path: Path, out: StagedRows) -> None:
@@ -120,7 +136,9 @@ def _check(path: Path, batch: pa.RecordBatch, meta: Any, out: StagedRows) -> Non
     prev: int | None = None
     if "crc" in md:
         if int(md["crc"], 16) != values_crc(batch):
-            raise_damage = StagingDamaged(path, f"rows {first}..{last} fail their checksum")
+            raise_damage = StagingDamaged(
+                path, f"rows from {seq_text(first)} to {seq_text(last)} fail their checksum"
+            )
             out.damaged.append(raise_damage)
             return
         prev = int(md["prev"])
