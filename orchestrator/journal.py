@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS carried (id INTEGER PRIMARY KEY, body BLOB, crc INTEG
 """
 
 
+# events read per CRC call when the log is checked
+_EVENTS_PIECE = 4096
+
+
 class JournalCorrupt(RuntimeError):
     """The journal cannot be trusted; a run must not resume from it silently."""
 
@@ -138,14 +142,19 @@ class Journal:
         state = self.get("log")
         if state is None:
             return  # written before the journal kept its events' checksum
+        # the bodies as stored (UTF-8, not decoded), many rows to one CRC call; seq is the
+        # table's key (unique, in order), so first and last tell a gap in each piece
         crc, expect = 0, 1
-        for seq, body in self._db.execute("SELECT seq, body FROM events ORDER BY seq"):
-            if seq != expect:
+        cur = self._db.execute("SELECT seq, CAST(body AS BLOB) FROM events ORDER BY seq")
+        while rows := cur.fetchmany(_EVENTS_PIECE):
+            if rows[0][0] != expect or rows[-1][0] != expect + len(rows) - 1:
+                i = next(i for i, (seq, _b) in enumerate(rows) if seq != expect + i)
                 raise JournalCorrupt(
-                    f"{self.path.name}: events {expect}..{seq - 1} are missing from its log"
+                    f"{self.path.name}: events {expect + i}..{rows[i][0] - 1} are missing "
+                    f"from its log"
                 )
-            crc = zlib.crc32(body.encode(), crc)
-            expect += 1
+            crc = zlib.crc32(b"".join([body for _s, body in rows]), crc)
+            expect += len(rows)
         if expect - 1 != int(state["seq"]) or crc != int(state["crc"]):
             raise JournalCorrupt(
                 f"{self.path.name}: its events (1..{expect - 1}) do not match their checksum "
