@@ -14,7 +14,7 @@ import sqlite3
 import struct
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .events import Event
 
@@ -30,8 +30,10 @@ CREATE TABLE IF NOT EXISTS carried (id INTEGER PRIMARY KEY, body BLOB, crc INTEG
 """
 
 
-# events read per CRC call when the log is checked
-_EVENTS_PIECE = 4096
+# events read as one value (and one CRC call) when the log is checked
+_EVENTS_PIECE = 20_000
+_EVENTS_PIECE_SQL = """SELECT COUNT(*), CAST(group_concat(body, '') AS BLOB)
+FROM (SELECT body FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq)"""
 
 
 class JournalCorrupt(RuntimeError):
@@ -142,24 +144,48 @@ class Journal:
         state = self.get("log")
         if state is None:
             return  # written before the journal kept its events' checksum
-        # the bodies as stored (UTF-8, not decoded), many rows to one CRC call; seq is the
-        # table's key (unique, in order), so first and last tell a gap in each piece
-        crc, expect = 0, 1
-        cur = self._db.execute("SELECT seq, CAST(body AS BLOB) FROM events ORDER BY seq")
-        while rows := cur.fetchmany(_EVENTS_PIECE):
-            if rows[0][0] != expect or rows[-1][0] != expect + len(rows) - 1:
-                i = next(i for i, (seq, _b) in enumerate(rows) if seq != expect + i)
-                raise JournalCorrupt(
-                    f"{self.path.name}: events {expect + i}..{rows[i][0] - 1} are missing "
-                    f"from its log"
-                )
-            crc = zlib.crc32(b"".join([body for _s, body in rows]), crc)
-            expect += len(rows)
-        if expect - 1 != int(state["seq"]) or crc != int(state["crc"]):
+        row = self._db.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()
+        newest = 0 if row[1] is None else int(row[1])
+        if row[0] is not None and int(row[0]) != 1:
+            self._events_missing(1)
+        # pieces of consecutive events, each read by SQLite as one value: their bodies'
+        # bytes as stored, in order, and how many there are (a gap: fewer than the span)
+        crc = 0
+        for first in range(1, newest + 1, _EVENTS_PIECE):
+            last = min(first + _EVENTS_PIECE - 1, newest)
+            n, body = self._db.execute(_EVENTS_PIECE_SQL, (first, last)).fetchone()
+            if n != last - first + 1:
+                self._events_missing(first)
+            crc = zlib.crc32(body or b"", crc)
+        if crc != int(state["crc"]):
+            crc = self._events_crc_by_row()  # the same, row by row in seq order (for sure)
+        if newest != int(state["seq"]) or crc != int(state["crc"]):
             raise JournalCorrupt(
-                f"{self.path.name}: its events (1..{expect - 1}) do not match their checksum "
+                f"{self.path.name}: its events (1..{newest}) do not match their checksum "
                 f"(1..{state['seq']})"
             )
+
+    def _events_missing(self, first: int) -> NoReturn:
+        """Raise naming the first events missing from ``first`` on."""
+        expect = first
+        rows = self._db.execute("SELECT seq FROM events WHERE seq >= ? ORDER BY seq", (first,))
+        for (seq,) in rows:
+            if seq != expect:
+                break
+            expect += 1
+        else:
+            seq = expect
+        if seq > expect:
+            raise JournalCorrupt(
+                f"{self.path.name}: events {expect}..{seq - 1} are missing from its log"
+            )
+        raise JournalCorrupt(f"{self.path.name}: its events are out of their sequence")
+
+    def _events_crc_by_row(self) -> int:
+        crc = 0
+        for (body,) in self._db.execute("SELECT CAST(body AS BLOB) FROM events ORDER BY seq"):
+            crc = zlib.crc32(body, crc)
+        return crc
 
     def close(self) -> None:
         try:

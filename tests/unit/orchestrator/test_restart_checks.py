@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+import labrig.orchestrator.journal as journal_mod
 from labrig.orchestrator.events import Event, EventKind
 from labrig.orchestrator.journal import Journal, JournalCorrupt
 from labrig.orchestrator.store import DATA_COLUMNS, RunStore
@@ -102,11 +103,30 @@ def _edit(path: Path, sql: str, *args: object) -> None:
     db.close()
 
 
-@pytest.mark.parametrize("n", [1, 3, 4096, 4097, 9000])
+@pytest.fixture(autouse=True)
+def _pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events read in pieces of 4096 (a few pieces in these journals)."""
+    monkeypatch.setattr(journal_mod, "_EVENTS_PIECE", 4096)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 4096, 4097, 9000])
 def test_the_events_check_passes_every_whole_log(tmp_path: Path, n: int) -> None:
     path = tmp_path / "journal.sqlite"
     _journal_of(path, n)
     Journal.open_checked(path, durable=False).close()
+
+
+def test_the_events_check_does_not_rest_on_the_order_sqlite_reads_a_piece_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    _journal_of(path, 5000)
+    backwards = journal_mod._EVENTS_PIECE_SQL.replace("ORDER BY seq", "ORDER BY seq DESC")
+    monkeypatch.setattr(journal_mod, "_EVENTS_PIECE_SQL", backwards)
+    Journal.open_checked(path, durable=False).close()  # checked again row by row: whole
+    _edit(path, "UPDATE events SET body = replace(body, '\"n\"', '\"m\"') WHERE seq = 7")
+    with pytest.raises(JournalCorrupt, match=re.escape("do not match their checksum")):
+        Journal.open_checked(path, durable=False)
 
 
 @pytest.mark.parametrize(
@@ -115,6 +135,7 @@ def test_the_events_check_passes_every_whole_log(tmp_path: Path, n: int) -> None
         ((1,), "events 1..1 are missing"),
         ((2, 3), "events 2..3 are missing"),
         ((4096,), "events 4096..4096 are missing"),  # the last of a piece read at once
+        ((4096, 4097), "events 4096..4097 are missing"),  # across two pieces
         ((4097, 4098), "events 4097..4098 are missing"),  # the first of the next
         ((8000,), "events 8000..8000 are missing"),
         ((9000,), "its events (1..8999) do not match"),  # the newest: the count says
