@@ -7,7 +7,8 @@ Each simulated tester (MacNet JSON-RPC over loopback TCP) runs in its own proces
 figures are the orchestrator's alone. The orchestrator is the scheduler with one run per
 channel (the lab's MACCOR driver, one connection per channel, as on hardware), records
 every 1 s on the testers, block ends watched every second (one (4,1) status poll per
-tester, drivers.maccor.board), records collected every 5 s (``--collect``), and - when
+tester, drivers.maccor.board), records collected every 2 s (``--collect``), each collection
+placed just after the tester has made a record (orchestrator/run/pacing.py), and - when
 mosquitto is installed - one MQTT publisher for the station with a subscriber
 (mosquitto_sub, its own process).
 
@@ -23,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -110,6 +113,7 @@ class Probe:
         self.read_rtt: list[float] = []
         self.channels: dict[str, Any] = {}
         self.store_delay: list[float] = []
+        self.telemetry_delay: list[float] = []  # newest record -> its telemetry handed on
         self.newest_delay: list[float] = []  # of each batch's newest record (telemetry's)
         self.by_voltage: dict[tuple[str, float], float] = {}  # -> record instrument time
         self.measuring = False
@@ -165,6 +169,17 @@ class Probe:
             original(cols)
 
         store.append_records = append_records
+        send = ex._send_telemetry
+
+        def send_telemetry() -> None:
+            before = ex._last_telemetry
+            send()
+            t0 = probe.block_t0.get(channel)
+            if probe.measuring and t0 is not None and ex._last_telemetry != before:
+                t = ex._last_run_time - (ex._time_offset or 0.0)  # newest record, tester time
+                probe.telemetry_delay.append(time.monotonic() - (t0 + t))
+
+        ex._send_telemetry = send_telemetry
 
 
 async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> dict[str, Any]:
@@ -233,16 +248,23 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
                 )
             await asyncio.sleep(0.2)
         started_s = time.monotonic() - t_start
-        await asyncio.sleep(3.0)  # settle
+        # settle: the last runs to start learn where their records fall (pacing.py)
+        await asyncio.sleep(args.settle)
         await probe.match_clocks()
         probe.measuring = True
         wall0, cpu0 = time.monotonic(), time.process_time()
         times0, threads0 = os.times(), thread_cpu()
+        lag: list[float] = []
+        lagger = asyncio.create_task(_loop_lag(lag))
         await asyncio.sleep(args.seconds)
+        lagger.cancel()
         wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
         times1, threads1 = os.times(), thread_cpu()
         probe.measuring = False
         never = {j.run_id for j in not_started()}
+        never_why = collections.Counter(
+            re.sub(r"\d+", "N", str(j.reason))[:120] for j in not_started()
+        )
         failed = [
             j for j in sched.jobs()
             if j.state.value not in ("running", "paused") and j.run_id not in never
@@ -259,8 +281,18 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
         "started_s": started_s,
         "failed": [(j.run_id, j.state.value, j.reason) for j in failed],
         "never_started": len(never),
+        "never_why": never_why,
+        "lag": lag,
         "watchdog_trips": sched.watchdog_trips,
     }
+
+
+async def _loop_lag(out: list[float]) -> None:
+    """How late a 0.1 s sleep wakes: the event loop's backlog (and the host's)."""
+    while True:
+        t = time.monotonic()
+        await asyncio.sleep(0.1)
+        out.append(time.monotonic() - t - 0.1)
 
 
 @contextlib.asynccontextmanager
@@ -325,7 +357,10 @@ def run(args: argparse.Namespace) -> None:
     sub_out.close()
     cpu_pct = 100 * res["cpu"] / res["wall"]
     print(f"channels          {n} ({args.testers} MacNet testers x {args.channels}), 1 Hz records")
-    print(f"all started in    {res['started_s']:.1f} s; measured {res['wall']:.0f} s real time")
+    print(
+        f"all started in    {res['started_s']:.1f} s; then {args.settle:g} s to settle; "
+        f"measured {res['wall']:.0f} s real time"
+    )
     sc = [c * 1e3 for c in probe.start_call]
     print(f"start_block call  p50 {percentile(sc, 50):.0f} ms, max {max(sc, default=0):.0f} ms")
     rt = [c * 1e3 for c in probe.read_rtt]
@@ -341,6 +376,11 @@ def run(args: argparse.Namespace) -> None:
             if v > 0
         )
     )
+    lg = [d * 1e3 for d in res["lag"]]
+    print(
+        f"event loop lag    p50 {percentile(lg, 50):.0f} ms, p99 {percentile(lg, 99):.0f} ms "
+        f"(a 0.1 s sleep's oversleep); load average {os.getloadavg()[0]:.2f}"
+    )
     sd = [d * 1e3 for d in probe.store_delay]
     print(
         f"record -> storage p50 {percentile(sd, 50):.0f} ms, p99 {percentile(sd, 99):.0f} ms "
@@ -351,15 +391,23 @@ def run(args: argparse.Namespace) -> None:
         f"newest -> handed p50 {percentile(nd, 50):.0f} ms, p99 {percentile(nd, 99):.0f} ms "
         "(each collection's newest record, the one its telemetry carries)"
     )
+    td = [d * 1e3 for d in probe.telemetry_delay]
+    print(
+        f"record -> telemetry handed to the publisher p50 {percentile(td, 50):.0f} ms, "
+        f"p99 {percentile(td, 99):.0f} ms"
+    )
     if mqtt is None:
         print("record -> MQTT    n/a (no broker)")
     else:
         md = [d * 1e3 for d in mqtt_delay]
         print(
             f"record -> MQTT    p50 {percentile(md, 50):.0f} ms, p99 {percentile(md, 99):.0f} ms "
-            f"({len(md):,} telemetry messages matched)"
+            f"({len(md):,} telemetry messages matched; p90 {percentile(md, 90):.0f} ms, "
+            f"{sum(d > 500 for d in md) / max(1, len(md)):.1%} over 500 ms)"
         )
     print(f"runs that ended before they started: {res['never_started']}")
+    for why, count in res["never_why"].most_common(3):
+        print(f"    {count} x {why}")
     print(f"runs not running at the end of the window: {len(res['failed'])}")
     for f in res["failed"][:5]:
         print("   ", f)
@@ -372,7 +420,14 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=128, help="channels per tester")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--poll", type=float, default=1.0, help="block-end status poll period (s)")
-    ap.add_argument("--collect", type=float, default=5.0, help="record collection period (s)")
+    ap.add_argument(
+        "--collect", type=float, default=2.0,
+        help="record collection period (s); each collection is placed just after a record",
+    )  # fmt: skip
+    ap.add_argument(
+        "--settle", type=float, default=20.0,
+        help="seconds between the last run's start and the measurement (s)",
+    )  # fmt: skip
     ap.add_argument("--no-mqtt", action="store_true")
     ap.add_argument(
         "--timeout", type=float, default=10.0, help="MacNet request timeout (s) of the driver"

@@ -20,7 +20,7 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
@@ -113,7 +113,8 @@ class RunStatus:
     cell_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # its fields are plain values: no deep copy (asdict) needed
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["state"] = self.state.value
         return d
 

@@ -199,7 +199,14 @@ class Transport(abc.ABC):
             if chunk:
                 await self._guarded_send(chunk, dl)
 
+    def _send_now(self, data: bytes) -> bool:
+        """Hand ``data`` to the link at once if it can take it without waiting (True),
+        sparing a deadline timer per command; False: :meth:`_send` under the deadline."""
+        return False
+
     async def _guarded_send(self, chunk: bytes, deadline: float) -> None:
+        if self._send_now(chunk):
+            return
         try:
             async with asyncio.timeout_at(deadline):
                 await self._send(chunk, deadline)

@@ -38,6 +38,18 @@ class TcpTransport(Transport):
         except (OSError, TimeoutError):
             pass  # the peer is gone already; nothing more to release
 
+    def _send_now(self, data: bytes) -> bool:
+        writer = self._writer
+        if writer is None or writer.transport.is_closing():
+            return False
+        # below the stream's high-water mark a write is queued at once and drain() would
+        # return without waiting; above it, the caller waits under the deadline
+        limit = writer.transport.get_write_buffer_limits()[1]
+        if writer.transport.get_write_buffer_size() + len(data) > limit:
+            return False
+        writer.write(data)
+        return True
+
     async def _send(self, data: bytes, deadline: float) -> None:
         if self._writer is None:
             raise TransportClosed(f"{self.address}: not connected")

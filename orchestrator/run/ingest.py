@@ -73,11 +73,15 @@ class RecordIngest(JournalledRun):
         discharge_col = np.empty(n)
         kind_col = np.empty(n, dtype=object)
         sid = batch.step_id
-        # records arrive in step order: split where the step id changes
-        cuts = np.flatnonzero(np.diff(sid)) + 1
-        starts = np.concatenate(([0], cuts))
-        ends = np.concatenate((cuts, [n]))
-        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        # records arrive in step order: split where the step id changes (a collection of
+        # a few records is mostly one step: no arrays needed to say so)
+        if sid[0] == sid[-1] and (n < 3 or not np.any(sid != sid[0])):
+            spans = [(0, n)]
+        else:
+            cuts = np.flatnonzero(np.diff(sid)) + 1
+            starts = np.concatenate(([0], cuts)).tolist()
+            spans = list(zip(starts, [*starts[1:], n], strict=True))
+        for a, b in spans:
             step_id = int(sid[a])
             cs = self._block_map.get(step_id)
             kind = cs.channel_step.kind if cs is not None else "unknown"
@@ -184,19 +188,18 @@ class RecordIngest(JournalledRun):
         if lim.voltage_V is not None:
             lo, hi = lim.voltage_V
             v = batch.voltage_V
-            idx = np.flatnonzero((v < lo) | (v > hi))
+            idx = _outside(v, lo, hi)
             if idx.size:
                 bad.append((int(idx[0]), "voltage", float(v[idx[0]]), list(lim.voltage_V)))
         if lim.current_abs_A is not None:
-            i = np.abs(batch.current_A)
-            idx = np.flatnonzero(i > lim.current_abs_A * 1.001)
+            idx = _outside(batch.current_A, -lim.current_abs_A * 1.001, lim.current_abs_A * 1.001)
             if idx.size:
                 k = int(idx[0])
                 bad.append((k, "current", float(batch.current_A[k]), lim.current_abs_A))
         if lim.temperature_C is not None:
             t = batch.temperature_C
             lo, hi = lim.temperature_C
-            idx = np.flatnonzero((t < lo) | (t > hi))
+            idx = _outside(t, lo, hi)
             if idx.size:
                 bad.append((int(idx[0]), "temperature", float(t[idx[0]]), list(lim.temperature_C)))
         if bad:
@@ -267,3 +270,14 @@ class RecordIngest(JournalledRun):
         if self.journal is not None:
             self.journal.add_cycle(row)
         self._emit_at(figures.end_time_s, EventKind.cycle_ended, **row)
+
+
+_NONE = np.empty(0, dtype=np.intp)
+
+
+def _outside(values: npt.NDArray[np.float64], lo: float, hi: float) -> npt.NDArray[np.intp]:
+    """Indices of values below ``lo`` or above ``hi`` (NaN is neither); two reductions
+    answer the usual case, where there are none (a NaN fails them: then the full test)."""
+    if not values.size or (values.min() >= lo and values.max() <= hi):
+        return _NONE
+    return np.flatnonzero((values < lo) | (values > hi))

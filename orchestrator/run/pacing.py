@@ -83,7 +83,7 @@ class CollectionPacer:
         else:
             # close in quickly on the lower bound until a collection first comes too early
             self.lo = max(self.lo, d - p)
-            self.aim = max(self.lo, aim - max(_CREEP * p, 0.3 * (aim - self.lo)))
+            self.aim = max(self.lo, aim - max(_CREEP * p, 0.5 * (aim - self.lo)))
         return False
 
     def _learn_interval(self, n: int, first: float, last: float) -> float | None:

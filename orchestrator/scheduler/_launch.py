@@ -4,6 +4,7 @@ run re-attached after a restart - resumed from its journal."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,7 @@ class Scheduler(Interface):
     resume_fn: ResumeFn | None
     booker: Booker
     shared: SharedInstruments
+    opening: asyncio.Semaphore  # how many runs may be opening their instruments at once
 
 
 def expected_eis_s(protocol: Protocol) -> float | None:
@@ -115,12 +117,15 @@ async def launch(
         if not runner.is_thermal(protocol):
             # open the instruments here so booking and the watchdog wrap them
             position = sched.station.position(job.position)
-            raw = await stack.enter_async_context(
-                runner.bind_instruments(
-                    sched.station, position, protocol.cell, sim=sched.sim, seed=seed,
-                    wrap=None if sched.sim else sched.shared.source,
-                )
-            )  # fmt: skip
+            # a station of a thousand channels opens them a few at a time: all at once,
+            # the connections and the testers' answers time out on a busy host
+            async with sched.opening:
+                raw = await stack.enter_async_context(
+                    runner.bind_instruments(
+                        sched.station, position, protocol.cell, sim=sched.sim, seed=seed,
+                        wrap=None if sched.sim else sched.shared.source,
+                    )
+                )  # fmt: skip
             bindings = _adapter(sched, job)(raw, position)
         if job.resume:
             assert sched.resume_fn is not None and job.run_dir is not None

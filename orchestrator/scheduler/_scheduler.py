@@ -46,6 +46,9 @@ __all__ = ["ResumeFn", "Scheduler", "SchedulerError", "expected_eis_s"]
 
 log = logging.getLogger(__name__)
 
+#: runs opening their instruments at the same moment (the rest wait their turn)
+OPENING_AT_ONCE = 16
+
 
 class SchedulerError(ValueError):
     """A request the scheduler cannot honour; the message says why."""
@@ -98,6 +101,7 @@ class Scheduler:
         self._tg: asyncio.TaskGroup | None = None
         self._clock: Clock | None = None
         self.shared = SharedInstruments(station, _not_started)
+        self.opening = asyncio.Semaphore(OPENING_AT_ONCE)
         self.closing = False
 
     # ------------------------------------------------------------------ lifecycle

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -52,6 +53,13 @@ def new_run_id(protocol_name: str, cell_id: str | None = None) -> str:
 
 
 def _versions() -> dict[str, str]:
+    """The versions a run records (read once per process: reading a package's metadata
+    costs milliseconds, and a station starts a thousand runs at once)."""
+    return dict(_read_versions())
+
+
+@functools.cache
+def _read_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": platform.python_version()}
