@@ -139,8 +139,14 @@ def values_crc(batch: pa.RecordBatch | pa.Table, crc: int = 0) -> int:
 _SEP = "\x1f"
 
 
-def _in_place(t: pa.DataType) -> bool:
-    return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
+# column types whose values are read in place (their buffer as it is)
+_IN_PLACE = frozenset(
+    (
+        *(pa.int8(), pa.int16(), pa.int32(), pa.int64()),
+        *(pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()),
+        *(pa.float16(), pa.float32(), pa.float64()),
+    )
+)
 
 
 def _batch_crc(batch: pa.RecordBatch, crc: int) -> int:
@@ -151,7 +157,7 @@ def _batch_crc(batch: pa.RecordBatch, crc: int) -> int:
         arr = batch.column(names.index(name))
         if name == "step_type":
             crc = zlib.crc32(_kinds_text(arr), crc)
-        elif arr.null_count == 0 and _in_place(arr.type):
+        elif arr.type in _IN_PLACE and arr.null_count == 0:
             crc = zlib.crc32(arr.to_numpy(zero_copy_only=True), crc)
         else:
             values = pa.chunked_array([arr]).to_numpy()  # as the table's column gives them
