@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import struct
 import threading
 import zlib
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 import labrig.orchestrator.journal as journal_mod
 from labrig.orchestrator.events import Event, EventKind
-from labrig.orchestrator.journal import Journal, JournalCorrupt
+from labrig.orchestrator.journal import Journal, JournalCorrupt, check_wal
 from labrig.orchestrator.store import DATA_COLUMNS, RunStore
 from labrig.orchestrator.store.reopen import ChunkCheck, reopen
 from labrig.orchestrator.store.tables import SCHEMA, to_table, values_crc
@@ -203,3 +204,69 @@ def test_a_chunk_that_cannot_be_read_fails_where_the_check_is_waited_for(
     with pytest.raises(IsADirectoryError):
         check.damage()
     assert not any(t.name == "chunk-check" for t in threading.enumerate())
+
+
+def _ref_sum(buf: bytes, s0: int, s1: int, order: str) -> tuple[int, int]:
+    """SQLite's WAL checksum, word pair by word pair."""
+    words = struct.unpack(f"{order}{len(buf) // 4}I", buf)
+    for k in range(0, len(words), 2):
+        s0 = (s0 + words[k] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[k + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
+
+
+def _wal(magic: int, pages: list[bytes], page: int, *, stale: int = 0) -> bytes:
+    """A write-ahead log as SQLite writes one (then ``stale`` frames of an older one)."""
+    order = ">" if magic & 1 else "<"
+    head = struct.pack(">6I", magic, 3007000, page, 0, 11, 22)
+    s = _ref_sum(head, 0, 0, order)
+    out = [head + struct.pack(">2I", *s)]
+    for i, data in enumerate(pages):
+        first = struct.pack(">2I", i + 1, i + 1)  # page number, size after commit
+        s = _ref_sum(first + data, *s, order)
+        out.append(first + struct.pack(">4I", 11, 22, *s) + data)
+    for i in range(stale):
+        out.append(struct.pack(">6I", i + 1, 0, 5, 6, 7, 8) + bytes(page))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("magic", [0x377F0682, 0x377F0683])
+@pytest.mark.parametrize("stale", [0, 2])
+def test_the_wal_check_finds_the_frame_a_byte_was_flipped_in(
+    tmp_path: Path, magic: int, stale: int
+) -> None:
+    rng = np.random.default_rng(magic + stale)
+    page = 1024
+    pages = [rng.integers(0, 256, page, dtype=np.uint8).tobytes() for _ in range(40)]
+    wal = _wal(magic, pages, page, stale=stale)
+    path = tmp_path / "journal.sqlite"
+    (tmp_path / "journal.sqlite-wal").write_bytes(wal)
+    check_wal(path)
+    for frame in (1, 2, 17, 40):
+        for where in (0, 7, 30, page + 23):  # its header's first words, its page
+            bad = bytearray(wal)
+            bad[32 + (frame - 1) * (page + 24) + where] ^= 0x40
+            (tmp_path / "journal.sqlite-wal").write_bytes(bytes(bad))
+            with pytest.raises(JournalCorrupt, match=f"frame {frame} fails its checksum"):
+                check_wal(path)
+    if stale:  # an older generation's frame is not read: damage there is no matter
+        bad = bytearray(wal)
+        bad[-5] ^= 0x40
+        (tmp_path / "journal.sqlite-wal").write_bytes(bytes(bad))
+        check_wal(path)
+
+
+def test_the_wal_check_passes_the_log_a_killed_writer_leaves(tmp_path: Path) -> None:
+    import shutil
+
+    j = Journal(tmp_path / "journal.sqlite", durable=False)
+    for i in range(1, 1500):
+        j.log_event(Event("r", "ch0", i, EventKind.notify, 0.0, float(i), {"pad": "x" * 300}))
+        j.set_state("running", None)
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    for name in ("journal.sqlite", "journal.sqlite-wal"):  # as kill -9 leaves them
+        shutil.copy(tmp_path / name, killed / name)
+    j.close()
+    assert (killed / "journal.sqlite-wal").stat().st_size > 1 << 20
+    Journal.open_checked(killed / "journal.sqlite", durable=False).close()
