@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 __all__ = [
     "RECORD_COLUMNS",
+    "SEQ_BLOCK",
     "BlockResult",
     "ChamberController",
     "ChannelLimits",
@@ -47,6 +48,7 @@ __all__ = [
     "RecordRule",
     "SafetyTrip",
     "StepEnd",
+    "seq_text",
 ]
 
 
@@ -197,6 +199,9 @@ class ChannelStatus:
     current_A: float
     last_seq: int  # sequence number of the newest record the channel holds
     fault: str | None = None
+    # the instrument's name for the channel's current test when that test is not one of
+    # the bound run's (another run's, or started at the instrument); None otherwise
+    other_test: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +210,22 @@ class BlockResult:
     steps: tuple[StepEnd, ...]
     state: ChannelState  # done, paused (end action pause) or fault
     fault: str | None = None
+
+
+#: A channel whose instrument numbers the records of each block from 1 (a MACCOR test)
+#: gives record ``r`` of block ``k`` the seq ``k * SEQ_BLOCK + r``; channels that count
+#: records through the run count from 0 or 1 and stay far below it.
+SEQ_BLOCK = 1 << 32
+
+
+def seq_text(seq: int) -> str:
+    """A record's seq as a person reads it: "block 5, record 31" for a block-numbered
+    seq (:data:`SEQ_BLOCK`), "record 31" for a running count."""
+    if seq < 0:
+        return "no record"
+    if seq >= SEQ_BLOCK:
+        return f"block {seq // SEQ_BLOCK}, record {seq % SEQ_BLOCK}"
+    return f"record {seq}"
 
 
 RECORD_COLUMNS: tuple[str, ...] = (
@@ -287,6 +308,17 @@ class CyclerChannel(Instrument, Protocol):
     - ``pause`` holds the running block with the output off; ``resume`` continues it at the
       step it was in.
     """
+
+    def bind_run(self, run_id: str) -> None:
+        """The run this channel serves from now on, told before anything else of the run
+        is asked (its start, a resume, a read-back after damage).
+
+        A channel that names what it starts on the instrument puts a tag of ``run_id``
+        into those names, so the tests of two runs never collide, and takes only the
+        bound run's for its own in ``status``, ``attach_block`` and ``read_records``.
+        Others keep nothing by name and ignore it.
+        """
+        ...
 
     async def set_limits(self, limits: ChannelLimits) -> None: ...
 

@@ -14,7 +14,7 @@ from labrig.protocols.models import Protocol
 from .events import EventSink, RunState
 from .executor import Executor, RunOptions, RunOutcome
 from .journal import Journal
-from .run.bindings import RunBindings
+from .run.bindings import CHANNEL_BOUND, RunBindings, bind_channel
 from .run.damage import check_instrument, open_checked
 from .run.instruments import open_cell_bindings as bind_instruments
 from .run.request import Resumption, RunRequest
@@ -64,6 +64,7 @@ async def execute_run(
         "simulated": req.sim,
         "seed": req.seed,
         "station_config": req.station.subset(position.name).model_dump(mode="json"),
+        CHANNEL_BOUND: True,
     }
     # Dry runs skip fsync and the staging log: nothing real is at stake and they would
     # dominate their time. Hardware runs have both.
@@ -106,7 +107,7 @@ async def _start(
     return await _drive(
         store, journal, protocol, req.station, position, run_id,
         sim=req.sim, seed=req.seed, options=options, sinks=sinks, on_progress=on_progress,
-        on_executor=on_executor, bindings=bindings, resume=False,
+        on_executor=on_executor, bindings=bindings, resume=False, meta=meta,
     )  # fmt: skip
 
 
@@ -158,7 +159,7 @@ async def resume_run(
         store, journal, r.protocol, r.station, position, r.run_id,
         sim=r.sim, seed=r.seed, options=opts, sinks=sinks,
         on_progress=on_progress, on_executor=on_executor, bindings=bindings, resume=True,
-        attached=attached,
+        attached=attached, meta=r.meta,
     )  # fmt: skip
 
 
@@ -178,6 +179,7 @@ async def _drive(
     on_executor: Callable[[Executor], Any] | None,
     bindings: RunBindings | None,
     resume: bool,
+    meta: dict[str, Any],
     attached: Callable[[RunBindings], Awaitable[None]] | None = None,
 ) -> tuple[RunOutcome, Path]:
     cell = protocol.cell
@@ -189,6 +191,9 @@ async def _drive(
                 bindings = await stack.enter_async_context(
                     bind_instruments(station, position, cell, sim=sim, seed=seed)
                 )
+            # the run's tests are named for it, and the instrument's are taken for its
+            # own only if so named (before the damage check asks the instrument)
+            bind_channel(bindings.cycler, run_id, meta)
             if attached is not None:
                 await attached(bindings)  # a damaged run stops here, nothing sent
             ex = Executor(

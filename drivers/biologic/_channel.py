@@ -255,6 +255,9 @@ class BioLogicChannel:
                 raise
 
     # ------------------------------------------------------------------ cycling
+    def bind_run(self, run_id: str) -> None:
+        """Nothing is named on the instrument: the run id changes nothing here."""
+
     async def set_limits(self, limits: ChannelLimits) -> None:
         """Keep the envelope: every step carries it as limit tests (the package has no
         channel-wide limits to write)."""

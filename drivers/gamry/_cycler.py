@@ -102,6 +102,9 @@ class HostCycler:
     def _now(self) -> float:
         return asyncio.get_running_loop().time() - self._t0
 
+    def bind_run(self, run_id: str) -> None:
+        """Nothing is named on the instrument: the run id changes nothing here."""
+
     async def set_limits(self, limits: ChannelLimits) -> None:
         if self._run is not None and self._run.state == ChannelState.running:
             raise InstrumentError(f"{self.name}: limits cannot change while a block runs")

@@ -174,6 +174,9 @@ class K2450Channel:
         await self.close()
 
     # ------------------------------------------------------------------ limits
+    def bind_run(self, run_id: str) -> None:
+        """Nothing is named on the instrument: the run id changes nothing here."""
+
     async def set_limits(self, limits: ChannelLimits) -> None:
         """Write the compliance (``v_max_V``) and keep the rest for host supervision."""
         if self._run is not None and self._run.state in (ChannelState.running, ChannelState.paused):

@@ -1,7 +1,7 @@
 """A block's test as the driver holds it: its chunks of records, and those as a batch.
 
 Record numbering: MACCOR numbers the records of each test from 1. A channel's ``seq`` is
-``block_id * 2**32 + record number``.
+``block_id * 2**32 + record number`` (:data:`~drivers.capabilities.SEQ_BLOCK`).
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from labrig.drivers.capabilities import RecordBatch
+from labrig.drivers.capabilities import SEQ_BLOCK, RecordBatch
 
 from .procedure import CompiledProcedure
 from .records import DataChunk
 
 __all__ = ["SEQ_BLOCK", "Block", "block_batch", "end_time"]
-
-SEQ_BLOCK = 1 << 32
 
 
 @dataclass

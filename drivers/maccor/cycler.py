@@ -4,8 +4,9 @@ A block of steps becomes a MACCOR test procedure (:mod:`.procedure`), sent with 
 and started with (6,2); the tester runs it in firmware, ending steps on their conditions
 and holding the (6,10) safety limits. The host polls (4,7) and reads records with (1,7)
 (see :mod:`.records` for why). (6,3)/(6,4) suspend and resume, (6,5) reset is the stop
-and the safe state. A new connection learns the channel's test with (4,6) (see
-:mod:`.found`).
+and the safe state. Each test is named for its block and for the run the channel is
+bound to (``bind_run``), and a new connection learns the channel's test with (4,6), taking
+only its run's for its own (see :mod:`.found`).
 
 Record numbering: MACCOR numbers the records of each test from 1. A channel's ``seq`` is
 ``block_id * 2**32 + record number``, so it is unique, grows as long as block ids grow
@@ -56,7 +57,7 @@ from .codec import (
     decode_statuses,
     expect_ok,
 )
-from .found import TestInfo, block_of, block_test_name, decode_test_info, step_ids_of
+from .found import TestInfo, block_of, block_test_name, decode_test_info, run_tag, step_ids_of
 from .procedure import CompiledProcedure, compile_block
 from .records import DataChunk, decode_data
 
@@ -186,10 +187,22 @@ class MaccorChannel:
         self._durations: dict[Hashable, float] = {}  # latest step durations (drivers.polling)
         self._fetching = asyncio.Lock()
         self._found: dict[int, Block] = {}  # tests found on the tester with no block attached
+        self.run_tag: str | None = None  # the bound run's tag in its tests' names (.found)
 
     @property
     def name(self) -> str:
         return f"{self.cycler.name}/{self.number}"
+
+    def bind_run(self, run_id: str) -> None:
+        """Name this run's tests with its tag; another run's blocks are forgotten."""
+        tag = run_tag(run_id)
+        if tag != self.run_tag:
+            self.run_tag = tag
+            self._block = self._previous = None
+            self._found = {}
+
+    def _test_name(self, block_id: int) -> str:
+        return block_test_name(self.number, block_id, self.run_tag)
 
     async def _call(
         self,
@@ -236,13 +249,15 @@ class MaccorChannel:
         """(4,6): the name of the channel's test (its data file) and of its procedure."""
         return decode_test_info(await self._call(4, 6), b"(4,6)")
 
-    async def _tester_block(self) -> int | None:
-        """The block of the channel's test on the tester (None: not one of ours, or a
-        tester that refuses (4,6))."""
+    async def _tester_block(self) -> tuple[int | None, str | None]:
+        """The block of the channel's test on the tester, or the test's name when it is
+        not one of this run's ((None, None): no test, or a tester that refuses (4,6))."""
         try:
-            return block_of((await self.test_info()).test_name, self.number)
+            name = (await self.test_info()).test_name
         except MacNetError:
-            return None
+            return None, None
+        block = block_of(name, self.number, self.run_tag)
+        return block, (name or None) if block is None else None
 
     async def status(self) -> ChannelStatus:
         r = await self.read()
@@ -251,8 +266,9 @@ class MaccorChannel:
         step_id = blk.proc.step_id(r.step) if blk is not None else None
         current = -abs(r.current_A) if r.rf1 == 2 else r.current_A
         block_id = blk.block_id if blk is not None else None
+        other = None
         if blk is None:  # a new connection: the tester's test names its block, if ours
-            block_id = await self._tester_block()
+            block_id, other = await self._tester_block()
         last_seq = block_id * SEQ_BLOCK + r.last_rec if block_id is not None else 0
         return ChannelStatus(
             state=state,
@@ -263,6 +279,7 @@ class MaccorChannel:
             current_A=current,
             last_seq=last_seq,
             fault=fault,
+            other_test=other,
         )
 
     # ------------------------------------------------------------------ blocks
@@ -270,7 +287,7 @@ class MaccorChannel:
         if self._block is not None and self._block.block_id == block_id:
             return  # idempotent: the same block is already on the tester
         proc = compile_block(steps, description=f"labrig {self.name} block {block_id}")
-        name = block_test_name(self.number, block_id)
+        name = self._test_name(block_id)
         await self.cycler.send_file(f"{name}.000", proc.xml)
         base = 0.0
         if self._block is not None:
@@ -312,7 +329,7 @@ class MaccorChannel:
         if self._block is not None and self._block.block_id == block_id:
             return
         proc = compile_block(steps, description=f"labrig {self.name} block {block_id}")
-        name = block_test_name(self.number, block_id)
+        name = self._test_name(block_id)
         if not await self._has_data_file(name):
             self._previous = None
             await self.start_block(block_id, steps)
@@ -410,9 +427,10 @@ class MaccorChannel:
         records after ``after_seq`` of this channel's tests on the tester, from the block
         of ``after_seq`` (the first block if none) to the block of the channel's current
         test (4,6); a block whose test is not on the tester (its start never reached it)
-        is passed over. If the current test is not one of ours, the blocks are read in
-        order up to the first one missing. ``time_s`` counts from the first block read."""
-        newest = await self._tester_block()
+        is passed over. If the current test is not one of this run's, the blocks are read
+        in order up to the first one missing. ``time_s`` counts from the first block
+        read."""
+        newest, _ = await self._tester_block()
         k = max(1, after_seq // SEQ_BLOCK) if after_seq >= 0 else 1
         parts: list[RecordBatch] = []
         base = 0.0
@@ -431,7 +449,7 @@ class MaccorChannel:
     async def _find(self, block_id: int, time_base: float) -> Block | None:
         """The test of ``block_id`` if the tester has its data file, with the step ids
         its procedure file gives (-1 where it gives none)."""
-        name = block_test_name(self.number, block_id)
+        name = self._test_name(block_id)
         if not await self._has_data_file(name):
             return None
         blk = Block(block_id, _FOUND_PROC, name, time_base)

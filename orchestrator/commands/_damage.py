@@ -18,9 +18,12 @@ DAMAGED = 3
 
 
 def refuse(exc: Exception) -> typer.Exit:
-    """Print why a damaged run was not resumed and what the user can do."""
+    """Print why a run was not resumed and what the user can do (exit status 3 if it is
+    damaged, 2 if its channel holds another test)."""
+    from ..run.damage import RunDamaged
+
     err.print(f"error: {exc}", markup=False, soft_wrap=True)
-    return typer.Exit(DAMAGED)
+    return typer.Exit(DAMAGED if isinstance(exc, RunDamaged) else 2)
 
 
 def choose(run_dir: Path, station: StationConfig, *, from_instrument: bool, abort: bool) -> None:
@@ -44,8 +47,10 @@ def choose(run_dir: Path, station: StationConfig, *, from_instrument: bool, abor
         raise typer.Exit(2) from None
     out.print(
         f"{run_dir.name}: {got.rows} records read back from the instrument "
-        f"(#{got.first_seq}..#{got.last_seq}) into {got.path.relative_to(run_dir)}; "
-        f"set aside in damaged/: {', '.join(got.set_aside) or 'nothing'}; the run is "
+        f"({got.span}) into {got.path.relative_to(run_dir)}"
+        + (f" (the channel's current test, {got.other_test}, belongs to another run: "
+           f"only this run's tests were read)" if got.other_test else "")
+        + f"; set aside in damaged/: {', '.join(got.set_aside) or 'nothing'}; the run is "
         f"marked failed and its instrument was left as it was",
         markup=False, soft_wrap=True,
     )  # fmt: skip

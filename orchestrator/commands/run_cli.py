@@ -226,7 +226,7 @@ def resume(
 
     from ..executor import RunOptions
     from ..journal import JournalCorrupt
-    from ..run.damage import RunDamaged
+    from ..run.damage import ChannelHeld, RunDamaged
     from ..runner import RunRequest, resume_run
     from ..station import StationConfig, StationError, load_station
     from . import _damage
@@ -270,7 +270,7 @@ def resume(
 
     try:
         outcome, root = _run_with_display(req, start, sim=False, mqtt=mqtt, quiet=quiet)
-    except RunDamaged as exc:
+    except (RunDamaged, ChannelHeld) as exc:
         raise _damage.refuse(exc) from None
     except JournalCorrupt as exc:
         err.print(f"error: the run's journal cannot be trusted: {exc}", markup=False)

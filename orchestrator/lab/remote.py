@@ -421,6 +421,10 @@ class RemoteCycler(_Remote):
         self.lease = None
         await self._stack.aclose()
 
+    def bind_run(self, run_id: str) -> None:
+        """Every call carries the run id; the owner binds its channel to it."""
+        self.run_id = run_id
+
     async def set_limits(self, limits: ChannelLimits) -> None:
         await self._call("set_limits", limits=limits)
 

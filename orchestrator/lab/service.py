@@ -186,6 +186,8 @@ class SharedInstruments:
             await self.fences.check(resource, token)
             async with ch.lock:
                 await self.fences.check(resource, token)  # it may have moved on meanwhile
+                if ch.kind == "cycler":  # the lessee's run names what the channel starts
+                    ch.obj.bind_run(run_id)
                 result = await self._guarded(ch, resource, token, method, kwargs)
             rec.outcome = "ok"
             return encode_result(result)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,11 @@ from labrig.drivers.capabilities import (
     Instrument,
 )
 
-__all__ = ["Booking", "RunBindings"]
+__all__ = ["CHANNEL_BOUND", "Booking", "RunBindings", "bind_channel"]
+
+#: ``run.json`` key of a run whose cycler channel is told the run from its start
+#: (``CyclerChannel.bind_run``): the names of its tests on the instrument carry its tag
+CHANNEL_BOUND = "channel_bound"
 
 Booking = Callable[[str], contextlib.AbstractAsyncContextManager[Any]]
 
@@ -38,3 +42,11 @@ class RunBindings:
     chamber: ChamberController | None = None
     extra_safe: list[Instrument] = field(default_factory=list)  # put in their safe state too
     booking: Booking = _no_booking
+
+
+def bind_channel(cycler: CyclerChannel, run_id: str, meta: Mapping[str, Any]) -> None:
+    """Tell ``cycler`` the run of ``meta`` (its ``run.json``), unless the run began
+    before runs did so: its tests on the instrument carry no tag, and it goes on finding
+    them by the names it gave them."""
+    if meta.get(CHANNEL_BOUND):
+        cycler.bind_run(run_id)

@@ -120,6 +120,9 @@ class WatchedCycler:
         return self._block_period
 
     # ------------------------------------------------------------------ pass-through
+    def bind_run(self, run_id: str) -> None:
+        self.inner.bind_run(run_id)
+
     async def set_limits(self, limits: ChannelLimits) -> None:
         await self.inner.set_limits(limits)
 

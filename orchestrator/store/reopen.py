@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .staging import StagingLog, read_staging
+from .staging import StagingLog, read_staging, rows_between
 from .tables import SCHEMA, from_ipc_bytes, unique_after
 
 __all__ = ["CHUNK_SUMS", "CarriesRows", "ChunkCheck", "Reopened", "StoreDamaged", "reopen"]
@@ -202,13 +202,13 @@ def reopen(
     if check and after is not None and reach < after:
         torn = ", ".join(p.name for p in staged.torn) or "none left"
         damage.append(
-            f"rows {reach + 1}..{after} are missing: they were on disk when the journal last "
+            f"{rows_between(reach, after)} are missing: they were on disk when the journal last "
             f"committed (staging files cut off or deleted: {torn})"
         )
     elif check and stored is not None and held < stored:
         torn = ", ".join(p.name for p in staged.torn) or "none left"
         damage.append(
-            f"rows {held + 1}..{stored} are missing: the journal's last commit says the run "
+            f"{rows_between(held, stored)} are missing: the journal's last commit says the run "
             f"held them (staging files cut off or deleted: {torn})"
         )
     found = Reopened(rows, last, files, table, carried, damage)

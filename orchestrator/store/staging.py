@@ -17,9 +17,18 @@ from typing import Any
 
 import pyarrow as pa
 
+from labrig.drivers.capabilities import seq_text
+
 from .tables import SCHEMA, values_crc
 
-__all__ = ["STAGING_BATCHES", "StagedRows", "StagingDamaged", "StagingLog", "read_staging"]
+__all__ = [
+    "STAGING_BATCHES",
+    "StagedRows",
+    "StagingDamaged",
+    "StagingLog",
+    "read_staging",
+    "rows_between",
+]
 
 # a staging file holding this many batches is rewritten as one (restarts stay quick)
 STAGING_BATCHES = 64
@@ -60,14 +69,22 @@ class StagedRows:
             if b.last <= reach:
                 continue  # a copy (a compaction cut off by the crash), or already chunked
             if b.prev is not None and b.prev > reach:
-                gaps.append(f"rows {reach + 1}..{b.prev} missing before row {b.first}")
+                gaps.append(f"{rows_between(reach, b.prev)} missing before {seq_text(b.first)}")
                 continue
             tables.append(b.table)
             reach = b.last
         return tables, reach, gaps
 
 
+def rows_between(after: int, upto: int) -> str:
+    """The rows after seq ``after`` up to seq ``upto``, as a person reads them."""
+    if after < 0:
+        return f"rows up to {seq_text(upto)}"
+    return f"rows after {seq_text(after)} up to {seq_text(upto)}"
+
+
 def _read_file(path: Path, out: StagedRows) -> None:
+    good_end = 0  # where the last batch read whole ends
     try:
         with pa.OSFile(str(path), "rb") as f:
             reader = pa.ipc.open_stream(f)
@@ -76,13 +93,38 @@ def _read_file(path: Path, out: StagedRows) -> None:
                     batch, meta = reader.read_next_batch_with_custom_metadata()
                 except StopIteration:
                     return
+                good_end = f.tell()
                 _check(path, batch, meta, out)
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
         size = path.stat().st_size if path.exists() else 0
         if size and not out.batches and "schema" in str(exc).lower():
             out.damaged.append(StagingDamaged(path, f"unreadable header ({exc})"))
+        elif size and good_end and _batches_after(path, good_end):
+            # not a write cut short at the end: whole batches follow the unreadable one
+            out.damaged.append(
+                StagingDamaged(path, f"unreadable batch at byte {good_end}, more follow ({exc})")
+            )
         else:
             out.torn.append(path)
+
+
+def _batches_after(path: Path, start: int) -> bool:
+    """Whether a whole record batch message starts somewhere after byte ``start`` (a torn
+    tail is one message cut short: nothing whole can follow it)."""
+    data = path.read_bytes()
+    buf = pa.py_buffer(data)
+    i = data.find(_MESSAGE_MARK, start + 1)
+    while i >= 0:
+        try:
+            if pa.ipc.read_message(buf.slice(i)).type == "record batch":
+                return True
+        except (pa.ArrowInvalid, OSError, ValueError, EOFError):
+            pass
+        i = data.find(_MESSAGE_MARK, i + 1)
+    return False
+
+
+_MESSAGE_MARK = b"\xff\xff\xff\xff"  # the IPC stream's continuation marker
 
 
 def _check(path: Path, batch: pa.RecordBatch, meta: Any, out: StagedRows) -> None:
@@ -94,7 +136,9 @@ def _check(path: Path, batch: pa.RecordBatch, meta: Any, out: StagedRows) -> Non
     prev: int | None = None
     if "crc" in md:
         if int(md["crc"], 16) != values_crc(batch):
-            raise_damage = StagingDamaged(path, f"rows {first}..{last} fail their checksum")
+            raise_damage = StagingDamaged(
+                path, f"rows from {seq_text(first)} to {seq_text(last)} fail their checksum"
+            )
             out.damaged.append(raise_damage)
             return
         prev = int(md["prev"])

@@ -47,6 +47,11 @@ ES_CODE = {
     "safety": 194,
 }
 
+# the MacNet manual's texts: (6,11) result 4, (6,2) results 19 and 20 (JSON replies
+# carry text where the binary ones carry the number: check the form on a tester)
+ARCHIVED = "File name exists in Archive"
+NOT_UNIQUE = "Name is not a unique filename"
+
 # Stat
 AVAILABLE, ACTIVE, SUSPENDED, COMPLETED, PROBLEM, RESET = 0, 2, 3, 4, 5, 7
 # RF1
@@ -83,7 +88,7 @@ class SimChannel:
         }
         self.start_error = ""
         self._tests: list[_Test] = []  # the current test last
-        self._files: dict[str, _Test] = {}  # data files by test name (a reused name: the newest)
+        self._files: dict[str, _Test] = {}  # data files by test name, lower case
         self._blocks = 0
         self._reset = False
         self._direct = False
@@ -94,17 +99,26 @@ class SimChannel:
     def test(self) -> _Test | None:
         return self._tests[-1] if self._tests else None
 
-    def check_start(self, now: float) -> str:
-        """(6,11): "OK" if a test could start now, else why not."""
+    def archived(self, test_name: str) -> bool:
+        """Whether a data file of that name is on the tester (names as on a Windows
+        disk: case does not count)."""
+        return test_name.lower() in self._files
+
+    def check_start(self, now: float, test_name: str | None = None) -> str:
+        """(6,11): "OK" if a test (named ``test_name``, if given) could start now, else
+        why not; the manual's result 4 for a name already in the archive."""
         state = self.engine.status(now, live=False).state
         if state in ("running", "paused"):
             return "Channel is active"
         if state == "fault":
             return "Channel has a problem: reset it first"
+        if test_name is not None and self.archived(test_name):
+            return ARCHIVED
         return "OK"
 
     def start(self, test_name: str, proc_name: str, text: str | None, now: float) -> str:
-        """(6,2): start ``proc_name`` as ``test_name``; "OK" or the reason it did not."""
+        """(6,2): start ``proc_name`` as ``test_name``; "OK" or the reason it did not
+        (a name in the archive: the manual's result 19, details from (6,12))."""
         why = self.check_start(now)
         if why != "OK":
             self.start_error = why
@@ -112,6 +126,9 @@ class SimChannel:
         if not test_name or len(test_name) > 250:
             self.start_error = "Illegal test name"
             return self.start_error
+        if self.archived(test_name):
+            self.start_error = f"{ARCHIVED}: {test_name}"
+            return NOT_UNIQUE
         if text is None:
             self.start_error = f"Procedure {proc_name!r} not found"
             return self.start_error
@@ -137,7 +154,7 @@ class SimChannel:
         test = _Test(test_name, proc_name, proc, self._blocks, st.last_seq, st.test_time_s)
         self._tests.append(test)
         del self._tests[:-1]  # the current test; every data file stays in _files
-        self._files[test_name] = test  # a tester keeps every test's data file on its disk
+        self._files[test_name.lower()] = test  # a tester keeps every test's data file
         self.start_error = ""
         self.stat = ACTIVE
         self._reset = False
@@ -312,7 +329,7 @@ class SimChannel:
     # ---------------------------------------------------------------- data file
     def data_file(self, name: str, offset: int, count: int, now: float) -> tuple[str | None, int]:
         """(1,7) on a test's data file: records ``offset+1 ..`` (at most ``count``)."""
-        t = self._files.get(name)
+        t = self._files.get(name.lower())
         if t is None:
             return None, 0
         rec = self.engine.records_after(t.seq0 + offset, now)

@@ -245,7 +245,8 @@ class MacNetTester:
                     raise _Refusal("Illegal value")
                 return dict(ch.safety)
             if fnum == 11:
-                return {"Result": ch.check_start(now)}
+                name = _str(p, "TestName", "").strip()
+                return {"Result": ch.check_start(now, name or None)}
             if fnum == 12:
                 return {"Result": ch.start_error or "OK"}
             raise _Refusal("Invalid FNum")

@@ -231,19 +231,22 @@ def test_attach_block_on_the_same_connection_adopts_the_running_block(impl: Impl
 
 @each
 def test_attach_block_after_a_host_restart_adopts_the_running_block(impl: Impl) -> None:
-    """What ``labrig resume`` does: a new connection, limits read back if the instrument
-    can say, then attach. Firmware-side blocks are adopted where they are; host-side ones
-    (the instrument keeps no trace) start again from their first step."""
+    """What ``labrig resume`` does: a new connection bound to the same run, limits read
+    back if the instrument can say, then attach. Firmware-side blocks are adopted where
+    they are; host-side ones (the instrument keeps no trace) start again from their
+    first step."""
     steps = [charge(7, 0.2)]
 
     async def body(running: Running) -> None:
         async with running.connect() as first:
+            first.bind_run("20261203-101500-conformance")
             await first.set_limits(LIMITS)
             await first.start_block(5, steps)
             await asyncio.sleep(2 * HOUR)
             before = await first.status()
         host_side = impl.traits.host_side_blocks
         async with running.connect() as second:
+            second.bind_run("20261203-101500-conformance")
             if host_side:
                 await second.set_limits(LIMITS)  # they lived in the host that is gone
             await second.attach_block(5, steps, time_base_s=0.0)

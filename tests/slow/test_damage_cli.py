@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tests.helpers import stored_rows
 from tests.procs import (
     LABRIG,
     event_count,
@@ -46,17 +48,20 @@ def _digest(run: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()}
 
 
-def _tester_files(address: str) -> dict[int, int]:
-    """Block id -> records in the data file of that block's test on channel 0, read with
-    (1,7) by name, block after block until one is missing."""
+def _tester_files(address: str, root: Path) -> dict[int, int]:
+    """Block id -> records in the data file of that block's test of the run in ``root``
+    on channel 0, read with (1,7) by name, block after block until one is missing."""
     from labrig.drivers.maccor import MaccorCycler
     from labrig.drivers.maccor.codec import MacNetError
+    from labrig.drivers.maccor.found import block_test_name, run_tag
+
+    tag = run_tag(json.loads((root / "run.json").read_text())["run_id"])
 
     async def read() -> dict[int, int]:
         out: dict[int, int] = {}
         async with MaccorCycler.from_url(address, channels=8) as cycler:
             for k in range(1, 1000):
-                ask = {"FileName": f"LR000B{k}", "Offset": 0, "Len": 10**7}
+                ask = {"FileName": block_test_name(0, k, tag), "Offset": 0, "Len": 10**7}
                 try:
                     res = await cycler.client.call(1, 7, 0, ask)
                 except MacNetError:
@@ -73,7 +78,7 @@ def _read_back_whole(root: Path, address: str) -> None:
     seq = pq.read_table(root / "recovered" / "records-from-instrument.parquet")["seq"]
     seq = seq.to_numpy()
     assert len(seq) > 0 and len(np.unique(seq)) == len(seq)
-    files = _tester_files(address)  # after the read-back: the last block has grown
+    files = _tester_files(address, root)  # after the read-back: the last block has grown
     blocks = sorted(set((seq >> 32).tolist()))
     assert blocks == sorted(files), (blocks, files)
     for b in blocks:
@@ -119,8 +124,17 @@ def test_a_damaged_run_is_refused_and_read_back_from_the_instrument(
     done = subprocess.run([*LABRIG, "resume", str(root), "--from-instrument"],
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "read back from the instrument" in " ".join(done.stdout.split())
+    said = " ".join(done.stdout.split())
+    assert "read back from the instrument" in said
+    assert re.search(r"\(block 1, record 1 to block \d+, record \d+\)", said), said
     _read_back_whole(root, tester)
+    # the rows the run had stored come back equal, dated on the run's clock
+    stored = stored_rows(root)
+    table = pq.read_table(root / "recovered" / "records-from-instrument.parquet").to_pandas()
+    mine = table.set_index("seq").loc[stored.record_seq.to_numpy()]
+    assert len(stored) > 0
+    assert np.allclose(mine.voltage_V.to_numpy(), stored.voltage_V.to_numpy())
+    assert np.allclose(mine.time_s.to_numpy(), stored.time_s.to_numpy(), atol=1e-6)
     assert (root / "damaged" / "journal.sqlite-wal").exists()
     assert json.loads((root / "run.json").read_text())["state"] == "failed"
     assert maccor_channel_state(tester) in ("running", "done")

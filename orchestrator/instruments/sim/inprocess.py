@@ -76,6 +76,9 @@ class SimCyclerChannel:
     def _now(self) -> float:
         return self._loop.time()
 
+    def bind_run(self, run_id: str) -> None:
+        """Nothing is named on the instrument: the run id changes nothing here."""
+
     async def set_limits(self, limits: ChannelLimits) -> None:
         self.engine.set_limits(limits.v_min_V, limits.v_max_V, limits.i_max_A, limits.t_max_C)
 

@@ -28,7 +28,9 @@ NAMES = {
     "journal db bytes flipped (3 places)": "journal",
     "journal replaced by an older copy": "older than the instrument's",
     "staging truncated to half": "staging",
-    "staging bytes flipped (3 places)": "fail their checksum",
+    # a flipped byte lands in rows (their checksum fails) or in a batch's header (it
+    # cannot be read, and whole batches follow it): either way the file is named
+    "staging bytes flipped (3 places)": ".arrow: ",
     "staging deleted": "are missing",
     "staging sequence gap": "staging log: rows",
     "chunk file deleted": "part-00000.parquet is missing",

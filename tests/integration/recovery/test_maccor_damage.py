@@ -9,18 +9,19 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from labrig.drivers.capabilities import ChannelState
 from labrig.drivers.maccor import MaccorCycler
+from labrig.drivers.maccor.found import block_test_name, run_tag
 from labrig.orchestrator.executor import Executor, RunOptions
 from labrig.orchestrator.run.bindings import RunBindings
 from labrig.orchestrator.run.damage import RunDamaged, recover_run
@@ -28,7 +29,7 @@ from labrig.orchestrator.runner import RunRequest, execute_run, resume_run
 from labrig.protocols.loader import dump_protocol_yaml, load_protocol_text
 from labrig.simulators.maccor import serve_maccor
 from labrig.simulators.maccor.server import MacNetServer
-from tests.helpers import run_virtual_strict
+from tests.helpers import run_virtual_strict, stored_rows
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -111,24 +112,14 @@ def _replace_journal(run: Path, older: Path | None) -> None:
         shutil.copy2(p, run / p.name)
 
 
-def _stored(run: Path) -> Any:
-    """The rows the run's data directory holds (chunks and staging log), by seq."""
-    from labrig.orchestrator.store.staging import read_staging
-
-    parts = [pq.read_table(p) for p in sorted((run / "data").glob("part-*.parquet"))]
-    staged = read_staging(sorted((run / "data").glob("staging-*.arrow")))
-    tables = parts + [b.table for b in staged.batches]
-    names = tables[0].column_names
-    rows = pa.concat_tables([t.select(names) for t in tables]).to_pandas()
-    return rows.drop_duplicates("record_seq").sort_values("record_seq")
-
-
-def _tester_files(srv: MacNetServer) -> dict[int, int]:
-    """Block id -> records in the tester's data file of that block's test, now."""
+def _tester_files(srv: MacNetServer, root: Path) -> dict[int, int]:
+    """Block id -> records in the tester's data file of that block's test of the run in
+    ``root``, now."""
     ch = srv.tester.channels[0]
+    tag = run_tag(json.loads((root / "run.json").read_text())["run_id"])
     out: dict[int, int] = {}
     for k in range(1, 100):
-        text, n = ch.data_file(f"LR000B{k}", 0, 10**9, srv.tester.now())
+        text, n = ch.data_file(block_test_name(0, k, tag), 0, 10**9, srv.tester.now())
         if text is not None:
             out[k] = n
     return out
@@ -136,13 +127,13 @@ def _tester_files(srv: MacNetServer) -> dict[int, int]:
 
 def test_a_deleted_journal_is_refused_then_every_record_is_read_back(tmp_path: Path) -> None:
     async def then(root: Path, srv: MacNetServer, _older: Path | None) -> Any:
-        stored = _stored(root)
+        stored = stored_rows(root)
         _replace_journal(root, None)
         refused = await _refused(root, srv)
         async with MaccorCycler.from_url(srv.url, channels=[0]) as cyc:
             got = await recover_run(root, bindings=RunBindings(cycler=cyc.channel(0)))
             running = (await cyc.channel(0).status()).state
-        return refused, got, stored, _tester_files(srv), running
+        return refused, got, stored, _tester_files(srv, root), running
 
     refused, got, stored, files, running = run_virtual_strict(_crashed(tmp_path, then))
     assert "journal.sqlite is missing" in str(refused)
@@ -162,6 +153,9 @@ def test_a_deleted_journal_is_refused_then_every_record_is_read_back(tmp_path: P
     mine = table.set_index("seq").loc[stored.record_seq.to_numpy()]
     assert np.allclose(mine.voltage_V.to_numpy(), stored.voltage_V.to_numpy())
     assert np.allclose(mine.current_A.to_numpy(), stored.current_A.to_numpy())
+    # on the run's clock: dated as the run dated them, not from the first block read
+    assert np.allclose(mine.time_s.to_numpy(), stored.time_s.to_numpy(), atol=1e-6)
+    assert np.all(np.diff(table.sort_values("seq").time_s.to_numpy()) >= 0)
     assert (table.step_id >= 0).all()  # each record's step, from the test's procedure
 
 
@@ -169,12 +163,15 @@ def test_an_older_journal_is_refused_against_the_testers_position(tmp_path: Path
     async def then(root: Path, srv: MacNetServer, older: Path | None) -> Any:
         assert older is not None
         _replace_journal(root, older)
-        return await _refused(root, srv), _tester_files(srv)
+        return await _refused(root, srv), _tester_files(srv, root)
 
     refused, files = run_virtual_strict(_crashed(tmp_path, then, older_at_s=KILL_AT_S * 0.4))
     said = str(refused)
     assert "older than the instrument's" in said, said
     assert f"the instrument is on block {max(files)}" in said
+    # records named as a person reads them, not as block * 2**32 + record
+    assert f"(records up to block {max(files)}, record " in said, said
+    assert not re.search(r"#\d{6,}", said), said
 
 
 def test_an_intact_run_resumes_and_its_events_say_which_limit_check_was_done(
@@ -195,5 +192,41 @@ def test_an_intact_run_resumes_and_its_events_say_which_limit_check_was_done(
     # the block kept running while the host was down: the tester's limits were not read
     assert note.startswith("limits kept from the start: the channel's test is running")
     assert "not read back after the restart" in note
-    seq = _stored(root).record_seq.to_numpy()
+    seq = stored_rows(root).record_seq.to_numpy()
     assert len(np.unique(seq)) == len(seq)
+
+
+def test_missing_rows_are_named_by_block_and_record(tmp_path: Path) -> None:
+    async def then(root: Path, srv: MacNetServer, _older: Path | None) -> Any:
+        for p in (root / "data").glob("staging-*.arrow"):
+            p.unlink()
+        return await _refused(root, srv)
+
+    said = str(run_virtual_strict(_crashed(tmp_path, then)))
+    assert re.search(r"rows (after|up to) block \d+, record \d+ (up to block \d+, record \d+ )?"
+                     r"are missing", said), said  # fmt: skip
+    assert "reads them back into recovered/" in said, said  # no row of it was intact
+    assert not re.search(r"\d{10,}", said), said  # no raw block * 2**32 + record
+
+
+def test_records_the_run_lost_are_dated_from_the_journals_block_start(tmp_path: Path) -> None:
+    """The staging log deleted, the journal intact: the block the journal was on is put
+    on the run's clock from the start the journal holds, as the run had dated it."""
+
+    async def then(root: Path, srv: MacNetServer, _older: Path | None) -> Any:
+        stored = stored_rows(root)  # what the run held, before it is lost
+        for p in (root / "data").glob("staging-*.arrow"):
+            p.unlink()
+        async with MaccorCycler.from_url(srv.url, channels=[0]) as cyc:
+            await recover_run(root, bindings=RunBindings(cycler=cyc.channel(0)))
+        return stored
+
+    stored = run_virtual_strict(_crashed(tmp_path, then))
+    root = next((tmp_path / "runs").iterdir())
+    table = pq.read_table(root / "recovered" / "records-from-instrument.parquet").to_pandas()
+    last = int(table.seq.max()) >> 32
+    lost = stored[stored.record_seq.to_numpy() >> 32 == last]
+    assert len(lost) > 10
+    mine = table.set_index("seq").loc[lost.record_seq.to_numpy()]
+    assert np.allclose(mine.time_s.to_numpy(), lost.time_s.to_numpy(), atol=1e-6)
+    assert np.all(np.diff(table.sort_values("seq").time_s.to_numpy()) >= 0)
