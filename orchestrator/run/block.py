@@ -76,17 +76,18 @@ class BlockSupervisor(RecordIngest):
         opts = self.options
         wait = asyncio.ensure_future(cycler.wait_block(opts.poll_s, max_poll_s=opts.max_poll_s))
         pacer = CollectionPacer(self.options.collect_s or self.options.poll_s)
-        status_at = self.run_time()
+        status_at, shown = self.run_time(), self._status_key()
         try:
             while True:
                 done, _ = await asyncio.wait({wait}, timeout=pacer.delay(self.run_time()))
                 if done:
                     return wait.result()
                 await self._collect(pacer)
-                if self.run_time() - status_at >= opts.status_every_s:
-                    # the live readings go out as telemetry with every collection; the
-                    # retained status (and what watches it) needs them less often
-                    status_at = self.run_time()
+                # the live readings go out as telemetry with every collection; the retained
+                # status follows a new step or cycle at once, and the readings every so often
+                key = self._status_key()
+                if key != shown or self.run_time() - status_at >= opts.status_every_s:
+                    status_at, shown = self.run_time(), key
                     self._publish_status()
                 if self._abort_requested is not None:
                     await cycler.safe_state()
@@ -96,6 +97,9 @@ class BlockSupervisor(RecordIngest):
                 wait.cancel()
                 with contextlib.suppress(asyncio.CancelledError, InstrumentError):
                     await wait
+
+    def _status_key(self) -> tuple[object, int]:
+        return self.current_step, self.cycles.cycle
 
     async def _collect(self, pacer: CollectionPacer | None = None) -> None:
         """New records from the channel, stored; the newest goes out as telemetry unless
