@@ -8,13 +8,17 @@ to a run; it is small and its size does not grow with the data (records live in 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
 import struct
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import numpy as np
+import numpy.typing as npt
 
 from .events import Event
 
@@ -28,6 +32,12 @@ CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cycles (cycle INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS carried (id INTEGER PRIMARY KEY, body BLOB, crc INTEGER NOT NULL);
 """
+
+
+# events read as one value (and one CRC call) when the log is checked
+_EVENTS_PIECE = 20_000
+_EVENTS_PIECE_SQL = """SELECT COUNT(*), CAST(group_concat(body, '') AS BLOB)
+FROM (SELECT body FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq)"""
 
 
 class JournalCorrupt(RuntimeError):
@@ -59,15 +69,17 @@ def check_wal(path: Path) -> None:
             f"{wal.name}: cut off inside frame {(len(data) - 32) // frame + 1} "
             f"(the file was truncated)"
         )
-    s = (c1, c2)
-    for i in range((len(data) - 32) // frame):
-        off = 32 + i * frame
-        _pg, _commit, f1, f2, k1, k2 = struct.unpack(">6I", data[off : off + 24])
-        if (f1, f2) != (salt1, salt2):
-            break  # a frame of the file's earlier generation: not part of the log
-        s = _wal_sum(data[off : off + 8] + data[off + 24 : off + frame], *s, order)
-        if s != (k1, k2):
-            raise JournalCorrupt(f"{wal.name}: frame {i + 1} fails its checksum (damaged bytes)")
+    frames = (len(data) - 32) // frame
+    heads = np.frombuffer(data, ">u4", count=frames * frame // 4, offset=32).reshape(frames, -1)
+    # frames of the file's earlier generation (other salts) are not part of the log
+    other = np.flatnonzero((heads[:, 2] != salt1) | (heads[:, 3] != salt2))
+    n = int(other[0]) if other.size else frames
+    sums = _frame_sums(data, n, frame, order, (c1, c2))
+    bad = np.flatnonzero((sums[:, 0] != heads[:n, 4]) | (sums[:, 1] != heads[:n, 5]))
+    if bad.size:
+        raise JournalCorrupt(
+            f"{wal.name}: frame {int(bad[0]) + 1} fails its checksum (damaged bytes)"
+        )
 
 
 def _wal_sum(buf: bytes, s0: int, s1: int, order: str) -> tuple[int, int]:
@@ -76,6 +88,48 @@ def _wal_sum(buf: bytes, s0: int, s1: int, order: str) -> tuple[int, int]:
         s0 = (s0 + words[k] + s1) & 0xFFFFFFFF
         s1 = (s1 + words[k + 1] + s0) & 0xFFFFFFFF
     return s0, s1
+
+
+def _frame_sums(
+    data: bytes, n: int, frame: int, order: str, start: tuple[int, int]
+) -> npt.NDArray[np.uint64]:
+    """The running checksum after each of the first ``n`` frames (SQLite's, as
+    :func:`_wal_sum` over each frame's first 8 bytes and its page, chained), all frames'
+    words at once. Each pair of words (a, b) maps the sums (s0, s1) to M (s0, s1) +
+    (a, a + b), M = [[1, 1], [1, 2]] modulo 2**32: a frame of p pairs adds the sum of
+    M**(p-1-i) (a_i, a_i + b_i), and the sums go on by M**p from frame to frame."""
+    out = np.zeros((n, 2), np.uint64)
+    if n == 0:
+        return out
+    raw = np.frombuffer(data, np.uint8, count=n * frame, offset=32).reshape(n, frame)
+    body = np.concatenate([raw[:, :8], raw[:, 24:]], axis=1)
+    words = body.view(f"{order}u4").astype(np.uint64).reshape(n, -1, 2)
+    a, ab = words[:, :, 0], words[:, :, 0] + words[:, :, 1]
+    powers, whole = _pair_powers(words.shape[1])
+    # uint64 arithmetic wraps modulo 2**64, a multiple of 2**32: the low 32 bits are right
+    add0 = (a * powers[:, 0] + ab * powers[:, 1]).sum(axis=1) & _MASK
+    add1 = (a * powers[:, 2] + ab * powers[:, 3]).sum(axis=1) & _MASK
+    s0, s1 = start
+    m00, m01, m10, m11 = whole
+    for k, (x0, x1) in enumerate(zip(add0.tolist(), add1.tolist(), strict=True)):
+        s0, s1 = (m00 * s0 + m01 * s1 + x0) & _MASK, (m10 * s0 + m11 * s1 + x1) & _MASK
+        out[k] = s0, s1
+    return out
+
+
+_MASK = 0xFFFFFFFF
+
+
+@functools.lru_cache(maxsize=4)
+def _pair_powers(pairs: int) -> tuple[npt.NDArray[np.uint64], tuple[int, int, int, int]]:
+    """M**(pairs-1-i) for each pair i of a frame, as rows (m00, m01, m10, m11), and M**pairs."""
+    mats: list[tuple[int, int, int, int]] = []
+    m = (1, 0, 0, 1)
+    for _ in range(pairs):
+        mats.append(m)
+        a, b, c, d = m  # m @ [[1, 1], [1, 2]]
+        m = ((a + b) & _MASK, (a + 2 * b) & _MASK, (c + d) & _MASK, (c + 2 * d) & _MASK)
+    return np.array(mats[::-1], np.uint64), m
 
 
 class Journal:
@@ -138,19 +192,48 @@ class Journal:
         state = self.get("log")
         if state is None:
             return  # written before the journal kept its events' checksum
-        crc, expect = 0, 1
-        for seq, body in self._db.execute("SELECT seq, body FROM events ORDER BY seq"):
-            if seq != expect:
-                raise JournalCorrupt(
-                    f"{self.path.name}: events {expect}..{seq - 1} are missing from its log"
-                )
-            crc = zlib.crc32(body.encode(), crc)
-            expect += 1
-        if expect - 1 != int(state["seq"]) or crc != int(state["crc"]):
+        row = self._db.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()
+        newest = 0 if row[1] is None else int(row[1])
+        if row[0] is not None and int(row[0]) != 1:
+            self._events_missing(1)
+        # pieces of consecutive events, each read by SQLite as one value: their bodies'
+        # bytes as stored, in order, and how many there are (a gap: fewer than the span)
+        crc = 0
+        for first in range(1, newest + 1, _EVENTS_PIECE):
+            last = min(first + _EVENTS_PIECE - 1, newest)
+            n, body = self._db.execute(_EVENTS_PIECE_SQL, (first, last)).fetchone()
+            if n != last - first + 1:
+                self._events_missing(first)
+            crc = zlib.crc32(body or b"", crc)
+        if crc != int(state["crc"]):
+            crc = self._events_crc_by_row()  # the same, row by row in seq order (for sure)
+        if newest != int(state["seq"]) or crc != int(state["crc"]):
             raise JournalCorrupt(
-                f"{self.path.name}: its events (1..{expect - 1}) do not match their checksum "
+                f"{self.path.name}: its events (1..{newest}) do not match their checksum "
                 f"(1..{state['seq']})"
             )
+
+    def _events_missing(self, first: int) -> NoReturn:
+        """Raise naming the first events missing from ``first`` on."""
+        expect = first
+        rows = self._db.execute("SELECT seq FROM events WHERE seq >= ? ORDER BY seq", (first,))
+        for (seq,) in rows:
+            if seq != expect:
+                break
+            expect += 1
+        else:
+            seq = expect
+        if seq > expect:
+            raise JournalCorrupt(
+                f"{self.path.name}: events {expect}..{seq - 1} are missing from its log"
+            )
+        raise JournalCorrupt(f"{self.path.name}: its events are out of their sequence")
+
+    def _events_crc_by_row(self) -> int:
+        crc = 0
+        for (body,) in self._db.execute("SELECT CAST(body AS BLOB) FROM events ORDER BY seq"):
+            crc = zlib.crc32(body, crc)
+        return crc
 
     def close(self) -> None:
         try:

@@ -15,7 +15,7 @@ from .events import EventSink, RunState
 from .executor import Executor, RunOptions, RunOutcome
 from .journal import Journal
 from .run.bindings import CHANNEL_BOUND, RunBindings, bind_channel
-from .run.damage import check_instrument, open_journal, open_store
+from .run.damage import check_instrument, open_checked
 from .run.instruments import open_cell_bindings as bind_instruments
 from .run.request import Resumption, RunRequest
 from .station import Position, StationConfig
@@ -143,15 +143,10 @@ async def resume_run(
         return thermal
     r = Resumption.read(run_dir, station=station, sim=sim, durable=durable)
     # checked as a whole, files and instrument, before anything is changed or sent
-    journal = open_journal(run_dir, durable=r.durable)
-    try:
-        store = open_store(
-            run_dir, journal, durable=r.durable, staging=staging,
-            stage_every_s=_stage_every(stage_every_s, r.durable),
-        )  # fmt: skip
-    except BaseException:
-        journal.close()
-        raise
+    journal, store = open_checked(
+        run_dir, durable=r.durable, staging=staging,
+        stage_every_s=_stage_every(stage_every_s, r.durable),
+    )  # fmt: skip
 
     async def attached(b: RunBindings) -> None:
         await check_instrument(run_dir, b.cycler, journal)

@@ -43,7 +43,7 @@ from labrig.drivers.capabilities import (
 from ..journal import Journal, JournalCorrupt
 from ..station import StationConfig
 from ..store import RunStore, StoreDamaged
-from ..store.reopen import reopen
+from ..store.reopen import ChunkCheck, reopen
 from .bindings import RunBindings, bind_channel
 
 __all__ = [
@@ -53,8 +53,7 @@ __all__ = [
     "abort_run",
     "check_instrument",
     "find_damage",
-    "open_journal",
-    "open_store",
+    "open_checked",
     "recover_from_instrument",
     "recover_run",
 ]
@@ -82,24 +81,33 @@ class RunDamaged(RuntimeError):
         )
 
 
-def open_journal(run_dir: Path, *, durable: bool) -> Journal:
-    """The run's journal, checked as a whole; damage (of it, or of the data files, which
-    are then listed too) raises :class:`RunDamaged`."""
-    try:
-        return Journal.open_checked(run_dir / "journal.sqlite", durable=durable)
-    except JournalCorrupt as exc:
-        damage = [f"journal: {exc}"]
+def open_checked(run_dir: Path, *, durable: bool, **store_kw: Any) -> tuple[Journal, RunStore]:
+    """The run's journal and store, each checked as a whole and against each other;
+    damage raises :class:`RunDamaged` naming all of it (a damaged journal: the data
+    files' damage too). The chunks are checked on a thread meanwhile."""
     meta = json.loads((run_dir / "run.json").read_text())
-    found = reopen(run_dir / "data", meta, None, durable=durable, check=True)
-    raise RunDamaged(run_dir, damage + found.damage, found.intact_seq if found.damage else None)
-
-
-def open_store(run_dir: Path, journal: Journal, **kw: Any) -> RunStore:
-    """The run's store, its files checked against themselves and the journal."""
+    chunks = ChunkCheck(run_dir / "data", meta)
     try:
-        return RunStore.open_existing(run_dir, journal=journal, check=True, **kw)
+        journal = Journal.open_checked(run_dir / "journal.sqlite", durable=durable)
+    except JournalCorrupt as exc:
+        found = reopen(run_dir / "data", meta, None, durable=durable, check=True, chunks=chunks)
+        intact = found.intact_seq if found.damage else None
+        raise RunDamaged(run_dir, [f"journal: {exc}", *found.damage], intact) from None
+    except BaseException:
+        chunks.wait()
+        raise
+    try:
+        store = RunStore.open_existing(
+            run_dir, journal=journal, check=True, chunks=chunks, durable=durable, **store_kw
+        )
     except StoreDamaged as exc:
+        journal.close()
         raise RunDamaged(run_dir, exc.damage, exc.intact_seq) from None
+    except BaseException:
+        chunks.wait()
+        journal.close()
+        raise
+    return journal, store
 
 
 def _journal_blocks(journal: Journal) -> tuple[int, set[int]] | None:
@@ -349,11 +357,11 @@ async def _instrument(
 async def find_damage(run_dir: Path, cycler: CyclerChannel) -> RunDamaged | None:
     """What a resume would refuse, found the same way (nothing is changed)."""
     try:
-        journal = open_journal(run_dir, durable=False)
+        journal, store = open_checked(run_dir, durable=False)
     except RunDamaged as exc:
         return exc
+    store.close()
     try:
-        open_store(run_dir, journal, durable=False).close()
         await check_instrument(run_dir, cycler, journal)
     except RunDamaged as exc:
         return exc

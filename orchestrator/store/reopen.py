@@ -4,6 +4,7 @@ whether any of it is damaged (nothing is changed here: a damaged run stays as fo
 from __future__ import annotations
 
 import json
+import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 from .staging import StagingLog, read_staging, rows_between
 from .tables import SCHEMA, from_ipc_bytes, unique_after
 
-__all__ = ["CHUNK_SUMS", "CarriesRows", "Reopened", "StoreDamaged", "reopen"]
+__all__ = ["CHUNK_SUMS", "CarriesRows", "ChunkCheck", "Reopened", "StoreDamaged", "reopen"]
 
 # data/_chunks.json: [CRC-32 of the file, rows] of every chunk, in order
 CHUNK_SUMS = "_chunks.json"  # "_": not read as data by Arrow datasets
@@ -108,6 +109,43 @@ def _chunk_totals(parts: list[Path], meta: dict[str, Any]) -> tuple[int, int]:
     return rows, last
 
 
+class ChunkCheck:
+    """Every chunk of ``data_dir`` against its checksum, on a thread of its own while the
+    journal and the staging log are checked (reading files and CRC-32 over them let go of
+    the interpreter); :meth:`damage` waits for it. Without chunks (none to read, though
+    some may be missing) it is done at once."""
+
+    def __init__(self, data_dir: Path, meta: dict[str, Any]) -> None:
+        self.parts = sorted(data_dir.glob("part-*.parquet"))
+        self._found: list[str] = []
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if not self.parts:
+            self._check(data_dir, meta)
+            return
+        self._thread = threading.Thread(
+            target=self._check, args=(data_dir, meta), name="chunk-check", daemon=True
+        )
+        self._thread.start()
+
+    def _check(self, data_dir: Path, meta: dict[str, Any]) -> None:
+        try:
+            self._found = _check_chunks(self.parts, meta, data_dir)
+        except BaseException as exc:  # raised where the result is asked for
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def damage(self) -> list[str]:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._found
+
+
 def reopen(
     data_dir: Path,
     meta: dict[str, Any],
@@ -115,19 +153,29 @@ def reopen(
     *,
     durable: bool,
     check: bool = False,
+    chunks: ChunkCheck | None = None,
 ) -> Reopened:
-    """What a run's data directory (and the journal's last commit) holds."""
-    parts = sorted(data_dir.glob("part-*.parquet"))
-    damage = _check_chunks(parts, meta, data_dir) if check else []
+    """What a run's data directory (and the journal's last commit) holds. ``check``:
+    damage too (``chunks``: the chunks' check, already started; waited for here)."""
+    if check and chunks is None:
+        chunks = ChunkCheck(data_dir, meta)
     try:
-        rows, last = _chunk_totals(parts, meta)
-    except (OSError, pa.ArrowInvalid) as exc:
-        if not check:
-            raise
-        damage.append(f"a chunk in data/ cannot be read ({exc})")
-        rows, last = 0, -1
-    paths = sorted(data_dir.glob("staging-*.arrow"))
-    staged = read_staging(paths)
+        parts = chunks.parts if chunks is not None else sorted(data_dir.glob("part-*.parquet"))
+        damage: list[str] = []
+        try:
+            rows, last = _chunk_totals(parts, meta)
+        except (OSError, pa.ArrowInvalid) as exc:
+            if not check:
+                raise
+            damage.append(f"a chunk in data/ cannot be read ({exc})")
+            rows, last = 0, -1
+        paths = sorted(data_dir.glob("staging-*.arrow"))
+        staged = read_staging(paths)
+    finally:
+        if chunks is not None:
+            chunks.wait()
+    if chunks is not None:
+        damage[:0] = chunks.damage()
     tables, reach, gaps = staged.linked(last)
     if check:
         damage += [str(d) for d in staged.damaged]

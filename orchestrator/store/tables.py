@@ -122,16 +122,62 @@ def table_cols(table: pa.Table) -> dict[str, npt.NDArray[Any]]:
 
 def values_crc(batch: pa.RecordBatch | pa.Table, crc: int = 0) -> int:
     """A CRC-32 over a batch's values (not its encoding): equal for equal rows however
-    Arrow laid them out."""
-    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+    Arrow laid them out. Per column in DATA_COLUMNS order: the values' bytes, and the
+    step types as one text joined by the unit separator, 0x1F (a missing one as "")."""
+    if isinstance(batch, pa.RecordBatch):
+        return _batch_crc(batch, crc)
     for name in DATA_COLUMNS:
-        col = table.column(name)
+        col = batch.column(name)
         if name == "step_type":
-            text = "\x1f".join("" if v is None else str(v) for v in kind_values(col).tolist())
+            text = _SEP.join("" if v is None else str(v) for v in kind_values(col).tolist())
             crc = zlib.crc32(text.encode(), crc)
         else:
             crc = zlib.crc32(np.ascontiguousarray(col.to_numpy()).tobytes(), crc)
     return crc
+
+
+_SEP = "\x1f"
+
+
+# column types whose values are read in place (their buffer as it is)
+_IN_PLACE = frozenset(
+    (
+        *(pa.int8(), pa.int16(), pa.int32(), pa.int64()),
+        *(pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()),
+        *(pa.float16(), pa.float32(), pa.float64()),
+    )
+)
+
+
+def _batch_crc(batch: pa.RecordBatch, crc: int) -> int:
+    """:func:`values_crc` of one batch, its arrays read in place: a restart checks every
+    staged batch, so this runs once per batch (and once per write)."""
+    names = batch.schema.names
+    for name in DATA_COLUMNS:
+        arr = batch.column(names.index(name))
+        if name == "step_type":
+            crc = zlib.crc32(_kinds_text(arr), crc)
+        elif arr.type in _IN_PLACE and arr.null_count == 0:
+            crc = zlib.crc32(arr.to_numpy(zero_copy_only=True), crc)
+        else:
+            values = pa.chunked_array([arr]).to_numpy()  # as the table's column gives them
+            crc = zlib.crc32(np.ascontiguousarray(values).tobytes(), crc)
+    return crc
+
+
+def _kinds_text(arr: pa.Array) -> bytes:
+    """The step types of ``arr`` joined by 0x1F, built from runs of equal kinds: a staged
+    batch holds a few steps, each many rows long."""
+    if not (pa.types.is_dictionary(arr.type) and arr.null_count == 0 and len(arr)):
+        values = kind_values(pa.chunked_array([arr], type=arr.type)).tolist()
+        return _SEP.join("" if v is None else str(v) for v in values).encode()
+    sep = _SEP.encode()
+    words = [("" if w is None else str(w)).encode() + sep for w in arr.dictionary.to_pylist()]
+    idx = arr.indices.to_numpy(zero_copy_only=True)
+    bounds = [0, *(np.flatnonzero(idx[1:] != idx[:-1]) + 1).tolist(), len(idx)]
+    codes = idx[bounds[:-1]].tolist()
+    runs = [words[c] * (b - a) for c, a, b in zip(codes, bounds, bounds[1:], strict=False)]
+    return b"".join(runs)[:-1]
 
 
 def ipc_bytes(table: pa.Table) -> bytes:
