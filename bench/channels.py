@@ -301,7 +301,22 @@ async def _tmpdir() -> Any:
         yield d
 
 
+def _raise_file_limit(want: int = 65536) -> None:
+    """A run holds about six files (its instrument link, journal, WAL, staging log, ...):
+    4,096 runs need more than a default limit of open files."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return
+    with contextlib.suppress(ValueError, OSError):  # raising the hard limit needs root
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, soft), max(want, hard)))
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run(args: argparse.Namespace) -> None:
+    _raise_file_limit()
     from labrig.orchestrator.mqtt import MqttSettings
     from labrig.orchestrator.mqtt.testing import LocalMosquitto, MosquittoNotFound
 
