@@ -3,6 +3,7 @@ goes out every ``status_every_s`` (telemetry carries the live readings every col
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from labrig.orchestrator.events import RunState
@@ -37,7 +38,7 @@ def test_status_follows_steps_and_otherwise_its_own_period(tmp_path: Path) -> No
         station=INPROCESS_STATION,
         options=options,
     )
-    outcome, _ = run_virtual_strict(execute_run(req, sinks=[sink]))
+    outcome, root = run_virtual_strict(execute_run(req, sinks=[sink]))
     assert outcome.state == RunState.finished, outcome.reason
     running = [s for s in sink.statuses if s.state == RunState.running]
     # a reading every collection (about one a minute of run time) ...
@@ -45,12 +46,11 @@ def test_status_follows_steps_and_otherwise_its_own_period(tmp_path: Path) -> No
     # ... but statuses only on the steps' changes and every half hour
     hours = outcome.run_time_s / 3600
     assert len(running) <= 2 * hours + 10
-    steps = [s.step for s in running]
-    for label in ("Charge", "Rest", "Discharge"):
-        first = next(i for i, s in enumerate(steps) if s and s.startswith(label))
-        # the first status naming the step is dated within a collection of its start
-        assert first >= 0
-    starts = {
-        s.step: s.run_time_s for s in reversed(running) if s.step is not None
-    }  # the first status of each step
-    assert len(starts) == 3
+    # each step's first status comes with the first collection that saw the step
+    events = [json.loads(x) for x in (root / "events.jsonl").read_text().splitlines()]
+    started = {e["data"]["step"]: e["run_time_s"] for e in events if e["kind"] == "step_started"}
+    assert len(started) == 3
+    for step, t0 in started.items():
+        first = next(s for s in running if s.step == step)
+        # collections every 60 s of run time; records every 30 s
+        assert t0 <= first.run_time_s <= t0 + 60.0 + 30.0, (step, t0, first.run_time_s)
