@@ -71,11 +71,9 @@ class CollectionPacer:
             return False
         if expected is not None and (n == 0 or last < expected - p / 2):
             return self._too_early(now, expected, p)
-        if self.early > 2 and n == 0:
-            return False
-        self.early = 0
         if n == 0:
-            return False
+            return False  # nothing aimed at (the plain period): nothing learned
+        self.early = 0
         d = now - last
         aim = d if self.aim is None else min(self.aim, d)
         if self._found_edge:
