@@ -64,6 +64,7 @@ __all__ = [
 log = logging.getLogger("labrig.simulators")
 
 _READ_SIZE = 1 << 16
+_BACKLOG = 1024
 #: looks up the process behind a loopback connection for the command logs
 _LOOKUPS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labrig-sim-sender")
 
@@ -381,7 +382,11 @@ class SimServer:
     async def listen_tcp(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Serve on ``host:port`` (0: a free port); ``address`` becomes ``tcp://...``."""
         loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(lambda: _TcpProtocol(self), host, port)
+        # a backlog for a station's worth of channels connecting at once (asyncio's
+        # default of 100 drops the rest's handshakes while the simulator is busy)
+        self._listener = await loop.create_server(
+            lambda: _TcpProtocol(self), host, port, backlog=_BACKLOG
+        )
         self.host = host
         self.port = int(self._listener.sockets[0].getsockname()[1])
         self.address = f"tcp://{host}:{self.port}"

@@ -130,7 +130,10 @@ class StatusBoard:
         try:
             if self._client is None:
                 client = MacNetClient(transport_from_url(self.url), **self.options)
-                await client.open()
+                # a connect that times out (a host or tester busy with a station's
+                # worth of connections) is retried like a lost link, for up to
+                # ``reconnect_s``: every waiter fails with it otherwise
+                await client.transport.reconnect(client.reconnect_s)
                 self._client = client
             result = await self._client.call(4, 1, chans[0], {"Len": chans[-1] - chans[0] + 1})
             rows = decode_statuses(result, b"(4,1)")

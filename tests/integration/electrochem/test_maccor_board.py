@@ -182,3 +182,42 @@ def test_a_cancelled_poller_hands_the_poll_to_the_other_waiters() -> None:
         assert res.state == ChannelState.done  # type: ignore[attr-defined]
     assert elapsed > 3600.0 + 10 * POLL_S  # the others waited well past the hand-over
     assert polls == pytest.approx(elapsed / POLL_S, abs=3)  # one schedule throughout
+
+
+def test_a_board_connection_that_times_out_at_first_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A station of a thousand channels connecting at once can make the board's own
+    first connect time out: it is retried like a lost link, not taken for a lost
+    tester (which would stop every channel waiting on the board)."""
+    from labrig.drivers.maccor import board as board_mod
+
+    attempts: list[str] = []
+    real = board_mod.transport_from_url
+
+    def flaky(url: str, **kw: object) -> object:
+        t = real(url, **kw)  # type: ignore[arg-type]
+        connect = t._connect
+
+        async def first_times_out(deadline: float) -> None:
+            attempts.append("timeout" if not attempts else "ok")
+            if attempts[-1] == "timeout":
+                raise TimeoutError
+            await connect(deadline)
+
+        t._connect = first_times_out  # type: ignore[method-assign]
+        return t
+
+    monkeypatch.setattr(board_mod, "transport_from_url", flaky)
+
+    async def main() -> list[object]:
+        async with serve_maccor(2) as srv:
+            results, _trips, polls = await _wait_all(srv.url, [2.0, 2.0])
+            assert polls > 0
+        return results
+
+    results = run_virtual_strict(main())
+    assert attempts[:2] == ["timeout", "ok"]
+    for res in results:
+        assert not isinstance(res, BaseException), res
+        assert res.state == ChannelState.done  # type: ignore[attr-defined]
