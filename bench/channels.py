@@ -237,7 +237,12 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
             sched.submit(RunSpec(protocol=proto, protocol_yaml=text, position=p.name))
 
         def not_started() -> list[Any]:
-            return [j for j in sched.jobs() if j.state.value in ("failed", "aborted")]
+            # ended before its block was started (a run that fails later is counted
+            # with the runs not running at the end of the window)
+            return [
+                j for j in sched.jobs()
+                if j.state.value in ("failed", "aborted") and j.position not in probe.block_t0
+            ]  # fmt: skip
 
         # every run started, or ended without starting (a loaded machine: connections
         # time out); those are counted and printed
@@ -424,8 +429,9 @@ def run(args: argparse.Namespace) -> None:
     for why, count in res["never_why"].most_common(3):
         print(f"    {count} x {why}")
     print(f"runs not running at the end of the window: {len(res['failed'])}")
-    for f in res["failed"][:5]:
-        print("   ", f)
+    why = collections.Counter(re.sub(r"\d+", "N", str(f[2]))[:120] for f in res["failed"])
+    for reason, count in why.most_common(3):
+        print(f"    {count} x {reason}")
     print(f"watchdog trips    {res['watchdog_trips']}")
 
 

@@ -497,16 +497,49 @@ class Engine:
 
 
 def _publish_unconfirmed(client: aiomqtt.Client, messages: list[tuple[str, bytes]]) -> None:
-    """QoS 0 messages handed to paho without a task and a confirmation wait each.
+    """QoS 0 messages handed to paho as one write, without a task and a wait each.
 
     aiomqtt's ``publish`` costs a task, an event and a scan of its pending calls per
-    message; telemetry (a thousand readings a second on a large station) needs none of
-    that: QoS 0 has no acknowledgement, and the caller awaits the batch's last message.
-    ``Client._client`` is the paho client aiomqtt drives (pinned in .ci/constraints.txt;
-    tests/integration/mqtt cover this path against a real broker).
+    message, and paho then writes each packet with a system call of its own and signals
+    a condition for it; telemetry (a thousand readings a second on a large station)
+    needs none of that: QoS 0 has no acknowledgement, and the caller awaits the batch's
+    last message. The batch's PUBLISH packets (:func:`qos0_packets`) go into paho's
+    queue of outgoing packets as one entry, in order with everything else paho sends.
+    ``Client._client`` is the paho client aiomqtt drives, ``_packet_queue`` how paho
+    queues a packet it has built (both pinned in .ci/constraints.txt; tests/integration/
+    mqtt cover this path against a real broker, with a subscriber reading every message).
     """
+    if not messages:
+        return
     paho = client._client  # see the docstring
+    if not paho.is_connected():
+        raise aiomqtt.MqttCodeError(mqtt.MQTT_ERR_NO_CONN, "Could not publish telemetry")
+    packets = qos0_packets(messages, v5=paho.protocol == mqtt.MQTTv5)
+    # mid 0 is never a real message id: aiomqtt's publish-done callback passes it over
+    rc = paho._packet_queue(mqtt.PUBLISH, packets, 0, 0, mqtt.MQTTMessageInfo(0))
+    if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
+        raise aiomqtt.MqttCodeError(rc, "Could not publish telemetry")
+
+
+def qos0_packets(messages: list[tuple[str, bytes]], *, v5: bool = False) -> bytes:
+    """MQTT PUBLISH packets (QoS 0, not retained) for ``messages``, back to back: fixed
+    header 0x30, the remaining length as a variable-length integer, the topic as a
+    length-prefixed UTF-8 string, (MQTT 5: an empty property list,) the payload."""
+    out = bytearray()
+    props = b"\x00" if v5 else b""
     for topic, payload in messages:
-        info = paho.publish(topic, payload, qos=0)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise aiomqtt.MqttCodeError(info.rc, "Could not publish telemetry")
+        name = topic.encode()
+        if len(name) > 0xFFFF:
+            raise ValueError(f"MQTT topic too long: {topic[:80]}...")
+        n = 2 + len(name) + len(props) + len(payload)
+        out.append(0x30)
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out.append(byte | 0x80 if n else byte)
+            if not n:
+                break
+        out += len(name).to_bytes(2, "big")
+        out += name
+        out += props
+        out += payload
+    return bytes(out)

@@ -116,3 +116,27 @@ async def test_killed_process_leaves_offline_via_last_will(broker: LocalMosquitt
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_a_station_of_readings_reaches_a_subscriber_whole(broker: LocalMosquitto) -> None:
+    """Telemetry of many channels goes out in batches written at once (one paho write
+    of many PUBLISH packets): a subscriber gets every reading, on its channel's topic,
+    with its own payload, and nothing else breaks in between."""
+    channels = [f"c{k:03d}" for k in range(300)]
+    async with (
+        recording(broker) as rec,
+        MqttPublisher(settings_for(broker), channels=channels) as pub,
+    ):
+        assert await pub.wait_connected(10)
+        for k, ch in enumerate(channels):
+            pub.publish_telemetry(telemetry(ch, v=3.0 + k / 1000))
+        pub.publish_event(event(1))  # QoS 1 after the batch: still in order, acked
+        assert await pub.flush(10)
+        await rec.wait_for(lambda r: len(r.on("/telemetry")) == len(channels))
+        stats = pub.stats
+    got = {doc["channel"]: doc["voltage_V"] for doc in rec.json_on("/telemetry")}
+    assert got == {ch: 3.0 + k / 1000 for k, ch in enumerate(channels)}
+    topics = [t for t, _, _ in rec.messages if t.endswith("/telemetry")]
+    assert topics == [f"{PREFIX}/{ch}/telemetry" for ch in channels]
+    assert rec.event_seqs() == [1]
+    assert (stats.telemetry_published, stats.events_dropped) == (len(channels), 0)
