@@ -14,7 +14,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -81,6 +81,10 @@ class HoldsEvents(Protocol):
     def events_seq(self) -> int: ...
 
 
+# rows handed to the writer: a table, or the appended arrays it is made of
+_Rows: TypeAlias = "pa.Table | list[dict[str, npt.NDArray[Any]]]"
+
+
 def _last_seq(table: pa.Table) -> int:
     return int(table.column("record_seq")[-1].as_py()) if table.num_rows else -1
 
@@ -125,7 +129,8 @@ class RunStore:
         self._chunks = 0  # chunks handed to the writer
         self._unstaged: list[dict[str, npt.NDArray[Any]]] = []
         self._staged_at = time.monotonic()
-        self._not_durable: list[pa.Table] = []  # handed to the writer, maybe not on disk
+        # handed to the writer, maybe not on disk: (the newest seq, the rows)
+        self._not_durable: list[tuple[int, _Rows]] = []
         self._durable_seq = -1  # every row up to here is on disk (set by the writer)
         self._journal: CarriesRows | None = None
         self._cycles: list[dict[str, Any]] = []
@@ -296,24 +301,27 @@ class RunStore:
         self._staged_at = time.monotonic()
         if not self._unstaged:
             return
-        table = concat_cols(self._unstaged)
-        self._unstaged = []
-        self._submit_rows(table, lambda: self._files.append(table))
+        parts, self._unstaged = self._unstaged, []
+        # the rows become an Arrow table on the writer's thread, not the event loop's
+        last = max(int(np.max(p["record_seq"])) for p in parts)
+        rows = sum(len(p["record_seq"]) for p in parts)
+        self._submit_rows(parts, last, rows, lambda: self._files.append(concat_cols(parts)))
 
-    def _submit_rows(self, table: pa.Table, write: Callable[[], None]) -> None:
-        last = _last_seq(table)
-
+    def _submit_rows(self, rows: _Rows, last: int, count: int, write: Callable[[], None]) -> None:
         def job() -> None:
             write()
             self._durable_seq = max(self._durable_seq, last)
 
         if self.writer.draining:
-            self._not_durable.append(table)
-        self.writer.submit(job, table.num_rows)
+            self._not_durable.append((last, rows))
+        self.writer.submit(job, count)
 
     def _rows_not_durable(self, durable: int) -> bytes | None:
-        self._not_durable = [t for t in self._not_durable if _last_seq(t) > durable]
-        parts = [*self._not_durable, *(concat_cols([p]) for p in self._unstaged)]
+        self._not_durable = [(last, r) for last, r in self._not_durable if last > durable]
+        parts = [
+            *(r if isinstance(r, pa.Table) else concat_cols(r) for _, r in self._not_durable),
+            *(concat_cols([p]) for p in self._unstaged),
+        ]
         if not parts:
             return None
         table = unique_after(pa.concat_tables(parts), durable)
@@ -352,7 +360,9 @@ class RunStore:
         if self.staging:
             self._meta["chunks"] = {"count": self._chunks, "rows": self.rows_written}
             meta = json.dumps(self._meta, indent=2, default=str, allow_nan=False).encode()
-        self._submit_rows(table, lambda: self._write_chunk(table, meta))
+        self._submit_rows(
+            table, _last_seq(table), table.num_rows, lambda: self._write_chunk(table, meta)
+        )
 
     def _write_chunk(self, table: pa.Table, meta: bytes | None) -> None:
         path = self.data_dir / f"part-{self._files.chunk_index:05d}.parquet"
