@@ -59,11 +59,16 @@ class MacNetClient:
         idempotent: bool = True,
     ) -> dict[str, Any]:
         """One request and its checked ``result`` (see :func:`decode_reply`)."""
+        try:  # the first try without a policy: almost every request needs no other
+            return await self._resynchronising(fclass, fnum, chan, params)
+        except _OUT_OF_STEP:
+            # another try only for an idempotent request, on a link that could be made again
+            if not (idempotent and self.retries > 0 and self.transport.is_open):
+                raise
         policy = Retry(
             on=_OUT_OF_STEP,
-            # another try only on a link that could be made again
             when=lambda _: self.transport.is_open,
-            attempts=1 + (self.retries if idempotent else 0),
+            attempts=self.retries,
             backoff=NO_WAIT,
         )
         return await policy.call(lambda: self._resynchronising(fclass, fnum, chan, params))
