@@ -3,7 +3,8 @@
 Outside :meth:`Writer.running` every job runs at once in the caller (imports, marks,
 tests). Inside it, jobs queue up and one task - owned by the context's TaskGroup -
 hands everything queued so far to a worker thread as one batch, so the event loop that
-every run shares never waits for a write or an fsync. A job that fails is kept in
+every run shares never waits for a write or an fsync (on simulated time that task
+writes the batch itself: see :meth:`Writer._drain`). A job that fails is kept in
 :attr:`Writer.error`; the store raises it on its next call from the run, which then fails
 into its safe state as with any storage failure.
 """
@@ -19,6 +20,8 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+from ..clock import VirtualTimeLoop
 
 __all__ = ["StorageBehind", "Writer"]
 
@@ -126,6 +129,11 @@ class Writer:
         wake = self._wake
         assert wake is not None
         loop = asyncio.get_running_loop()
+        # On simulated time (dry runs, drills) the clock stands still while a thread
+        # works - it must not jump past a write in flight - so each hand-over would make
+        # the run wait for real; nothing real-time is controlled there: the batches are
+        # written by this task, in the same order, between the run's own steps.
+        simulated = isinstance(loop, VirtualTimeLoop)
         while True:
             if (self._stopped or self._closing) and not self._jobs:
                 return
@@ -135,7 +143,11 @@ class Writer:
                 continue
             batch = list(self._jobs)
             self._jobs.clear()
-            await loop.run_in_executor(_LANES, self._run_batch, batch)
+            if simulated:
+                self._run_batch(batch)
+                await asyncio.sleep(0)  # the run's turn before the next batch
+            else:
+                await loop.run_in_executor(_LANES, self._run_batch, batch)
             self.rows_waiting -= sum(rows for _job, rows, _keep in batch)
 
     @contextlib.asynccontextmanager
