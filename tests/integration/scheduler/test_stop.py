@@ -12,6 +12,7 @@ import pytest
 from labrig.orchestrator.run import RunBindings
 from labrig.orchestrator.scheduler import JobState, Scheduler
 from labrig.orchestrator.station import INPROCESS_STATION, Position
+from labrig.orchestrator.store.writer import Writer
 from tests.helpers import run_virtual_strict
 
 from .conftest import CYCLE, EIS, spec
@@ -165,12 +166,24 @@ def test_a_stop_at_once_makes_every_channel_safe_and_final_writes_leave_the_loop
     final_meta_threads: dict[Path, str] = {}  # the run's own final run.json write
     write = runstore.atomic_write_bytes
 
+    in_batch = threading.local()
+    run_batch = Writer._run_batch
+
+    def recording_batch(self: Writer, batch: Any) -> None:
+        in_batch.on = True
+        try:
+            run_batch(self, batch)
+        finally:
+            in_batch.on = False
+
     def recording_write(path: Path, data: bytes, durable: bool) -> None:
         if path.name == "run.json" and b'"ended"' in data:
-            final_meta_threads.setdefault(path, threading.current_thread().name)
+            where = "writer" if getattr(in_batch, "on", False) else "inline"
+            final_meta_threads.setdefault(path, where)
         write(path, data, durable)
 
     monkeypatch.setattr(runstore, "atomic_write_bytes", recording_write)
+    monkeypatch.setattr(Writer, "_run_batch", recording_batch)
 
     def adapter(b: RunBindings, pos: Position) -> RunBindings:
         from dataclasses import replace
@@ -190,8 +203,10 @@ def test_a_stop_at_once_makes_every_channel_safe_and_final_writes_leave_the_loop
     jobs = run_virtual_strict(main())
     assert all(j.state is JobState.aborted for j in jobs)
     assert len(rec.safe) >= 3
-    # each run's final writes ran on a storage thread, never on the event loop that the
-    # other runs need for their safe state
-    assert sorted(final_meta_threads.values()) == ["store-lane"] * 3
+    # each run's final writes went through its store's writer, never inline in the run
+    # while the other runs need the loop for their safe state (on real time the writer
+    # runs them on a storage thread: tests/unit/orchestrator/test_store_writer.py; on
+    # this simulated time, in its drain task)
+    assert sorted(final_meta_threads.values()) == ["writer"] * 3
     for job in jobs:
         assert json.loads((job.run_dir / "run.json").read_text())["state"] == "aborted"
