@@ -318,10 +318,9 @@ class RunStore:
 
     def _rows_not_durable(self, durable: int) -> bytes | None:
         self._not_durable = [(last, r) for last, r in self._not_durable if last > durable]
-        parts = [
-            *(r if isinstance(r, pa.Table) else concat_cols(r) for _, r in self._not_durable),
-            *(concat_cols([p]) for p in self._unstaged),
-        ]
+        parts = [r if isinstance(r, pa.Table) else concat_cols(r) for _, r in self._not_durable]
+        if self._unstaged:
+            parts.append(concat_cols(self._unstaged))
         if not parts:
             return None
         table = unique_after(pa.concat_tables(parts), durable)
