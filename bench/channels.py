@@ -322,6 +322,7 @@ def _raise_file_limit(want: int = 65536) -> None:
 
 def run(args: argparse.Namespace) -> None:
     _raise_file_limit()
+    from labrig.orchestrator.clock import run_real_time
     from labrig.orchestrator.mqtt import MqttSettings
     from labrig.orchestrator.mqtt.testing import LocalMosquitto, MosquittoNotFound
 
@@ -348,7 +349,8 @@ def run(args: argparse.Namespace) -> None:
             except (MosquittoNotFound, OSError, subprocess.SubprocessError) as exc:
                 print(f"MQTT unavailable: {exc}")
                 mqtt = None
-        res = asyncio.run(orchestrate(args, urls, mqtt))
+        # the loop `labrig run` / `labrig daemon` use on this machine (uvloop where installed)
+        res = run_real_time(orchestrate(args, urls, mqtt))
     finally:
         if sub is not None:
             sub.terminate()
@@ -376,6 +378,8 @@ def run(args: argparse.Namespace) -> None:
                 mqtt_delay.append(float(stamp) - (t_rec + offset))
     sub_out.close()
     cpu_pct = 100 * res["cpu"] / res["wall"]
+    from labrig.orchestrator.clock import real_time_loop_factory
+
     print(f"channels          {n} ({args.testers} MacNet testers x {args.channels}), 1 Hz records")
     print(
         f"all started in    {res['started_s']:.1f} s; then {args.settle:g} s to settle; "
@@ -386,7 +390,8 @@ def run(args: argparse.Namespace) -> None:
     rt = [c * 1e3 for c in probe.read_rtt]
     print(f"clock match RTT   p50 {percentile(rt, 50):.0f} ms, max {max(rt, default=0):.0f} ms")
     print(f"rows stored       {probe.rows:,} ({probe.rows / res['wall']:.0f} rows/s)")
-    print(f"orchestrator CPU  {cpu_pct:.1f} % of one core (target <= 30 %)")
+    loop_name = real_time_loop_factory().__module__.split(".")[0]
+    print(f"orchestrator CPU  {cpu_pct:.1f} % of one core (target <= 30 %; loop: {loop_name})")
     print(
         f"  user {100 * res['user'] / res['wall']:.1f} %, "
         f"system {100 * res['system'] / res['wall']:.1f} %; by thread: "

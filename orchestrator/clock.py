@@ -35,8 +35,11 @@ from typing import Any, TypeVar, TypeVarTuple
 
 __all__ = [
     "Clock",
+    "EventLoopChoiceError",
     "VirtualTimeLoop",
     "new_virtual_loop",
+    "real_time_loop_factory",
+    "run_real_time",
     "run_virtual",
 ]
 
@@ -186,6 +189,46 @@ def new_virtual_loop(grace_s: float = 0.0) -> VirtualTimeLoop:
 def run_virtual(coro: Coroutine[Any, Any, T], *, grace_s: float = 0.0) -> T:
     """Run ``coro`` to completion on a fresh virtual-time loop."""
     with asyncio.Runner(loop_factory=lambda: new_virtual_loop(grace_s)) as runner:
+        return runner.run(coro)
+
+
+EVENT_LOOP_ENV = "LABRIG_EVENT_LOOP"
+
+
+class EventLoopChoiceError(ValueError):
+    """``LABRIG_EVENT_LOOP`` names a loop that is not known or not installed."""
+
+
+def real_time_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop real-time runs use: uvloop where it is installed (a dependency on
+    Linux and macOS; a station of a thousand channels spends a large share of its CPU in
+    the loop itself), asyncio's own elsewhere (Windows) or when ``LABRIG_EVENT_LOOP``
+    says ``asyncio``. Simulated time always uses :class:`VirtualTimeLoop`."""
+    choice = os.environ.get(EVENT_LOOP_ENV, "").strip().lower()
+    if choice not in ("", "uvloop", "asyncio"):
+        raise EventLoopChoiceError(f"{EVENT_LOOP_ENV}={choice!r}: expected 'uvloop' or 'asyncio'")
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise EventLoopChoiceError(
+                    f"{EVENT_LOOP_ENV}=uvloop, but uvloop is not installed"
+                ) from None
+        else:
+            return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def run_real_time(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on a fresh real-time loop (see
+    :func:`real_time_loop_factory`)."""
+    try:
+        factory = real_time_loop_factory()
+    except EventLoopChoiceError:
+        coro.close()
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coro)
 
 

@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Literal, Protocol, Self, cast
 
 from labrig.simulators.clock import Now
 from labrig.simulators.command_log import CommandLog, loopback_peer_pid
@@ -309,7 +309,8 @@ class _TcpProtocol(asyncio.Protocol):
         self._link: Link | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # a stream transport (uvloop's are not subclasses of asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)
 
         def write(data: bytes) -> None:
             if not transport.is_closing():

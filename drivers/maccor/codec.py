@@ -109,11 +109,17 @@ def encode_request(
             raise ValueError(f"parameter {key!r} must be finite, got {value!r}")
         body[key] = value
     msg = {"jsonrpc": "2.0", "method": "MacNet", "params": body, "id": request_id}
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+    return _ENCODER.encode(msg).encode()
 
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"non-finite number {name} in reply")
+
+
+# made once: json.dumps / json.loads with options build a new encoder / decoder per call,
+# a cost paid by every request on a station of a thousand channels
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
 
 
 def decode_reply(
@@ -137,7 +143,7 @@ def decode_reply(
     if not frame.endswith(TERMINATOR):
         raise bad("does not end in \\r\\n")
     try:
-        msg = json.loads(frame[:-2].decode("utf-8"), parse_constant=_no_constants)
+        msg = _DECODER.decode(frame[:-2].decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise bad(f"is not JSON ({exc})") from None
     if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0":

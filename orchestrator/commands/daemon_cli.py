@@ -86,7 +86,6 @@ def serve(
 ) -> None:
     """Run the scheduler as a service until SIGTERM / Ctrl-C (twice: stop at once)."""
     writable_dir_or_exit(runs, "--runs", err)
-    import asyncio
     import logging
 
     from ..daemon import Daemon, DaemonStartError
@@ -108,8 +107,12 @@ def serve(
         station=st, runs_dir=runs, sim=sim, mqtt_url=mqtt, stop_grace_s=stop_grace,
         run_options=RunOptions(poll_s=poll) if poll is not None else None,
     )  # fmt: skip
+    from ..clock import EventLoopChoiceError, run_real_time
+
     try:
-        asyncio.run(daemon.run())
+        run_real_time(daemon.run())
+    except EventLoopChoiceError as exc:
+        raise _fail(str(exc)) from None
     except DaemonStartError as exc:
         raise _fail(str(exc)) from None
 

@@ -76,7 +76,6 @@ def agent(
 ) -> None:
     """Run this PC's instruments as one agent of the lab until SIGTERM / Ctrl-C."""
     writable_dir_or_exit(runs, "--runs", err)
-    import asyncio
     import logging
 
     from ..executor import RunOptions
@@ -99,8 +98,12 @@ def agent(
     a = LabAgent(cfg, lab_url=lab, runs_dir=runs, sim=sim, mqtt_url=mqtt, certs=certs,
                  secret=secret, run_options=options, stop_grace_s=stop_grace,
                  sim_log=sim_log)  # fmt: skip
+    from ..clock import EventLoopChoiceError, run_real_time
+
     try:
-        asyncio.run(a.run())
+        run_real_time(a.run())
+    except EventLoopChoiceError as exc:
+        raise _fail(str(exc)) from None
     except LabUnavailable as exc:
         raise _fail(str(exc)) from None
     except OSError as exc:

@@ -304,7 +304,7 @@ def _run_with_display(
 ) -> Any:
     """Run ``start(sinks=..., on_progress=..., on_executor=...)`` with a progress display,
     on the virtual clock when ``sim``."""
-    from ..clock import new_virtual_loop
+    from ..clock import EventLoopChoiceError, new_virtual_loop, run_real_time
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -363,7 +363,10 @@ def _run_with_display(
             if sim:
                 with asyncio.Runner(loop_factory=new_virtual_loop) as runner:
                     return runner.run(main())
-            return asyncio.run(main())
+            return run_real_time(main())
+    except EventLoopChoiceError as exc:
+        err.print(f"error: {exc}; nothing was started", markup=False, highlight=False)
+        raise typer.Exit(2) from None
     except (asyncio.CancelledError, Interrupted) as exc:
         sig = stopper.signal or (exc.sig if isinstance(exc, Interrupted) else None)
         if sig is None:

@@ -28,6 +28,7 @@ import paho.mqtt.client as mqtt
 
 from labrig.drivers.retry import Backoff, Retry
 
+from ..clock import run_real_time
 from ..events import Event, RunStatus, Telemetry
 from .outbox import Outbox
 from .payloads import (
@@ -207,7 +208,7 @@ class Engine:
     # -- the thread ----------------------------------------------------------------------
     def thread_main(self) -> None:
         try:
-            asyncio.run(self._main())
+            run_real_time(self._main())
         except BaseException:
             log.exception("MQTT publisher thread ended with an error")
         finally:

@@ -47,8 +47,11 @@ def _finite(value: Any) -> Any:
     return value
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str)  # made once
+
+
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False, default=str).encode()
+    return _ENCODER.encode(_finite(obj)).encode()
 
 
 def encode_event(event: Event) -> bytes:
