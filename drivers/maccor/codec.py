@@ -17,6 +17,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from labrig.drivers.capabilities import InstrumentError, InstrumentProtocolError
@@ -100,16 +101,38 @@ def encode_request(
     request_id: int,
     params: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """The exact bytes of one MacNet request (compact JSON, no terminator)."""
-    body: dict[str, Any] = {"FClass": fclass, "FNum": fnum, "Chan": chan}
+    """The exact bytes of one MacNet request (compact JSON, no terminator): what
+    ``json.dumps(..., separators=(",", ":"), ensure_ascii=True, allow_nan=False)`` gives,
+    written out directly (a thousand channels send hundreds of requests a second)."""
+    parts = [f'{{"jsonrpc":"2.0","method":"MacNet","params":{{"FClass":{fclass:d}'
+             f',"FNum":{fnum:d},"Chan":{chan:d}']  # fmt: skip
     for key, value in (params or {}).items():
-        if key in body:
+        if key in _SET_BY_FUNCTION:
             raise ValueError(f"parameter {key!r} is set by the function itself")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"parameter {key!r} must be finite, got {value!r}")
-        body[key] = value
-    msg = {"jsonrpc": "2.0", "method": "MacNet", "params": body, "id": request_id}
-    return _ENCODER.encode(msg).encode()
+        parts.append(f",{_json_text(key)}:{_json_value(value)}")
+    parts.append(f'}},"id":{request_id:d}}}')
+    return "".join(parts).encode("ascii")
+
+
+_SET_BY_FUNCTION = frozenset(("FClass", "FNum", "Chan"))
+
+
+def _json_text(key: object) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"parameter names are text, got {key!r}")
+    return encode_basestring_ascii(key)
+
+
+def _json_value(value: object) -> str:
+    if type(value) is str:
+        return encode_basestring_ascii(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is float:
+        return float.__repr__(value)
+    return _ENCODER.encode(value)  # True, None, lists, objects, subclasses: as json does
 
 
 def _no_constants(name: str) -> Any:

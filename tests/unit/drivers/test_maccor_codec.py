@@ -194,3 +194,37 @@ def test_fuzzed_data_text_raises_only_our_errors(text: str) -> None:
     for candidate in (text, HEADER + "\r\n" + text):
         with contextlib.suppress(InstrumentProtocolError):
             decode_data(candidate)
+
+
+_VALUES = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(-5, 5), max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ids=st.tuples(*(st.integers(0, 2**40) for _ in range(4))),
+    params=st.dictionaries(
+        st.text(max_size=8).filter(lambda k: k not in ("FClass", "FNum", "Chan")),
+        _VALUES,
+        max_size=5,
+    ),
+)
+def test_encode_request_is_byte_for_byte_what_json_dumps_writes(
+    ids: tuple[int, int, int, int], params: dict[str, object]
+) -> None:
+    fclass, fnum, chan, rid = ids
+    body = {"FClass": fclass, "FNum": fnum, "Chan": chan, **params}
+    msg = {"jsonrpc": "2.0", "method": "MacNet", "params": body, "id": rid}
+    want = json.dumps(msg, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    assert encode_request(fclass, fnum, chan, rid, params) == want.encode()
+
+
+def test_encode_refuses_a_parameter_the_function_sets() -> None:
+    with pytest.raises(ValueError, match="Chan"):
+        encode_request(1, 7, 0, 1, {"Chan": 3})
