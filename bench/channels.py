@@ -265,6 +265,7 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
         lagger.cancel()
         wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
         times1, threads1 = os.times(), thread_cpu()
+        open_files = _open_files()
         probe.measuring = False
         never = {j.run_id for j in not_started()}
         never_why = collections.Counter(
@@ -289,7 +290,29 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
         "never_why": never_why,
         "lag": lag,
         "watchdog_trips": sched.watchdog_trips,
+        "open_files": open_files,
     }
+
+
+def _open_files() -> dict[str, int]:
+    """This process's open file descriptors by kind (sockets, the journals' files, ...)."""
+    kinds: collections.Counter[str] = collections.Counter()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            kinds["sockets"] += 1
+        elif target.endswith(("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm")):
+            kinds["journal files"] += 1
+        elif target.endswith(".arrow"):
+            kinds["staging files"] += 1
+        elif target.endswith("events.jsonl"):
+            kinds["event files"] += 1
+        else:
+            kinds["other"] += 1
+    return dict(kinds)
 
 
 async def _loop_lag(out: list[float]) -> None:
@@ -307,7 +330,8 @@ async def _tmpdir() -> Any:
 
 
 def _raise_file_limit(want: int = 65536) -> None:
-    """A run holds about six files (its instrument link, journal, WAL, staging log, ...):
+    """A run holds four files (its instrument link and its journal's database, WAL and
+    shared memory; the staging log and events.jsonl are open only while written):
     4,096 runs need more than a default limit of open files."""
     import resource
 
@@ -438,6 +462,11 @@ def run(args: argparse.Namespace) -> None:
     for reason, count in why.most_common(3):
         print(f"    {count} x {reason}")
     print(f"watchdog trips    {res['watchdog_trips']}")
+    files = res["open_files"]
+    print(
+        f"open files        {sum(files.values()):,} ({sum(files.values()) / n:.1f} per run): "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(files.items()))
+    )
 
 
 def main() -> None:

@@ -135,7 +135,9 @@ class RunStore:
         self._journal: CarriesRows | None = None
         self._cycles: list[dict[str, Any]] = []
         self._cycles_source: Callable[[], list[dict[str, Any]]] | None = None
-        self._events_file: Any = None
+        # events.jsonl, opened only while lines go to it (None: the run keeps no events);
+        # a file kept open per run is a descriptor per channel on a station of thousands
+        self._events_path: Path | None = None
         self._event_lines: list[str] = []
         self._event_seq = 0  # the newest event handed to the file
         self._events_durable = 0  # the newest event on disk in events.jsonl
@@ -180,7 +182,7 @@ class RunStore:
             "created": datetime.now(UTC).isoformat(),
         }
         store._write_meta()
-        store._events_file = open(root / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        store._events_path = _touched(root / "events.jsonl")
         return store
 
     @classmethod
@@ -213,7 +215,7 @@ class RunStore:
         if found.damage:
             raise StoreDamaged(found.damage, found.intact_seq)
         store.reopened(found)
-        store._events_file = open(root / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        store._events_path = _touched(root / "events.jsonl")
         return store
 
     def reopened(self, found: Reopened) -> None:
@@ -446,10 +448,9 @@ class RunStore:
         line, or hold lines the journal never committed (they will be emitted again).
         Only the file's tail is read, so this does not slow down as a run grows.
         """
-        self._write_event_lines(flush=False)
-        if self._events_file is not None:
-            self._events_file.close()
-            self._events_file = None
+        # lines not written yet go like the file's uncommitted tail: the journal's events
+        # are written below, and the run emits the later ones again
+        self._event_lines = []
         path = self.root / "events.jsonl"
         last_ok = journal.max_event_seq()
         size = path.stat().st_size if path.exists() else 0
@@ -469,7 +470,7 @@ class RunStore:
             f.flush()
             if self.durable:
                 os.fsync(f.fileno())
-        self._events_file = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self._events_path = path
 
     def _note_repair(
         self, size: int, keep_to: int | None, file_seq: int, last_ok: int, witness: int
@@ -484,7 +485,7 @@ class RunStore:
         )
 
     def append_event(self, event: Event) -> None:
-        if self._events_file is None:
+        if self._events_path is None:
             return
         self._event_lines.append(event.to_json() + "\n")
         self._event_seq = max(self._event_seq, event.seq)
@@ -496,20 +497,22 @@ class RunStore:
         self._write_event_lines(flush=True)
 
     def _write_event_lines(self, *, flush: bool) -> None:
-        f = self._events_file
-        if f is None:
+        path = self._events_path
+        if path is None:
             return
         text = "".join(self._event_lines)
         self._event_lines = []
         upto = self._event_seq
 
         def job() -> None:
-            if text:
-                f.write(text)
+            with open(path, "a", encoding="utf-8") as f:
+                if text:
+                    f.write(text)
+                if flush:
+                    f.flush()
+                    if self.durable:
+                        os.fsync(f.fileno())
             if flush:
-                f.flush()
-                if self.durable:
-                    os.fsync(f.fileno())
                 self._events_durable = max(self._events_durable, upto)
 
         if text or flush:
@@ -544,10 +547,14 @@ class RunStore:
             self._write_event_lines(flush=False)  # as a killed process's file buffer
         with contextlib.suppress(OSError):
             self._files.close()
-        if self._events_file is not None:
-            with contextlib.suppress(OSError):
-                self._events_file.close()
-            self._events_file = None
+        self._events_path = None
+
+
+def _touched(path: Path) -> Path:
+    """``path``, created empty if it is not there."""
+    with open(path, "a", encoding="utf-8"):
+        pass
+    return path
 
 
 def _write_cycles(root: Path, rows: list[dict[str, Any]]) -> None:

@@ -177,9 +177,7 @@ class StagingLog:
         assert self._open is not None
         sink, writer = self._open
         prev = _write_linked(writer, table, self.last_seq)
-        sink.flush()
-        if self.durable:
-            os.fsync(sink.fileno())
+        sink.flush()  # appended to the file (and synced when durable)
         self._tables.append(table)
         self.last_seq = prev
         if len(self._tables) >= STAGING_BATCHES:
@@ -187,7 +185,7 @@ class StagingLog:
 
     def _start(self) -> None:
         self._path = self._next_path()
-        sink = pa.OSFile(str(self._path), "wb")
+        sink = _AppendOnFlush(self._path, durable=self.durable)
         self._open = (sink, pa.ipc.new_stream(sink, SCHEMA))
         self.files.append(self._path)
         self._tables = []
@@ -240,6 +238,49 @@ class StagingLog:
 
     def close(self) -> None:
         self._close_open()
+
+
+class _AppendOnFlush:
+    """The open staging file as the IPC writer sees it, without a file descriptor held
+    between writes (one per run is one per channel on a station of thousands): what is
+    written collects in memory and is appended to the file, in one write, at each
+    flush - synced first when durable. A batch reaches the file whole or not at all."""
+
+    def __init__(self, path: Path, *, durable: bool) -> None:
+        self.path = path
+        self.durable = durable
+        self.closed = False
+        self._buf = bytearray()
+        self._size = 0
+        with open(path, "wb"):
+            pass  # the file exists from the start, empty, as a new log does
+
+    def write(self, data: Any) -> int:
+        n = len(memoryview(data).cast("B"))
+        self._buf += data
+        self._size += n
+        return n
+
+    def tell(self) -> int:
+        return self._size
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        with open(self.path, "ab") as f:
+            f.write(self._buf)
+            f.flush()
+            if self.durable:
+                os.fsync(f.fileno())
+        self._buf.clear()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.flush()
+            self.closed = True
 
 
 def _write_linked(writer: Any, table: pa.Table, prev: int) -> int:
