@@ -130,10 +130,9 @@ class StatusBoard:
         try:
             if self._client is None:
                 client = MacNetClient(transport_from_url(self.url), **self.options)
-                # a connect that times out (a host or tester busy with a station's
-                # worth of connections) is retried like a lost link, for up to
-                # ``reconnect_s``: every waiter fails with it otherwise
-                await client.transport.reconnect(client.reconnect_s)
+                # every waiter fails if the board cannot connect: a busy tester or
+                # host gets ``reconnect_s`` to answer
+                await client.open(retry=True)
                 self._client = client
             result = await self._client.call(4, 1, chans[0], {"Len": chans[-1] - chans[0] + 1})
             rows = decode_statuses(result, b"(4,1)")

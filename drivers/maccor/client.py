@@ -43,8 +43,18 @@ class MacNetClient:
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
 
-    async def open(self) -> None:
-        await self.transport.open()
+    async def open(self, *, retry: bool = False) -> None:
+        """Connect. A connect that times out (a tester or host busy with a station's
+        worth of connections) is tried again, with the transport's backoff, for up to
+        ``reconnect_s``; a refused one fails at once (nothing listens there), unless
+        ``retry``: then any failure is tried again, like a lost link."""
+        if retry:
+            await self.transport.reconnect(self.reconnect_s)
+            return
+        policy = Retry(
+            on=InstrumentTimeout, within_s=self.reconnect_s, backoff=self.transport.backoff
+        )
+        await policy.call(self.transport.open)
 
     async def close(self) -> None:
         await self.transport.close()
