@@ -413,6 +413,20 @@ class Engine:
             with sh.lock:
                 sh.replies.popleft()
             sent = True
+        # Live readings next: QoS 0, nothing to wait for, and the live view's delay is
+        # theirs; the statuses and events below wait for their acknowledgements.
+        with sh.lock:
+            n = min(len(sh.telemetry), _TELEMETRY_BATCH)
+            readings = [sh.telemetry.popleft() for _ in range(n)]
+        if readings:
+            await self._window(
+                client,
+                [(self.topics.telemetry(t.channel), encode_telemetry(t)) for t in readings],
+                qos=0,
+            )
+            with sh.lock:
+                sh.counters.telemetry_published += len(readings)
+            sent = True
         with sh.lock:
             station_dirty, sh.station_dirty = sh.station_dirty, False
             extra = tuple(sh.channels)
@@ -458,18 +472,6 @@ class Engine:
             with sh.lock:
                 sh.pending_events = self.store.count()
                 sh.counters.events_published += len(events)
-            sent = True
-        with sh.lock:
-            n = min(len(sh.telemetry), _TELEMETRY_BATCH)
-            readings = [sh.telemetry.popleft() for _ in range(n)]
-        if readings:
-            await self._window(
-                client,
-                [(self.topics.telemetry(t.channel), encode_telemetry(t)) for t in readings],
-                qos=0,
-            )
-            with sh.lock:
-                sh.counters.telemetry_published += len(readings)
             sent = True
         return sent
 
