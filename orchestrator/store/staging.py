@@ -244,7 +244,7 @@ class _AppendOnFlush:
     """The open staging file as the IPC writer sees it, without a file descriptor held
     between writes (one per run is one per channel on a station of thousands): what is
     written collects in memory and is appended to the file, in one write, at each
-    flush - synced first when durable. A batch reaches the file whole or not at all."""
+    flush (then synced when durable). A batch reaches the file whole or not at all."""
 
     def __init__(self, path: Path, *, durable: bool) -> None:
         self.path = path

@@ -4,6 +4,7 @@ clear error for a name that is neither."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,28 @@ def test_uvloop_asked_for_but_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvloop", None)  # import fails as if not installed
     with pytest.raises(EventLoopChoiceError, match="not installed"):
         real_time_loop_factory()
+
+
+def test_labrig_run_with_an_unknown_loop_exits_2_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from labrig.orchestrator.cli import app
+
+    station = tmp_path / "station.yaml"
+    station.write_text(
+        "name: lab\n"
+        "instruments:\n"
+        "  cycler: {driver: maccor, address: 'tcp://127.0.0.1:1', channels: 8}\n"
+        "positions:\n"
+        "  - {name: A1, cycler: cycler/0}\n"
+    )
+    monkeypatch.setenv(EVENT_LOOP_ENV, "trio")
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(
+        app, ["run", "rate_test", "--station", str(station), "--out", str(out), "-q"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "LABRIG_EVENT_LOOP='trio'" in result.output and "Traceback" not in result.output
+    assert not list(out.glob("*/run.json"))
