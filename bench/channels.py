@@ -348,7 +348,7 @@ def _raise_file_limit(want: int = 65536) -> None:
 
 def run(args: argparse.Namespace) -> None:
     _raise_file_limit()
-    from labrig.orchestrator.clock import run_real_time
+    from labrig.orchestrator.clock import real_time_loop_factory, run_real_time
     from labrig.orchestrator.mqtt import MqttSettings
     from labrig.orchestrator.mqtt.testing import LocalMosquitto, MosquittoNotFound
 
@@ -404,8 +404,6 @@ def run(args: argparse.Namespace) -> None:
                 mqtt_delay.append(float(stamp) - (t_rec + offset))
     sub_out.close()
     cpu_pct = 100 * res["cpu"] / res["wall"]
-    from labrig.orchestrator.clock import real_time_loop_factory
-
     print(f"channels          {n} ({args.testers} MacNet testers x {args.channels}), 1 Hz records")
     print(
         f"all started in    {res['started_s']:.1f} s; then {args.settle:g} s to settle; "
