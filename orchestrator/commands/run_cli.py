@@ -304,8 +304,13 @@ def _run_with_display(
 ) -> Any:
     """Run ``start(sinks=..., on_progress=..., on_executor=...)`` with a progress display,
     on the virtual clock when ``sim``."""
-    from ..clock import EventLoopChoiceError, new_virtual_loop, run_real_time
+    from ..clock import EventLoopChoiceError, new_virtual_loop, real_time_loop_factory
 
+    try:  # the loop is chosen before anything is shown or started
+        loop_factory = new_virtual_loop if sim else real_time_loop_factory()
+    except EventLoopChoiceError as exc:
+        err.print(f"error: {exc}; nothing was started", markup=False, highlight=False)
+        raise typer.Exit(2) from None
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(bar_width=16),
@@ -359,14 +364,8 @@ def _run_with_display(
     from labrig.drivers.capabilities import InstrumentError
 
     try:
-        with signals_handled(), progress:
-            if sim:
-                with asyncio.Runner(loop_factory=new_virtual_loop) as runner:
-                    return runner.run(main())
-            return run_real_time(main())
-    except EventLoopChoiceError as exc:
-        err.print(f"error: {exc}; nothing was started", markup=False, highlight=False)
-        raise typer.Exit(2) from None
+        with signals_handled(), progress, asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(main())
     except (asyncio.CancelledError, Interrupted) as exc:
         sig = stopper.signal or (exc.sig if isinstance(exc, Interrupted) else None)
         if sig is None:
