@@ -4,13 +4,17 @@ clear error for a name that is neither."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import threading
 from pathlib import Path
 
 import pytest
 
 from labrig.orchestrator.clock import (
     EVENT_LOOP_ENV,
+    LONG_RUN_GC_THRESHOLDS,
     EventLoopChoiceError,
+    long_run_collector,
     real_time_loop_factory,
     run_real_time,
 )
@@ -73,3 +77,39 @@ def test_labrig_run_with_an_unknown_loop_exits_2_before_anything_starts(
     assert result.exit_code == 2, result.output
     assert "LABRIG_EVENT_LOOP='trio'" in result.output and "Traceback" not in result.output
     assert not list(out.glob("*/run.json"))
+
+
+async def _thresholds() -> tuple[int, ...]:
+    return gc.get_threshold()
+
+
+def test_real_time_runs_collect_garbage_less_often_and_put_the_thresholds_back() -> None:
+    before = gc.get_threshold()
+    assert before != LONG_RUN_GC_THRESHOLDS
+    assert run_real_time(_thresholds()) == LONG_RUN_GC_THRESHOLDS
+    assert gc.get_threshold() == before
+
+
+def test_the_collector_thresholds_survive_overlapping_users_on_two_threads() -> None:
+    """The MQTT publisher's thread runs its own real-time loop inside the run's: the
+    first out must not put the defaults back under the one still running."""
+    before = gc.get_threshold()
+    inside, leave = threading.Event(), threading.Event()
+    seen: list[tuple[int, ...]] = []
+
+    def other() -> None:
+        with long_run_collector():
+            inside.set()
+            leave.wait(10)
+            seen.append(gc.get_threshold())
+
+    t = threading.Thread(target=other)
+    with long_run_collector():
+        t.start()
+        assert inside.wait(10)
+    # this thread is out; the other is still in
+    assert gc.get_threshold() == LONG_RUN_GC_THRESHOLDS
+    leave.set()
+    t.join(10)
+    assert seen == [LONG_RUN_GC_THRESHOLDS]
+    assert gc.get_threshold() == before
