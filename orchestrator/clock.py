@@ -280,17 +280,15 @@ class Clock:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self._loop = loop
-        loop_ = self._get_loop()
-        self.virtual = isinstance(loop_, VirtualTimeLoop)
-        self._t0 = loop_.time()
+        # the loop running now unless one is given; kept, since its time is the clock's
+        # (and asking for the running loop costs a system call on every read)
+        self._loop = loop if loop is not None else asyncio.get_running_loop()
+        self.virtual = isinstance(self._loop, VirtualTimeLoop)
+        self._t0 = self._loop.time()
         self._wall0 = time.time()
 
-    def _get_loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop if self._loop is not None else asyncio.get_running_loop()
-
     def now(self) -> float:
-        return self._get_loop().time()
+        return self._loop.time()
 
     def elapsed(self) -> float:
         return self.now() - self._t0
