@@ -118,8 +118,22 @@ class Probe:
         self.telemetry_delay: list[float] = []  # newest record -> its telemetry handed on
         self.newest_delay: list[float] = []  # of each batch's newest record (telemetry's)
         self.by_voltage: dict[tuple[str, float], float] = {}  # -> record instrument time
+        # (channel, when stored, the block's start less the run's time offset, time_s,
+        # voltage_V) of each batch stored while measuring: see :meth:`work_out`
+        self.stored: list[tuple[str, float, float, Any, Any]] = []
         self.measuring = False
         self.rows = 0
+
+    def work_out(self) -> None:
+        """Storage delays and record times from the batches noted while measuring."""
+        for channel, now, base, times, volts in self.stored:
+            for t in times[-5:]:  # a batch is one or two records at 1 Hz polling
+                self.store_delay.append(now - (base + float(t)))
+            newest = base + float(times[-1])
+            self.newest_delay.append(now - newest)
+            self.by_voltage[(channel, float(volts[-1]))] = newest
+            self.rows += len(times)
+        self.stored = []
 
     async def match_clocks(self) -> None:
         """Each block's start on our clock: the tester's TestTime, read one channel at a
@@ -157,17 +171,17 @@ class Probe:
         probe = self
 
         def append_records(cols: Any) -> None:
-            now = time.monotonic()
-            t0 = probe.block_t0.get(channel)
-            if t0 is not None and probe.measuring:
-                # stored times are on the run's clock: the block's first record is dated
-                # at the block's start on it; back to the tester's test time
-                times = cols["time_s"] - (ex._time_offset or 0.0)
-                for t in times[-5:]:  # a batch is one or two records at 1 Hz polling
-                    probe.store_delay.append(now - (t0 + float(t)))
-                probe.newest_delay.append(now - (t0 + float(times[-1])))
-                probe.by_voltage[(channel, float(cols["voltage_V"][-1]))] = t0 + float(times[-1])
-                probe.rows += len(times)
+            # noted as it comes, worked out after the window (measuring must cost the
+            # measured process as little as it can)
+            if probe.measuring:
+                t0 = probe.block_t0.get(channel)
+                if t0 is not None:
+                    # stored times are on the run's clock: the block's first record is
+                    # dated at the block's start on it; back to the tester's test time
+                    base = t0 - (ex._time_offset or 0.0)
+                    probe.stored.append(
+                        (channel, time.monotonic(), base, cols["time_s"], cols["voltage_V"])
+                    )
             original(cols)
 
         store.append_records = append_records
@@ -269,6 +283,7 @@ async def orchestrate(args: argparse.Namespace, urls: list[str], mqtt: Any) -> d
         times1, threads1 = os.times(), thread_cpu()
         open_files = _open_files()
         probe.measuring = False
+        probe.work_out()
         never = {j.run_id for j in not_started()}
         never_why = collections.Counter(
             re.sub(r"\d+", "N", str(j.reason))[:120] for j in not_started()
