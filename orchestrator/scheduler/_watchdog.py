@@ -179,48 +179,104 @@ class WatchedCycler:
         self._life()
         # the watchdog needs to hear from the instrument every period: no long waits
         waiter = asyncio.ensure_future(self.inner.wait_block(poll_s))
+        # No task wakes up while life is seen: a timer looks when the silence could first
+        # have reached the limit, and only then is a task started to ask the channel.
+        look = _Look(self, poll_s)
         try:
-            while True:
-                period = self._period()
-                # look twice per allowed silence: a trip comes at most half the limit late
-                tick = poll_s if period is None else period * max(self.options.periods, 1) / 2
-                tick = max(tick, self.look_s / 2)
-                done, _ = await asyncio.wait({waiter}, timeout=max(tick, 1e-3))
-                if done:
-                    return waiter.result()
-                period = self._period()
-                if period is None:
-                    continue
-                now = self._now()
-                limit = self.options.periods * period
-                if now - self._last_life >= max(limit, 1.5 * self.look_s):
-                    # nobody has seen life for the allowed time: ask the channel ourselves
-                    self.stats.checks += 1
-                    asked = self._now()
-                    try:
-                        async with asyncio.timeout(self.options.status_timeout_s):
-                            self._saw_status(await self.inner.status())
-                    except (TimeoutError, InstrumentError) as exc:
-                        # no answer is no sign of life; the limit below decides
-                        log.debug("%s: watchdog status check failed: %s", self.name, exc)
-                    else:
-                        self._answered = asked
-                silent = self._now() - self._last_life
-                # Trip on evidence only: the instrument answered a question asked when
-                # it should long have shown life. A host too busy to ask (or to read the
-                # answer) in time is not a stale instrument, and one that does not
-                # answer at all is ended by its driver's own deadlines.
-                evidence = self._answered - self._last_life >= limit
-                if silent >= limit and evidence and not waiter.done():
-                    self.stats.trips += 1
-                    raise StaleData(
-                        f"stale data watchdog: no new record or status change from "
-                        f"{self.name} for {silent:.0f} s ({self.options.periods:g} record "
-                        f"periods of {period:g} s)"
-                    )
+            await asyncio.wait((waiter, look.tripped), return_when=asyncio.FIRST_COMPLETED)
+            if waiter.done():
+                return waiter.result()
+            look.tripped.result()  # raises: the look only ever fails it
+            raise AssertionError("the watchdog's look ended without a trip")
         finally:
+            await look.close()
             self._running = False
             if not waiter.done():
                 waiter.cancel()
                 with contextlib.suppress(asyncio.CancelledError, InstrumentError):
                     await waiter
+
+
+class _Look:
+    """The watchdog's timer for one block: looks when the channel's silence could first
+    reach the allowed limit, asks the channel's status when it has, and fails
+    ``tripped`` with :class:`StaleData` on evidence of stale data."""
+
+    def __init__(self, w: WatchedCycler, poll_s: float) -> None:
+        self.w = w
+        self.poll_s = poll_s
+        self.loop = asyncio.get_running_loop()
+        self.tripped: asyncio.Future[None] = self.loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._check: asyncio.Task[None] | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        w, now = self.w, self.loop.time()
+        period = w._period()
+        if period is None:  # no record period (records on changes only): look again later
+            at = now + max(self.poll_s, w.look_s / 2)
+        else:
+            # between collections there is no news: never ask before one and a half of them
+            at = w._last_life + max(w.options.periods * period, 1.5 * w.look_s)
+        self._timer = self.loop.call_at(max(at, now + 1e-3), self._look)
+
+    def _look(self) -> None:
+        self._timer = None
+        w = self.w
+        period = w._period()
+        if period is not None and self.loop.time() - w._last_life >= max(
+            w.options.periods * period, 1.5 * w.look_s
+        ):
+            # nobody has seen life for the allowed time: ask the channel ourselves
+            self._check = self.loop.create_task(self._ask(period))
+        else:
+            self._arm()
+
+    async def _ask(self, period: float) -> None:
+        w = self.w
+        w.stats.checks += 1
+        asked = w._now()
+        try:
+            async with asyncio.timeout(w.options.status_timeout_s):
+                w._saw_status(await w.inner.status())
+        except (TimeoutError, InstrumentError) as exc:
+            # no answer is no sign of life; the limit below decides
+            log.debug("%s: watchdog status check failed: %s", w.name, exc)
+        except Exception as exc:  # anything else ends the wait, as it would have inline
+            self.tripped.set_exception(exc)
+            return
+        else:
+            w._answered = asked
+        limit = w.options.periods * period
+        silent = w._now() - w._last_life
+        # Trip on evidence only: the instrument answered a question asked when it should
+        # long have shown life. A host too busy to ask (or to read the answer) in time is
+        # not a stale instrument, and one that does not answer at all is ended by its
+        # driver's own deadlines.
+        evidence = w._answered - w._last_life >= limit
+        if silent >= limit and evidence:
+            w.stats.trips += 1
+            self.tripped.set_exception(
+                StaleData(
+                    f"stale data watchdog: no new record or status change from {w.name} "
+                    f"for {silent:.0f} s ({w.options.periods:g} record periods of "
+                    f"{period:g} s)"
+                )
+            )
+        else:
+            self._arm()
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        check, self._check = self._check, None
+        if check is not None and not check.done():
+            check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await check
+        if not self.tripped.done():
+            self.tripped.cancel()
+        elif not self.tripped.cancelled():
+            self.tripped.exception()  # seen (the block may have ended at the same moment)
