@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+import functools
 import os
 import zlib
 from collections.abc import Mapping, Sequence
@@ -48,14 +50,17 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+# (name, Arrow type) of each column in DATA_COLUMNS order, looked up once
+_COLUMN_TYPES = tuple((name, SCHEMA.field(name).type) for name in DATA_COLUMNS)
+
+
 def to_table(cols: Mapping[str, npt.NDArray[Any]]) -> pa.Table:
-    arrays = []
-    for name in DATA_COLUMNS:
-        data = np.asarray(cols[name])
-        if name == "step_type":
-            arrays.append(kinds(data))
-        else:
-            arrays.append(pa.array(data, type=SCHEMA.field(name).type))
+    arrays = [
+        kinds(np.asarray(cols[name]))
+        if name == "step_type"
+        else pa.array(np.asarray(cols[name]), type=type_)
+        for name, type_ in _COLUMN_TYPES
+    ]
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
@@ -94,6 +99,10 @@ def kind_values(col: pa.ChunkedArray) -> npt.NDArray[Any]:
 def kinds(data: npt.NDArray[Any]) -> pa.Array:
     """The step-type column as the schema's int8 dictionary, built straight from the few
     distinct values (a string array, an encode and a cast cost ten times more)."""
+    if data.size and _one_kind(data):  # a collection within one step: the common case
+        return pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(data.size, dtype=np.int8)), _kind_dictionary(data[0])
+        )
     if data.size > 256:  # a chunk: pandas' hash table, not a Python loop
         import pandas as pd
 
@@ -109,6 +118,16 @@ def kinds(data: npt.NDArray[Any]) -> pa.Array:
         )
     # many kinds, or a missing one: Arrow's own encoding (nulls stay null)
     return pa.array(data, type=pa.string()).dictionary_encode().cast(SCHEMA.field("step_type").type)
+
+
+def _one_kind(data: npt.NDArray[Any]) -> bool:
+    first = data[0]
+    return isinstance(first, str) and bool(np.all(data == first))
+
+
+@functools.lru_cache(maxsize=256)
+def _kind_dictionary(kind: str) -> pa.Array:
+    return pa.array([str(kind)], type=pa.string())
 
 
 def table_cols(table: pa.Table) -> dict[str, npt.NDArray[Any]]:
@@ -152,17 +171,46 @@ _IN_PLACE = frozenset(
 def _batch_crc(batch: pa.RecordBatch, crc: int) -> int:
     """:func:`values_crc` of one batch, its arrays read in place: a restart checks every
     staged batch, so this runs once per batch (and once per write)."""
-    names = batch.schema.names
-    for name in DATA_COLUMNS:
-        arr = batch.column(names.index(name))
-        if name == "step_type":
+    schema = batch.schema
+    plan = _SCHEMA_PLAN if schema.equals(SCHEMA) else _plan(schema)
+    for i, how in plan:
+        arr = batch.column(i)
+        if how is _Read.KINDS:
             crc = zlib.crc32(_kinds_text(arr), crc)
-        elif arr.type in _IN_PLACE and arr.null_count == 0:
+        elif how is _Read.IN_PLACE and arr.null_count == 0:
             crc = zlib.crc32(arr.to_numpy(zero_copy_only=True), crc)
         else:
             values = pa.chunked_array([arr]).to_numpy()  # as the table's column gives them
             crc = zlib.crc32(np.ascontiguousarray(values).tobytes(), crc)
     return crc
+
+
+class _Read(enum.Enum):
+    KINDS = "kinds"  # the step types' text
+    IN_PLACE = "in place"  # the values' buffer as it is (when nothing is missing)
+    CONVERTED = "converted"  # the values as NumPy gives them
+
+
+def _plan(schema: pa.Schema) -> tuple[tuple[int, _Read], ...]:
+    """Where each of DATA_COLUMNS is in ``schema`` and how its values are read."""
+    plan = []
+    for name in DATA_COLUMNS:
+        i = schema.get_field_index(name)
+        if i < 0:
+            raise KeyError(f"no column {name!r}")
+        type_ = schema.field(i).type
+        how = (
+            _Read.KINDS
+            if name == "step_type"
+            else _Read.IN_PLACE
+            if type_ in _IN_PLACE
+            else _Read.CONVERTED
+        )
+        plan.append((i, how))
+    return tuple(plan)
+
+
+_SCHEMA_PLAN = _plan(SCHEMA)  # every staged batch's: worked out once
 
 
 def _kinds_text(arr: pa.Array) -> bytes:

@@ -88,6 +88,33 @@ def test_a_batch_checksum_with_missing_values_and_plain_strings() -> None:
     assert values_crc(odd.to_batches()[0]) == values_crc(odd)
 
 
+def test_a_batch_checksum_of_columns_in_another_order() -> None:
+    table = to_table(_cols(30, ["charge", "rest"]))
+    turned = table.select(list(reversed(DATA_COLUMNS)))
+    assert values_crc(turned.to_batches()[0]) == values_crc(table.to_batches()[0])
+    with pytest.raises(KeyError, match="record_seq"):
+        values_crc(table.drop_columns(["record_seq"]).to_batches()[0])
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [
+        np.array(["charge"] * 9, dtype=object),  # one kind: a collection within one step
+        np.array(["charge"] * 300, dtype=object),
+        np.array(["charge"] * 4 + ["rest"] * 5, dtype=object),
+        np.array(["charge", None, "charge"], dtype=object),
+        np.array([None, None], dtype=object),
+        np.array(["rest"] * 5),  # NumPy strings, not objects
+    ],
+)
+def test_step_types_become_the_schema_dictionary(kinds: np.ndarray) -> None:
+    cols = _cols(len(kinds), ["x"])
+    cols["step_type"] = kinds
+    col = to_table(cols).column("step_type")
+    assert col.type == SCHEMA.field("step_type").type
+    assert col.to_pylist() == [None if k is None else str(k) for k in kinds.tolist()]
+
+
 def _journal_of(path: Path, n: int) -> None:
     j = Journal(path, durable=False)
     for i in range(1, n + 1):
