@@ -43,7 +43,7 @@ from labrig.drivers.capabilities import (
 from ..journal import Journal, JournalCorrupt
 from ..station import StationConfig
 from ..store import RunStore, StoreDamaged
-from ..store.reopen import FilesCheck, reopen
+from ..store.reopen import ChunkCheck, reopen
 from .bindings import RunBindings, bind_channel
 
 __all__ = [
@@ -84,27 +84,27 @@ class RunDamaged(RuntimeError):
 def open_checked(run_dir: Path, *, durable: bool, **store_kw: Any) -> tuple[Journal, RunStore]:
     """The run's journal and store, each checked as a whole and against each other;
     damage raises :class:`RunDamaged` naming all of it (a damaged journal: the data
-    files' damage too). The chunks are checked, and the staging log read, on a thread meanwhile."""
+    files' damage too). The chunks are checked on a thread meanwhile."""
     meta = json.loads((run_dir / "run.json").read_text())
-    files = FilesCheck(run_dir / "data", meta)
+    chunks = ChunkCheck(run_dir / "data", meta)
     try:
         journal = Journal.open_checked(run_dir / "journal.sqlite", durable=durable)
     except JournalCorrupt as exc:
-        found = reopen(run_dir / "data", meta, None, durable=durable, check=True, checked=files)
+        found = reopen(run_dir / "data", meta, None, durable=durable, check=True, chunks=chunks)
         intact = found.intact_seq if found.damage else None
         raise RunDamaged(run_dir, [f"journal: {exc}", *found.damage], intact) from None
     except BaseException:
-        files.wait()
+        chunks.wait()
         raise
     try:
         store = RunStore.open_existing(
-            run_dir, journal=journal, check=True, checked=files, durable=durable, **store_kw
+            run_dir, journal=journal, check=True, chunks=chunks, durable=durable, **store_kw
         )
     except StoreDamaged as exc:
         journal.close()
         raise RunDamaged(run_dir, exc.damage, exc.intact_seq) from None
     except BaseException:
-        files.wait()
+        chunks.wait()
         journal.close()
         raise
     return journal, store

@@ -13,10 +13,10 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .staging import StagedRows, StagingLog, read_staging, rows_between
+from .staging import StagingLog, read_staging, rows_between
 from .tables import SCHEMA, from_ipc_bytes, unique_after
 
-__all__ = ["CHUNK_SUMS", "CarriesRows", "FilesCheck", "Reopened", "StoreDamaged", "reopen"]
+__all__ = ["CHUNK_SUMS", "CarriesRows", "ChunkCheck", "Reopened", "StoreDamaged", "reopen"]
 
 # data/_chunks.json: [CRC-32 of the file, rows] of every chunk, in order
 CHUNK_SUMS = "_chunks.json"  # "_": not read as data by Arrow datasets
@@ -109,31 +109,27 @@ def _chunk_totals(parts: list[Path], meta: dict[str, Any]) -> tuple[int, int]:
     return rows, last
 
 
-class FilesCheck:
-    """Every chunk of ``data_dir`` against its checksum, and the staging log read back
-    and checked batch by batch, on a thread of its own while the journal is checked
-    (reading files, SQLite and CRC-32 let go of the interpreter, so the two overlap);
-    :meth:`damage` and :meth:`staged` wait for it. With neither chunks nor staging files
-    it is done at once."""
+class ChunkCheck:
+    """Every chunk of ``data_dir`` against its checksum, on a thread of its own while the
+    journal and the staging log are checked (reading files and CRC-32 over them let go of
+    the interpreter); :meth:`damage` waits for it. Without chunks (none to read, though
+    some may be missing) it is done at once."""
 
     def __init__(self, data_dir: Path, meta: dict[str, Any]) -> None:
         self.parts = sorted(data_dir.glob("part-*.parquet"))
-        self.staging = sorted(data_dir.glob("staging-*.arrow"))
         self._found: list[str] = []
-        self._staged = StagedRows()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
-        if not self.parts and not self.staging:
+        if not self.parts:
             self._check(data_dir, meta)
             return
         self._thread = threading.Thread(
-            target=self._check, args=(data_dir, meta), name="files-check", daemon=True
+            target=self._check, args=(data_dir, meta), name="chunk-check", daemon=True
         )
         self._thread.start()
 
     def _check(self, data_dir: Path, meta: dict[str, Any]) -> None:
         try:
-            self._staged = read_staging(self.staging)
             self._found = _check_chunks(self.parts, meta, data_dir)
         except BaseException as exc:  # raised where the result is asked for
             self._error = exc
@@ -144,18 +140,10 @@ class FilesCheck:
             self._thread = None
 
     def damage(self) -> list[str]:
-        """The chunks' damage."""
         self.wait()
         if self._error is not None:
             raise self._error
         return self._found
-
-    def staged(self) -> StagedRows:
-        """The staging log as read (its damaged batches named in ``damaged``)."""
-        self.wait()
-        if self._error is not None:
-            raise self._error
-        return self._staged
 
 
 def reopen(
@@ -165,15 +153,14 @@ def reopen(
     *,
     durable: bool,
     check: bool = False,
-    checked: FilesCheck | None = None,
+    chunks: ChunkCheck | None = None,
 ) -> Reopened:
     """What a run's data directory (and the journal's last commit) holds. ``check``:
-    damage too (``checked``: the chunks' check and the staging log's reading, already
-    started; waited for here)."""
-    if check and checked is None:
-        checked = FilesCheck(data_dir, meta)
+    damage too (``chunks``: the chunks' check, already started; waited for here)."""
+    if check and chunks is None:
+        chunks = ChunkCheck(data_dir, meta)
     try:
-        parts = checked.parts if checked is not None else sorted(data_dir.glob("part-*.parquet"))
+        parts = chunks.parts if chunks is not None else sorted(data_dir.glob("part-*.parquet"))
         damage: list[str] = []
         try:
             rows, last = _chunk_totals(parts, meta)
@@ -182,16 +169,13 @@ def reopen(
                 raise
             damage.append(f"a chunk in data/ cannot be read ({exc})")
             rows, last = 0, -1
-        if checked is not None:
-            paths, staged = checked.staging, checked.staged()
-        else:
-            paths = sorted(data_dir.glob("staging-*.arrow"))
-            staged = read_staging(paths)
+        paths = sorted(data_dir.glob("staging-*.arrow"))
+        staged = read_staging(paths)
     finally:
-        if checked is not None:
-            checked.wait()
-    if checked is not None:
-        damage[:0] = checked.damage()
+        if chunks is not None:
+            chunks.wait()
+    if chunks is not None:
+        damage[:0] = chunks.damage()
     tables, reach, gaps = staged.linked(last)
     if check:
         damage += [str(d) for d in staged.damaged]

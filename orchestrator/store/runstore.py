@@ -25,7 +25,7 @@ from labrig.protocols.rundir import CYCLE_COLUMNS, DATA_COLUMNS
 
 from ..events import Event, RunState
 from . import events_file
-from .reopen import CHUNK_SUMS, CarriesRows, FilesCheck, Reopened, StoreDamaged, reopen
+from .reopen import CHUNK_SUMS, CarriesRows, ChunkCheck, Reopened, StoreDamaged, reopen
 from .staging import StagingLog
 from .tables import (
     atomic_write_bytes,
@@ -196,21 +196,21 @@ class RunStore:
         stage_every_s: float = 0.0,
         journal: CarriesRows | None = None,
         check: bool = False,
-        checked: FilesCheck | None = None,
+        chunks: ChunkCheck | None = None,
     ) -> RunStore:
         """Re-open a run directory to continue it: committed chunks stay as they are;
         rows that were only staged (or only in the journal's last commit) are taken back
         as pending. ``check`` (a resume): every chunk against its checksum, the staging
         log's checksums and links, and the rows the journal says the run held; damage
         raises :class:`StoreDamaged` before anything in the directory is changed
-        (``checked``: the chunks' check and the staging log's reading, started earlier)."""
+        (``chunks``: the chunks' check, started earlier)."""
         store = cls(
             root, durable=durable, staging=staging, chunk_rows=chunk_rows,
             stage_every_s=stage_every_s,
         )  # fmt: skip
         store._meta = json.loads((root / "run.json").read_text())
         found = reopen(
-            store.data_dir, store._meta, journal, durable=durable, check=check, checked=checked
+            store.data_dir, store._meta, journal, durable=durable, check=check, chunks=chunks
         )
         if found.damage:
             raise StoreDamaged(found.damage, found.intact_seq)

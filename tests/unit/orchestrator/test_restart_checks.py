@@ -18,7 +18,7 @@ import labrig.orchestrator.journal as journal_mod
 from labrig.orchestrator.events import Event, EventKind
 from labrig.orchestrator.journal import Journal, JournalCorrupt, check_wal
 from labrig.orchestrator.store import DATA_COLUMNS, RunStore
-from labrig.orchestrator.store.reopen import FilesCheck, reopen
+from labrig.orchestrator.store.reopen import ChunkCheck, reopen
 from labrig.orchestrator.store.tables import SCHEMA, to_table, values_crc
 
 
@@ -204,21 +204,21 @@ def _chunks(tmp_path: Path, n: int) -> tuple[Path, dict[str, object]]:
 
 def test_the_chunks_are_checked_on_a_thread_with_the_same_findings(tmp_path: Path) -> None:
     data, meta = _chunks(tmp_path, 4)
-    assert FilesCheck(data, meta).damage() == []
+    assert ChunkCheck(data, meta).damage() == []
     raw = bytearray((data / "part-00002.parquet").read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     (data / "part-00002.parquet").write_bytes(bytes(raw))
     (data / "part-00001.parquet").unlink()
-    assert FilesCheck(data, meta).damage() == [
+    assert ChunkCheck(data, meta).damage() == [
         "data/part-00001.parquet is missing",
         "data/part-00002.parquet is damaged (its bytes fail their checksum)",
     ]
     found = reopen(data, meta, None, durable=False, check=True)
-    assert found.damage[:2] == FilesCheck(data, meta).damage()
+    assert found.damage[:2] == ChunkCheck(data, meta).damage()
     # every chunk gone: nothing to read, still each one missing
     for part in data.glob("part-*.parquet"):
         part.unlink()
-    assert len(FilesCheck(data, meta).damage()) == 4
+    assert len(ChunkCheck(data, meta).damage()) == 4
 
 
 def test_a_chunk_that_cannot_be_read_fails_where_the_check_is_waited_for(
@@ -227,10 +227,10 @@ def test_a_chunk_that_cannot_be_read_fails_where_the_check_is_waited_for(
     data, meta = _chunks(tmp_path, 2)
     (data / "part-00001.parquet").unlink()
     (data / "part-00001.parquet").mkdir()  # read_bytes: IsADirectoryError
-    check = FilesCheck(data, meta)
+    check = ChunkCheck(data, meta)
     with pytest.raises(IsADirectoryError):
         check.damage()
-    assert not any(t.name == "files-check" for t in threading.enumerate())
+    assert not any(t.name == "chunk-check" for t in threading.enumerate())
 
 
 def _ref_sum(buf: bytes, s0: int, s1: int, order: str) -> tuple[int, int]:

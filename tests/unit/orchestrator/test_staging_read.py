@@ -63,35 +63,3 @@ def test_a_batch_header_flipped_mid_file_is_damage(tmp_path: Path) -> None:
     out = read_staging([path])
     assert not out.torn
     assert out.damaged and "more follow" in out.damaged[0].what
-
-
-def test_the_staging_log_is_read_on_the_files_check_thread(tmp_path: Path) -> None:
-    from labrig.orchestrator.store.reopen import FilesCheck
-
-    path, ends = staged(tmp_path)
-    check = FilesCheck(tmp_path, {})
-    assert check.staging == [path]
-    out = check.staged()
-    assert not out.damaged and not out.torn
-    assert [b.table for b in out.batches] == [b.table for b in read_staging([path]).batches]
-    assert check.damage() == []
-    # what the thread found is what reading in place finds: a damaged batch mid-file
-    data = bytearray(path.read_bytes())
-    for k in range(8, 24):
-        data[ends[1] + k] ^= 0xFF
-    path.write_bytes(bytes(data))
-    found = FilesCheck(tmp_path, {}).staged()
-    assert [d.what for d in found.damaged] == [d.what for d in read_staging([path]).damaged]
-    assert found.damaged
-
-
-def test_an_unreadable_staging_file_reads_on_the_thread_as_in_place(tmp_path: Path) -> None:
-    import threading
-
-    from labrig.orchestrator.store.reopen import FilesCheck
-
-    bad = tmp_path / "staging-00000-000.arrow"
-    bad.mkdir()  # cannot be opened as a file
-    found = FilesCheck(tmp_path, {}).staged()
-    assert found.torn == read_staging([bad]).torn == [bad]
-    assert not any(t.name == "files-check" for t in threading.enumerate())
