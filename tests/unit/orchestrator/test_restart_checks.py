@@ -189,6 +189,47 @@ def test_the_events_check_finds_a_changed_event(tmp_path: Path, seq: int) -> Non
         Journal.open_checked(path, durable=False)
 
 
+def _page_of(path: Path, needle: bytes) -> int:
+    """The file offset of the page holding ``needle`` (the journal checkpointed)."""
+    data = path.read_bytes()
+    size = struct.unpack(">H", data[16:18])[0]
+    size = 65536 if size == 1 else size
+    at = data.find(needle)
+    assert at > 0, needle
+    return at // size * size
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "newest"])
+def test_a_damaged_page_of_the_events_is_refused(tmp_path: Path, where: str) -> None:
+    """The events' pages are not given to SQLite's page check (the events check reads
+    them all): a page whose structure is damaged is refused all the same."""
+    path = tmp_path / "journal.sqlite"
+    _journal_of(path, 9000)
+    seq = {"first": 1, "middle": 4500, "newest": 9000}[where]
+    page = _page_of(path, f'"seq":{seq},'.encode())
+    raw = bytearray(path.read_bytes())
+    raw[page] = 0x02  # a leaf page of a table called an interior page of an index
+    path.write_bytes(bytes(raw))
+    with pytest.raises(JournalCorrupt):
+        Journal.open_checked(path, durable=False)
+
+
+def test_a_damaged_page_of_the_cycles_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    j = Journal(path, durable=False)
+    for c in range(1, 200):
+        j.add_cycle({"cycle": c, "marker": f"cycle-{c:05d}"})
+    j.set_state("running", None)
+    j.close()
+    Journal.open_checked(path, durable=False).close()
+    page = _page_of(path, b"cycle-00150")
+    raw = bytearray(path.read_bytes())
+    raw[page] = 0x02
+    path.write_bytes(bytes(raw))
+    with pytest.raises(JournalCorrupt):
+        Journal.open_checked(path, durable=False)
+
+
 def _chunks(tmp_path: Path, n: int) -> tuple[Path, dict[str, object]]:
     store = RunStore.create(
         tmp_path, "run", protocol_yaml="x: 1\n", meta={}, durable=False, staging=True,
