@@ -214,6 +214,21 @@ def test_a_damaged_page_of_the_events_is_refused(tmp_path: Path, where: str) -> 
         Journal.open_checked(path, durable=False)
 
 
+def test_a_damaged_events_page_of_a_journal_without_the_events_checksum_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    _journal_of(path, 9000)
+    _edit(path, "DELETE FROM kv WHERE key = 'log'")  # as written before the checksum
+    Journal.open_checked(path, durable=False).close()
+    page = _page_of(path, b'"seq":4500,')
+    raw = bytearray(path.read_bytes())
+    raw[page] = 0x02
+    path.write_bytes(bytes(raw))
+    with pytest.raises(JournalCorrupt):
+        Journal.open_checked(path, durable=False)
+
+
 def test_a_damaged_page_of_the_cycles_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
     j = Journal(path, durable=False)
