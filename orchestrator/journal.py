@@ -185,8 +185,8 @@ class Journal:
             # long run they are most of the file, and reading them twice made a late
             # restart about 4 ms slower. A journal from before the events' checksum has
             # no events check: SQLite's check covers its events.
-            chained = self.get("log") is not None
-            for table in _PAGE_CHECKED if chained else (*_PAGE_CHECKED, "events"):
+            state = self.get("log")  # None: written before the events' checksum
+            for table in _PAGE_CHECKED if state is not None else (*_PAGE_CHECKED, "events"):
                 check = self._db.execute(f"PRAGMA quick_check({table})").fetchone()
                 if check is None or check[0] != "ok":
                     raise JournalCorrupt(
@@ -196,14 +196,13 @@ class Journal:
             for key in keys:
                 self.get(key)  # each entry against its checksum
             self.rows()
-            self._verify_events()
+            if state is not None:
+                self._verify_events(state)
         except sqlite3.DatabaseError as exc:
             raise JournalCorrupt(f"{self.path.name}: {exc}") from None
 
-    def _verify_events(self) -> None:
-        state = self.get("log")
-        if state is None:
-            return  # written before the journal kept its events' checksum
+    def _verify_events(self, state: dict[str, Any]) -> None:
+        """The events against ``state``, the "log" entry (their newest seq and CRC)."""
         row = self._db.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()
         newest = 0 if row[1] is None else int(row[1])
         if row[0] is not None and int(row[0]) != 1:

@@ -189,14 +189,16 @@ def test_the_events_check_finds_a_changed_event(tmp_path: Path, seq: int) -> Non
         Journal.open_checked(path, durable=False)
 
 
-def _page_of(path: Path, needle: bytes) -> int:
-    """The file offset of the page holding ``needle`` (the journal checkpointed)."""
-    data = path.read_bytes()
-    size = struct.unpack(">H", data[16:18])[0]
+def _damage_page(path: Path, needle: bytes) -> None:
+    """Call the page holding ``needle`` (the journal checkpointed) an interior page of an
+    index, though it is a leaf page of a table: its structure damaged, its values not."""
+    raw = bytearray(path.read_bytes())
+    size = struct.unpack(">H", raw[16:18])[0]
     size = 65536 if size == 1 else size
-    at = data.find(needle)
+    at = raw.find(needle)
     assert at > 0, needle
-    return at // size * size
+    raw[at // size * size] = 0x02
+    path.write_bytes(bytes(raw))
 
 
 @pytest.mark.parametrize("where", ["first", "middle", "newest"])
@@ -206,10 +208,7 @@ def test_a_damaged_page_of_the_events_is_refused(tmp_path: Path, where: str) -> 
     path = tmp_path / "journal.sqlite"
     _journal_of(path, 9000)
     seq = {"first": 1, "middle": 4500, "newest": 9000}[where]
-    page = _page_of(path, f'"seq":{seq},'.encode())
-    raw = bytearray(path.read_bytes())
-    raw[page] = 0x02  # a leaf page of a table called an interior page of an index
-    path.write_bytes(bytes(raw))
+    _damage_page(path, f'"seq":{seq},'.encode())
     with pytest.raises(JournalCorrupt):
         Journal.open_checked(path, durable=False)
 
@@ -221,10 +220,7 @@ def test_a_damaged_events_page_of_a_journal_without_the_events_checksum_is_refus
     _journal_of(path, 9000)
     _edit(path, "DELETE FROM kv WHERE key = 'log'")  # as written before the checksum
     Journal.open_checked(path, durable=False).close()
-    page = _page_of(path, b'"seq":4500,')
-    raw = bytearray(path.read_bytes())
-    raw[page] = 0x02
-    path.write_bytes(bytes(raw))
+    _damage_page(path, b'"seq":4500,')
     with pytest.raises(JournalCorrupt):
         Journal.open_checked(path, durable=False)
 
@@ -237,10 +233,7 @@ def test_a_damaged_page_of_the_cycles_is_refused(tmp_path: Path) -> None:
     j.set_state("running", None)
     j.close()
     Journal.open_checked(path, durable=False).close()
-    page = _page_of(path, b"cycle-00150")
-    raw = bytearray(path.read_bytes())
-    raw[page] = 0x02
-    path.write_bytes(bytes(raw))
+    _damage_page(path, b"cycle-00150")
     with pytest.raises(JournalCorrupt):
         Journal.open_checked(path, durable=False)
 
