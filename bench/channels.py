@@ -430,7 +430,10 @@ def run(args: argparse.Namespace) -> None:
     print(f"clock match RTT   p50 {percentile(rt, 50):.0f} ms, max {max(rt, default=0):.0f} ms")
     print(f"rows stored       {probe.rows:,} ({probe.rows / res['wall']:.0f} rows/s)")
     loop_name = real_time_loop_factory().__module__.split(".")[0]
-    print(f"orchestrator CPU  {cpu_pct:.1f} % of one core (target <= 30 %; loop: {loop_name})")
+    n_channels = args.testers * args.channels
+    # the figures: <= 30 % at 1,024 channels; the goal at 4,096 is under half a core
+    aim = "target <= 30 %" if n_channels <= 1024 else "goal < 50 %"
+    print(f"orchestrator CPU  {cpu_pct:.1f} % of one core ({aim}; loop: {loop_name})")
     print(
         f"  user {100 * res['user'] / res['wall']:.1f} %, "
         f"system {100 * res['system'] / res['wall']:.1f} %; by thread: "
