@@ -86,6 +86,10 @@ def test_a_batch_checksum_with_missing_values_and_plain_strings() -> None:
     refs = pa.DictionaryArray.from_arrays(pa.array([0, 1, 1, 0] * 10, pa.int8()), words)
     odd = table.set_column(DATA_COLUMNS.index("step_type"), "step_type", refs)
     assert values_crc(odd.to_batches()[0]) == values_crc(odd)
+    # ... and a dictionary of that one missing value (every row refers to it)
+    only = pa.DictionaryArray.from_arrays(pa.array([0] * 40, pa.int8()), words[1:])
+    blank = table.set_column(DATA_COLUMNS.index("step_type"), "step_type", only)
+    assert values_crc(blank.to_batches()[0]) == values_crc(blank) == _reference_crc(blank)
 
 
 def test_a_batch_checksum_of_columns_in_another_order() -> None:
