@@ -71,7 +71,12 @@ _COMMON_NAMES = {
     "specific_current": "c_rate_basis_mA_per_g",
     "repeats": "repeat",
     "cycles": "repeat",
+    "capacity": "nominal_capacity_mAh",
+    "nominal_capacity": "nominal_capacity_mAh",
+    "capacity_mah": "nominal_capacity_mAh",
 }
+# ... and at the top of a protocol, where the names of a loop's fields do not apply
+_TOP_NAMES = {"steps": "sequence", "program": "sequence", "procedure": "sequence"}
 
 
 _FIELD_NAMES = _all_field_names()
@@ -258,9 +263,10 @@ def _message(err: Mapping[str, Any], path: PathT) -> tuple[PathT, str]:
         msg = msg[len("Value error, ") :]
     if kind == "extra_forbidden" and path:
         field = str(path[-1])
-        common = _COMMON_NAMES.get(field.lower())
-        close = [common] if common else difflib.get_close_matches(field, _FIELD_NAMES, n=1,
-                                                                   cutoff=0.75)  # fmt: skip
+        top = len(path) == 1  # a field of the protocol itself
+        common = (_TOP_NAMES if top else _COMMON_NAMES).get(field.lower())
+        pool = [n for n in (m.Protocol.model_fields if top else _FIELD_NAMES) if n != field]
+        close = [common] if common else difflib.get_close_matches(field, pool, n=1, cutoff=0.75)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return path, f"unknown field {field!r}{hint}"
     if kind == "missing" and path:

@@ -78,6 +78,20 @@ BROKEN = [
         "did you mean 'cam_mass_mg'",
     ),
     (
+        "a loop's field at the top",
+        GOOD.replace("sequence:", "steps:"),
+        7,
+        "steps",
+        "unknown field 'steps'; did you mean 'sequence'?",
+    ),
+    (
+        "capacity by its common name",
+        GOOD.replace("cam_mass_mg: 8.4, c_rate_basis_mA_per_g: 200", "capacity: 2"),
+        3,
+        "cell.capacity",
+        "did you mean 'nominal_capacity_mAh'",
+    ),
+    (
         "missing limits",
         GOOD.replace("  voltage_V: [2.0, 3.75]\n", ""),
         4,
@@ -172,6 +186,13 @@ def test_broken_files_are_rejected_at_their_line(
         got_line == line and got_path == path and fragment in msg
         for got_line, got_path, msg in found
     ), found
+
+
+def test_a_suggestion_is_never_the_unknown_name_itself() -> None:
+    # "steps" is a loop's field: at the top of a protocol it is unknown, and offering
+    # "steps" again would say nothing
+    for line, path, msg in issues(GOOD.replace("sequence:", "steps:")):
+        assert f"did you mean '{path.rsplit('.', 1)[-1]}'" not in msg, (line, path, msg)
 
 
 def test_alias_bomb_is_rejected() -> None:
