@@ -263,9 +263,9 @@ def _message(err: Mapping[str, Any], path: PathT) -> tuple[PathT, str]:
         msg = msg[len("Value error, ") :]
     if kind == "extra_forbidden" and path:
         field = str(path[-1])
-        top = len(path) == 1  # a field of the protocol itself
-        common = (_TOP_NAMES if top else _COMMON_NAMES).get(field.lower())
-        pool = [n for n in (m.Protocol.model_fields if top else _FIELD_NAMES) if n != field]
+        at_top = len(path) == 1  # a field of the protocol itself
+        common = (_TOP_NAMES if at_top else _COMMON_NAMES).get(field.lower())
+        pool = [n for n in (m.Protocol.model_fields if at_top else _FIELD_NAMES) if n != field]
         close = [common] if common else difflib.get_close_matches(field, pool, n=1, cutoff=0.75)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return path, f"unknown field {field!r}{hint}"
