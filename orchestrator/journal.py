@@ -37,8 +37,10 @@ CREATE TABLE IF NOT EXISTS carried (id INTEGER PRIMARY KEY, body BLOB, crc INTEG
 # tables whose pages a resume checks with SQLite's own check (events: see verify)
 _PAGE_CHECKED = ("cycles", "carried")
 
-# events read as one value (and one CRC call) when the log is checked
-_EVENTS_PIECE = 20_000
+# events read as one value (and one CRC call) when the log is checked, a thousand at a
+# time (a few hundred kB): one value of all of them (megabytes late in a run) is fresh
+# memory from the system at every resume, and made the first check in a process slower
+_EVENTS_PIECE = 1000
 _EVENTS_PIECE_SQL = """SELECT COUNT(*), CAST(group_concat(body, '') AS BLOB)
 FROM (SELECT body FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq)"""
 
