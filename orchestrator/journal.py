@@ -182,21 +182,20 @@ class Journal:
     def verify(self) -> None:
         """Check the whole journal (see :meth:`open_checked`)."""
         try:
+            keys = [k for (k,) in self._db.execute("SELECT key FROM kv")]
+            entries = {key: self.get(key) for key in keys}  # each against its checksum
+            state = entries.get("log")  # None: written before the events' checksum
             # the tables' pages (kv's were checked on opening); the events' pages are
             # all read, and their bodies checked, by the events check below: late in a
             # long run they are most of the file, and reading them twice made a late
             # restart about 4 ms slower. A journal from before the events' checksum has
             # no events check: SQLite's check covers its events.
-            state = self.get("log")  # None: written before the events' checksum
             for table in _PAGE_CHECKED if state is not None else (*_PAGE_CHECKED, "events"):
                 check = self._db.execute(f"PRAGMA quick_check({table})").fetchone()
                 if check is None or check[0] != "ok":
                     raise JournalCorrupt(
                         f"{self.path.name}: integrity check failed ({table}): {check}"
                     )
-            keys = [k for (k,) in self._db.execute("SELECT key FROM kv")]
-            for key in keys:
-                self.get(key)  # each entry against its checksum
             self.rows()
             if state is not None:
                 self._verify_events(state)

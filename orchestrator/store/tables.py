@@ -127,7 +127,7 @@ def _one_kind(data: npt.NDArray[Any]) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _kind_dictionary(kind: str) -> pa.Array:
-    return pa.array([str(kind)], type=pa.string())
+    return pa.array([kind], type=pa.string())
 
 
 def table_cols(table: pa.Table) -> dict[str, npt.NDArray[Any]]:
@@ -220,10 +220,9 @@ def _kinds_text(arr: pa.Array) -> bytes:
         values = kind_values(pa.chunked_array([arr], type=arr.type)).tolist()
         return _SEP.join("" if v is None else str(v) for v in values).encode()
     sep = _SEP.encode()
-    if len(arr.dictionary) == 1:  # one step type, as most staged batches hold
-        word = arr.dictionary[0].as_py()
-        return ((("" if word is None else str(word)).encode() + sep) * len(arr))[:-1]
     words = [("" if w is None else str(w)).encode() + sep for w in arr.dictionary.to_pylist()]
+    if len(words) == 1:  # one step type, as most staged batches hold
+        return (words[0] * len(arr))[:-1]
     idx = arr.indices.to_numpy(zero_copy_only=True)
     bounds = [0, *(np.flatnonzero(idx[1:] != idx[:-1]) + 1).tolist(), len(idx)]
     codes = idx[bounds[:-1]].tolist()
