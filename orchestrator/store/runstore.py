@@ -32,6 +32,7 @@ from .tables import (
     concat_cols,
     csv_cell,
     ipc_bytes,
+    joined_cols,
     unique_after,
 )
 from .writer import Writer
@@ -307,7 +308,7 @@ class RunStore:
         # the rows become an Arrow table on the writer's thread, not the event loop's
         last = max(int(np.max(p["record_seq"])) for p in parts)
         rows = sum(len(p["record_seq"]) for p in parts)
-        self._submit_rows(parts, last, rows, lambda: self._files.append(concat_cols(parts)))
+        self._submit_rows(parts, last, rows, lambda: self._files.append(joined_cols(parts)))
 
     def _submit_rows(self, rows: _Rows, last: int, count: int, write: Callable[[], None]) -> None:
         def job() -> None:

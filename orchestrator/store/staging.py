@@ -11,15 +11,17 @@ were lost with it is decided against the journal, which records what was durable
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy.typing as npt
 import pyarrow as pa
 
 from labrig.drivers.capabilities import seq_text
 
-from .tables import SCHEMA, values_crc
+from .tables import SCHEMA, checked_batch, values_crc
 
 __all__ = [
     "STAGING_BATCHES",
@@ -166,21 +168,29 @@ class StagingLog:
         self.last_seq = -1  # the newest row staged (or chunked): the next batch's prev
         self._open: tuple[Any, Any] | None = None
         self._path: Path | None = None
-        self._tables: list[pa.Table] = []  # what the open file holds
+        self._batches: list[pa.RecordBatch] = []  # what the open file holds
         self._open_prev = -1
 
-    def append(self, table: pa.Table) -> None:
-        if table.num_rows == 0:
+    def append(self, rows: pa.Table | Mapping[str, npt.NDArray[Any]]) -> None:
+        """Stage ``rows`` (a table, or ``append_records``' arrays) at the log's end."""
+        if isinstance(rows, pa.Table):
+            batches = [(b, values_crc(b)) for b in rows.to_batches() if b.num_rows]
+        else:
+            batch, crc = checked_batch(rows)
+            batches = [(batch, crc)] if batch.num_rows else []
+        if not batches:
             return
         if self._open is None:
             self._start()
         assert self._open is not None
         sink, writer = self._open
-        prev = _write_linked(writer, table, self.last_seq)
+        prev = self.last_seq
+        for batch, crc in batches:
+            prev = _write_checked(writer, batch, crc, prev)
+            self._batches.append(batch)
         sink.flush()  # appended to the file (and synced when durable)
-        self._tables.append(table)
         self.last_seq = prev
-        if len(self._tables) >= STAGING_BATCHES:
+        if len(self._batches) >= STAGING_BATCHES:
             self._compact()
 
     def _start(self) -> None:
@@ -188,7 +198,7 @@ class StagingLog:
         sink = _AppendOnFlush(self._path, durable=self.durable)
         self._open = (sink, pa.ipc.new_stream(sink, SCHEMA))
         self.files.append(self._path)
-        self._tables = []
+        self._batches = []
         self._open_prev = self.last_seq  # what the file's first batch follows
 
     def _next_path(self) -> Path:
@@ -201,7 +211,7 @@ class StagingLog:
         (complete before the small ones go), so a restart reads a few large batches."""
         if self._open is None or self._path is None:
             return
-        table = pa.concat_tables(self._tables).combine_chunks()
+        table = pa.Table.from_batches(self._batches).combine_chunks()
         first_prev = self._open_prev
         self._close_open()
         small = self._path
@@ -214,7 +224,7 @@ class StagingLog:
                 os.fsync(out.fileno())
         self.files[self.files.index(small)] = merged
         small.unlink(missing_ok=True)
-        self._tables = []
+        self._batches = []
 
     def _close_open(self) -> None:
         if self._open is not None:
@@ -234,7 +244,7 @@ class StagingLog:
         self.serial = 0
         self.chunk_index += 1
         self.last_seq = max(self.last_seq, last_seq)
-        self._tables = []
+        self._batches = []
 
     def close(self) -> None:
         self._close_open()
@@ -287,10 +297,12 @@ def _write_linked(writer: Any, table: pa.Table, prev: int) -> int:
     """Write ``table``'s batches, each with its CRC and the seq it follows; returns the
     last seq written."""
     for batch in table.to_batches():
-        if batch.num_rows == 0:
-            continue
-        writer.write_batch(
-            batch, custom_metadata={"crc": f"{values_crc(batch):08x}", "prev": str(prev)}
-        )
-        prev = int(batch.column("record_seq")[-1].as_py())
+        if batch.num_rows:
+            prev = _write_checked(writer, batch, values_crc(batch), prev)
     return prev
+
+
+def _write_checked(writer: Any, batch: pa.RecordBatch, crc: int, prev: int) -> int:
+    """Write ``batch`` with its CRC and the seq it follows; returns its last seq."""
+    writer.write_batch(batch, custom_metadata={"crc": f"{crc:08x}", "prev": str(prev)})
+    return int(batch.column("record_seq")[-1].as_py())

@@ -65,9 +65,33 @@ def to_table(cols: Mapping[str, npt.NDArray[Any]]) -> pa.Table:
 
 
 def concat_cols(parts: Sequence[Mapping[str, npt.NDArray[Any]]]) -> pa.Table:
+    return to_table(joined_cols(parts))
+
+
+def joined_cols(parts: Sequence[Mapping[str, npt.NDArray[Any]]]) -> Mapping[str, npt.NDArray[Any]]:
+    """Parts of rows (``append_records``' arrays) as one set of arrays."""
     if len(parts) == 1:
-        return to_table(parts[0])
-    return to_table({c: np.concatenate([p[c] for p in parts]) for c in DATA_COLUMNS})
+        return parts[0]
+    return {c: np.concatenate([p[c] for p in parts]) for c in DATA_COLUMNS}
+
+
+def checked_batch(cols: Mapping[str, npt.NDArray[Any]]) -> tuple[pa.RecordBatch, int]:
+    """The rows as one record batch and its :func:`values_crc`, in one pass over the
+    arrays: a column whose array already has the schema's type is checksummed as it is
+    (the bytes Arrow holds), the others as Arrow converted them."""
+    arrays: list[pa.Array] = []
+    crc = 0
+    for name, type_ in _COLUMN_TYPES:
+        data = np.asarray(cols[name])
+        if name == "step_type":
+            arr = kinds(data)
+            crc = zlib.crc32(_kinds_text(arr), crc)
+        else:
+            arr = pa.array(data, type=type_)
+            same = data.dtype == _NUMPY_TYPES.get(type_) and data.flags.c_contiguous
+            crc = zlib.crc32(data.data if same else _values(arr, in_place=type_ in _IN_PLACE), crc)
+        arrays.append(arr)
+    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA), crc
 
 
 def unique_after(table: pa.Table, after_seq: int) -> pa.Table:
@@ -177,12 +201,18 @@ def _batch_crc(batch: pa.RecordBatch, crc: int) -> int:
         arr = batch.column(i)
         if how is _Read.KINDS:
             crc = zlib.crc32(_kinds_text(arr), crc)
-        elif how is _Read.IN_PLACE and arr.null_count == 0:
-            crc = zlib.crc32(arr.to_numpy(zero_copy_only=True), crc)
         else:
-            values = pa.chunked_array([arr]).to_numpy()  # as the table's column gives them
-            crc = zlib.crc32(np.ascontiguousarray(values).tobytes(), crc)
+            crc = zlib.crc32(_values(arr, in_place=how is _Read.IN_PLACE), crc)
     return crc
+
+
+def _values(arr: pa.Array, *, in_place: bool) -> Any:
+    """The values of ``arr`` whose bytes its checksum covers: its buffer as it is, when
+    its type allows and nothing is missing, else as the table's column gives them."""
+    if in_place and arr.null_count == 0:
+        return arr.to_numpy(zero_copy_only=True)
+    values = pa.chunked_array([arr]).to_numpy()
+    return np.ascontiguousarray(values).tobytes()
 
 
 class _Read(enum.Enum):
@@ -211,6 +241,9 @@ def _plan(schema: pa.Schema) -> tuple[tuple[int, _Read], ...]:
 
 
 _SCHEMA_PLAN = _plan(SCHEMA)  # every staged batch's: worked out once
+
+# the NumPy type whose bytes are an Arrow column's values, for the schema's value columns
+_NUMPY_TYPES = {t: np.dtype(t.to_pandas_dtype()) for _, t in _COLUMN_TYPES if t in _IN_PLACE}
 
 
 def _kinds_text(arr: pa.Array) -> bytes:

@@ -19,7 +19,7 @@ from labrig.orchestrator.events import Event, EventKind
 from labrig.orchestrator.journal import Journal, JournalCorrupt, check_wal
 from labrig.orchestrator.store import DATA_COLUMNS, RunStore
 from labrig.orchestrator.store.reopen import ChunkCheck, reopen
-from labrig.orchestrator.store.tables import SCHEMA, to_table, values_crc
+from labrig.orchestrator.store.tables import SCHEMA, checked_batch, to_table, values_crc
 
 
 def _reference_crc(table: pa.Table) -> int:
@@ -98,6 +98,28 @@ def test_a_batch_checksum_of_columns_in_another_order() -> None:
     assert values_crc(turned.to_batches()[0]) == values_crc(table.to_batches()[0])
     with pytest.raises(KeyError, match="record_seq"):
         values_crc(table.drop_columns(["record_seq"]).to_batches()[0])
+
+
+@pytest.mark.parametrize("n", [0, 1, 60, 1000])
+@pytest.mark.parametrize("kinds", [["charge"], ["charge", None, "rest"]])
+@pytest.mark.parametrize("given", ["as stored", "other types", "strided", "not a number"])
+def test_a_batch_built_for_staging_carries_the_documented_checksum(
+    n: int, kinds: list[str | None], given: str
+) -> None:
+    """The staging log builds a batch and its checksum in one pass over the arrays; the
+    checksum is the one a restart computes from the batch as read back."""
+    cols = _cols(n, kinds)
+    if given == "other types":  # converted by Arrow: checksummed as converted
+        cols.update(cycle=cols["cycle"].astype(np.int64), record_seq=cols["record_seq"] + 0.0)
+        cols["step"] = cols["step"].astype(np.uint8)
+    elif given == "strided":  # views into larger arrays, as slicing hands them over
+        cols = {c: np.repeat(a, 2)[::2] for c, a in cols.items()}
+    elif given == "not a number":
+        cols["voltage_V"] = np.where(np.arange(n) % 3 == 0, np.nan, cols["voltage_V"])
+    batch, crc = checked_batch(cols)
+    assert batch.schema.equals(SCHEMA)
+    assert batch.to_pydict() == to_table(cols).to_pydict() or given == "not a number"
+    assert crc == values_crc(batch) == _reference_crc(pa.Table.from_batches([batch]))
 
 
 @pytest.mark.parametrize(
