@@ -180,6 +180,12 @@ class Checkpoint(_Model):
     def fires_at(self, iteration: int) -> bool:
         return (self.every is not None and iteration % self.every == 0) or iteration in self.at
 
+    def fires_within(self, n: int) -> int:
+        """How many of a loop's first ``n`` iterations this checkpoint fires at."""
+        every = n // self.every if self.every is not None else 0
+        extra = {a for a in self.at if a <= n and (self.every is None or a % self.every != 0)}
+        return every + len(extra)
+
 
 class Loop(_Model):
     """Repeat ``steps`` ``repeat`` times and/or until a condition on the last cycle holds."""

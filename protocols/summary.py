@@ -391,7 +391,7 @@ def estimate_duration_s(protocol: m.Protocol) -> float:
                 k = n.bound()
                 total += k * nodes(n.steps)
                 for cp in n.checkpoints:
-                    total += _fires(cp, k) * nodes(cp.steps)
+                    total += cp.fires_within(k) * nodes(cp.steps)
             elif isinstance(n, m.Group):
                 total += nodes(n.steps)
             else:
@@ -399,13 +399,6 @@ def estimate_duration_s(protocol: m.Protocol) -> float:
         return total
 
     return nodes(protocol.sequence)
-
-
-def _fires(cp: m.Checkpoint, n: int) -> int:
-    """How many of a loop's ``n`` iterations a checkpoint fires at."""
-    every = n // cp.every if cp.every is not None else 0
-    extra = {a for a in cp.at if a <= n and (cp.every is None or a % cp.every != 0)}
-    return every + len(extra)
 
 
 def format_duration(seconds: float) -> str:

@@ -29,8 +29,7 @@ def count_steps(nodes: Sequence[Any]) -> int:
             bound = n.bound()
             extra = 0
             for cp in n.checkpoints:
-                fires = sum(1 for i in range(1, bound + 1) if cp.fires_at(i))
-                extra += fires * count_steps(cp.steps)
+                extra += cp.fires_within(bound) * count_steps(cp.steps)
             total += per * bound + extra
         elif isinstance(n, Group):
             total += count_steps(n.steps)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from labrig.protocols import Dimension, ProtocolError, Step, UnitError, parse_quantity, parse_step
+from labrig.protocols.models import Checkpoint
 from labrig.protocols.stepstrings import parse_conditions, parse_loop_condition
 
 STEP: TypeAdapter[Any] = TypeAdapter(Step)
@@ -161,3 +162,20 @@ def test_step_parser_arbitrary_text_raises_only_value_errors(text: str) -> None:
     for parse in (parse_step, parse_conditions, parse_loop_condition):
         with contextlib.suppress(ValueError, ProtocolError):
             parse(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    every=st.one_of(st.none(), st.integers(1, 60)),
+    at=st.lists(st.integers(1, 400), max_size=6),
+    n=st.integers(0, 400),
+)
+def test_a_checkpoint_fires_within_a_loop_as_often_as_at_each_iteration(
+    every: int | None, at: list[int], n: int
+) -> None:
+    """Counted at once (the run's step total, the duration estimate), a checkpoint fires
+    as often as asked iteration by iteration, an iteration named twice counting once."""
+    if every is None and not at:
+        at = [1]
+    cp = Checkpoint.model_validate({"every": every, "at": at, "steps": ["rest for 1 min"]})
+    assert cp.fires_within(n) == sum(cp.fires_at(i) for i in range(1, n + 1))
