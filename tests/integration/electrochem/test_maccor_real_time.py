@@ -26,7 +26,7 @@ def test_records_and_status_on_the_real_time_loop(
         pytest.importorskip("uvloop")
     monkeypatch.setenv(EVENT_LOOP_ENV, loop)
 
-    async def main() -> tuple[str, int, list[float], ChannelState, ChannelState]:
+    async def main() -> tuple[str, list[int], list[int], list[float], ChannelState, ChannelState]:
         async with serve_maccor(2) as srv, MaccorCycler.from_url(srv.url) as cyc:
             ch = cyc.channel(0)
             await ch.set_limits(LIMITS)
@@ -36,15 +36,20 @@ def test_records_and_status_on_the_real_time_loop(
                 await asyncio.sleep(0.1)
                 batch = await ch.read_records(seqs[-1] if seqs else 0)
                 seqs.extend(int(s) for s in batch.seq)
-            times = [float(t) for t in (await ch.read_records(0)).time_s]
+            # every record so far (the block goes on: there may be newer ones by now)
+            whole = await ch.read_records(0)
+            every = [int(s) for s in whole.seq]
+            times = [float(t) for t in whole.time_s]
             running = (await ch.status()).state
             await ch.safe_state()
             after = (await ch.status()).state
-            return type(asyncio.get_running_loop()).__module__, len(seqs), times, running, after
+            module = type(asyncio.get_running_loop()).__module__
+            return module, seqs, every, times, running, after
 
-    module, n, times, running, after = run_real_time(main())
+    module, seqs, every, times, running, after = run_real_time(main())
     assert module.startswith(loop)
-    assert n >= 5  # about 0.6 s of records every 0.05 s, each read once
-    assert times == sorted(times) and len(times) == n
+    assert len(seqs) >= 5  # about 0.6 s of records every 0.05 s
+    assert seqs == every[: len(seqs)]  # each read once, in order, none skipped
+    assert times == sorted(times)
     assert running == ChannelState.running
     assert after != ChannelState.running
