@@ -282,13 +282,14 @@ def _print_outcome(name: str, outcome: RunOutcome, root: Path, sim: bool) -> Non
     table = Table(title=f"{name}: {outcome.state.value}", show_header=False)
     table.add_column("", no_wrap=True)
     table.add_column("", overflow="fold")
-    table.add_row("cycles", str(outcome.cycles))
+    from ..thermal import ThermalOutcome, summary_lines
+
+    if not isinstance(outcome, ThermalOutcome):  # a furnace run has no cycles
+        table.add_row("cycles", str(outcome.cycles))
     table.add_row("rows", f"{outcome.rows:,}")
     table.add_row("simulated time" if sim else "run time", _fmt_hours(outcome.run_time_s))
     if outcome.reason:
         table.add_row("reason", outcome.reason)
-    from ..thermal import ThermalOutcome, summary_lines
-
     if isinstance(outcome, ThermalOutcome) and outcome.summary:
         for key, value in summary_lines(outcome.summary):
             table.add_row(key, value)

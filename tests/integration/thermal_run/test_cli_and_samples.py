@@ -54,6 +54,8 @@ def test_cli_runs_the_library_anneal_and_records_its_samples(tmp_path: Path) -> 
     meta = json.loads((root / "run.json").read_text())
     assert meta["state"] == "finished" and meta["samples"] == ["NCM-7", "NCM-8"]
     assert "finished" in res.output
+    # the outcome speaks of the furnace (its dwell, its gas), not of cycles it has none of
+    assert "dwell 400 °C" in res.output and "cycles" not in res.output
 
     # a later cell run names the sample its cathode came from
     cell_run = out / "cell-run-1"
