@@ -173,22 +173,16 @@ class StagingLog:
 
     def append(self, rows: pa.Table | Mapping[str, npt.NDArray[Any]]) -> None:
         """Stage ``rows`` (a table, or ``append_records``' arrays) at the log's end."""
-        if isinstance(rows, pa.Table):
-            batches = [(b, values_crc(b)) for b in rows.to_batches() if b.num_rows]
-        else:
-            batch, crc = checked_batch(rows)
-            batches = [(batch, crc)] if batch.num_rows else []
+        batches = _checked(rows)
         if not batches:
             return
         if self._open is None:
             self._start()
         assert self._open is not None
         sink, writer = self._open
-        prev = self.last_seq
-        for batch, crc in batches:
-            prev = _write_checked(writer, batch, crc, prev)
-            self._batches.append(batch)
+        prev = _write_linked(writer, batches, self.last_seq)
         sink.flush()  # appended to the file (and synced when durable)
+        self._batches.extend(batch for batch, _crc in batches)
         self.last_seq = prev
         if len(self._batches) >= STAGING_BATCHES:
             self._compact()
@@ -218,7 +212,7 @@ class StagingLog:
         merged = self._next_path()
         with pa.OSFile(str(merged), "wb") as out:
             with pa.ipc.new_stream(out, SCHEMA) as w:
-                _write_linked(w, table, first_prev)
+                _write_linked(w, _checked(table), first_prev)
             out.flush()
             if self.durable:
                 os.fsync(out.fileno())
@@ -297,16 +291,17 @@ class _AppendOnFlush:
             self.closed = True
 
 
-def _write_linked(writer: Any, table: pa.Table, prev: int) -> int:
-    """Write ``table``'s batches, each with its CRC and the seq it follows; returns the
-    last seq written."""
-    for batch in table.to_batches():
-        if batch.num_rows:
-            prev = _write_checked(writer, batch, values_crc(batch), prev)
+def _checked(rows: pa.Table | Mapping[str, npt.NDArray[Any]]) -> list[tuple[pa.RecordBatch, int]]:
+    """The non-empty batches of ``rows``, each with its CRC."""
+    if isinstance(rows, pa.Table):
+        return [(b, values_crc(b)) for b in rows.to_batches() if b.num_rows]
+    batch, crc = checked_batch(rows)
+    return [(batch, crc)] if batch.num_rows else []
+
+
+def _write_linked(writer: Any, batches: list[tuple[pa.RecordBatch, int]], prev: int) -> int:
+    """Write each batch with its CRC and the seq it follows; returns the last seq written."""
+    for batch, crc in batches:
+        writer.write_batch(batch, custom_metadata={"crc": f"{crc:08x}", "prev": str(prev)})
+        prev = int(batch.column("record_seq")[-1].as_py())
     return prev
-
-
-def _write_checked(writer: Any, batch: pa.RecordBatch, crc: int, prev: int) -> int:
-    """Write ``batch`` with its CRC and the seq it follows; returns its last seq."""
-    writer.write_batch(batch, custom_metadata={"crc": f"{crc:08x}", "prev": str(prev)})
-    return int(batch.column("record_seq")[-1].as_py())
